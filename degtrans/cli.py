@@ -1,0 +1,188 @@
+"""The ``degtrans`` command line. Handlers parse arguments and call one function each.
+
+Each subcommand has its own ``_add_<name>`` function (parser + handler); stages that are not
+built yet exit 2 with a 'not implemented yet' message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from degtrans import __version__
+from degtrans.config import ConfigError, RunConfig, load_config
+
+log = logging.getLogger("degtrans")
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="TOML config file (sections as in degtrans/config.py)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="typed override of one config field, repeatable (e.g. --set train.learning_rate=1e-3)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+
+
+def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
+    """The config from ``--config`` and ``--set``, then ``extra`` overrides from dedicated flags."""
+    return load_config(args.config, [*args.overrides, *extra])
+
+
+def _not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"degtrans {name}: not implemented yet", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarise or draw a PSF field (.npz)")
+    p.add_argument("field", type=Path, help="PSF field file (.npz)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write a PNG of the PSF grid instead of a table")
+    _common(p)
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.calibrate.field import PSFField
+        from degtrans.calibrate.inspect import draw_field, summary
+
+        field = PSFField.load(args.field)
+        if args.output is None:
+            print(summary(field))
+        else:
+            print(f"wrote {draw_field(field, args.output)}")
+        return 0
+
+    p.set_defaults(func=handler)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a camera's PSF field from target/photo pairs (also: calibrate make-targets)",
+    )
+    _common(p)
+    p.set_defaults(func=_not_implemented("calibrate"))
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate", help="synthesise degraded/clean pairs as Parquet shards (also: simulate make-field)"
+    )
+    _common(p)
+    p.set_defaults(func=_not_implemented("simulate"))
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a restoration network (local or Ray Train)")
+    _common(p)
+    p.set_defaults(func=_not_implemented("train"))
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="hyper-parameter sweep with Ray Tune")
+    _common(p)
+    p.set_defaults(func=_not_implemented("sweep"))
+
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="restore a full-resolution photograph")
+    _common(p)
+    p.set_defaults(func=_not_implemented("restore"))
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="compare restoration methods on a dataset split")
+    _common(p)
+    p.set_defaults(func=_not_implemented("evaluate"))
+
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="submit any subcommand as a Ray job to a cluster")
+    _common(p)
+    p.set_defaults(func=_not_implemented("submit"))
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline end to end on bundled data")
+    p.add_argument("-o", "--output", type=Path, default=Path("demo"), help="demo output directory")
+    _common(p)
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.demo import run_demo
+
+        run_demo(args.output, resolve_config(args))
+        return 0
+
+    p.set_defaults(func=handler)
+
+
+# Two-word subcommands (``calibrate make-targets``) are parsers of their own, named with a dash.
+TWO_WORD = {("calibrate", "make-targets"), ("simulate", "make-field")}
+
+ADDERS = [
+    _add_calibrate,
+    _add_simulate,
+    _add_train,
+    _add_sweep,
+    _add_restore,
+    _add_evaluate,
+    _add_submit,
+    _add_inspect,
+    _add_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="degtrans",
+        description="Degradation transfer: calibrate spatially variant camera blur, synthesise data, restore.",
+    )
+    parser.add_argument("--version", action="version", version=f"degtrans {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in ADDERS:
+        add(sub)
+    return parser
+
+
+def _join_two_word(argv: list[str]) -> list[str]:
+    if len(argv) >= 2 and (argv[0], argv[1]) in TWO_WORD:
+        return [f"{argv[0]}-{argv[1]}", *argv[2:]]
+    return argv
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("degtrans").setLevel(logging.INFO if verbosity <= 0 else level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = _join_two_word(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0))
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ConfigError, ValueError, FileNotFoundError) as error:
+        if getattr(args, "verbose", 0) >= 2:
+            raise
+        print(f"degtrans {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Starting or joining Ray: embedded local by default, a cluster with ``--address``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Initialise Ray once per process.
+
+    Args:
+        address: ``None`` starts an embedded local Ray; ``"auto"`` or ``"ray://..."`` joins a cluster.
+        num_cpus: logical CPUs of the embedded Ray; defaults to twice the cores, because Ray Data
+            needs spare logical CPUs beside training workers and actors (see shared/notes/ray-2.60.md).
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    if address is None:
+        cpus = num_cpus if num_cpus is not None else max(4, 2 * (os.cpu_count() or 2))
+        log.info("starting embedded Ray with %d logical CPUs", cpus)
+        ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False, configure_logging=False)
+    else:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False

@@ -1,0 +1,276 @@
+"""One config module: frozen dataclasses per stage, loaded from TOML, typed ``--set`` overrides.
+
+A core function receives the small section it needs (``CalibrateConfig``...), never the whole
+``RunConfig``. Unknown keys are errors that name the key; overrides are parsed to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Dataset synthesis (``degtrans simulate``)."""
+
+    patch_size: int = 256
+    patches_per_image: int = 8
+    seed: int = 0
+    store_raw: bool = False
+    fit_field: bool = False
+    cfa_pattern: Literal["RGGB", "BGGR", "GRBG", "GBRG"] = "RGGB"
+    demosaic: Literal["bilinear", "malvar"] = "malvar"
+    noise: bool = True
+    # log10 shot-noise range sampled per pair (Brooks et al. 2019: 1e-4 .. 1.2e-2).
+    log_shot_noise_min: float = -4.0
+    log_shot_noise_max: float = -1.92
+    rows_per_file: int = 512
+    row_group_rows: int = 64
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Degradation transfer (``degtrans calibrate``)."""
+
+    rows: int = 6
+    cols: int = 8
+    psf_size: int = 31
+    support_radius: float = 0.0
+    psf_param: Literal["direct", "deep-linear"] = "direct"
+    alpha_fidelity: float = 1.0
+    beta_sum2one: float = 1.0
+    gamma_boundary: float = 1.0
+    delta_symmetry: float = 0.0
+    iterations: int = 300
+    learning_rate: float = 1e-3
+    wiener_reg: float = 1e-2
+    dense_flow: bool = False
+    min_inliers: int = 30
+    actors: int = 2
+    gpus_per_actor: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Restoration training (``degtrans train``), local or with Ray Train."""
+
+    model: Literal["fovkpn", "wiener"] = "fovkpn"
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ssim_weight: float = 0.0
+    width: int = 32
+    offset_channels: int = 32
+    kpn_kernel: int = 5
+    wiener_features: int = 16
+    val_fraction: float = 0.1
+    shuffle_buffer: int = 64
+    seed: int = 0
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1
+    max_failures: int = 2
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Hyper-parameter sweeps (``degtrans sweep``)."""
+
+    trials: int = 16
+    max_concurrent: int = 2
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    """Full-resolution tiled inference and classical baselines (``degtrans restore``)."""
+
+    tile_size: int = 256
+    overlap: int = 32
+    max_tiles_in_memory: int = 8
+    wiener_snr: float = 100.0
+    rl_iterations: int = 30
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every stage's section; what ``--config FILE`` and ``--set`` fill."""
+
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field's type (parsing strings from ``--set``), or raise ``ConfigError``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        errors = []
+        for option in typing.get_args(annotation):
+            if option is type(None) and value in (None, "none", "None"):
+                return None
+            try:
+                return coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError("; ".join(errors))
+    if origin is tuple:
+        item_type = typing.get_args(annotation)[0]
+        if isinstance(value, str):
+            value = [v for v in value.replace("x", ",").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(coerce(v, item_type, where) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected a boolean (true/false), got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {annotation!r}")
+
+
+def _build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+    hints = _section_types(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{section}.{unknown[0]}' (known keys in [{section}]: {', '.join(sorted(hints))})"
+        )
+    parsed = {name: coerce(value, hints[name], f"{source}: '{section}.{name}'") for name, value in values.items()}
+    return cls(**parsed)
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
+    """Build a ``RunConfig`` from nested dicts ``{section: {key: value}}``, rejecting unknown keys."""
+    sections = _section_types(RunConfig)
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section '{unknown[0]}' (known: {', '.join(sections)})")
+    built = {}
+    for name, cls in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: '{name}' must be a table, got {values!r}")
+        built[name] = _build_section(cls, values, source, name)
+    return RunConfig(**built)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read ``path`` (TOML; defaults if ``None``) and apply ``section.key=value`` overrides."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as error:
+            raise ConfigError(f"{path}: config file not found") from error
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    config = from_dict(data, source)
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
+    """Apply typed ``--set section.key=value`` overrides."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.strip().split(".", 1)
+        config = replace_field(config, section, key, raw.strip(), f"--set {dotted}")
+    return config
+
+
+def replace_field(config: RunConfig, section: str, key: str, value: Any, where: str | None = None) -> RunConfig:
+    """Return ``config`` with ``section.key`` set to ``value`` (type-checked; strings are parsed)."""
+    where = where or f"{section}.{key}"
+    sections = _section_types(RunConfig)
+    if section not in sections:
+        raise ConfigError(f"{where}: unknown section '{section}' (known: {', '.join(sections)})")
+    hints = _section_types(sections[section])
+    if key not in hints:
+        raise ConfigError(f"{where}: unknown key '{section}.{key}' (known: {', '.join(sorted(hints))})")
+    current = getattr(config, section)
+    updated = dataclasses.replace(current, **{key: coerce(value, hints[key], where)})
+    return dataclasses.replace(config, **{section: updated})
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples as lists), for JSON and TOML."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def write_resolved(config: Any, directory_or_file: str | os.PathLike, name: str = "config.json") -> Path:
+    """Write the resolved config as JSON next to an output (atomically).
+
+    ``directory_or_file`` is a run directory (the file goes inside) or an output file
+    (the file goes beside it as ``<output>.config.json``).
+    """
+    target = Path(directory_or_file)
+    path = target / name if target.is_dir() else target.with_name(target.name + ".config.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(to_dict(config), handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path

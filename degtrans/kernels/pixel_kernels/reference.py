@@ -1,0 +1,36 @@
+"""Pure-torch reference of per-pixel kernel application (kernel-prediction networks).
+
+``y(p) = sum_u K_p(u) x(p + u - c)`` with ``c = k // 2``, computed with ``F.unfold``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def apply_pixel_kernels_reference(x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Apply one k x k kernel per pixel.
+
+    Args:
+        x: (B, C, H, W) image.
+        kernels: (B, k*k, H, W) shared by all channels, or (B, C, k*k, H, W) per channel;
+            tap ``u = (i, j)`` is index ``i * k + j``.
+        padding: ``"zeros"`` or ``"reflect"``.
+
+    Returns:
+        (B, C, H, W).
+    """
+    batch, channels, height, width = x.shape
+    taps = kernels.shape[-3]
+    k = int(round(taps**0.5))
+    halo = k // 2
+    if padding == "reflect":
+        x = F.pad(x, (halo, halo, halo, halo), mode="reflect")
+        patches = F.unfold(x, k)
+    else:
+        patches = F.unfold(x, k, padding=halo)
+    patches = patches.view(batch, channels, taps, height, width)
+    if kernels.dim() == 4:
+        kernels = kernels.unsqueeze(1)
+    return (patches * kernels.to(x.dtype)).sum(dim=2)

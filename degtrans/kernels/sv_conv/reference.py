@@ -1,0 +1,87 @@
+"""Pure-torch reference of the spatially variant (scatter) PSF convolution: the specification.
+
+``y(p) = sum_q x(q) h_q(p - q)`` with ``h_q = sum_t w_t(q) h_t`` (bilinear weights of tile centres),
+computed in product-convolution form ``y = sum_t h_t * (w_t . x)``, one ``F.conv2d`` per tile.
+Works in any float dtype (float64 for gradcheck).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from degtrans.kernels.weights import padded_positions, tile_weights_1d
+
+
+def padded_tile_weights(
+    height: int,
+    width: int,
+    rows: int,
+    cols: int,
+    halo: int,
+    offset: tuple[int, int],
+    frame_size: tuple[int, int],
+    padding: str,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable tile weights over the padded patch: ``(rows, H + 2*halo)`` and ``(cols, W + 2*halo)``."""
+    ys = padded_positions(height, halo, offset[0], frame_size[0], padding, device)
+    xs = padded_positions(width, halo, offset[1], frame_size[1], padding, device)
+    return (
+        tile_weights_1d(ys, rows, frame_size[0], dtype),
+        tile_weights_1d(xs, cols, frame_size[1], dtype),
+    )
+
+
+def pad_image(x: torch.Tensor, halo: int, padding: str) -> torch.Tensor:
+    """Pad ``x: (B, C, H, W)`` by ``halo`` on every side; reflect falls back to replicate for tiny images."""
+    if halo == 0:
+        return x
+    if padding == "zeros":
+        return F.pad(x, (halo, halo, halo, halo))
+    if halo < x.shape[-1] and halo < x.shape[-2]:
+        return F.pad(x, (halo, halo, halo, halo), mode="reflect")
+    # Mirror index by index when the halo is wider than the image (torch refuses that case).
+    iy = padded_positions(x.shape[-2], halo, 0, x.shape[-2], "reflect", x.device)
+    ix = padded_positions(x.shape[-1], halo, 0, x.shape[-1], "reflect", x.device)
+    return x[..., iy, :][..., ix]
+
+
+def sv_conv2d_reference(
+    x: torch.Tensor,
+    field_psfs: torch.Tensor,
+    *,
+    offset: tuple[int, int] = (0, 0),
+    frame_size: tuple[int, int] | None = None,
+    padding: str = "reflect",
+) -> torch.Tensor:
+    """Spatially variant scatter convolution, reference implementation.
+
+    Args:
+        x: (B, C, H, W) image (linear intensities).
+        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres, k odd.
+        offset: (y0, x0) of the patch's top-left pixel on the sensor.
+        frame_size: (H, W) of the sensor frame the field covers; defaults to the patch size.
+        padding: ``"reflect"`` or ``"zeros"``.
+
+    Returns:
+        (B, C, H, W) blurred image.
+    """
+    rows, cols, channels, k, _ = field_psfs.shape
+    halo = k // 2
+    height, width = x.shape[-2:]
+    frame = frame_size if frame_size is not None else (height, width)
+    wy, wx = padded_tile_weights(
+        height, width, rows, cols, halo, offset, frame, padding, x.dtype, x.device
+    )
+    x_pad = pad_image(x, halo, padding)
+    out = torch.zeros_like(x)
+    for r in range(rows):
+        for c in range(cols):
+            weight = wy[r][:, None] * wx[c][None, :]
+            if not bool(weight.any()):
+                continue
+            kernel = field_psfs[r, c].flip(-1, -2).unsqueeze(1).to(x.dtype)
+            out = out + F.conv2d(x_pad * weight, kernel, groups=channels)
+    return out

@@ -1,0 +1,58 @@
+"""Bilinear weights of FOV tile centres, shared by every spatially variant operator.
+
+Coordinates: pixel ``i`` covers ``[i, i + 1)`` on the sensor, so its centre is ``i + 0.5``;
+tile ``r`` of ``n`` equal tiles over a frame of ``L`` pixels has its centre at ``(r + 0.5) * L / n``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Mirror integer indices into ``[0, length)`` like ``F.pad(mode="reflect")`` (edge not repeated)."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    folded = torch.remainder(index, period)
+    return torch.where(folded < length, folded, period - folded)
+
+
+def tile_weights_1d(
+    positions: torch.Tensor, n_tiles: int, frame_len: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Bilinear weights of ``n_tiles`` tile centres at integer sensor ``positions``.
+
+    Args:
+        positions: (N,) integer pixel positions on the sensor, in ``[0, frame_len)``.
+        n_tiles: number of equal tiles along this axis.
+        frame_len: sensor length along this axis in pixels.
+
+    Returns:
+        (n_tiles, N) weights; every column sums to 1; clamped (constant) outside the outer centres.
+    """
+    t = (positions.to(torch.float64) + 0.5) * (n_tiles / frame_len) - 0.5
+    t = t.clamp(0.0, n_tiles - 1.0)
+    lower = t.floor().clamp(max=max(n_tiles - 2, 0)).long()
+    frac = t - lower.to(torch.float64)
+    weights = torch.zeros(n_tiles, positions.numel(), dtype=torch.float64, device=positions.device)
+    cols = torch.arange(positions.numel(), device=positions.device)
+    if n_tiles == 1:
+        weights[0] = 1.0
+    else:
+        weights[lower, cols] = 1.0 - frac
+        weights[lower + 1, cols] += frac
+    return weights.to(dtype)
+
+
+def padded_positions(
+    length: int, halo: int, offset: int, frame_len: int, padding: str, device: torch.device | None = None
+) -> torch.Tensor:
+    """Sensor positions of the ``length + 2*halo`` samples of a padded patch axis.
+
+    With ``reflect`` a padded sample takes the position of its mirror inside the patch; with
+    ``zeros`` its weight does not matter (the sample is zero), so it is clamped to the patch.
+    """
+    local = torch.arange(-halo, length + halo, device=device)
+    local = reflect_index(local, length) if padding == "reflect" else local.clamp(0, length - 1)
+    return (local + offset).clamp(0, frame_len - 1)

@@ -1,0 +1,47 @@
+import subprocess
+import sys
+
+import pytest
+
+from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.cli import build_parser, main
+
+SUBCOMMANDS = ["calibrate", "simulate", "train", "sweep", "restore", "evaluate", "submit", "inspect", "demo"]
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_help_works_for_every_subcommand(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([name, "--help"])
+    assert info.value.code == 0
+    assert "usage: degtrans" in capsys.readouterr().out
+
+
+def test_inspect_prints_a_summary(tmp_path, capsys):
+    path = gaussian_field(grid=(2, 3), psf_size=7, image_size=(40, 60)).save(tmp_path / "f.npz")
+    assert main(["inspect", str(path)]) == 0
+    assert "2 x 3 tiles" in capsys.readouterr().out
+
+
+def test_inspect_draws_a_png(tmp_path):
+    path = gaussian_field(grid=(2, 3), psf_size=7, image_size=(40, 60)).save(tmp_path / "f.npz")
+    out = tmp_path / "grid.png"
+    assert main(["inspect", str(path), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_field_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("nope")
+    assert main(["inspect", str(bad)]) == 2
+    assert "bad.npz" in capsys.readouterr().err
+
+
+def test_bad_override_is_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--set", "train.epochs=abc"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "degtrans.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "degtrans" in out.stdout
