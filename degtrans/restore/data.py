@@ -1,0 +1,247 @@
+"""Reader of the degraded/clean pair datasets that ``degtrans simulate`` writes (pyarrow, no Ray).
+
+Layout (the shared contract): ``OUT/manifest.json``, ``OUT/shards/*.parquet``, ``OUT/fields/<camera>.npz``,
+``OUT/_SUCCESS``. Only the shards the manifest lists are read, with column projection; batches are
+shuffled by file and within a bounded buffer from an explicit seed, and ``uint16`` pixels become
+float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from degtrans.calibrate.field import PSFField
+from degtrans.restore.coords import fov_coords
+
+FORMAT = "degtrans-pairs"
+META_COLUMNS = ("sample_id", "camera", "y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
+PIXEL_COLUMNS = ("clean", "degraded")
+Split = Literal["train", "val", "all"]
+
+
+def split_of(sample_id: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"``, from a hash of ``sample_id`` (stable across runs and hosts)."""
+    digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction else "train"
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``data_dir/manifest.json`` of a complete dataset (``_SUCCESS`` present)."""
+    data_dir = Path(data_dir)
+    path = data_dir / "manifest.json"
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: dataset directory not found")
+    if not (data_dir / "_SUCCESS").exists():
+        raise ValueError(
+            f"{data_dir}: incomplete dataset (no _SUCCESS marker); was 'degtrans simulate' interrupted?"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read dataset manifest: {error}") from error
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: not a degtrans pair dataset (format {manifest.get('format')!r}, expected {FORMAT!r})"
+        )
+    for key in ("shards", "cameras", "patch_size"):
+        if key not in manifest:
+            raise ValueError(f"{path}: manifest has no {key!r}")
+    for shard in manifest["shards"]:
+        if not (data_dir / shard["path"]).is_file():
+            raise FileNotFoundError(f"{path}: listed shard {shard['path']} is missing")
+    return manifest
+
+
+def load_fields(data_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, PSFField]:
+    """The PSF field of every camera in the manifest, read from ``OUT/fields/<camera>.npz``."""
+    return {
+        name: PSFField.load(Path(data_dir) / entry["field"]) for name, entry in manifest["cameras"].items()
+    }
+
+
+def patch_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[int, int]) -> np.ndarray:
+    """The PSF (C, k, k) at the centre of the patch whose top-left sensor pixel is ``(y0, x0)``."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return field.at(y0 + height / 2.0, x0 + width / 2.0)
+
+
+def _pixels(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, int, int]) -> np.ndarray:
+    """Flattened HWC uint16 pixels (list<uint16> or little-endian binary) -> (n, H, W, C) uint16."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column, pa.Array):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            flat = np.frombuffer(b"".join(column.to_pylist()), dtype="<u2")
+        else:
+            flat = column.flatten().to_numpy(zero_copy_only=False)
+    else:
+        values = list(column)
+        if values and isinstance(values[0], (bytes, bytearray)):
+            flat = np.frombuffer(b"".join(values), dtype="<u2")
+        else:
+            flat = np.concatenate([np.asarray(v).reshape(-1) for v in values]) if values else np.zeros(0)
+    return flat.astype(np.uint16, copy=False).reshape(-1, *shape)
+
+
+def rows_to_batch(
+    columns: Mapping[str, Any],
+    fields: Mapping[str, PSFField] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Decode a batch of rows (pyarrow table columns, or Ray Data numpy columns) into tensors.
+
+    Args:
+        columns: at least ``sample_id, camera, y0, x0, frame_h, frame_w, height, width, channels,
+            clean, degraded``; all rows have the same patch size.
+        fields: camera -> PSF field; when given the batch gets ``"psf"``.
+
+    Returns:
+        ``{"degraded", "clean": (B, C, H, W) float32 in [0, 1], "coords": (B, 3, H, W) (x, y, r),
+        "psf": (B, C, k, k) (with fields), "camera", "sample_id": lists, "y0", "x0", "frame_h",
+        "frame_w": (B,) int64}``.
+    """
+
+    def ints(name: str) -> np.ndarray:
+        value = columns[name]
+        value = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
+        return value.astype(np.int64)
+
+    def strings(name: str) -> list[str]:
+        value = columns[name]
+        return [str(v) for v in (value.to_pylist() if hasattr(value, "to_pylist") else value)]
+
+    height, width, channels = (ints(n) for n in ("height", "width", "channels"))
+    if len(set(height.tolist())) > 1 or len(set(width.tolist())) > 1 or len(set(channels.tolist())) > 1:
+        raise ValueError("rows_to_batch: rows of one batch must share height, width and channels")
+    shape = (int(height[0]), int(width[0]), int(channels[0]))
+    batch: dict[str, Any] = {}
+    for name in PIXEL_COLUMNS:
+        pixels = torch.from_numpy(_pixels(columns[name], shape).astype(np.float32) / 65535.0)
+        batch[name] = pixels.permute(0, 3, 1, 2).contiguous().to(device)
+    for name in ("y0", "x0", "frame_h", "frame_w"):
+        batch[name] = torch.from_numpy(ints(name))
+    batch["sample_id"], batch["camera"] = strings("sample_id"), strings("camera")
+    batch["coords"] = fov_coords(
+        batch["y0"], batch["x0"], batch["frame_h"], batch["frame_w"], shape[0], shape[1], device=device
+    )
+    if fields is not None:
+        psfs = []
+        for camera, y0, x0 in zip(batch["camera"], batch["y0"].tolist(), batch["x0"].tolist(), strict=True):
+            if camera not in fields:
+                raise ValueError(f"rows_to_batch: no PSF field for camera {camera!r} (have {sorted(fields)})")
+            psfs.append(patch_psfs(fields[camera], y0, x0, shape[:2]))
+        batch["psf"] = torch.from_numpy(np.stack(psfs)).to(device)
+    return batch
+
+
+@dataclass
+class PairReader:
+    """Batches of one split of a pair dataset. Reads the manifest (and PSF fields) once.
+
+    Args:
+        data_dir: the dataset directory ``OUT/``.
+        val_fraction: fraction of samples (by ``split_of``) in the validation split.
+        with_psf: attach each patch's PSF (``"psf"``) for non-blind models.
+    """
+
+    data_dir: Path
+    val_fraction: float = 0.1
+    with_psf: bool = False
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.manifest = read_manifest(self.data_dir)
+        self.fields = load_fields(self.data_dir, self.manifest) if self.with_psf else None
+        self.shards = [self.data_dir / entry["path"] for entry in self.manifest["shards"]]
+
+    def _keep(self, sample_ids: list[str], split: Split) -> np.ndarray:
+        if split == "all":
+            return np.ones(len(sample_ids), dtype=bool)
+        return np.array([split_of(s, self.val_fraction) == split for s in sample_ids], dtype=bool)
+
+    def count(self, split: Split = "train") -> int:
+        """Number of samples in ``split`` (reads only the ``sample_id`` column)."""
+        total = 0
+        for shard in self.shards:
+            ids = pq.read_table(shard, columns=["sample_id"]).column("sample_id").to_pylist()
+            total += int(self._keep(ids, split).sum())
+        return total
+
+    def _rows(
+        self, split: Split, shuffle: bool, rng: np.random.Generator, buffer_size: int
+    ) -> Iterator[pa.Table]:
+        order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
+        buffer: list[pa.Table] = []
+        for index in order:
+            shard = self.shards[int(index)]
+            try:
+                parquet = pq.ParquetFile(shard)
+                record_batches = parquet.iter_batches(batch_size=64, columns=[*META_COLUMNS, *PIXEL_COLUMNS])
+                for record_batch in record_batches:
+                    table = pa.Table.from_batches([record_batch])
+                    keep = self._keep(table.column("sample_id").to_pylist(), split)
+                    for row in np.flatnonzero(keep):
+                        buffer.append(table.slice(int(row), 1))
+                        if not shuffle:
+                            yield buffer.pop()
+                        elif len(buffer) >= buffer_size:
+                            yield buffer.pop(int(rng.integers(len(buffer))))
+            except (pa.ArrowInvalid, OSError) as error:
+                raise ValueError(f"{shard}: cannot read Parquet shard: {error}") from error
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))) if shuffle else 0)
+
+    def batches(
+        self,
+        split: Split = "train",
+        batch_size: int = 16,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle_buffer: int = 64,
+        drop_last: bool = False,
+        limit: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Iterator[dict[str, Any]]:
+        """Yield decoded batches (see :func:`rows_to_batch`).
+
+        The order depends only on ``(seed, epoch)``: shards are permuted, then rows pass through a
+        ``shuffle_buffer``-row buffer. ``limit`` caps the number of samples.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rng = np.random.default_rng([seed, epoch])
+        pending: list[pa.Table] = []
+        seen = 0
+        for row in self._rows(split, shuffle, rng, max(1, shuffle_buffer)):
+            if limit is not None and seen >= limit:
+                break
+            pending.append(row)
+            seen += 1
+            if len(pending) == batch_size:
+                yield rows_to_batch(_columns(pending), self.fields, device)
+                pending = []
+        if pending and not drop_last:
+            yield rows_to_batch(_columns(pending), self.fields, device)
+
+    def steps_per_epoch(self, batch_size: int, split: Split = "train", drop_last: bool = False) -> int:
+        n = self.count(split)
+        return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _columns(rows: list[pa.Table]) -> dict[str, pa.ChunkedArray]:
+    """One-row tables -> Arrow columns (pixels never pass through Python lists)."""
+    table = pa.concat_tables(rows)
+    return {name: table.column(name) for name in table.column_names}

@@ -1,0 +1,154 @@
+"""A tiny contract-conforming pair dataset written with plain pyarrow (tests and benchmarks).
+
+It does not replace ``degtrans simulate`` (no ISP, no realistic noise): clean frames are random
+shapes and gratings, degraded frames are the same blurred by a PSF field with ``sv_conv2d``
+(in the stored domain), plus light Gaussian noise, cut into patches at random positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from degtrans import __version__
+from degtrans.calibrate.field import PSFField
+from degtrans.kernels import sv_conv2d
+
+
+def toy_frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: a colour gradient with random rectangles, disks and gratings."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.empty((height, width, 3), dtype=np.float32)
+    for c in range(3):
+        image[..., c] = 0.3 + 0.4 * rng.random() * (yy / height) + 0.3 * rng.random() * (xx / width)
+    for _ in range(12):
+        colour = rng.random(3).astype(np.float32)
+        cy, cx = rng.random(2) * (height, width)
+        size = (0.05 + 0.2 * rng.random()) * min(height, width)
+        if rng.random() < 0.5:
+            inside = (np.abs(yy - cy) < size) & (np.abs(xx - cx) < size * (0.5 + rng.random()))
+        else:
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < size**2
+        image[inside] = colour
+    for _ in range(3):
+        angle, period = rng.random() * np.pi, 3 + 6 * rng.random()
+        cy, cx = rng.random(2) * (height, width)
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 < (0.15 * min(height, width)) ** 2
+        grating = 0.5 + 0.5 * np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)
+        image[inside] = grating[inside, None] * rng.random(3).astype(np.float32)
+    return np.clip(image, 0.0, 1.0)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_toy_dataset(
+    out: str | Path,
+    field: PSFField,
+    *,
+    frames: int = 2,
+    patches_per_frame: int = 4,
+    patch_size: int = 32,
+    shards: int = 2,
+    noise: float = 0.005,
+    seed: int = 0,
+) -> Path:
+    """Write ``out/`` in the pair-dataset format (manifest, shards, field copy, ``_SUCCESS`` last).
+
+    Args:
+        out: output directory (created).
+        field: the camera's PSF field; frames have its ``image_size``.
+        frames: number of synthetic source frames.
+        patches_per_frame: patches cut from each frame at random positions.
+        patch_size: P, patch side in pixels.
+        shards: Parquet files to spread the rows over.
+        noise: standard deviation of the added Gaussian noise.
+        seed: all randomness.
+
+    Returns:
+        ``out``.
+    """
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / "fields").mkdir(parents=True, exist_ok=True)
+    camera = field.camera
+    height, width = field.image_size
+    rng = np.random.default_rng(seed)
+    rows: list[dict] = []
+    psfs = torch.from_numpy(field.psfs)
+    for frame in range(frames):
+        clean = toy_frame(height, width, rng)
+        tensor = torch.from_numpy(clean).permute(2, 0, 1)[None]
+        blurred = sv_conv2d(tensor, psfs)[0].permute(1, 2, 0).numpy()
+        degraded = np.clip(blurred + noise * rng.standard_normal(blurred.shape), 0.0, 1.0)
+        for patch in range(patches_per_frame):
+            y0 = int(rng.integers(0, height - patch_size + 1))
+            x0 = int(rng.integers(0, width - patch_size + 1))
+            window = np.s_[y0 : y0 + patch_size, x0 : x0 + patch_size]
+            rows.append(
+                {
+                    "sample_id": f"{camera}/frame{frame:04d}/p{patch:02d}",
+                    "camera": camera,
+                    "source": f"toy:{seed}:{frame}",
+                    "y0": y0,
+                    "x0": x0,
+                    "frame_h": height,
+                    "frame_w": width,
+                    "height": patch_size,
+                    "width": patch_size,
+                    "channels": 3,
+                    "clean": np.round(clean[window] * 65535).astype(np.uint16).reshape(-1),
+                    "degraded": np.round(degraded[window] * 65535).astype(np.uint16).reshape(-1),
+                    "noise_read": float(noise),
+                }
+            )
+    ints = ("y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
+    schema = pa.schema(
+        [("sample_id", pa.string()), ("camera", pa.string()), ("source", pa.string())]
+        + [(name, pa.int32()) for name in ints]
+        + [
+            ("clean", pa.list_(pa.uint16())),
+            ("degraded", pa.list_(pa.uint16())),
+            ("noise_read", pa.float64()),
+        ]
+    )
+    entries = []
+    for index, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
+        table = pa.Table.from_pylist([rows[i] for i in part], schema=schema)
+        path = out / "shards" / f"part-{index:05d}.parquet"
+        pq.write_table(table, path)
+        entries.append({"path": f"shards/{path.name}", "rows": len(part), "sha256": _sha256(path)})
+    field_path = field.save(out / "fields" / f"{camera}.npz")
+    manifest = {
+        "format": "degtrans-pairs",
+        "format_version": 1,
+        "version": __version__,
+        "patch_size": patch_size,
+        "shards": entries,
+        "samples": len(rows),
+        "cameras": {
+            camera: {
+                "field": f"fields/{camera}.npz",
+                "sha256": _sha256(field_path),
+                "frame_h": height,
+                "frame_w": width,
+            }
+        },
+        "skipped": [],
+        "config": {"toy": True, "frames": frames, "noise": noise, "seed": seed},
+    }
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(manifest, handle, indent=2)
+    os.replace(tmp, out / "manifest.json")
+    (out / "_SUCCESS").write_text("")
+    return out
