@@ -79,7 +79,12 @@ class TrainConfig:
     width: int = 32
     offset_channels: int = 32
     kpn_kernel: int = 5
-    wiener_features: int = 16
+    deform_blocks: int = 2
+    # Deep Wiener feature channels: a multiple of 3 (each colour channel gets its own features).
+    wiener_features: int = 24
+    # Cap on training batches per epoch (0: the whole split), for short demo runs.
+    max_steps_per_epoch: int = 0
+    amp: bool = True
     val_fraction: float = 0.1
     shuffle_buffer: int = 64
     seed: int = 0
@@ -110,6 +115,11 @@ class RestoreConfig:
     max_tiles_in_memory: int = 8
     wiener_snr: float = 100.0
     rl_iterations: int = 30
+    # Classical baselines deconvolve in linear light: undo / redo the sRGB transfer curve around them.
+    linearize: bool = True
+    # ``degtrans evaluate``: crops in its picture, and a cap on evaluated samples (0: all of the split).
+    eval_crops: int = 4
+    eval_max_samples: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Deep Wiener deconvolution (Dong et al. 2020) with the PSF of the patch's position in the field.
 
 A shallow encoder lifts each colour channel to ``m / C`` feature channels (grouped convolutions, so
-every feature belongs to one colour channel and is deconvolved with that channel's PSF); each is
-deconvolved in the Fourier domain
+every feature belongs to one colour channel and is deconvolved with that channel's PSF; the first
+feature of each channel is the channel itself, so an untrained model is a classical Wiener filter);
+each is deconvolved in the Fourier domain
 
     F⁻¹(η_i · conj(F(k)) / (|F(k)|² + Σ_j φ_ij |F(p_j)|²) · F(feature_i)),
 
@@ -94,14 +95,16 @@ class DeepWiener(nn.Module):
 
     def __init__(self, channels: int = 3, features: int = 24, width: int = 32) -> None:
         super().__init__()
-        if features % channels:
-            raise ValueError(f"DeepWiener: features ({features}) must be a multiple of channels ({channels})")
+        if features % channels or features < 2 * channels:
+            raise ValueError(
+                f"DeepWiener: features ({features}) must be a multiple of {channels} and >= {2 * channels}"
+            )
         self.channels = channels
         self.features = features
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, features, 3, padding=1, groups=channels),
+            nn.Conv2d(channels, features - channels, 3, padding=1, groups=channels),
             nn.LeakyReLU(0.1),
-            nn.Conv2d(features, features, 3, padding=1, groups=channels),
+            nn.Conv2d(features - channels, features - channels, 3, padding=1, groups=channels),
         )
         j = DERIVATIVE_FILTERS.shape[0]
         self.snr_net = nn.Sequential(
@@ -125,7 +128,6 @@ class DeepWiener(nn.Module):
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.skip = nn.Conv2d(features, channels, 1, groups=channels)
 
     def forward(
         self, degraded: torch.Tensor, coords: torch.Tensor, psf: torch.Tensor | None = None
@@ -144,13 +146,15 @@ class DeepWiener(nn.Module):
             raise ValueError("DeepWiener needs the patch PSF: call model(degraded, coords, psf)")
         batch = degraded.shape[0]
         per_channel = self.features // self.channels
-        feats = self.encoder(degraded)
-        feature_psf = psf.to(degraded.dtype).repeat_interleave(per_channel, dim=1)
+        # Features 0..C-1 are the image channels, then (per_channel - 1) learned features per channel.
+        feats = torch.cat([degraded, self.encoder(degraded)], dim=1)
+        psf = psf.to(degraded.dtype)
+        feature_psf = torch.cat([psf, psf.repeat_interleave(per_channel - 1, dim=1)], dim=1)
         phi = F.softplus(self.snr_net(degraded)).view(batch, self.features, -1)
         with torch.autocast(device_type=degraded.device.type, enabled=False):
             deconv = wiener_deconv(feats, feature_psf, phi, self.eta)
         deconv = deconv.to(degraded.dtype)
-        base = self.skip(deconv)
+        base = deconv[:, : self.channels]
         x, (height, width) = pad_to_multiple(torch.cat([deconv, degraded], dim=1), 2)
         c, _ = pad_to_multiple(coords.to(x.dtype), 2)
         f1 = self.enc1(self.fov(x, c))
