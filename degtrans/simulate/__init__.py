@@ -1,0 +1,34 @@
+"""Raw-domain imaging simulation: unprocess, optics, CFA, noise, demosaic, process; virtual lenses."""
+
+from degtrans.simulate.camera import CameraProfile, bundled_profiles, load_profile
+from degtrans.simulate.cfa import demosaic, mosaic
+from degtrans.simulate.degrade import DegradeParams, degrade, sample_generator, sample_params, simulate_pair
+from degtrans.simulate.isp import ISPParams, ISPRanges, process, sample_isp_params, unprocess
+from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
+from degtrans.simulate.optics import PRESETS, LensSpec, lens_field, random_lens
+
+__all__ = [
+    "PRESETS",
+    "CameraProfile",
+    "DegradeParams",
+    "ISPParams",
+    "ISPRanges",
+    "LensSpec",
+    "NoiseModel",
+    "NoiseParams",
+    "add_noise",
+    "bundled_profiles",
+    "degrade",
+    "demosaic",
+    "lens_field",
+    "load_profile",
+    "mosaic",
+    "process",
+    "random_lens",
+    "sample_generator",
+    "sample_isp_params",
+    "sample_noise_params",
+    "sample_params",
+    "simulate_pair",
+    "unprocess",
+]
