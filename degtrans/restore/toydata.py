@@ -1,8 +1,8 @@
 """A tiny contract-conforming pair dataset written with plain pyarrow (tests and benchmarks).
 
 It does not replace ``degtrans simulate`` (no ISP, no realistic noise): clean frames are random
-shapes and gratings, degraded frames are the same blurred by a PSF field with ``sv_conv2d``
-(in the stored domain), plus light Gaussian noise, cut into patches at random positions.
+shapes and gratings, degraded frames are the same blurred by a PSF field with ``sv_conv2d`` in
+linear light, plus light Gaussian noise, both stored through the sRGB curve and cut into patches.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from degtrans import __version__
 from degtrans.calibrate.field import PSFField
 from degtrans.kernels import sv_conv2d
+from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
 
 
 def toy_frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,9 +88,11 @@ def write_toy_dataset(
     psfs = torch.from_numpy(field.psfs)
     for frame in range(frames):
         clean = toy_frame(height, width, rng)
-        tensor = torch.from_numpy(clean).permute(2, 0, 1)[None]
-        blurred = sv_conv2d(tensor, psfs)[0].permute(1, 2, 0).numpy()
-        degraded = np.clip(blurred + noise * rng.standard_normal(blurred.shape), 0.0, 1.0)
+        # Blur in linear light, as a lens does, then store both through the sRGB curve.
+        linear = srgb_to_linear(torch.from_numpy(clean).permute(2, 0, 1)[None])
+        blurred = sv_conv2d(linear, psfs)
+        blurred = blurred + noise * torch.from_numpy(rng.standard_normal(blurred.shape)).float()
+        degraded = linear_to_srgb(blurred)[0].permute(1, 2, 0).numpy()
         for patch in range(patches_per_frame):
             y0 = int(rng.integers(0, height - patch_size + 1))
             x0 = int(rng.integers(0, width - patch_size + 1))
