@@ -70,7 +70,7 @@ class CameraProfile:
         matrix = np.asarray(self.xyz_to_cam)
         if matrix.shape != (3, 3) or not np.all(np.isfinite(matrix)):
             return f"xyz_to_cam must be a finite 3x3 matrix, got shape {matrix.shape}"
-        if abs(np.linalg.det(matrix)) < 1e-8 or np.any(np.abs((matrix @ np.ones(3))) < 1e-8):
+        if abs(np.linalg.det(matrix)) < 1e-8 or np.any(np.abs(matrix @ np.ones(3)) < 1e-8):
             return "xyz_to_cam is singular (no usable colour matrix)"
         return None
 
@@ -97,7 +97,9 @@ class CameraProfile:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown camera profile key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"{source}: unknown camera profile key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
         values = dict(data)
         if "name" not in values:
             raise ValueError(f"{source}: camera profile needs a 'name'")
@@ -158,10 +160,14 @@ class CameraProfile:
         except rawpy.LibRawError as error:
             raise ValueError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
         if pattern_idx is None or np.asarray(pattern_idx).shape != (2, 2):
-            raise ValueError(f"{path}: unsupported RAW: not a 2x2 Bayer sensor (X-Trans, Foveon or linear DNG?)")
+            raise ValueError(
+                f"{path}: unsupported RAW: not a 2x2 Bayer sensor (X-Trans, Foveon or linear DNG?)"
+            )
         pattern = "".join(desc[int(i)] for i in np.asarray(pattern_idx).ravel())
         if pattern not in PATTERNS:
-            raise ValueError(f"{path}: unsupported CFA {pattern!r} (colours {desc!r}); expected one of {list(PATTERNS)}")
+            raise ValueError(
+                f"{path}: unsupported CFA {pattern!r} (colours {desc!r}); expected one of {list(PATTERNS)}"
+            )
         black = tuple(float(blacks[int(i)]) for i in np.asarray(pattern_idx).ravel())
         matrix = _xyz_to_cam(embedded, xyz_table)
         if matrix is None:
@@ -225,5 +231,6 @@ def load_profile(name_or_path: str | os.PathLike) -> CameraProfile:
     if path.exists():
         return CameraProfile.from_raw(path)
     raise ValueError(
-        f"camera profile {text!r}: not a bundled name ({', '.join(bundled_profiles())}), a .toml file or a RAW file"
+        f"camera profile {text!r}: not a bundled name ({', '.join(bundled_profiles())}),"
+        " a .toml file or a RAW file"
     )

@@ -33,7 +33,11 @@ def phase_pattern(pattern: str, offset: tuple[int, int]) -> str:
 
 
 def cfa_masks(
-    pattern: str, height: int, width: int, offset: tuple[int, int] = (0, 0), device: torch.device | None = None
+    pattern: str,
+    height: int,
+    width: int,
+    offset: tuple[int, int] = (0, 0),
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """(3, H, W) one-hot masks: which colour each pixel of the patch records."""
     local = phase_pattern(pattern, offset)
@@ -53,15 +57,25 @@ def mosaic(rgb: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (
 def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
     if x.shape[-1] > pad and x.shape[-2] > pad:
         return F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    raise ValueError(f"demosaic: image {tuple(x.shape[-2:])} is too small for a {2 * pad + 1}x{2 * pad + 1} filter")
+    raise ValueError(
+        f"demosaic: image {tuple(x.shape[-2:])} is too small for a {2 * pad + 1}x{2 * pad + 1} filter"
+    )
 
 
-def demosaic_bilinear(raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def demosaic_bilinear(
+    raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Bilinear demosaicking: ``raw (B, 1, H, W)`` -> ``(B, 3, H, W)``."""
     masks = cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device).to(raw.dtype)
     planes = raw * masks[None]
-    rb = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=raw.dtype, device=raw.device) / 4
-    g = torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]], dtype=raw.dtype, device=raw.device) / 4
+    rb = (
+        torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=raw.dtype, device=raw.device)
+        / 4
+    )
+    g = (
+        torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]], dtype=raw.dtype, device=raw.device)
+        / 4
+    )
     kernels = torch.stack([rb, g, rb])[:, None]
     return F.conv2d(_reflect(planes, 1), kernels, groups=3)
 
@@ -71,15 +85,25 @@ def _malvar_kernels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     g_at_rb = [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
     same_row = [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
     same_col = [list(row) for row in zip(*same_row, strict=True)]
-    diagonal = [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]
+    diagonal = [
+        [0, 0, -1.5, 0, 0],
+        [0, 2, 0, 2, 0],
+        [-1.5, 0, 6, 0, -1.5],
+        [0, 2, 0, 2, 0],
+        [0, 0, -1.5, 0, 0],
+    ]
     return torch.tensor([g_at_rb, same_row, same_col, diagonal], dtype=dtype, device=device)[:, None] / 8
 
 
-def demosaic_malvar(raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def demosaic_malvar(
+    raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Malvar-He-Cutler gradient-corrected linear demosaicking: ``(B, 1, H, W)`` -> ``(B, 3, H, W)``."""
     height, width = raw.shape[-2:]
     m = cfa_masks(pattern, height, width, offset, raw.device).to(raw.dtype)
-    g_at_rb, along_row, along_col, diagonal = F.conv2d(_reflect(raw, 2), _malvar_kernels(raw.dtype, raw.device)).unbind(1)
+    g_at_rb, along_row, along_col, diagonal = F.conv2d(
+        _reflect(raw, 2), _malvar_kernels(raw.dtype, raw.device)
+    ).unbind(1)
     raw = raw[:, 0]
     is_r, is_g, is_b = m[0], m[1], m[2]
     # Bayer rows alternate: a green pixel shares its row with either red or blue pixels.

@@ -16,7 +16,7 @@ from degtrans.calibrate.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import demosaic, mosaic, phase_pattern
-from degtrans.simulate.isp import ISPParams, ISPRanges, process, sample_isp_params, unprocess
+from degtrans.simulate.isp import DEFAULT_RANGES, ISPParams, ISPRanges, process, sample_isp_params, unprocess
 from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
 
 # Context the demosaicking filters need on each side of a patch (Malvar's 5x5 reaches 2 pixels).
@@ -52,7 +52,7 @@ def sample_generator(seed: int, sample_id: str) -> torch.Generator:
 def sample_params(
     generator: torch.Generator,
     camera: CameraProfile,
-    ranges: ISPRanges = ISPRanges(),
+    ranges: ISPRanges = DEFAULT_RANGES,
     noise: NoiseModel | None = None,
     batch: int = 1,
 ) -> DegradeParams:
@@ -120,11 +120,18 @@ def simulate_pair(
     isp = _repeat(params.isp, 2)
     out = process(both, isp)[..., top : top + height, left : left + width]
     batch = clean_srgb.shape[0]
-    return Pair(degraded=out[:batch], clean=out[batch:], raw=raw[..., top : top + height, left : left + width])
+    return Pair(
+        degraded=out[:batch], clean=out[batch:], raw=raw[..., top : top + height, left : left + width]
+    )
 
 
 def _repeat(isp: ISPParams, times: int) -> ISPParams:
-    return ISPParams(*(t.repeat(times, *([1] * (t.dim() - 1))) for t in (isp.rgb2cam, isp.rgb_gain, isp.red_gain, isp.blue_gain)))
+    return ISPParams(
+        *(
+            t.repeat(times, *([1] * (t.dim() - 1)))
+            for t in (isp.rgb2cam, isp.rgb_gain, isp.red_gain, isp.blue_gain)
+        )
+    )
 
 
 def degrade(
@@ -162,8 +169,18 @@ def degrade(
         ``(degraded, clean)``, each (B, 3, h, w) in [0, 1], processed identically.
     """
     pair = simulate_pair(
-        clean_srgb, field, camera, params, generator, offset=offset, frame_size=frame_size, crop=crop,
-        cfa_pattern=cfa_pattern, demosaic_method=demosaic_method, noise=noise, backend=backend,
+        clean_srgb,
+        field,
+        camera,
+        params,
+        generator,
+        offset=offset,
+        frame_size=frame_size,
+        crop=crop,
+        cfa_pattern=cfa_pattern,
+        demosaic_method=demosaic_method,
+        noise=noise,
+        backend=backend,
     )
     return pair.degraded, pair.clean
 

@@ -47,6 +47,9 @@ class ISPRanges:
     wb_jitter: float = 0.1
 
 
+DEFAULT_RANGES = ISPRanges()
+
+
 @dataclass(frozen=True)
 class ISPParams:
     """One ISP draw per sample.
@@ -89,7 +92,9 @@ class ISPParams:
     @classmethod
     def from_columns(cls, row: dict[str, float]) -> ISPParams:
         """Inverse of :meth:`columns` for one row (batch of one, float64)."""
-        matrix = torch.tensor([[row[f"isp_rgb2cam_{i}{j}"] for j in range(3)] for i in range(3)], dtype=torch.float64)
+        matrix = torch.tensor(
+            [[row[f"isp_rgb2cam_{i}{j}"] for j in range(3)] for i in range(3)], dtype=torch.float64
+        )
         return cls(
             rgb2cam=matrix[None],
             rgb_gain=torch.tensor([row["isp_rgb_gain"]], dtype=torch.float64),
@@ -115,7 +120,7 @@ def _uniform(generator: torch.Generator, batch: int, low: float, high: float) ->
 
 def sample_isp_params(
     generator: torch.Generator,
-    ranges: ISPRanges = ISPRanges(),
+    ranges: ISPRanges = DEFAULT_RANGES,
     camera: CameraProfile | None = None,
     batch: int = 1,
 ) -> ISPParams:
@@ -124,7 +129,10 @@ def sample_isp_params(
     With a camera profile the colour matrix is the camera's and the white balance its as-shot gains,
     jittered; without one the matrix is the identity and the gains are Brooks et al.'s ranges.
     """
-    rgb_gain = 1.0 / (ranges.rgb_gain_mean + ranges.rgb_gain_std * torch.randn(batch, generator=generator, dtype=torch.float64))
+    rgb_gain = 1.0 / (
+        ranges.rgb_gain_mean
+        + ranges.rgb_gain_std * torch.randn(batch, generator=generator, dtype=torch.float64)
+    )
     rgb_gain = rgb_gain.clamp(0.5, 3.0)
     if camera is None:
         rgb2cam = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3).clone()

@@ -25,7 +25,12 @@ class NoiseModel:
 
     def __post_init__(self) -> None:
         if not 0 < self.shot_min <= self.shot_max:
-            raise ValueError(f"noise model: need 0 < shot_min <= shot_max, got {self.shot_min}, {self.shot_max}")
+            raise ValueError(
+                f"noise model: need 0 < shot_min <= shot_max, got {self.shot_min}, {self.shot_max}"
+            )
+
+
+DEFAULT_NOISE = NoiseModel()
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,9 @@ class NoiseParams:
         return cls(torch.zeros(batch, dtype=torch.float64), torch.zeros(batch, dtype=torch.float64))
 
 
-def sample_noise_params(generator: torch.Generator, model: NoiseModel = NoiseModel(), batch: int = 1) -> NoiseParams:
+def sample_noise_params(
+    generator: torch.Generator, model: NoiseModel = DEFAULT_NOISE, batch: int = 1
+) -> NoiseParams:
     """Draw ``batch`` (shot, read) pairs from ``model`` (float64)."""
     low, high = math.log(model.shot_min), math.log(model.shot_max)
     log_shot = low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)

@@ -19,6 +19,8 @@ import numpy as np
 
 from degtrans.calibrate.field import PSFField, normalise_psfs
 
+MIN_PUPIL_SAMPLES = 96
+
 
 @dataclass(frozen=True)
 class LensSpec:
@@ -59,20 +61,50 @@ class LensSpec:
 PRESETS: dict[str, LensSpec] = {
     "ideal": LensSpec("ideal", f_number=2.8, pixel_pitch_um=1.4),
     "phone-wide": LensSpec(
-        "phone-wide", f_number=1.8, pixel_pitch_um=1.0, defocus=0.1, spherical=0.25, coma=0.9,
-        astigmatism=1.0, field_curvature=-0.6, axial_ca=0.35, lateral_ca_px=0.8,
+        "phone-wide",
+        f_number=1.8,
+        pixel_pitch_um=1.0,
+        defocus=0.1,
+        spherical=0.25,
+        coma=0.9,
+        astigmatism=1.0,
+        field_curvature=-0.6,
+        axial_ca=0.35,
+        lateral_ca_px=0.8,
     ),
     "phone-tele": LensSpec(
-        "phone-tele", f_number=2.8, pixel_pitch_um=1.0, spherical=0.15, coma=0.5,
-        astigmatism=0.6, field_curvature=-0.3, axial_ca=0.2, lateral_ca_px=0.4,
+        "phone-tele",
+        f_number=2.8,
+        pixel_pitch_um=1.0,
+        spherical=0.15,
+        coma=0.5,
+        astigmatism=0.6,
+        field_curvature=-0.3,
+        axial_ca=0.2,
+        lateral_ca_px=0.4,
     ),
     "dslr-kit": LensSpec(
-        "dslr-kit", f_number=4.0, pixel_pitch_um=4.3, spherical=0.5, coma=1.5,
-        astigmatism=1.8, field_curvature=-1.0, axial_ca=0.6, lateral_ca_px=1.2,
+        "dslr-kit",
+        f_number=4.0,
+        pixel_pitch_um=4.3,
+        spherical=0.5,
+        coma=1.5,
+        astigmatism=1.8,
+        field_curvature=-1.0,
+        axial_ca=0.6,
+        lateral_ca_px=1.2,
     ),
     "vintage": LensSpec(
-        "vintage", f_number=2.0, pixel_pitch_um=4.3, defocus=0.3, spherical=1.5, coma=2.0,
-        astigmatism=2.0, field_curvature=-1.5, axial_ca=1.0, lateral_ca_px=1.5,
+        "vintage",
+        f_number=2.0,
+        pixel_pitch_um=4.3,
+        defocus=0.3,
+        spherical=1.5,
+        coma=2.0,
+        astigmatism=2.0,
+        field_curvature=-1.5,
+        axial_ca=1.0,
+        lateral_ca_px=1.5,
     ),
 }
 
@@ -126,10 +158,15 @@ def oversampled_psf(
         direction: angle (radians) of the field point from the optical axis, image coordinates (y down).
     """
     s = _oversampling(spec)
-    n = kernel_size * s
+    crop = kernel_size * s
     wavelength_um = spec.wavelengths_nm[channel] * 1e-3
-    # PSF sample spacing lambda N D / n (D pupil diameter in samples) equals pitch / s.
-    diameter = n * spec.pixel_pitch_um / (s * wavelength_um * spec.f_number)
+    # PSF sample spacing lambda N D / n (pupil diameter D in samples, FFT size n) equals pitch / s.
+    # Zero-padding the FFT beyond the kernel (odd n, crop afterwards) keeps the pupil disc finely
+    # sampled (D >= MIN_PUPIL_SAMPLES) and the wrapped-around tails far from the kernel.
+    scale = spec.pixel_pitch_um / (s * wavelength_um * spec.f_number)
+    n = max(crop, math.ceil(MIN_PUPIL_SAMPLES / scale))
+    n = n + 1 if n % 2 == 0 else n
+    diameter = n * scale
     coords = (np.arange(n) - (n - 1) / 2) / (diameter / 2)
     v, u = np.meshgrid(coords, coords, indexing="ij")
     rho = np.hypot(u, v)
@@ -139,7 +176,8 @@ def oversampled_psf(
     w = wavefront(spec, rho, theta, height, channel)
     field = pupil * np.exp(2j * np.pi * w)
     amplitude = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(field)))
-    psf = np.abs(amplitude) ** 2
+    start = (n - crop) // 2
+    psf = np.abs(amplitude[start : start + crop, start : start + crop]) ** 2
     return psf / psf.sum(), s
 
 

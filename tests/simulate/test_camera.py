@@ -22,7 +22,9 @@ def _rationals(values):
     return out
 
 
-def write_dng(path, pattern="RGGB", black=512, white=16383, neutral=(0.5, 1.0, 0.7), matrix=CANON_5D2, size=(32, 48)):
+def write_dng(
+    path, pattern="RGGB", black=512, white=16383, neutral=(0.5, 1.0, 0.7), matrix=CANON_5D2, size=(32, 48)
+):
     """A minimal Bayer DNG (uncompressed CFA, DNG 1.4 tags)."""
     rng = np.random.default_rng(0)
     mosaic = rng.integers(black, white, size).astype(np.uint16)

@@ -38,7 +38,9 @@ def test_demosaic_exact_on_constant_images(method, pattern, offset):
 @pytest.mark.parametrize("method", METHODS)
 def test_demosaic_close_on_smooth_images(method):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
-    image = torch.stack([0.2 + 0.5 * xx, 0.3 + 0.3 * yy, 0.5 + 0.2 * torch.sin(3 * xx + 2 * yy)])[None].double()
+    image = torch.stack([0.2 + 0.5 * xx, 0.3 + 0.3 * yy, 0.5 + 0.2 * torch.sin(3 * xx + 2 * yy)])[
+        None
+    ].double()
     out = demosaic(mosaic(image, "RGGB"), "RGGB", method=method)
     inner = (out - image)[..., 2:-2, 2:-2].abs().max()
     assert inner < 5e-3

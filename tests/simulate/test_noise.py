@@ -10,7 +10,9 @@ from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, noise_va
 def test_noise_variance_matches_model():
     levels = torch.tensor([0.05, 0.2, 0.5, 0.9], dtype=torch.float64)
     x = levels[None, :, None, None].expand(1, 4, 200, 200).clone()
-    params = NoiseParams(shot=torch.tensor([0.01], dtype=torch.float64), read=torch.tensor([4e-4], dtype=torch.float64))
+    params = NoiseParams(
+        shot=torch.tensor([0.01], dtype=torch.float64), read=torch.tensor([4e-4], dtype=torch.float64)
+    )
     noisy = add_noise(x, params, torch.Generator().manual_seed(0))
     residual = noisy - x
     expected = 0.01 * levels + 4e-4
