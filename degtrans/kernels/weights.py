@@ -18,6 +18,29 @@ def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
     return torch.where(folded < length, folded, period - folded)
 
 
+def tile_lower_frac(
+    positions: torch.Tensor, n_tiles: int, frame_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear interpolation coordinates of tile centres at integer sensor ``positions``.
+
+    Args:
+        positions: (N,) integer pixel positions on the sensor, in ``[0, frame_len)``.
+        n_tiles: number of equal tiles along this axis.
+        frame_len: sensor length along this axis in pixels.
+
+    Returns:
+        ``lower`` (N,) int64, ``upper`` (N,) int64 and ``frac`` (N,) float64: the position's weight is
+        ``1 - frac`` on tile ``lower`` and ``frac`` on tile ``upper`` (``upper == lower`` and ``frac == 0``
+        when there is one tile); clamped (constant) outside the outer centres.
+    """
+    t = (positions.to(torch.float64) + 0.5) * (n_tiles / frame_len) - 0.5
+    t = t.clamp(0.0, n_tiles - 1.0)
+    lower = t.floor().clamp(max=max(n_tiles - 2, 0)).long()
+    frac = t - lower.to(torch.float64)
+    upper = (lower + 1).clamp(max=n_tiles - 1)
+    return lower, upper, frac
+
+
 def tile_weights_1d(
     positions: torch.Tensor, n_tiles: int, frame_len: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -31,18 +54,24 @@ def tile_weights_1d(
     Returns:
         (n_tiles, N) weights; every column sums to 1; clamped (constant) outside the outer centres.
     """
-    t = (positions.to(torch.float64) + 0.5) * (n_tiles / frame_len) - 0.5
-    t = t.clamp(0.0, n_tiles - 1.0)
-    lower = t.floor().clamp(max=max(n_tiles - 2, 0)).long()
-    frac = t - lower.to(torch.float64)
+    lower, upper, frac = tile_lower_frac(positions, n_tiles, frame_len)
     weights = torch.zeros(n_tiles, positions.numel(), dtype=torch.float64, device=positions.device)
     cols = torch.arange(positions.numel(), device=positions.device)
-    if n_tiles == 1:
-        weights[0] = 1.0
-    else:
-        weights[lower, cols] = 1.0 - frac
-        weights[lower + 1, cols] += frac
+    weights[lower, cols] = 1.0 - frac
+    weights[upper, cols] += frac
     return weights.to(dtype)
+
+
+def constant_runs(values: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Maximal runs of equal consecutive entries of a 1-D integer tensor as ``(start, stop, value)``."""
+    v = values.tolist()
+    runs = []
+    start = 0
+    for i in range(1, len(v) + 1):
+        if i == len(v) or v[i] != v[start]:
+            runs.append((start, i, v[start]))
+            start = i
+    return runs
 
 
 def padded_positions(

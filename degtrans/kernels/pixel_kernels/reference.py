@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 
-def apply_pixel_kernels_reference(x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+def apply_pixel_kernels_reference(
+    x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros"
+) -> torch.Tensor:
     """Apply one k x k kernel per pixel.
 
     Args:

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import torch
 
+from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 
 _PADDINGS = ("reflect", "zeros")
 _BACKENDS = ("auto", "reference", "cpu", "triton")
 
 
-def _validate(x: torch.Tensor, field_psfs: torch.Tensor, padding: str, backend: str) -> None:
+def _validate(
+    x: torch.Tensor,
+    field_psfs: torch.Tensor,
+    offset: tuple[int, int],
+    frame_size: tuple[int, int] | None,
+    padding: str,
+    backend: str,
+) -> None:
     if x.dim() != 4:
         raise ValueError(f"sv_conv2d: x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if not (x.is_floating_point() and field_psfs.is_floating_point()):
+        raise ValueError(
+            f"sv_conv2d: x and field_psfs must be floating point, got {x.dtype} and {field_psfs.dtype}"
+        )
     if field_psfs.dim() != 5 or field_psfs.shape[-1] != field_psfs.shape[-2]:
         raise ValueError(
             f"sv_conv2d: field_psfs must be (rows, cols, C, k, k), got shape {tuple(field_psfs.shape)}"
@@ -20,8 +32,19 @@ def _validate(x: torch.Tensor, field_psfs: torch.Tensor, padding: str, backend: 
     if field_psfs.shape[-1] % 2 == 0:
         raise ValueError(f"sv_conv2d: PSF size k must be odd, got {field_psfs.shape[-1]}")
     if field_psfs.shape[2] != x.shape[1]:
+        raise ValueError(f"sv_conv2d: field has {field_psfs.shape[2]} channels but x has {x.shape[1]}")
+    if field_psfs.device != x.device:
+        raise ValueError(f"sv_conv2d: x is on {x.device} but field_psfs on {field_psfs.device}")
+    height, width = x.shape[-2:]
+    frame = tuple(frame_size) if frame_size is not None else (height, width)
+    if len(frame) != 2 or len(offset) != 2:
+        raise ValueError(f"sv_conv2d: offset and frame_size must be pairs, got {offset}, {frame_size}")
+    inside_y = 0 <= offset[0] and offset[0] + height <= frame[0]
+    inside_x = 0 <= offset[1] and offset[1] + width <= frame[1]
+    if not (inside_y and inside_x):
         raise ValueError(
-            f"sv_conv2d: field has {field_psfs.shape[2]} channels but x has {x.shape[1]}"
+            f"sv_conv2d: patch of size {(height, width)} at offset {tuple(offset)} "
+            f"lies outside frame_size {frame}"
         )
     if padding not in _PADDINGS:
         raise ValueError(f"sv_conv2d: padding must be one of {_PADDINGS}, got {padding!r}")
@@ -48,10 +71,21 @@ def sv_conv2d(
         offset: (y0, x0) of the patch on the sensor, for patches cut from a larger frame.
         frame_size: (H, W) of the sensor frame; defaults to ``x``'s own size.
         padding: ``"reflect"`` (mirror pixels use the PSF of their mirror) or ``"zeros"``.
-        backend: ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"``.
+        backend: ``"auto"`` (Triton on CUDA tensors, the CPU path otherwise), ``"reference"``, ``"cpu"``
+            (the support-restricted product convolution, any device) or ``"triton"``.
 
     Returns:
         (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``.
     """
-    _validate(x, field_psfs, padding, backend)
-    return sv_conv2d_reference(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+    _validate(x, field_psfs, offset, frame_size, padding, backend)
+    offset = (int(offset[0]), int(offset[1]))
+    if backend == "auto":
+        backend = "triton" if x.is_cuda else "cpu"
+    if backend == "reference":
+        return sv_conv2d_reference(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+    if backend == "cpu":
+        return sv_conv2d_cpu(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+    # Imported here so that importing degtrans.kernels never imports triton.
+    from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
+
+    return sv_conv2d_triton(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)

@@ -72,9 +72,7 @@ def sv_conv2d_reference(
     halo = k // 2
     height, width = x.shape[-2:]
     frame = frame_size if frame_size is not None else (height, width)
-    wy, wx = padded_tile_weights(
-        height, width, rows, cols, halo, offset, frame, padding, x.dtype, x.device
-    )
+    wy, wx = padded_tile_weights(height, width, rows, cols, halo, offset, frame, padding, x.dtype, x.device)
     x_pad = pad_image(x, halo, padding)
     out = torch.zeros_like(x)
     for r in range(rows):

@@ -1,0 +1,193 @@
+"""Fast CPU path of the spatially variant PSF convolution: product-convolution restricted to weight supports.
+
+The bilinear weights are separable and piecewise linear, so the padded input splits into blocks (runs of
+rows times runs of columns) in which at most 2 x 2 tiles have non-zero weight. Each block is convolved
+with its own few PSFs only (its "full" convolution covers the block plus the PSF halo) and the results
+are overlap-added: every pixel pays for about 4 convolutions instead of ``rows * cols`` as in the
+reference. A block is convolved directly (one grouped ``F.conv2d``) when k is small and through real
+FFTs when k is large; a cost model picks per call. Plain torch ops throughout, so autograd gives the
+gradients in ``x`` and in the PSFs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from degtrans.kernels.sv_conv.reference import pad_image
+from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac, tile_weights_1d
+
+Method = Literal["auto", "direct", "fft"]
+
+# Cost of one FFT element per log2 level, in units of one direct multiply-add: fitted on a 2-core x86 CPU
+# with torch 2.13 (oneDNN depthwise convolution vs. pocketfft, one thread), where direct and FFT break
+# even at k = 13..17 for tiles of 32..64 pixels. benchmarks/sv_conv.py times both methods to re-check.
+_FFT_COST_PER_LOG_ELEMENT = 24.0
+
+
+@dataclass(frozen=True)
+class Block:
+    """A rectangle of the padded input in which only the tiles ``tiles`` have non-zero weight."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    tiles: tuple[tuple[int, int], ...]
+
+
+def axis_runs(length: int, halo: int, offset: int, frame_len: int, n_tiles: int, padding: str):
+    """Runs ``(start, stop, (lower, upper))`` of the padded axis with constant active tiles."""
+    positions = padded_positions(length, halo, offset, frame_len, padding)
+    lower, upper, _ = tile_lower_frac(positions, n_tiles, frame_len)
+    key = lower * n_tiles + upper
+    return [(a, b, (v // n_tiles, v % n_tiles)) for a, b, v in constant_runs(key)]
+
+
+def plan_blocks(
+    height: int,
+    width: int,
+    grid: tuple[int, int],
+    halo: int,
+    offset: tuple[int, int],
+    frame_size: tuple[int, int],
+    padding: str,
+    wy: torch.Tensor,
+    wx: torch.Tensor,
+) -> list[Block]:
+    """Blocks of the padded input, each with the (at most 4) tiles whose weight is non-zero in it."""
+    runs_y = axis_runs(height, halo, offset[0], frame_size[0], grid[0], padding)
+    runs_x = axis_runs(width, halo, offset[1], frame_size[1], grid[1], padding)
+    blocks = []
+    for y0, y1, ty in runs_y:
+        live_y = [t for t in dict.fromkeys(ty) if bool(wy[t, y0:y1].any())]
+        for x0, x1, tx in runs_x:
+            live_x = [t for t in dict.fromkeys(tx) if bool(wx[t, x0:x1].any())]
+            tiles = tuple((r, c) for r in live_y for c in live_x)
+            if tiles:
+                blocks.append(Block((y0, y1), (x0, x1), tiles))
+    return blocks
+
+
+def fast_fft_len(n: int) -> int:
+    """Smallest integer >= n whose only prime factors are 2, 3 and 5 (fast for pocketfft and cuFFT)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p235 = p35
+            while p235 < n:
+                p235 *= 2
+            best = min(best, p235)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _block_costs(blocks: list[Block], k: int) -> tuple[float, float]:
+    """Cost-model totals (direct, fft) in multiply-add units, per image channel."""
+    direct = fft = 0.0
+    for b in blocks:
+        ly, lx = b.rows[1] - b.rows[0], b.cols[1] - b.cols[0]
+        n_tiles = len(b.tiles)
+        direct += n_tiles * (ly + k - 1) * (lx + k - 1) * k * k
+        ny, nx = fast_fft_len(ly + k - 1), fast_fft_len(lx + k - 1)
+        area = ny * nx
+        # n_tiles forward transforms and one inverse (real FFTs: half the complex work), then the products.
+        fft += (n_tiles + 1) * 0.5 * area * math.log2(area) * _FFT_COST_PER_LOG_ELEMENT + n_tiles * area * 2
+    return direct, fft
+
+
+def choose_method(blocks: list[Block], k: int) -> Literal["direct", "fft"]:
+    """``"direct"`` or ``"fft"``, whichever the cost model says is cheaper for these blocks."""
+    direct, fft = _block_costs(blocks, k)
+    return "direct" if direct <= fft else "fft"
+
+
+def sv_conv2d_cpu(
+    x: torch.Tensor,
+    field_psfs: torch.Tensor,
+    *,
+    offset: tuple[int, int] = (0, 0),
+    frame_size: tuple[int, int] | None = None,
+    padding: str = "reflect",
+    method: Method = "auto",
+) -> torch.Tensor:
+    """Spatially variant scatter convolution restricted to each tile's weight support.
+
+    Same semantics as :func:`degtrans.kernels.sv_conv.reference.sv_conv2d_reference`.
+
+    Args:
+        x: (B, C, H, W) image.
+        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres, k odd.
+        offset: (y0, x0) of the patch's top-left pixel on the sensor.
+        frame_size: (H, W) of the sensor frame; defaults to the patch size.
+        padding: ``"reflect"`` or ``"zeros"``.
+        method: ``"direct"``, ``"fft"`` or ``"auto"`` (cost model).
+
+    Returns:
+        (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``.
+    """
+    rows, cols, channels, k, _ = field_psfs.shape
+    halo = k // 2
+    batch, _, height, width = x.shape
+    frame = tuple(frame_size) if frame_size is not None else (height, width)
+    ys = padded_positions(height, halo, offset[0], frame[0], padding, x.device)
+    xs = padded_positions(width, halo, offset[1], frame[1], padding, x.device)
+    wy = tile_weights_1d(ys, rows, frame[0], x.dtype)
+    wx = tile_weights_1d(xs, cols, frame[1], x.dtype)
+    blocks = plan_blocks(height, width, (rows, cols), halo, offset, frame, padding, wy, wx)
+    if method == "auto":
+        method = choose_method(blocks, k)
+    x_pad = pad_image(x, halo, padding)
+    psfs = field_psfs.to(x.dtype)
+    convolve = _block_direct if method == "direct" else _block_fft
+    spectra: dict = {}
+    out = x.new_zeros(batch, channels, height, width)
+    for block in blocks:
+        (y0, y1), (x0, x1) = block.rows, block.cols
+        # Output rows reached by padded rows [y0, y1): [y0 - k + 1, y1 - 1], clipped to the image.
+        oy0, oy1 = max(0, y0 - k + 1), min(height, y1)
+        ox0, ox1 = max(0, x0 - k + 1), min(width, x1)
+        if oy0 >= oy1 or ox0 >= ox1:
+            continue
+        rw = torch.stack([wy[r, y0:y1] for r, _ in block.tiles])
+        cw = torch.stack([wx[c, x0:x1] for _, c in block.tiles])
+        weighted = x_pad[:, :, None, y0:y1, x0:x1] * rw[:, :, None] * cw[:, None, :]
+        kernels = torch.stack([psfs[r, c] for r, c in block.tiles], dim=1)  # (C, T, k, k)
+        # Full convolution, (B, C, y1 - y0 + k - 1, x1 - x0 + k - 1), from output (y0 - k + 1, x0 - k + 1).
+        full = convolve(weighted, kernels, block.tiles, spectra)
+        sy, sx = oy0 - (y0 - k + 1), ox0 - (x0 - k + 1)
+        # In-place slice add: autograd records it (CopySlices) and no full-frame temporary is made.
+        out[..., oy0:oy1, ox0:ox1] += full[..., sy : sy + oy1 - oy0, sx : sx + ox1 - ox0]
+    return out
+
+
+def _block_direct(weighted: torch.Tensor, kernels: torch.Tensor, tiles: tuple, spectra: dict) -> torch.Tensor:
+    """Full convolution of ``weighted: (B, C, T, h, w)`` with ``kernels: (C, T, k, k)`` summed over T."""
+    batch, channels, n_tiles, h, w = weighted.shape
+    k = kernels.shape[-1]
+    # Depthwise (one kernel per channel and tile) then a sum over tiles, on an explicitly zero-padded input:
+    # on CPU, torch's grouped convolution with several input channels per group, and its built-in padding,
+    # are each about 10x slower than this.
+    full = F.conv2d(
+        F.pad(weighted.reshape(batch, channels * n_tiles, h, w), (k - 1,) * 4),
+        kernels.flip(-1, -2).reshape(channels * n_tiles, 1, k, k),
+        groups=channels * n_tiles,
+    )
+    return full.view(batch, channels, n_tiles, *full.shape[-2:]).sum(dim=2)
+
+
+def _block_fft(weighted: torch.Tensor, kernels: torch.Tensor, tiles: tuple, spectra: dict) -> torch.Tensor:
+    """Same as :func:`_block_direct` through real FFTs (kernel spectra cached per tile and size)."""
+    h, w = weighted.shape[-2:]
+    k = kernels.shape[-1]
+    size = (fast_fft_len(h + k - 1), fast_fft_len(w + k - 1))
+    key = (size, tiles)
+    if key not in spectra:
+        spectra[key] = torch.fft.rfft2(kernels, s=size)
+    product = (torch.fft.rfft2(weighted, s=size) * spectra[key]).sum(dim=2)
+    return torch.fft.irfft2(product, s=size)[..., : h + k - 1, : w + k - 1]

@@ -1,0 +1,254 @@
+"""sv_conv2d: the reference against first principles, then the CPU path and Triton against the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from degtrans.calibrate.field import PSFField
+from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.kernels import sv_conv2d
+from degtrans.kernels.sv_conv.cpu import fast_fft_len, sv_conv2d_cpu
+from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
+from degtrans.kernels.weights import tile_weights_1d
+
+PADDINGS = ("reflect", "zeros")
+
+
+def _field(rows, cols, channels, k, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(rows, cols, channels, k, k, generator=g, dtype=dtype)
+
+
+def _image(b, c, h, w, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, h, w, generator=g, dtype=dtype)
+
+
+def _per_pixel_psfs(psfs: torch.Tensor, frame: tuple[int, int]) -> torch.Tensor:
+    """(H, W, C, k, k): the interpolated PSF of every sensor pixel, ``sum_t w_t(q) h_t``."""
+    wy = tile_weights_1d(torch.arange(frame[0]), psfs.shape[0], frame[0], psfs.dtype)
+    wx = tile_weights_1d(torch.arange(frame[1]), psfs.shape[1], frame[1], psfs.dtype)
+    return torch.einsum("ry,cx,rcnij->yxnij", wy, wx, psfs)
+
+
+def _scatter_zeros(x: torch.Tensor, psfs: torch.Tensor) -> torch.Tensor:
+    """First principles, zero padding: every pixel q adds x(q) * h_q around itself."""
+    b, c, h, w = x.shape
+    k = psfs.shape[-1]
+    half = k // 2
+    per_pixel = _per_pixel_psfs(psfs, (h, w))
+    out = torch.zeros(b, c, h + 2 * half, w + 2 * half, dtype=x.dtype)
+    for qy in range(h):
+        for qx in range(w):
+            out[:, :, qy : qy + k, qx : qx + k] += x[:, :, qy, qx, None, None] * per_pixel[qy, qx]
+    return out[:, :, half : half + h, half : half + w]
+
+
+# --- reference against first principles -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_constant_field_equals_conv2d(padding, backend, tolerance):
+    k = 5
+    psf = _field(1, 1, 3, k)[0, 0]
+    psfs = psf.expand(2, 3, 3, k, k).contiguous()
+    x = _image(2, 3, 19, 23)
+    expected = F.conv2d(
+        F.pad(x, (k // 2,) * 4, mode="reflect" if padding == "reflect" else "constant"),
+        psf.flip(-1, -2).unsqueeze(1),
+        groups=3,
+    )
+    out = sv_conv2d(x, psfs, padding=padding, backend=backend)
+    torch.testing.assert_close(out, expected, **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_zero_padding_equals_scatter_definition(backend, tolerance):
+    x = _image(1, 2, 11, 13)
+    psfs = _field(3, 2, 2, 5)
+    out = sv_conv2d(x, psfs, padding="zeros", backend=backend)
+    torch.testing.assert_close(out, _scatter_zeros(x, psfs), **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_point_source_reproduces_interpolated_psf(padding, tolerance):
+    field = gaussian_field(grid=(3, 4), psf_size=7, image_size=(29, 31))
+    psfs = torch.from_numpy(field.psfs).double()
+    for qy, qx in [(9, 8), (14, 15), (20, 22), (6, 24)]:  # >= 2 halos from the border
+        x = torch.zeros(1, 3, 29, 31, dtype=torch.float64)
+        x[0, :, qy, qx] = 1.0
+        out = sv_conv2d(x, psfs, padding=padding, backend="reference")
+        expected = torch.from_numpy(field.at(qy + 0.5, qx + 0.5).astype(np.float64))
+        window = out[0, :, qy - 3 : qy + 4, qx - 3 : qx + 4]
+        # PSFField.at interpolates in float64 but returns float32.
+        torch.testing.assert_close(window, expected, **tolerance(torch.float32))
+        assert float(out.sum()) == pytest.approx(float(expected.sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_patch_with_offset_equals_crop_of_frame(backend, padding, tolerance):
+    frame = (40, 37)
+    k, half = 5, 2
+    psfs = _field(3, 4, 3, k)
+    x = _image(1, 3, *frame)
+    full = sv_conv2d(x, psfs, padding=padding, backend=backend)
+    y0, x0, h, w = 11, 7, 19, 23
+    cut = x[..., y0 : y0 + h, x0 : x0 + w]
+    patch = sv_conv2d(cut, psfs, offset=(y0, x0), frame_size=frame, padding=padding, backend=backend)
+    # Away from the patch border the padding cannot matter.
+    inner = (slice(None), slice(None), slice(2 * half, h - 2 * half), slice(2 * half, w - 2 * half))
+    crop = full[..., y0 : y0 + h, x0 : x0 + w]
+    torch.testing.assert_close(patch[inner], crop[inner], **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_adjoint_matches_first_principles_correlation(padding, tolerance):
+    """<A x, y> = <x, A^T y>, with A^T y(q) = sum_p y(p) h_q(p - q): correlation with q's own PSF."""
+    x = _image(1, 2, 13, 11, seed=3).requires_grad_(True)
+    y = _image(1, 2, 13, 11, seed=4)
+    psfs = _field(2, 3, 2, 5)
+    (grad,) = torch.autograd.grad(sv_conv2d(x, psfs, padding=padding, backend="reference"), x, y)
+    lhs = float((sv_conv2d(x.detach(), psfs, padding=padding, backend="reference") * y).sum())
+    assert lhs == pytest.approx(float((x * grad).sum()), rel=1e-12)
+    if padding == "zeros":
+        per_pixel = _per_pixel_psfs(psfs, (13, 11))
+        y_pad = F.pad(y, (2, 2, 2, 2))
+        expected = torch.zeros_like(y)
+        for qy in range(13):
+            for qx in range(11):
+                window = y_pad[0, :, qy : qy + 5, qx : qx + 5]
+                expected[0, :, qy, qx] = (window * per_pixel[qy, qx]).sum((-1, -2))
+        torch.testing.assert_close(grad, expected, **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_gradcheck(backend, padding):
+    x = _image(1, 2, 7, 9).requires_grad_(True)
+    psfs = _field(2, 2, 2, 3).requires_grad_(True)
+
+    def fn(x, psfs):
+        return sv_conv2d(x, psfs, offset=(1, 2), frame_size=(10, 12), padding=padding, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (x, psfs), fast_mode=True)
+
+
+def test_energy_is_conserved_with_normalised_psfs():
+    psfs = _field(3, 3, 1, 7)
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    x = torch.zeros(1, 1, 31, 31, dtype=torch.float64)
+    x[..., 5:26, 5:26] = _image(1, 1, 21, 21)
+    out = sv_conv2d(x, psfs, padding="zeros", backend="reference")
+    assert float(out.sum()) == pytest.approx(float(x.sum()), rel=1e-12)
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "psf_shape", "kwargs", "match"),
+    [
+        ((3, 8, 8), (2, 2, 3, 3, 3), {}, "x must be"),
+        ((1, 3, 8, 8), (2, 3, 3, 3), {}, "field_psfs must be"),
+        ((1, 3, 8, 8), (2, 2, 3, 4, 4), {}, "must be odd"),
+        ((1, 3, 8, 8), (2, 2, 1, 3, 3), {}, "channels"),
+        ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"padding": "circular"}, "padding"),
+        ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"backend": "cuda"}, "backend"),
+        ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"offset": (4, 0), "frame_size": (10, 10)}, "outside frame_size"),
+    ],
+)
+def test_bad_input_is_rejected(x_shape, psf_shape, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sv_conv2d(torch.rand(x_shape), torch.rand(psf_shape), **kwargs)
+
+
+def test_importing_kernels_does_not_import_triton():
+    import subprocess
+    import sys
+
+    code = "import sys, degtrans.kernels; print('triton' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# --- CPU path against the reference --------------------------------------------------------------------
+
+
+def _compare_with_reference(fn, x, psfs, tolerance, **kwargs):
+    """Output and both gradients (same upstream gradient) of ``fn`` against the reference."""
+    g = torch.Generator().manual_seed(7)
+    results = []
+    for impl in (sv_conv2d_reference, fn):
+        xi = x.detach().clone().requires_grad_(True)
+        pi = psfs.detach().clone().requires_grad_(True)
+        out = impl(xi, pi, **kwargs)
+        upstream = torch.rand(out.shape, generator=g.manual_seed(7), dtype=out.dtype)
+        gx, gp = torch.autograd.grad(out, (xi, pi), upstream)
+        results.append((out, gx, gp))
+    tol = tolerance(x.dtype)
+    for name, got, want in zip(("output", "grad x", "grad psfs"), results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+CPU_CASES = [
+    # (B, C, H, W, k, rows, cols, offset, frame)
+    (2, 3, 19, 23, 5, 2, 3, None, None),
+    (1, 3, 19, 23, 5, 3, 2, (6, 3), (40, 33)),
+    (1, 1, 17, 13, 9, 1, 1, None, None),
+    (1, 2, 6, 7, 11, 3, 3, (2, 1), (20, 20)),  # halo wider than the patch
+    (1, 3, 32, 32, 7, 4, 5, None, None),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("case", CPU_CASES)
+def test_cpu_path_matches_reference(case, padding, method, dtype, tolerance):
+    b, c, h, w, k, rows, cols, offset, frame = case
+    x = _image(b, c, h, w, dtype)
+    psfs = _field(rows, cols, c, k, dtype)
+    # Unnormalised PSFs in [0, 1) sum to ~k^2/2; normalise so float32 errors stay at the table's scale.
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+
+    def fn(x, psfs, **kw):
+        return sv_conv2d_cpu(x, psfs, method=method, **kw)
+
+    _compare_with_reference(
+        fn, x, psfs, tolerance, offset=offset or (0, 0), frame_size=frame, padding=padding
+    )
+
+
+def test_auto_backend_on_cpu_is_the_cpu_path(tolerance):
+    x = _image(1, 3, 19, 23)
+    psfs = _field(2, 3, 3, 5)
+    torch.testing.assert_close(
+        sv_conv2d(x, psfs), sv_conv2d_cpu(x, psfs, padding="reflect"), **tolerance(torch.float64)
+    )
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 31, 97, 158, 1054])
+def test_fast_fft_len_is_smallest_5_smooth(n):
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    got = fast_fft_len(n)
+    assert got >= n and smooth(got)
+    assert not any(smooth(m) for m in range(n, got))
+
+
+def test_psffield_psfs_are_accepted_directly(tolerance):
+    field = PSFField(
+        psfs=np.ones((2, 2, 3, 3, 3), np.float32) / 9, image_size=(16, 16), channels=("R", "G", "B")
+    )
+    x = torch.ones(1, 3, 16, 16)
+    out = sv_conv2d(x, torch.from_numpy(field.psfs))
+    torch.testing.assert_close(out, x, **tolerance(torch.float32))
