@@ -112,9 +112,56 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="submit any subcommand as a Ray job to a cluster")
+    p = sub.add_parser(
+        "submit",
+        help="submit any subcommand as a Ray job to a cluster",
+        description="degtrans submit [--address URL] [--no-wait] -- SUBCOMMAND ARGS... "
+        "| status ID | logs ID | stop ID. The token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH "
+        "or ~/.ray/auth_token.",
+    )
+    p.add_argument(
+        "--address", default=None, help="head dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)"
+    )
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return without tailing logs")
+    p.add_argument("--working-dir", type=Path, default=None, help="local directory uploaded as the job's cwd")
+    p.add_argument("--submission-id", default=None, help="job id to use (must be new on the cluster)")
+    p.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="'-- SUBCOMMAND ARGS...' or 'status|logs|stop ID'")
     _common(p)
-    p.set_defaults(func=_not_implemented("submit"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.cluster import submit
+
+        rest = list(args.rest)
+        if rest and rest[0] in ("status", "logs", "stop"):
+            if len(rest) != 2:
+                raise CLIError(f"usage: degtrans submit {rest[0]} JOB_ID")
+            action, job_id = rest
+            if action == "status":
+                outcome = submit.job_status(job_id, args.address)
+                print(f"{outcome.submission_id}: {outcome.status} (exit code {outcome.exit_code})")
+            elif action == "logs":
+                print(submit.job_logs(job_id, args.address), end="")
+            else:
+                stopped = submit.stop_job(job_id, args.address)
+                print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
+            return 0
+        command = rest[1:] if rest[:1] == ["--"] else rest
+        outcome = submit.submit_job(
+            command,
+            args.address,
+            wait=not args.no_wait,
+            working_dir=args.working_dir,
+            submission_id=args.submission_id,
+            timeout_s=args.timeout,
+        )
+        if args.no_wait:
+            print(outcome.submission_id)
+            return 0
+        print(f"job {outcome.submission_id}: {outcome.status} (exit {outcome.exit_code})", file=sys.stderr)
+        return outcome.exit_code
+
+    p.set_defaults(func=handler)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
