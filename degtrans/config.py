@@ -31,7 +31,8 @@ class SimulateConfig:
     seed: int = 0
     store_raw: bool = False
     fit_field: bool = False
-    cfa_pattern: Literal["RGGB", "BGGR", "GRBG", "GBRG"] = "RGGB"
+    # "camera": the Bayer pattern of each camera's profile.
+    cfa_pattern: Literal["camera", "RGGB", "BGGR", "GRBG", "GBRG"] = "camera"
     demosaic: Literal["bilinear", "malvar"] = "malvar"
     noise: bool = True
     # log10 shot-noise range sampled per pair (Brooks et al. 2019: 1e-4 .. 1.2e-2).
