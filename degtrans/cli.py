@@ -80,11 +80,88 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    def size(text: str) -> tuple[int, int]:
+        try:
+            a, b = (int(v) for v in text.lower().split("x"))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected AxB (e.g. 6x8), got {text!r}") from error
+        return a, b
+
     p = sub.add_parser(
         "simulate", help="synthesise degraded/clean pairs as Parquet shards (also: simulate make-field)"
     )
+    p.add_argument(
+        "--images", type=Path, action="append", default=None,
+        help="folder or file of clean images (PNG/JPEG/TIFF) or a Parquet file of encoded images "
+        "(column 'image', optional 'name'); repeatable; default: the bundled photographs",
+    )
+    p.add_argument("--psf", type=Path, action="append", required=True, help="PSF field .npz, one per camera")
+    p.add_argument(
+        "--profile", action="append", default=None,
+        help="camera profile per --psf (bundled name, .toml or a RAW file), or one for all; "
+        "default: the field's meta 'profile' or canon-eos-5d-mark-ii",
+    )
+    p.add_argument("--patch-size", type=int, help="patch side in pixels (simulate.patch_size)")
+    p.add_argument("--patches-per-image", type=int, help="patches per image and camera")
+    p.add_argument("--seed", type=int, help="dataset seed: a pair depends only on (seed, sample_id)")
+    p.add_argument("--store-raw", action="store_true", help="also store the noisy Bayer mosaic (camera DN)")
+    p.add_argument("--fit-field", action="store_true", help="stretch a field made for another frame size")
+    p.add_argument("--workers", type=int, help="shards written at once (default: the cluster's CPUs)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset directory")
     _common(p)
-    p.set_defaults(func=_not_implemented("simulate"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.cluster.synthesize import synthesize_dataset
+        from degtrans.config import write_resolved
+        from degtrans.simulate.dataset import bundled_images, format_summary
+
+        flags = {
+            "patch_size": args.patch_size, "patches_per_image": args.patches_per_image, "seed": args.seed,
+            "workers": args.workers, "store_raw": args.store_raw or None, "fit_field": args.fit_field or None,
+        }
+        config = resolve_config(args, [f"simulate.{k}={v}" for k, v in flags.items() if v is not None])
+        if not (args.output / "_SUCCESS").exists():
+            args.output.mkdir(parents=True, exist_ok=True)
+            write_resolved(config, args.output)
+        summary = synthesize_dataset(
+            args.images or bundled_images(), args.psf, args.output, config.simulate,
+            address=args.address, profiles=args.profile,
+        )
+        print(format_summary(summary))
+        return 0
+
+    p.set_defaults(func=handler)
+
+    m = sub.add_parser(
+        "simulate-make-field", help="a virtual camera's PSF field from a pupil-function lens model"
+    )
+    m.add_argument("--grid", type=size, default=(6, 8), help="ROWSxCOLS of FOV tiles (default 6x8)")
+    m.add_argument("--psf-size", type=int, default=31, help="PSF side k, odd (default 31)")
+    m.add_argument(
+        "--image-size", type=size, default=(256, 384),
+        help="HxW of the sensor frame (default 256x384, the bundled photographs)",
+    )
+    m.add_argument("--preset", default="phone-wide", help="lens preset (ideal, phone-wide, phone-tele, "
+                   "dslr-kit, vintage) or random-SEED")
+    m.add_argument("--camera", default=None, help="camera name stored in the field (default: the preset)")
+    m.add_argument("--profile", default=None, help="camera profile the simulation pairs with this field")
+    m.add_argument("--png", type=Path, default=None, help="also draw the field to this PNG")
+    m.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
+    _common(m)
+
+    def make_field(args: argparse.Namespace) -> int:
+        from degtrans.calibrate.inspect import draw_field, summary
+        from degtrans.simulate.optics import lens_field
+
+        field = lens_field(args.grid, args.psf_size, args.image_size, args.preset, args.camera, args.profile)
+        print(summary(field))
+        print(f"wrote {field.save(args.output)}")
+        if args.png is not None:
+            print(f"wrote {draw_field(field, args.png)}")
+        return 0
+
+    m.set_defaults(func=make_field)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -28,15 +28,23 @@ def _write_shard_task(spec: ShardSpec) -> ShardResult:
     return write_shard(spec)
 
 
-def ray_map(workers: int) -> Callable[[Sequence[ShardSpec]], Iterator[ShardResult]]:
-    """Run shard specs as Ray tasks, at most ``workers`` in flight, yielding results as they finish."""
+def ray_map(
+    workers: int | None, address: str | None = None
+) -> Callable[[Sequence[ShardSpec]], Iterator[ShardResult]]:
+    """Run shard specs as Ray tasks, at most ``workers`` in flight (default: the cluster's CPUs),
+    yielding results as they finish. Ray starts only when there is a shard to write."""
 
     def run(specs: Sequence[ShardSpec]) -> Iterator[ShardResult]:
+        if not specs:
+            return
+        ensure_ray(address)
+        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        log.info("writing %d shard(s) with %d Ray worker(s)", len(specs), count)
         pending = list(specs)
         in_flight: list[ray.ObjectRef] = []
         try:
             while pending or in_flight:
-                while pending and len(in_flight) < workers:
+                while pending and len(in_flight) < count:
                     in_flight.append(_write_shard_task.remote(pending.pop(0)))
                 done, in_flight = ray.wait(in_flight, num_returns=1)
                 yield ray.get(done[0])
@@ -74,9 +82,7 @@ def synthesize_dataset(
     Returns:
         The run summary (pairs, pairs written, MPix, pairs/s, skipped, shards, noop).
     """
-    ensure_ray(address)
-    count = workers or config.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    log.info("synthesising with %d Ray worker(s)", count)
+    mapper = ray_map(workers or config.workers or None, address)
     return build_dataset(
-        images, fields, output, config, profiles=profiles, map_shards=ray_map(count), on_shard=on_shard
+        images, fields, output, config, profiles=profiles, map_shards=mapper, on_shard=on_shard
     )
