@@ -252,3 +252,53 @@ def test_psffield_psfs_are_accepted_directly(tolerance):
     x = torch.ones(1, 3, 16, 16)
     out = sv_conv2d(x, torch.from_numpy(field.psfs))
     torch.testing.assert_close(out, x, **tolerance(torch.float32))
+
+
+# --- Triton against the reference (interpreter on CPU) -------------------------------------------------
+
+
+def _triton(x, psfs, **kw):
+    from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
+
+    return sv_conv2d_triton(x, psfs, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_triton_matches_reference(padding, dtype, tolerance):
+    # Odd sizes, tiles that do not divide the frame; one image of 2 channels keeps the interpreter quick.
+    x = _image(1, 2, 19, 23, dtype)
+    psfs = _field(2, 3, 2, 5, dtype)
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    _compare_with_reference(_triton, x, psfs, tolerance, padding=padding)
+
+
+def test_triton_patch_with_offset_matches_reference(tolerance):
+    x = _image(1, 1, 13, 11)
+    psfs = _field(3, 3, 1, 3)
+    kwargs = {"offset": (9, 20), "frame_size": (30, 40), "padding": "reflect"}
+    _compare_with_reference(_triton, x, psfs, tolerance, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("k", [5, 31])
+def test_triton_large_on_gpu(padding, k, tolerance):
+    x = _image(2, 3, 301, 517, torch.float32).cuda()
+    psfs = _field(4, 6, 3, k, torch.float32).cuda()
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    _compare_with_reference(
+        lambda a, b, **kw: sv_conv2d(a, b, backend="triton", **kw), x, psfs, tolerance, padding=padding
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_on_gpu(dtype, tolerance):
+    x = _image(1, 3, 130, 97, torch.float32).cuda()
+    psfs = _field(3, 3, 3, 9, torch.float32).cuda()
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    want = sv_conv2d_reference(x, psfs)
+    got = sv_conv2d(x.to(dtype), psfs.to(dtype), backend="triton")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, **tolerance(dtype))
