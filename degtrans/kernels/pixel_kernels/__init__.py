@@ -4,35 +4,62 @@ from __future__ import annotations
 
 import torch
 
+from degtrans.kernels.pixel_kernels.cpu import apply_pixel_kernels_cpu
 from degtrans.kernels.pixel_kernels.reference import apply_pixel_kernels_reference
+
+_PADDINGS = ("zeros", "reflect")
+_BACKENDS = ("auto", "reference", "cpu", "triton")
+
+
+def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str) -> None:
+    name = "apply_pixel_kernels"
+    if x.dim() != 4:
+        raise ValueError(f"{name}: x must be (B, C, H, W), got {tuple(x.shape)}")
+    if kernels.dim() not in (4, 5):
+        raise ValueError(
+            f"{name}: kernels must be (B, k*k, H, W) or (B, C, k*k, H, W), got {tuple(kernels.shape)}"
+        )
+    if not (x.is_floating_point() and kernels.is_floating_point()):
+        raise ValueError(f"{name}: x and kernels must be floating point, got {x.dtype} and {kernels.dtype}")
+    taps = kernels.shape[-3]
+    k = int(round(taps**0.5))
+    if k * k != taps or k % 2 == 0:
+        raise ValueError(f"{name}: kernel taps {taps} is not the square of an odd k")
+    same_channels = kernels.dim() == 4 or kernels.shape[1] == x.shape[1]
+    if kernels.shape[-2:] != x.shape[-2:] or kernels.shape[0] != x.shape[0] or not same_channels:
+        raise ValueError(f"{name}: kernels {tuple(kernels.shape)} do not match x {tuple(x.shape)}")
+    if kernels.device != x.device:
+        raise ValueError(f"{name}: x is on {x.device} but kernels on {kernels.device}")
+    if padding not in _PADDINGS:
+        raise ValueError(f"{name}: padding must be one of {_PADDINGS}, got {padding!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"{name}: backend must be one of {_BACKENDS}, got {backend!r}")
 
 
 def apply_pixel_kernels(
     x: torch.Tensor, kernels: torch.Tensor, *, padding: str = "zeros", backend: str = "auto"
 ) -> torch.Tensor:
-    """``y(p) = sum_u K_p(u) x(p + u - c)``.
+    """``y(p) = sum_u K_p(u) x(p + u - c)`` with ``c = k // 2`` (kernel-prediction networks).
 
     Args:
         x: (B, C, H, W) image.
-        kernels: (B, k*k, H, W) or (B, C, k*k, H, W), k odd.
+        kernels: (B, k*k, H, W) shared by all channels or (B, C, k*k, H, W) per channel, k odd;
+            tap ``u = (i, j)`` is index ``i * k + j``.
         padding: ``"zeros"`` or ``"reflect"``.
-        backend: ``"auto"``, ``"reference"``, ``"cpu"`` or ``"triton"``.
+        backend: ``"auto"`` (Triton on CUDA tensors, the CPU path otherwise), ``"reference"``, ``"cpu"``
+            or ``"triton"``.
 
     Returns:
-        (B, C, H, W).
+        (B, C, H, W), differentiable in ``x`` and ``kernels``.
     """
-    if x.dim() != 4:
-        raise ValueError(f"apply_pixel_kernels: x must be (B, C, H, W), got {tuple(x.shape)}")
-    if kernels.dim() not in (4, 5):
-        raise ValueError(
-            f"apply_pixel_kernels: kernels must be (B, k*k, H, W) or (B, C, k*k, H, W), got {tuple(kernels.shape)}"
-        )
-    taps = kernels.shape[-3]
-    k = int(round(taps**0.5))
-    if k * k != taps or k % 2 == 0:
-        raise ValueError(f"apply_pixel_kernels: kernel taps {taps} is not the square of an odd k")
-    if kernels.shape[-2:] != x.shape[-2:] or kernels.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"apply_pixel_kernels: kernels {tuple(kernels.shape)} do not match x {tuple(x.shape)}"
-        )
-    return apply_pixel_kernels_reference(x, kernels, padding=padding)
+    _validate(x, kernels, padding, backend)
+    if backend == "auto":
+        backend = "triton" if x.is_cuda else "cpu"
+    if backend == "reference":
+        return apply_pixel_kernels_reference(x, kernels, padding=padding)
+    if backend == "cpu":
+        return apply_pixel_kernels_cpu(x, kernels, padding=padding)
+    # Imported here so that importing degtrans.kernels never imports triton.
+    from degtrans.kernels.pixel_kernels.autograd import apply_pixel_kernels_triton
+
+    return apply_pixel_kernels_triton(x, kernels, padding=padding)

@@ -1,0 +1,171 @@
+"""Triton kernels of per-pixel kernel application: forward, input gradient and kernel gradient.
+
+On the image padded by ``h = k // 2`` (padding is done by torch outside, so autograd gives its adjoint),
+with ``u`` a tap in ``[0, k)^2`` and kernels ``K: (B, KC, k*k, H, W)`` where ``KC`` is 1 (shared by all
+channels) or ``C``:
+
+* forward   ``y(p)       = sum_u K_p(u) x_pad(p + u)``,
+* adjoint   ``g_xpad(q)  = sum_u K_{q-u}(u) g_y(q - u)``,
+* kernels   ``g_K_p(u)   = sum_c g_y_c(p) x_pad_c(p + u)`` (sum over the channels sharing the kernel).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+if INTERPRET:
+    _CONFIGS = [triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4)]
+else:
+    _CONFIGS = [
+        triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=w)
+        for bh, bw, w in [(16, 32, 4), (32, 32, 4), (16, 64, 4), (32, 64, 8), (8, 128, 4)]
+    ]
+
+
+@triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
+@triton.jit
+def _pk_forward_kernel(
+    xp_ptr, k_ptr, out_ptr, C, KC, H, W, Hp, Wp,
+    K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bc = tl.program_id(1)
+    n_bw = tl.cdiv(W, BLOCK_W)
+    oy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ox = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
+    inside = (oy < H)[:, None] & (ox < W)[None, :]
+    oy = tl.where(oy < H, oy, 0)
+    ox = tl.where(ox < W, ox, 0)
+    b = bc // C
+    kc = (bc % C) % KC
+    acc_dtype = tl.float64 if ACC_FP64 else tl.float32
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
+    x_base = xp_ptr + bc.to(tl.int64) * Hp * Wp
+    k_base = k_ptr + (b * KC + kc).to(tl.int64) * K * K * H * W + oy[:, None] * W + ox[None, :]
+    for i in range(K):
+        for j in range(K):
+            xv = tl.load(x_base + (oy + i)[:, None] * Wp + (ox + j)[None, :]).to(acc_dtype)
+            kv = tl.load(k_base + (i * K + j) * H * W).to(acc_dtype)
+            acc += xv * kv
+    out = out_ptr + bc.to(tl.int64) * H * W + oy[:, None] * W + ox[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
+@triton.jit
+def _pk_adjoint_kernel(
+    gy_ptr, k_ptr, gxp_ptr, C, KC, H, W, Hp, Wp,
+    K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bc = tl.program_id(1)
+    n_bw = tl.cdiv(Wp, BLOCK_W)
+    qy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
+    qx = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
+    my = qy < Hp
+    mx = qx < Wp
+    b = bc // C
+    kc = (bc % C) % KC
+    acc_dtype = tl.float64 if ACC_FP64 else tl.float32
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
+    g_base = gy_ptr + bc.to(tl.int64) * H * W
+    k_base = k_ptr + (b * KC + kc).to(tl.int64) * K * K * H * W
+    for i in range(K):
+        py = qy - i
+        vy = my & (py >= 0) & (py < H)
+        for j in range(K):
+            px = qx - j
+            vx = mx & (px >= 0) & (px < W)
+            valid = vy[:, None] & vx[None, :]
+            offs = py[:, None] * W + px[None, :]
+            gv = tl.load(g_base + offs, mask=valid, other=0.0).to(acc_dtype)
+            kv = tl.load(k_base + (i * K + j) * H * W + offs, mask=valid, other=0.0).to(acc_dtype)
+            acc += gv * kv
+    out = gxp_ptr + bc.to(tl.int64) * Hp * Wp + qy[:, None] * Wp + qx[None, :]
+    tl.store(out, acc.to(gxp_ptr.dtype.element_ty), mask=my[:, None] & mx[None, :])
+
+
+@triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
+@triton.jit
+def _pk_kernel_grad_kernel(
+    xp_ptr, gy_ptr, gk_ptr, C, KC, H, W, Hp, Wp,
+    K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bk = tl.program_id(1)
+    n_bw = tl.cdiv(W, BLOCK_W)
+    oy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ox = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
+    inside = (oy < H)[:, None] & (ox < W)[None, :]
+    oy = tl.where(oy < H, oy, 0)
+    ox = tl.where(ox < W, ox, 0)
+    b = bk // KC
+    kc = bk % KC
+    # Channels sharing this kernel: all C when KC == 1, else channel kc only.
+    c_start = kc
+    c_count = C // KC
+    acc_dtype = tl.float64 if ACC_FP64 else tl.float32
+    offs = oy[:, None] * W + ox[None, :]
+    gk_base = gk_ptr + bk.to(tl.int64) * K * K * H * W + offs
+    for i in range(K):
+        for j in range(K):
+            acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
+            for cc in range(c_count):
+                bc = (b * C + c_start + cc).to(tl.int64)
+                gv = tl.load(gy_ptr + bc * H * W + offs).to(acc_dtype)
+                xv = tl.load(xp_ptr + bc * Hp * Wp + (oy + i)[:, None] * Wp + (ox + j)[None, :]).to(acc_dtype)
+                acc += gv * xv
+            tl.store(gk_base + (i * K + j) * H * W, acc.to(gk_ptr.dtype.element_ty), mask=inside)
+
+
+def _launch(kernel, rows: int, cols: int, programs: int, *args, **kw) -> None:
+    def grid(meta):
+        return (triton.cdiv(rows, meta["BLOCK_H"]) * triton.cdiv(cols, meta["BLOCK_W"]), programs)
+
+    kernel[grid](*args, **kw)
+
+
+def forward(x_pad: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` from ``x_pad: (B, C, H+2h, W+2h)`` and ``kernels: (B, KC, k*k, H, W)``."""
+    batch, channels, hp, wp = x_pad.shape
+    _, kc, taps, height, width = kernels.shape
+    out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
+    k = int(round(taps**0.5))
+    _launch(
+        _pk_forward_kernel, height, width, batch * channels, x_pad, kernels, out,
+        channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
+    )  # fmt: skip
+    return out
+
+
+def adjoint(grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, int]) -> torch.Tensor:
+    """``(B, C, H+2h, W+2h)`` gradient of the padded input."""
+    batch, channels, height, width = grad_out.shape
+    _, kc, taps, _, _ = kernels.shape
+    hp, wp = pad_hw
+    grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
+    k = int(round(taps**0.5))
+    _launch(
+        _pk_adjoint_kernel, hp, wp, batch * channels, grad_out, kernels, grad,
+        channels, kc, height, width, hp, wp, K=k, ACC_FP64=grad_out.dtype == torch.float64,
+    )  # fmt: skip
+    return grad
+
+
+def kernel_grad(x_pad: torch.Tensor, grad_out: torch.Tensor, kernel_shape: tuple[int, ...]) -> torch.Tensor:
+    """``(B, KC, k*k, H, W)`` gradient of the kernels."""
+    batch, channels, hp, wp = x_pad.shape
+    _, kc, taps, height, width = kernel_shape
+    grad = torch.empty(kernel_shape, dtype=x_pad.dtype, device=x_pad.device)
+    k = int(round(taps**0.5))
+    _launch(
+        _pk_kernel_grad_kernel, height, width, batch * kc, x_pad, grad_out, grad,
+        channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
+    )  # fmt: skip
+    return grad

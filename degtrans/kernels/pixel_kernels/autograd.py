@@ -1,0 +1,43 @@
+"""The Triton backend of ``apply_pixel_kernels``: one ``torch.autograd.Function`` over three kernels."""
+
+from __future__ import annotations
+
+import torch
+
+from degtrans.kernels.pixel_kernels import _triton
+from degtrans.kernels.sv_conv.reference import pad_image
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class PixelKernelsFunction(torch.autograd.Function):
+    """``y = K x_pad`` with Triton forward, adjoint (grad of ``x_pad``) and kernel-gradient kernels."""
+
+    @staticmethod
+    def forward(ctx, x_pad, kernels):
+        x_pad = x_pad.contiguous()
+        kernels = kernels.contiguous()
+        ctx.save_for_backward(x_pad, kernels)
+        return _triton.forward(x_pad, kernels)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_pad, kernels = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _triton.adjoint(grad_out, kernels, tuple(x_pad.shape[-2:]))
+        if ctx.needs_input_grad[1]:
+            grad_k = _triton.kernel_grad(x_pad, grad_out, tuple(kernels.shape))
+        return grad_x, grad_k
+
+
+def apply_pixel_kernels_triton(
+    x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros"
+) -> torch.Tensor:
+    """Triton implementation of :func:`degtrans.kernels.apply_pixel_kernels` (same semantics)."""
+    work = torch.float32 if (_triton.INTERPRET and x.dtype in _HALF) else x.dtype
+    k = int(round(kernels.shape[-3] ** 0.5))
+    per_channel = kernels.to(work) if kernels.dim() == 5 else kernels.to(work).unsqueeze(1)
+    out = PixelKernelsFunction.apply(pad_image(x.to(work), k // 2, padding), per_channel)
+    return out.to(x.dtype)

@@ -1,0 +1,36 @@
+"""Fast CPU path of per-pixel kernel application: one fused multiply-add per tap, no unfolded copy.
+
+The reference unfolds the image into ``k*k`` shifted copies; here each tap adds ``K(u) * shift_u(x)`` into
+the output with ``torch.addcmul``, so memory stays at a few images and autograd gives both gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from degtrans.kernels.sv_conv.reference import pad_image
+
+
+def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Same semantics as :func:`degtrans.kernels.pixel_kernels.reference.apply_pixel_kernels_reference`.
+
+    Args:
+        x: (B, C, H, W) image.
+        kernels: (B, k*k, H, W) shared by all channels or (B, C, k*k, H, W); tap ``(i, j)`` is ``i * k + j``.
+        padding: ``"zeros"`` or ``"reflect"``.
+
+    Returns:
+        (B, C, H, W).
+    """
+    height, width = x.shape[-2:]
+    taps = kernels.shape[-3]
+    k = int(round(taps**0.5))
+    x_pad = pad_image(x, k // 2, padding)
+    kernels = kernels.to(x.dtype)
+    if kernels.dim() == 4:
+        kernels = kernels.unsqueeze(1)
+    out = torch.zeros(torch.broadcast_shapes(x.shape, kernels[:, :, 0].shape), dtype=x.dtype, device=x.device)
+    for i in range(k):
+        for j in range(k):
+            out = torch.addcmul(out, kernels[:, :, i * k + j], x_pad[..., i : i + height, j : j + width])
+    return out

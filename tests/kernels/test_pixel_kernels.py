@@ -1,0 +1,163 @@
+"""apply_pixel_kernels: the reference against first principles, then the CPU path and Triton against it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from degtrans.kernels import apply_pixel_kernels
+from degtrans.kernels.pixel_kernels.reference import apply_pixel_kernels_reference
+
+PADDINGS = ("zeros", "reflect")
+LAYOUTS = ("shared", "per_channel")
+
+
+def _rand(*shape, dtype=torch.float64, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _kernels(layout, b, c, k, h, w, dtype=torch.float64, seed=1):
+    shape = (b, k * k, h, w) if layout == "shared" else (b, c, k * k, h, w)
+    kernels = _rand(*shape, dtype=dtype, seed=seed)
+    return kernels / kernels.sum(dim=-3, keepdim=True)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_constant_kernels_equal_correlation(padding, backend, tolerance):
+    k = 5
+    kernel = _rand(3, k, k)
+    x = _rand(2, 3, 11, 13, seed=2)
+    kernels = kernel.reshape(1, 3, k * k, 1, 1).expand(2, 3, k * k, 11, 13)
+    mode = "reflect" if padding == "reflect" else "constant"
+    expected = F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), kernel.unsqueeze(1), groups=3)
+    out = apply_pixel_kernels(x, kernels, padding=padding, backend=backend)
+    torch.testing.assert_close(out, expected, **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_delta_kernel_shifts_the_image(backend):
+    k, h, w = 3, 6, 7
+    x = _rand(1, 2, h, w)
+    kernels = torch.zeros(1, k * k, h, w, dtype=torch.float64)
+    kernels[:, 1 * k + 2] = 1.0  # tap u = (1, 2): y(p) = x(p + (0, 1))
+    out = apply_pixel_kernels(x, kernels, backend=backend)
+    assert torch.equal(out[..., :-1], x[..., 1:])
+    assert torch.equal(out[..., -1], torch.zeros_like(out[..., -1]))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_adjoint_matches_first_principles_scatter(layout, tolerance):
+    """<A x, y> = <x, A^T y>, with A^T y(q) = sum_u K_{q-u+c}(u) y(q-u+c) (zero padding)."""
+    b, c, h, w, k = 1, 2, 6, 5, 3
+    x = _rand(b, c, h, w, seed=3).requires_grad_(True)
+    y = _rand(b, c, h, w, seed=4)
+    kernels = _kernels(layout, b, c, k, h, w)
+    (grad,) = torch.autograd.grad(apply_pixel_kernels(x, kernels, backend="reference"), x, y)
+    lhs = float((apply_pixel_kernels(x.detach(), kernels, backend="reference") * y).sum())
+    assert lhs == pytest.approx(float((x.detach() * grad).sum()), rel=1e-12)
+    per_channel = kernels if layout == "per_channel" else kernels.unsqueeze(1).expand(b, c, k * k, h, w)
+    expected = torch.zeros(b, c, h + 2, w + 2, dtype=torch.float64)
+    for py in range(h):
+        for px in range(w):
+            taps = per_channel[0, :, :, py, px].reshape(c, k, k)
+            expected[0, :, py : py + k, px : px + k] += y[0, :, py, px, None, None] * taps
+    torch.testing.assert_close(grad, expected[..., 1:-1, 1:-1], **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_gradcheck(backend, layout, padding):
+    x = _rand(1, 2, 5, 6).requires_grad_(True)
+    kernels = _kernels(layout, 1, 2, 3, 5, 6).requires_grad_(True)
+
+    def fn(x, kernels):
+        return apply_pixel_kernels(x, kernels, padding=padding, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (x, kernels), fast_mode=True)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "k_shape", "kwargs", "match"),
+    [
+        ((2, 8, 8), (1, 9, 8, 8), {}, "x must be"),
+        ((1, 2, 8, 8), (1, 9, 8), {}, "kernels must be"),
+        ((1, 2, 8, 8), (1, 4, 8, 8), {}, "odd k"),
+        ((1, 2, 8, 8), (1, 8, 8, 8), {}, "odd k"),
+        ((1, 2, 8, 8), (1, 9, 8, 7), {}, "do not match"),
+        ((1, 2, 8, 8), (1, 3, 9, 8, 8), {}, "do not match"),
+        ((1, 2, 8, 8), (1, 9, 8, 8), {"padding": "circular"}, "padding"),
+        ((1, 2, 8, 8), (1, 9, 8, 8), {"backend": "gpu"}, "backend"),
+    ],
+)
+def test_bad_input_is_rejected(x_shape, k_shape, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        apply_pixel_kernels(torch.rand(x_shape), torch.rand(k_shape), **kwargs)
+
+
+def _compare_with_reference(fn, x, kernels, tolerance, padding):
+    """Output and both gradients (same upstream gradient) of ``fn`` against the reference."""
+    results = []
+    for impl in (apply_pixel_kernels_reference, fn):
+        xi = x.detach().clone().requires_grad_(True)
+        ki = kernels.detach().clone().requires_grad_(True)
+        out = impl(xi, ki, padding=padding)
+        upstream = _rand(*out.shape, dtype=out.dtype, seed=9)
+        results.append((out, *torch.autograd.grad(out, (xi, ki), upstream)))
+    tol = tolerance(x.dtype)
+    for name, got, want in zip(("output", "grad x", "grad kernels"), results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(("h", "w", "k"), [(19, 23, 5), (7, 6, 3), (13, 9, 7)])
+def test_cpu_path_matches_reference(h, w, k, padding, layout, dtype, tolerance):
+    from degtrans.kernels.pixel_kernels.cpu import apply_pixel_kernels_cpu
+
+    x = _rand(2, 3, h, w, dtype=dtype)
+    kernels = _kernels(layout, 2, 3, k, h, w, dtype=dtype)
+    _compare_with_reference(apply_pixel_kernels_cpu, x, kernels, tolerance, padding)
+
+
+@pytest.mark.parametrize(
+    ("layout", "padding", "dtype"),
+    [
+        ("shared", "zeros", torch.float64),
+        ("shared", "reflect", torch.float32),
+        ("per_channel", "zeros", torch.float32),
+        ("per_channel", "reflect", torch.float64),
+    ],
+)
+def test_triton_matches_reference(layout, padding, dtype, tolerance):
+    from degtrans.kernels.pixel_kernels.autograd import apply_pixel_kernels_triton
+
+    x = _rand(1, 2, 19, 23, dtype=dtype)
+    kernels = _kernels(layout, 1, 2, 5, 19, 23, dtype=dtype)
+    _compare_with_reference(apply_pixel_kernels_triton, x, kernels, tolerance, padding)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_triton_large_on_gpu(layout, tolerance):
+    x = _rand(2, 3, 257, 383, dtype=torch.float32).cuda()
+    kernels = _kernels(layout, 2, 3, 7, 257, 383, dtype=torch.float32).cuda()
+
+    def fn(a, b, padding):
+        return apply_pixel_kernels(a, b, padding=padding, backend="triton")
+
+    _compare_with_reference(fn, x, kernels, tolerance, "reflect")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision_on_gpu(dtype, tolerance):
+    x = _rand(1, 3, 96, 80, dtype=torch.float32).cuda()
+    kernels = _kernels("shared", 1, 3, 5, 96, 80, dtype=torch.float32).cuda()
+    want = apply_pixel_kernels_reference(x, kernels)
+    got = apply_pixel_kernels(x.to(dtype), kernels.to(dtype), backend="triton")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, **tolerance(dtype))
