@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -106,6 +107,16 @@ PRESETS: dict[str, LensSpec] = {
         axial_ca=1.0,
         lateral_ca_px=1.5,
     ),
+}
+
+
+# The bundled camera profile each preset is paired with by default (small sensors with the compact).
+PRESET_PROFILES = {
+    "ideal": "canon-eos-5d-mark-ii",
+    "phone-wide": "sony-rx100m4",
+    "phone-tele": "sony-rx100m4",
+    "dslr-kit": "nikon-d700",
+    "vintage": "canon-eos-5d-mark-ii",
 }
 
 
@@ -231,6 +242,7 @@ def lens_field(
         "source": "degtrans.simulate.optics.lens_field",
         "lens": dataclasses.asdict(spec),
     }
+    profile = profile or PRESET_PROFILES.get(spec.name)
     if profile:
         meta["profile"] = profile
     return PSFField(psfs=normalise_psfs(psfs), image_size=(height_px, width_px), meta=meta)
@@ -244,3 +256,20 @@ def resolve_preset(preset: str | LensSpec) -> LensSpec:
     if preset.startswith("random-") and preset[len("random-") :].isdigit():
         return random_lens(int(preset[len("random-") :]), name=preset)
     raise ValueError(f"unknown lens preset {preset!r} (known: {', '.join(PRESETS)}, random-<seed>)")
+
+
+def virtual_cameras(
+    directory: str | Path,
+    presets: tuple[str, ...] = ("phone-wide", "dslr-kit"),
+    grid: tuple[int, int] = (4, 6),
+    psf_size: int = 21,
+    image_size: tuple[int, int] = (256, 384),
+) -> list[Path]:
+    """Write one PSF field per preset as ``directory/cam<A, B, ...>.npz`` (the demo's cameras)."""
+    directory = Path(directory)
+    paths = []
+    for i, preset in enumerate(presets):
+        name = f"cam{chr(ord('A') + i)}"
+        field = lens_field(grid, psf_size, image_size, preset, camera=name)
+        paths.append(field.save(directory / f"{name}.npz"))
+    return paths

@@ -37,12 +37,25 @@ def _write_images(folder, count=3, size=FRAME):
     return folder
 
 
+def _make_inputs(root):
+    images = _write_images(root / "images")
+    a = gaussian_field((2, 3), 7, FRAME, sigma_centre=0.8, sigma_corner=1.6).save(root / "camA.npz")
+    b = gaussian_field((2, 2), 5, FRAME, sigma_centre=1.2, sigma_corner=1.2).save(root / "camB.npz")
+    return images, [a, b]
+
+
 @pytest.fixture
 def inputs(tmp_path):
-    images = _write_images(tmp_path / "images")
-    a = gaussian_field((2, 3), 7, FRAME, sigma_centre=0.8, sigma_corner=1.6).save(tmp_path / "camA.npz")
-    b = gaussian_field((2, 2), 5, FRAME, sigma_centre=1.2, sigma_corner=1.2).save(tmp_path / "camB.npz")
-    return images, [a, b]
+    return _make_inputs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One finished dataset shared by the read-only tests: (images, fields, output)."""
+    root = tmp_path_factory.mktemp("reference")
+    images, fields = _make_inputs(root)
+    build_dataset(images, fields, root / "out", CONFIG, profiles=["sony-rx100m4", "nikon-d700"])
+    return images, fields, root / "out"
 
 
 def _rows(output):
@@ -51,13 +64,11 @@ def _rows(output):
     return manifest, pa.concat_tables(tables)
 
 
-def test_dataset_format_and_contents(tmp_path, inputs):
-    images, fields = inputs
-    out = tmp_path / "out"
-    summary = build_dataset(images, fields, out, CONFIG, profiles=["sony-rx100m4", "nikon-d700"])
+def test_dataset_format_and_contents(reference):
+    images, fields, out = reference
     manifest, table = _rows(out)
     assert (out / "_SUCCESS").exists()
-    assert summary["pairs"] == manifest["samples"] == table.num_rows == 3 * 2 * 2
+    assert manifest["samples"] == table.num_rows == 3 * 2 * 2
     ids = table.column("sample_id").to_pylist()
     assert len(set(ids)) == len(ids) and "camA/img0001/p01" in ids
     assert manifest["format"] == "degtrans-pairs" and manifest["format_version"] == FORMAT_VERSION
@@ -70,7 +81,7 @@ def test_dataset_format_and_contents(tmp_path, inputs):
         column = meta.row_group(0).column(meta.schema.names.index("element"))
         assert "BYTE_STREAM_SPLIT" in column.encodings and column.compression == "ZSTD"
     for camera, entry in manifest["cameras"].items():
-        assert PSFField.load(out / entry["field"]).meta == PSFField.load(tmp_path / f"{camera}.npz").meta
+        assert PSFField.load(out / entry["field"]).meta == PSFField.load(images.parent / f"{camera}.npz").meta
     row = table.slice(0, 1).to_pylist()[0]
     clean = np.asarray(row["clean"], np.uint16).reshape(row["height"], row["width"], row["channels"])
     assert clean.shape == (24, 24, 3) and 0 <= row["y0"] <= FRAME[0] - 24 and row["noise_shot"] > 0
@@ -90,9 +101,8 @@ def test_dataset_format_and_contents(tmp_path, inputs):
     assert (row["y0"], row["x0"]) == (again["y0"], again["x0"])
 
 
-def test_duckdb_reads_the_shards(tmp_path, inputs):
-    out = tmp_path / "out"
-    build_dataset(inputs[0], inputs[1], out, CONFIG)
+def test_duckdb_reads_the_shards(reference):
+    out = reference[2]
     query = (
         f"SELECT camera, count(*) AS n, avg(noise_shot) FROM '{out}/shards/*.parquet' "
         "GROUP BY camera ORDER BY camera"
@@ -105,22 +115,24 @@ def test_duckdb_reads_the_shards(tmp_path, inputs):
     assert first[0] == 24 * 24 * 3
 
 
-def test_rerun_of_finished_dataset_does_nothing(tmp_path, inputs):
-    out = tmp_path / "out"
-    build_dataset(inputs[0], inputs[1], out, CONFIG)
+def test_rerun_of_finished_dataset_does_nothing(reference):
+    images, fields, out = reference
+    profiles = ["sony-rx100m4", "nikon-d700"]
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    summary = build_dataset(inputs[0], inputs[1], out, CONFIG)
+    summary = build_dataset(images, fields, out, CONFIG, profiles=profiles)
     assert summary["noop"] and summary["pairs_written"] == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="other inputs or config"):
-        build_dataset(inputs[0], inputs[1], out, SimulateConfig(**{**CONFIG.__dict__, "seed": 1}))
+        build_dataset(
+            images, fields, out, SimulateConfig(**{**CONFIG.__dict__, "seed": 1}), profiles=profiles
+        )
 
 
-def test_interrupted_run_resumes_without_duplicates(tmp_path, inputs):
-    reference = tmp_path / "reference"
-    build_dataset(inputs[0], inputs[1], reference, CONFIG)
-    ref_manifest, ref_rows = _rows(reference)
-
+def test_interrupted_run_resumes_without_duplicates(tmp_path, reference):
+    images, fields, done = reference
+    ref_manifest, ref_rows = _rows(done)
+    inputs = (images, fields)
+    profiles = ["sony-rx100m4", "nikon-d700"]
     out = tmp_path / "out"
 
     class Killed(Exception):
@@ -131,14 +143,14 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, inputs):
             raise Killed
 
     with pytest.raises(Killed):
-        build_dataset(inputs[0], inputs[1], out, CONFIG, on_shard=kill_after_two)
+        build_dataset(inputs[0], inputs[1], out, CONFIG, profiles=profiles, on_shard=kill_after_two)
     assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
     # What a kill mid-write leaves: an orphan temporary file and a truncated shard.
     (out / "shards" / ".part-00002.parquet.dead.tmp").write_bytes(b"partial")
     (out / "shards" / "part-00003.parquet").write_bytes(b"PAR1 truncated")
     before = (out / "shards" / "part-00000.parquet").stat().st_mtime_ns
 
-    summary = build_dataset(inputs[0], inputs[1], out, CONFIG)
+    summary = build_dataset(inputs[0], inputs[1], out, CONFIG, profiles=profiles)
     manifest, rows = _rows(out)
     assert (out / "shards" / "part-00000.parquet").stat().st_mtime_ns == before
     assert summary["pairs_written"] == ref_manifest["samples"] - 2 * CONFIG.rows_per_file
