@@ -35,6 +35,9 @@ class SimulateConfig:
     cfa_pattern: Literal["camera", "RGGB", "BGGR", "GRBG", "GBRG"] = "camera"
     demosaic: Literal["bilinear", "malvar"] = "malvar"
     noise: bool = True
+    # The clean target also passes the CFA + demosaicking (pair differs only by optics and noise);
+    # false: a target without demosaicking artefacts.
+    clean_cfa: bool = True
     # log10 shot-noise range sampled per pair (Brooks et al. 2019: 1e-4 .. 1.2e-2).
     log_shot_noise_min: float = -4.0
     log_shot_noise_max: float = -1.92

@@ -439,6 +439,7 @@ def simulate_sample(
         cfa_pattern=pattern,
         demosaic_method=settings["demosaic"],
         noise=settings["noise"],
+        clean_cfa=settings["clean_cfa"],
     )
     row: dict[str, Any] = {
         "sample_id": sample_id,

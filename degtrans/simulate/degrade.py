@@ -100,6 +100,7 @@ def simulate_pair(
     cfa_pattern: str | None = None,
     demosaic_method: str = "malvar",
     noise: bool = True,
+    clean_cfa: bool = True,
     backend: str = "auto",
 ) -> Pair:
     """Like :func:`degrade`, also returning the noisy Bayer mosaic."""
@@ -112,17 +113,20 @@ def simulate_pair(
     top, left, height, width = crop if crop is not None else (0, 0, *clean_srgb.shape[-2:])
     linear = unprocess(clean_srgb, params.isp)
     blurred = blur(linear, field, offset, frame, backend)
-    raw_clean = mosaic(linear, pattern, offset)
     raw = mosaic(blurred, pattern, offset)
     if noise:
         raw = add_noise(raw, params.noise, generator)
-    both = demosaic(torch.cat([raw, raw_clean]), pattern, offset, demosaic_method)
-    isp = _repeat(params.isp, 2)
-    out = process(both, isp)[..., top : top + height, left : left + width]
-    batch = clean_srgb.shape[0]
-    return Pair(
-        degraded=out[:batch], clean=out[batch:], raw=raw[..., top : top + height, left : left + width]
-    )
+    window = (..., slice(top, top + height), slice(left, left + width))
+    if clean_cfa:
+        raw_clean = mosaic(linear, pattern, offset)
+        both = demosaic(torch.cat([raw, raw_clean]), pattern, offset, demosaic_method)
+        out = process(both, _repeat(params.isp, 2))[window]
+        batch = clean_srgb.shape[0]
+        degraded, clean = out[:batch], out[batch:]
+    else:
+        degraded = process(demosaic(raw, pattern, offset, demosaic_method), params.isp)[window]
+        clean = process(linear, params.isp)[window]
+    return Pair(degraded=degraded, clean=clean, raw=raw[window])
 
 
 def _repeat(isp: ISPParams, times: int) -> ISPParams:
@@ -147,6 +151,7 @@ def degrade(
     cfa_pattern: str | None = None,
     demosaic_method: str = "malvar",
     noise: bool = True,
+    clean_cfa: bool = True,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate the camera on a clean image: returns the aligned ``(degraded, clean)`` pair.
@@ -164,6 +169,8 @@ def degrade(
         cfa_pattern: Bayer pattern at the sensor origin; defaults to the camera's.
         demosaic_method: ``"malvar"`` or ``"bilinear"``.
         noise: add sensor noise (False: optics only).
+        clean_cfa: the clean image also passes the CFA and demosaicking (the default: the pair
+            differs only by optics and noise); False gives a target free of demosaicking artefacts.
 
     Returns:
         ``(degraded, clean)``, each (B, 3, h, w) in [0, 1], processed identically.
@@ -180,6 +187,7 @@ def degrade(
         cfa_pattern=cfa_pattern,
         demosaic_method=demosaic_method,
         noise=noise,
+        clean_cfa=clean_cfa,
         backend=backend,
     )
     return pair.degraded, pair.clean

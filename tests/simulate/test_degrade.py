@@ -13,6 +13,7 @@ from degtrans.simulate.degrade import (
     sample_params,
     simulate_pair,
 )
+from degtrans.simulate.isp import process, unprocess
 
 CAMERA = CameraProfile.bundled("sony-rx100m4")
 
@@ -105,3 +106,15 @@ def test_bad_input_is_reported():
         degrade(torch.rand(1, 1, 8, 8), field, CAMERA, sample_params(gen, CAMERA), gen)
     with pytest.raises(ValueError, match="parameters for 1"):
         degrade(torch.rand(2, 3, 8, 8), field, CAMERA, sample_params(gen, CAMERA), gen)
+
+
+def test_clean_target_without_cfa_has_no_demosaicking_error():
+    image = _image(32, 32, seed=5).double()
+    field = identity_field((1, 1), 3, (32, 32))
+    gen = sample_generator(0, "c")
+    params = sample_params(gen, CAMERA)
+    _, ideal = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=False)
+    _, through_cfa = degrade(image, field, CAMERA, params, gen, noise=False)
+    reference = process(unprocess(image, params.isp), params.isp)
+    assert torch.allclose(ideal, reference, atol=1e-12)
+    assert (through_cfa - reference).abs().max() > 1e-3
