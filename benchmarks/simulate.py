@@ -113,6 +113,9 @@ def main() -> None:
     results = bench_blur_vs_pipeline(image, field, camera, settings, args.samples, args.patch)
     cameras, _ = resolve_cameras([field_path], None)
     one_source = plan_shards(work / "serial", sources[:1], cameras, config)
+    # First shard of a process pays imports (cv2, pandas via pyarrow): not part of the throughput.
+    warm = SimulateConfig(**{**config.__dict__, "patches_per_image": 1, "rows_per_file": 1})
+    bench_shards(plan_shards(work / "warm-serial", sources[:1], cameras, warm), args.patch, None)
     results["shards_in_process"] = bench_shards(one_source, args.patch, None)
     if not args.no_ray:
         from degtrans.cluster.session import ensure_ray
