@@ -79,6 +79,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    loss: Literal["l1", "l2"] = "l1"
     ssim_weight: float = 0.0
     width: int = 32
     offset_channels: int = 32

@@ -87,11 +87,12 @@ def train_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float = 1.0,
     ssim_weight: float = 0.0,
+    loss_kind: str = "l1",
     amp: bool = True,
     max_steps: int = 0,
     progress: bool | str = False,
 ) -> dict[str, float]:
-    """One pass over ``batches``: L1 (+ SSIM) loss, clipped gradients, a scheduler step per batch.
+    """One pass over ``batches``: L1 or L2 (+ SSIM) loss, clipped gradients, a scheduler step per batch.
 
     Mixed precision (float16 autocast with ``scaler``, or bfloat16 without one) is used on CUDA when
     ``amp``; CPU runs in float32.
@@ -116,7 +117,7 @@ def train_epoch(
         clean = batch["clean"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             restored = _forward(model, batch, device)
-            loss = restoration_loss(restored, clean, ssim_weight)
+            loss = restoration_loss(restored, clean, ssim_weight, loss_kind)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -156,7 +157,7 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[dict[str, Any]], ssim_weight: float = 0.0
+    model: nn.Module, batches: Iterable[dict[str, Any]], ssim_weight: float = 0.0, loss_kind: str = "l1"
 ) -> dict[str, float]:
     """Mean ``psnr`` (dB), ``ssim`` and ``loss`` of ``model`` over ``batches`` (outputs clipped to [0, 1])."""
     model.eval()
@@ -169,7 +170,7 @@ def evaluate(
         n = clean.shape[0]
         sums["psnr"] += float(psnr(restored, clean).sum())
         sums["ssim"] += float(ssim(restored, clean).sum())
-        sums["loss"] += float(restoration_loss(restored, clean, ssim_weight)) * n
+        sums["loss"] += float(restoration_loss(restored, clean, ssim_weight, loss_kind)) * n
         count += n
     if count == 0:
         return {"psnr": math.nan, "ssim": math.nan, "loss": math.nan, "count": 0}
@@ -298,7 +299,7 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in records], "s--", label="val")
-    ax_loss.set(xlabel="epoch", ylabel="L1 loss", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
     ax_psnr.plot(epochs, [r["val_psnr"] for r in records], "o-", color="tab:green", label="model")
     if records and "identity_psnr" in records[0]:
@@ -376,10 +377,12 @@ def train_local(
         )
         stats = train_epoch(
             model, batches, optimizer, scheduler=scheduler, scaler=scaler, grad_clip=config.grad_clip,
-            ssim_weight=config.ssim_weight, amp=config.amp, max_steps=config.max_steps_per_epoch,
+            ssim_weight=config.ssim_weight, loss_kind=config.loss, amp=config.amp,
+            max_steps=config.max_steps_per_epoch,
             progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False,
         )  # fmt: skip
-        val = evaluate(model, reader.batches("val", config.batch_size, shuffle=False), config.ssim_weight)
+        val_batches = reader.batches("val", config.batch_size, shuffle=False)
+        val = evaluate(model, val_batches, config.ssim_weight, config.loss)
         record = {
             "epoch": epoch, "train_loss": stats["loss"], "patches_per_s": stats["patches_per_s"],
             "seconds": stats["seconds"], "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"],

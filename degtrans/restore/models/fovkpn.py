@@ -4,7 +4,7 @@ The degraded patch and its FOV coordinates enter a 4-scale UNet; a FOV block mod
 features by the coordinates at every scale; deformable residual blocks (DCNv2) sit in the
 bottleneck; a kernel-prediction head predicts one ``k x k`` kernel per pixel and channel, applied
 to the input with :func:`degtrans.kernels.apply_pixel_kernels`, plus a residual image. The head is
-initialised to the identity kernel, so an untrained network returns its input.
+initialised to the identity kernel (and a zero residual), so an untrained network returns its input.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from degtrans.restore.models.deform import DeformResBlock
 
 SCALES = 4
 WIDTH_MULTIPLIERS = (1, 2, 4, 4)
+KERNEL_SCALE = 0.01
 
 
 class FOVKPN(nn.Module):
@@ -66,10 +67,10 @@ class FOVKPN(nn.Module):
         self.kernel_head = nn.Conv2d(widths[0], channels * taps, 3, padding=1)
         self.residual_head = nn.Conv2d(widths[0], channels, 3, padding=1)
         nn.init.zeros_(self.kernel_head.weight)
-        identity = torch.zeros(channels, taps)
+        nn.init.zeros_(self.kernel_head.bias)
+        identity = torch.zeros(channels, taps, 1, 1)
         identity[:, taps // 2] = 1.0
-        with torch.no_grad():
-            self.kernel_head.bias.copy_(identity.flatten())
+        self.register_buffer("identity_kernel", identity, persistent=False)
         nn.init.zeros_(self.residual_head.weight)
         nn.init.zeros_(self.residual_head.bias)
 
@@ -105,6 +106,9 @@ class FOVKPN(nn.Module):
             f = F.leaky_relu(self.ups[i](f), 0.1)
             f = self.dec_fov[i](self.decoders[i](torch.cat([f, skips[i]], dim=1)), coords_at[i])
         batch, _, ph, pw = x.shape
-        kernels = self.kernel_head(f).view(batch, self.channels, self.kernel_size**2, ph, pw)
+        # Kernels are the identity plus a damped correction: the kernel multiplies the image, and an
+        # undamped head makes early training oscillate (it overfits 4 patches several times slower).
+        correction = self.kernel_head(f).view(batch, self.channels, self.kernel_size**2, ph, pw)
+        kernels = self.identity_kernel + KERNEL_SCALE * correction
         out = apply_pixel_kernels(x, kernels, padding="reflect") + self.residual_head(f)
         return out[..., :height, :width]

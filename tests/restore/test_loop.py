@@ -1,0 +1,130 @@
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.config import TrainConfig
+from degtrans.kernels import sv_conv2d
+from degtrans.restore.coords import fov_coords
+from degtrans.restore.loop import (
+    build_model,
+    evaluate,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    model_from_checkpoint,
+    save_checkpoint,
+    train_epoch,
+    train_local,
+)
+from degtrans.restore.toydata import toy_frame
+
+TINY = TrainConfig(
+    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=5e-3, val_fraction=0.25, loss="l2"
+)
+
+
+def four_patches() -> dict:
+    """Four 32-pixel patches of a smooth frame and its spatially variant blur, with true coordinates."""
+    smooth = gaussian_field(grid=(1, 1), psf_size=7, image_size=(64, 64), sigma_centre=1.0, sigma_corner=1.0)
+    field = gaussian_field(grid=(2, 2), psf_size=7, image_size=(64, 64), sigma_centre=1.0, sigma_corner=1.5)
+    frame = torch.from_numpy(toy_frame(64, 64, np.random.default_rng(0))).permute(2, 0, 1)[None]
+    clean = sv_conv2d(frame, torch.from_numpy(smooth.psfs))
+    blurred = sv_conv2d(clean, torch.from_numpy(field.psfs))
+    origins = [(0, 0), (0, 32), (32, 0), (32, 32)]
+
+    def cut(image):
+        return torch.cat([image[..., y : y + 32, x : x + 32] for y, x in origins])
+
+    y0, x0 = torch.tensor([o[0] for o in origins]), torch.tensor([o[1] for o in origins])
+    return {"degraded": cut(blurred), "clean": cut(clean), "coords": fov_coords(y0, x0, 64, 64, 32, 32)}
+
+
+def test_tiny_fovkpn_overfits_four_patches():
+    batch = four_patches()
+    model = build_model(TINY)
+    optimizer = make_optimizer(model, TINY)
+    losses = []
+    for _ in range(30):
+        stats = train_epoch(
+            model, [batch] * 10, optimizer, report=lambda r: losses.append(r["loss"]), loss_kind=TINY.loss
+        )
+        assert stats["patches"] == 40
+        if losses[-1] < losses[0] / 10:
+            break
+    assert losses[-1] < losses[0] / 10, f"L2 loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
+
+
+def _step_and_params(model, optimizer, scheduler, batch):
+    train_epoch(model, [batch], optimizer, scheduler=scheduler, loss_kind="l1")
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["fovkpn", "wiener"])
+def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_data):
+    from degtrans.restore.data import PairReader
+
+    config = TrainConfig(model=name, width=8, offset_channels=8, wiener_features=6, learning_rate=1e-3)
+    reader = PairReader(toy_data, with_psf=True)
+    first, second = list(reader.batches("all", 4, shuffle=False, limit=8))
+    model = build_model(config)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, total_steps=10)
+    _step_and_params(model, optimizer, scheduler, first)
+    path = save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 0, config)
+    expected = _step_and_params(model, optimizer, scheduler, second)
+
+    fresh = build_model(dataclasses.replace(config, seed=123))
+    fresh_optimizer = make_optimizer(fresh, config)
+    fresh_scheduler = make_scheduler(fresh_optimizer, total_steps=10)
+    state = load_checkpoint(path, fresh, fresh_optimizer, fresh_scheduler)
+    assert state["epoch"] == 0 and state["train_config"] == config
+    resumed = _step_and_params(fresh, fresh_optimizer, fresh_scheduler, second)
+    assert fresh_scheduler.get_last_lr() == scheduler.get_last_lr()
+    for a, b in zip(expected, resumed, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
+    config = TrainConfig(model="wiener", width=8, wiener_features=6)
+    model = build_model(config)
+    path = save_checkpoint(tmp_path / "w.pt", model, None, None, 0, config)
+    with pytest.raises(ValueError, match=r"w\.pt.*'wiener'"):
+        load_checkpoint(path, build_model(TINY))
+    with pytest.raises(ValueError, match=r"w\.pt.*expected 'fovkpn'"):
+        model_from_checkpoint(path, expect="fovkpn")
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_checkpoint(bad)
+
+
+def test_train_local_writes_the_run_and_resumes(tmp_path, toy_data):
+    config = dataclasses.replace(TINY, epochs=1, batch_size=8, loss="l1")
+    run = tmp_path / "run"
+    summary = train_local(toy_data, run, config, progress=False)
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json", "curves.png"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((run / "config.json").read_text())["model"] == "fovkpn"
+    assert summary["best_epoch"] == 0 and math.isfinite(summary["best_psnr"])
+    summary = train_local(toy_data, run, dataclasses.replace(config, epochs=2), progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_evaluate_of_an_identity_model_is_the_input_psnr(toy_data):
+    from degtrans.restore.data import PairReader
+    from degtrans.restore.metrics import psnr
+
+    model = build_model(TINY)  # untrained FOV-KPN is the identity
+    batches = list(PairReader(toy_data).batches("all", 8, shuffle=False))
+    result = evaluate(model, batches)
+    expected = torch.cat([psnr(b["degraded"].clamp(0, 1), b["clean"]) for b in batches]).mean()
+    assert result["count"] == 16
+    assert result["psnr"] == pytest.approx(float(expected), abs=1e-3)
