@@ -57,18 +57,35 @@ def plan_blocks(
     wy: torch.Tensor,
     wx: torch.Tensor,
 ) -> list[Block]:
-    """Blocks of the padded input, each with the (at most 4) tiles whose weight is non-zero in it."""
-    runs_y = axis_runs(height, halo, offset[0], frame_size[0], grid[0], padding)
-    runs_x = axis_runs(width, halo, offset[1], frame_size[1], grid[1], padding)
+    """Blocks of the padded input, each with the tiles whose weight is non-zero in it.
+
+    Runs shorter than the PSF (tile spacing below k) are merged with their successors: a block then
+    carries more than 2 x 2 tiles, but the halo no longer dominates every block's cost.
+    """
+    kernel = 2 * halo + 1
+    runs_y = merge_short_runs(axis_runs(height, halo, offset[0], frame_size[0], grid[0], padding), kernel)
+    runs_x = merge_short_runs(axis_runs(width, halo, offset[1], frame_size[1], grid[1], padding), kernel)
     blocks = []
     for y0, y1, ty in runs_y:
-        live_y = [t for t in dict.fromkeys(ty) if bool(wy[t, y0:y1].any())]
+        live_y = [t for t in ty if bool(wy[t, y0:y1].any())]
         for x0, x1, tx in runs_x:
-            live_x = [t for t in dict.fromkeys(tx) if bool(wx[t, x0:x1].any())]
+            live_x = [t for t in tx if bool(wx[t, x0:x1].any())]
             tiles = tuple((r, c) for r in live_y for c in live_x)
             if tiles:
                 blocks.append(Block((y0, y1), (x0, x1), tiles))
     return blocks
+
+
+def merge_short_runs(runs: list, min_len: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Merge consecutive ``(start, stop, tiles)`` runs until each is ``min_len`` long (but the last)."""
+    merged: list[tuple[int, int, tuple[int, ...]]] = []
+    for start, stop, tiles in runs:
+        if merged and merged[-1][1] - merged[-1][0] < min_len:
+            prev_start, _, prev_tiles = merged.pop()
+            merged.append((prev_start, stop, tuple(dict.fromkeys(prev_tiles + tuple(tiles)))))
+        else:
+            merged.append((start, stop, tuple(dict.fromkeys(tiles))))
+    return merged
 
 
 def fast_fft_len(n: int) -> int:
