@@ -264,6 +264,11 @@ def check_frames(
     sources: Sequence[Source], cameras: Sequence[Camera], fields: dict[str, PSFField], config: SimulateConfig
 ) -> None:
     """Patch size fits every image; every field fits every frame unless ``fit_field``."""
+    if config.patch_size < 1 or config.patches_per_image < 1:
+        raise ValueError(
+            f"simulate: patch_size and patches_per_image must be positive, got {config.patch_size}, "
+            f"{config.patches_per_image}"
+        )
     for source in sources:
         where = source.path if source.row is None else f"{source.path}#{source.row}"
         if config.patch_size > min(source.height, source.width):
@@ -644,12 +649,12 @@ def build_dataset(
     (output / "fields").mkdir(parents=True, exist_ok=True)
     for stale in (output / "shards").glob(f".{SHARD_PREFIX}*.tmp"):
         stale.unlink(missing_ok=True)
+    results = {r.index: r for r in (existing_shard(s) for s in specs) if r is not None}
     for camera in cameras:
         target = output / "fields" / f"{camera.name}.npz"
         if not target.exists() or file_sha256(target) != camera.field_sha256:
             _copy_atomic(Path(camera.field_path), target)
 
-    results = {r.index: r for r in (existing_shard(s) for s in specs) if r is not None}
     missing = [s for s in specs if s.index not in results]
     planned = sum(len(s.samples) for s in specs)
     done_before = sum(r.rows for r in results.values())

@@ -68,5 +68,6 @@ def noise_variance(x: torch.Tensor, params: NoiseParams) -> torch.Tensor:
 
 def add_noise(x: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
     """``x (B, C, H, W)`` linear raw plus zero-mean Gaussian noise of :func:`noise_variance`."""
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    # Drawn on the generator's device (CPU), so the noise is the same wherever the image lives.
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
     return x + z * noise_variance(x, params).sqrt()
