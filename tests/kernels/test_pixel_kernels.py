@@ -161,3 +161,12 @@ def test_triton_half_precision_on_gpu(dtype, tolerance):
     got = apply_pixel_kernels(x.to(dtype), kernels.to(dtype), backend="triton")
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, **tolerance(dtype))
+
+
+def test_module_equals_function():
+    from degtrans.kernels import PixelKernels
+
+    x = _rand(1, 3, 9, 8)
+    kernels = _kernels("per_channel", 1, 3, 3, 9, 8)
+    module = PixelKernels(padding="reflect")
+    assert torch.equal(module(x, kernels), apply_pixel_kernels(x, kernels, padding="reflect"))

@@ -302,3 +302,16 @@ def test_triton_half_precision_on_gpu(dtype, tolerance):
     got = sv_conv2d(x.to(dtype), psfs.to(dtype), backend="triton")
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, **tolerance(dtype))
+
+
+def test_module_equals_function():
+    from degtrans.kernels import SVConv2d
+
+    psfs = _field(2, 3, 3, 5)
+    x = _image(1, 3, 12, 14)
+    module = SVConv2d(psfs, frame_size=(30, 30), padding="zeros", learnable=True)
+    out = module(x, offset=(4, 9))
+    assert torch.equal(out, sv_conv2d(x, psfs, offset=(4, 9), frame_size=(30, 30), padding="zeros"))
+    out.sum().backward()
+    assert module.psfs.grad is not None and module.psfs.grad.shape == psfs.shape
+    assert "psfs" in dict(SVConv2d(psfs).named_buffers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from degtrans.kernels.pixel_kernels.cpu import apply_pixel_kernels_cpu
 from degtrans.kernels.pixel_kernels.reference import apply_pixel_kernels_reference
@@ -63,3 +64,16 @@ def apply_pixel_kernels(
     from degtrans.kernels.pixel_kernels.autograd import apply_pixel_kernels_triton
 
     return apply_pixel_kernels_triton(x, kernels, padding=padding)
+
+
+class PixelKernels(nn.Module):
+    """:func:`apply_pixel_kernels` as a module (holds only ``padding`` and ``backend``)."""
+
+    def __init__(self, *, padding: str = "zeros", backend: str = "auto") -> None:
+        super().__init__()
+        self.padding = padding
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C, H, W)``, ``kernels: (B, k*k, H, W)`` or ``(B, C, k*k, H, W)`` -> ``(B, C, H, W)``."""
+        return apply_pixel_kernels(x, kernels, padding=self.padding, backend=self.backend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
@@ -89,3 +90,45 @@ def sv_conv2d(
     from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
 
     return sv_conv2d_triton(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+
+
+class SVConv2d(nn.Module):
+    """:func:`sv_conv2d` with the field held by the module (a buffer, or a parameter to learn it).
+
+    Args:
+        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres.
+        frame_size: (H, W) of the sensor frame; ``None`` means each input is a whole frame.
+        padding: ``"reflect"`` or ``"zeros"``.
+        backend: see :func:`sv_conv2d`.
+        learnable: register the PSFs as an ``nn.Parameter`` (calibration by gradient descent).
+    """
+
+    def __init__(
+        self,
+        field_psfs: torch.Tensor,
+        *,
+        frame_size: tuple[int, int] | None = None,
+        padding: str = "reflect",
+        backend: str = "auto",
+        learnable: bool = False,
+    ) -> None:
+        super().__init__()
+        psfs = torch.as_tensor(field_psfs).detach().clone()
+        if learnable:
+            self.psfs = nn.Parameter(psfs)
+        else:
+            self.register_buffer("psfs", psfs)
+        self.frame_size = frame_size
+        self.padding = padding
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Blur ``x: (B, C, H, W)`` whose top-left pixel sits at ``offset`` on the sensor."""
+        return sv_conv2d(
+            x,
+            self.psfs,
+            offset=offset,
+            frame_size=self.frame_size,
+            padding=self.padding,
+            backend=self.backend,
+        )
