@@ -166,8 +166,36 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a restoration network (local or Ray Train)")
+    p.add_argument("--data", type=Path, required=True, help="pair dataset written by 'degtrans simulate'")
+    p.add_argument("--model", choices=["fovkpn", "wiener"], default=None, help="network (train.model)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (train.epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per batch (train.batch_size)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory (checkpoints, metrics)")
+    p.add_argument("--local", action="store_true", help="train in this process instead of with Ray Train")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: an embedded local cluster)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from RUN/last.pt when it exists (default: yes)")  # fmt: skip
     _common(p)
-    p.set_defaults(func=_not_implemented("train"))
+
+    def handler(args: argparse.Namespace) -> int:
+        flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}  # fmt: skip
+        config = resolve_config(args, [f"train.{k}={v}" for k, v in flags.items() if v is not None]).train
+        if args.local:
+            from degtrans.restore.loop import train_local
+
+            result = train_local(args.data, args.output, config, resume=args.resume)
+        else:
+            from degtrans.cluster.train import train_distributed
+
+            result = train_distributed(args.data, args.output, config, args.address)
+        print(f"best validation PSNR {result['best_psnr']:.2f} dB (epoch {result['best_epoch'] + 1}); "
+              f"checkpoints in {args.output}")  # fmt: skip
+        return 0
+
+    p.set_defaults(func=handler)
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -178,14 +206,54 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a full-resolution photograph")
+    p.add_argument("photo", type=Path, help="PNG, JPEG, 16-bit TIFF or camera RAW")
+    p.add_argument("-o", "--output", type=Path, required=True, help="restored image (.png/.tif 16-bit, .jpg)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="trained network (RUN/best.pt)")
+    p.add_argument("--field", type=Path, default=None, help="camera PSF field .npz (deep Wiener, wiener, rl)")
+    p.add_argument("--method", choices=["model", "wiener", "rl", "identity"], default=None,
+                   help="default: model with --checkpoint, else an error")  # fmt: skip
+    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (restore.tile_size)")
+    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbour tiles")
     _common(p)
-    p.set_defaults(func=_not_implemented("restore"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.restore.infer import restore_image
+
+        if args.method is None and args.checkpoint is None:
+            raise CLIError("give --checkpoint RUN/best.pt, or --method wiener|rl|identity")
+        flags = {"tile_size": args.tile_size, "overlap": args.overlap}
+        config = resolve_config(args, [f"restore.{k}={v}" for k, v in flags.items() if v is not None]).restore
+        out = restore_image(args.photo, args.output, args.checkpoint, args.field, args.method, config)
+        print(f"wrote {out}")
+        return 0
+
+    p.set_defaults(func=handler)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="compare restoration methods on a dataset split")
+    p.add_argument("--data", type=Path, required=True, help="pair dataset directory")
+    p.add_argument("--split", choices=["train", "val", "all"], default="val", help="dataset split")
+    p.add_argument("--method", dest="methods", action="append", required=True, metavar="METHOD",
+                   help="identity | wiener | rl | ckpt:RUN/best.pt (repeatable)")  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="PNG of the same crops restored by each method (default: none)")  # fmt: skip
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate at most N samples")
     _common(p)
-    p.set_defaults(func=_not_implemented("evaluate"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.restore.evaluate import evaluate_methods, format_table
+
+        extra = [f"restore.eval_max_samples={args.max_samples}"] if args.max_samples is not None else []
+        config = resolve_config(args, extra)
+        rows = evaluate_methods(args.data, args.methods, args.split, args.output, config.restore,
+                                val_fraction=config.train.val_fraction)  # fmt: skip
+        print(format_table(rows))
+        if args.output is not None:
+            print(f"wrote {args.output}")
+        return 0
+
+    p.set_defaults(func=handler)
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:

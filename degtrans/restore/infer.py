@@ -203,6 +203,10 @@ def restore_array(
 ) -> np.ndarray:
     """Restore a whole frame ``image: (H, W, 3)`` in [0, 1] with ``method``; returns the same shape."""
     height, width = image.shape[:2]
+    if not 0 <= config.overlap < config.tile_size:
+        raise ValueError(
+            f"restore.overlap ({config.overlap}) must be in [0, restore.tile_size={config.tile_size})"
+        )
     if method in ("wiener", "rl"):
         if field is None:
             raise ValueError(f"method {method!r} needs a PSF field (--field camera.npz)")

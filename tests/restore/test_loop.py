@@ -28,20 +28,24 @@ TINY = TrainConfig(
 )
 
 
-def four_patches() -> dict:
-    """Four 32-pixel patches of a smooth frame and its spatially variant blur, with true coordinates."""
-    smooth = gaussian_field(grid=(1, 1), psf_size=7, image_size=(64, 64), sigma_centre=1.0, sigma_corner=1.0)
-    field = gaussian_field(grid=(2, 2), psf_size=7, image_size=(64, 64), sigma_centre=1.0, sigma_corner=1.5)
-    frame = torch.from_numpy(toy_frame(64, 64, np.random.default_rng(0))).permute(2, 0, 1)[None]
+def four_patches(size: int = 16) -> dict:
+    """Four patches of a smooth frame and its spatially variant blur, with their true coordinates."""
+    frame_size = (2 * size, 2 * size)
+    smooth = gaussian_field(
+        grid=(1, 1), psf_size=7, image_size=frame_size, sigma_centre=1.0, sigma_corner=1.0
+    )
+    field = gaussian_field(grid=(2, 2), psf_size=7, image_size=frame_size, sigma_centre=1.0, sigma_corner=1.5)
+    frame = torch.from_numpy(toy_frame(*frame_size, np.random.default_rng(0))).permute(2, 0, 1)[None]
     clean = sv_conv2d(frame, torch.from_numpy(smooth.psfs))
     blurred = sv_conv2d(clean, torch.from_numpy(field.psfs))
-    origins = [(0, 0), (0, 32), (32, 0), (32, 32)]
+    origins = [(0, 0), (0, size), (size, 0), (size, size)]
 
     def cut(image):
-        return torch.cat([image[..., y : y + 32, x : x + 32] for y, x in origins])
+        return torch.cat([image[..., y : y + size, x : x + size] for y, x in origins])
 
     y0, x0 = torch.tensor([o[0] for o in origins]), torch.tensor([o[1] for o in origins])
-    return {"degraded": cut(blurred), "clean": cut(clean), "coords": fov_coords(y0, x0, 64, 64, 32, 32)}
+    coords = fov_coords(y0, x0, frame_size[0], frame_size[1], size, size)
+    return {"degraded": cut(blurred), "clean": cut(clean), "coords": coords}
 
 
 def test_tiny_fovkpn_overfits_four_patches():
@@ -49,7 +53,7 @@ def test_tiny_fovkpn_overfits_four_patches():
     model = build_model(TINY)
     optimizer = make_optimizer(model, TINY)
     losses = []
-    for _ in range(30):
+    for _ in range(50):
         stats = train_epoch(
             model, [batch] * 10, optimizer, report=lambda r: losses.append(r["loss"]), loss_kind=TINY.loss
         )

@@ -1,0 +1,44 @@
+import numpy as np
+
+from degtrans.cli import main
+from degtrans.restore.infer import read_image, write_image
+
+
+def test_train_evaluate_and_restore_from_the_command_line(tmp_path, toy_data, toy_field, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(toy_data), "--model", "fovkpn", "--epochs", "1", "--batch-size", "8"]
+    tiny = ["--set", "train.width=4", "--set", "train.offset_channels=4"]
+    assert main([*args, "-o", str(run), "--local", *tiny]) == 0
+    assert (run / "best.pt").is_file() and "best validation PSNR" in capsys.readouterr().out
+
+    png = tmp_path / "compare.png"
+    methods = ["--method", "identity", "--method", "wiener", "--method", f"ckpt:{run / 'best.pt'}"]
+    assert main(["evaluate", "--data", str(toy_data), "--split", "all", *methods, "-o", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "identity" in out and "wiener" in out and "corner" in out and png.read_bytes()[:4] == b"\x89PNG"
+
+    photo = write_image(tmp_path / "photo.png", np.random.default_rng(0).random((*toy_field.image_size, 3)))
+    field = toy_field.save(tmp_path / "camA.npz")
+    restored = tmp_path / "restored.png"
+    assert (
+        main(["restore", str(photo), "-o", str(restored), "--method", "wiener", "--field", str(field)]) == 0
+    )
+    assert read_image(restored).shape == read_image(photo).shape
+    assert main(["restore", str(photo), "-o", str(restored), "--checkpoint", str(run / "best.pt"),
+                 "--tile-size", "32", "--overlap", "8"]) == 0  # fmt: skip
+
+
+def test_cli_errors_name_the_problem(tmp_path, toy_data, capsys):
+    assert (
+        main(
+            ["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png"), "--method", "identity"]
+        )
+        == 2
+    )
+    assert "missing.png" in capsys.readouterr().err
+    assert main(["restore", str(tmp_path / "p.png"), "-o", str(tmp_path / "o.png")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(toy_data), "--method", "magic"]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nothing"), "-o", str(tmp_path / "run"), "--local"]) == 2
+    assert "nothing" in capsys.readouterr().err

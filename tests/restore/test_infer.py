@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+
+from degtrans.calibrate.synthetic import gaussian_field, identity_field
+from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.restore.baselines import deconvolve_field, richardson_lucy, wiener_filter
+from degtrans.restore.coords import fov_coords
+from degtrans.restore.infer import (
+    model_tile_fn,
+    ramp_window,
+    read_image,
+    restore_image,
+    restore_tiled,
+    tile_origins,
+    write_image,
+)
+from degtrans.restore.loop import build_model, save_checkpoint
+from degtrans.restore.metrics import psnr, ssim
+
+
+def _photo(height: int = 45, width: int = 70) -> np.ndarray:
+    return np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("tile,overlap,max_tiles", [(16, 4, 1), (20, 7, 3), (64, 8, 8), (100, 10, 2)])
+def test_tiled_inference_with_an_identity_model_is_exact(tile, overlap, max_tiles):
+    image = _photo()
+    seen = []
+
+    def identity(tiles, origins):
+        seen.append(len(origins))
+        return tiles
+
+    out = restore_tiled(image, identity, tile, overlap, max_tiles, progress=False)
+    np.testing.assert_allclose(out, image, rtol=0, atol=1e-6)
+    assert max(seen) <= max_tiles
+
+
+def test_tiles_cover_the_frame_with_the_overlap():
+    for length, tile, overlap in [(45, 16, 4), (100, 32, 8), (10, 32, 8), (64, 32, 0)]:
+        starts = tile_origins(length, tile, overlap)
+        assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+    assert (ramp_window(20, 5) > 0).all() and ramp_window(20, 5)[10] == 1.0
+
+
+def test_every_tile_gets_its_true_field_coordinates():
+    """A 'model' that outputs its coordinate channels restores to the frame's own coordinate map."""
+
+    class CoordsEcho(torch.nn.Module):
+        needs_psf = False
+
+        def forward(self, degraded, coords, psf=None):
+            return (coords + 1.0) / 2.0  # x, y in [-1, 1] -> [0, 1]; r is already in [0, 1]
+
+    image = _photo(40, 52)
+    fn = model_tile_fn(CoordsEcho(), (40, 52), None, torch.device("cpu"))
+    out = restore_tiled(image, fn, tile=16, overlap=6, max_tiles=4, progress=False)
+    expected = ((fov_coords(0, 0, 40, 52, 40, 52)[0] + 1.0) / 2.0).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_restore_image_round_trips_16_bit_png_and_tiff(tmp_path):
+    image = _photo()
+    for name in ("in.png", "in.tif"):
+        path = write_image(tmp_path / name, image)
+        assert np.abs(read_image(path) - image).max() <= 0.5 / 65535 + 1e-7
+        out = restore_image(path, tmp_path / f"out-{name}", method="identity", progress=False)
+        np.testing.assert_array_equal(read_image(out), read_image(path))
+
+
+def test_restore_image_with_an_untrained_fovkpn_checkpoint_is_the_input(tmp_path):
+    config = TrainConfig(width=4, offset_channels=4)
+    checkpoint = save_checkpoint(tmp_path / "best.pt", build_model(config), None, None, 0, config)
+    photo = write_image(tmp_path / "photo.png", _photo())
+    out = restore_image(
+        photo, tmp_path / "out.png", checkpoint, config=RestoreConfig(tile_size=32, overlap=8), progress=False
+    )
+    assert np.abs(read_image(out) - read_image(photo)).max() <= 1.0 / 65535
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    photo = write_image(tmp_path / "photo.png", _photo())
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="junk.png"):
+        restore_image(junk, tmp_path / "o.png", method="identity", progress=False)
+    wrong = gaussian_field(grid=(2, 2), psf_size=5, image_size=(64, 64)).save(tmp_path / "wrong.npz")
+    with pytest.raises(ValueError, match="wrong.npz.*64x64"):
+        restore_image(photo, tmp_path / "o.png", field=wrong, method="wiener", progress=False)
+    config = TrainConfig(model="wiener", width=4, wiener_features=6)
+    checkpoint = save_checkpoint(tmp_path / "wiener.pt", build_model(config), None, None, 0, config)
+    with pytest.raises(ValueError, match="wiener.pt.*field"):
+        restore_image(photo, tmp_path / "o.png", checkpoint, progress=False)
+    with pytest.raises(ValueError, match="junk.png"):
+        restore_image(photo, tmp_path / "o.png", junk, progress=False)
+
+
+# classical baselines
+
+
+def test_baselines_with_a_delta_field_return_the_input():
+    image = torch.from_numpy(_photo(30, 40)).permute(2, 0, 1)
+    field = identity_field((2, 3), 5, (30, 40))
+    torch.testing.assert_close(deconvolve_field(image, field, "rl", iterations=5), image, atol=1e-5, rtol=0)
+    out = deconvolve_field(image, field, "wiener", snr=1e9, linearize=False)
+    torch.testing.assert_close(out, image, atol=1e-5, rtol=0)
+
+
+def test_uniform_field_blending_matches_one_global_deconvolution():
+    """With one PSF everywhere the per-tile results are the same filter: the blend is that filter."""
+    image = torch.from_numpy(_photo(36, 48)).permute(2, 0, 1).double()
+    one = gaussian_field(grid=(1, 1), psf_size=5, image_size=(36, 48), sigma_centre=1.0, sigma_corner=1.0)
+    tiled = identity_field((2, 3), 5, (36, 48))
+    tiled = type(tiled)(np.broadcast_to(one.psfs, tiled.psfs.shape), (36, 48))
+    psf = torch.from_numpy(one.psfs[0, 0]).double()
+    global_rl = richardson_lucy(image, psf, 5)
+    blended = deconvolve_field(image, tiled, "rl", iterations=5, linearize=False)
+    # Regions end 2k from the frame edge of their tile; RL's support spreads 5 * k / 2 per side: the
+    # centre of each tile sees the same data as the global run.
+    torch.testing.assert_close(
+        blended[:, 14:22, 18:30], global_rl.clamp(0, 1)[:, 14:22, 18:30], atol=2e-3, rtol=0
+    )
+    assert torch.isfinite(wiener_filter(image, psf.expand(3, 5, 5), 100.0)).all()
+
+
+def test_baselines_improve_a_blurred_patch(toy_data):
+    from degtrans.restore.data import PairReader
+
+    reader = PairReader(toy_data, with_psf=True)
+    batch = next(reader.batches("all", 6, shuffle=False))
+    field = reader.fields["camA"]
+    for method in ("wiener", "rl"):
+        origins = [(int(y), int(x)) for y, x in zip(batch["y0"], batch["x0"], strict=True)]
+        restored = torch.stack(
+            [deconvolve_field(batch["degraded"][i], field, method, offset=o) for i, o in enumerate(origins)]
+        )
+        assert psnr(restored, batch["clean"]).mean() > psnr(batch["degraded"], batch["clean"]).mean() + 0.5
+        assert ssim(restored, batch["clean"]).mean() > 0.5
