@@ -6,8 +6,6 @@ dataset's PSF field), and ``ckpt:PATH`` (a trained FOV-KPN or deep Wiener checkp
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from degtrans.config import RestoreConfig
 from degtrans.restore.baselines import deconvolve_field
 from degtrans.restore.coords import patch_radius, zone_of
 from degtrans.restore.data import PairReader
+from degtrans.restore.figures import pyplot, save_figure
 from degtrans.restore.metrics import psnr, ssim
 
 ZONES = ("all", "centre", "mid", "corner")
@@ -167,11 +166,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def draw_comparison(crops: list[dict[str, Any]], methods: list[str], png: str | Path) -> Path:
     """Rows of crops: degraded, each method, clean; PSNR in each title. Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = ["degraded", *methods, "clean"]
     fig, axes = plt.subplots(
         len(crops), len(columns), figsize=(2.2 * len(columns), 2.3 * len(crops)), squeeze=False
@@ -190,11 +185,4 @@ def draw_comparison(crops: list[dict[str, Any]], methods: list[str], png: str | 
             ax.set_yticks([])
         axes[row][0].set_ylabel(f"{crop['zone']}\n{crop['sample_id']}", fontsize=7)
     fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return save_figure(fig, png, dpi=90)

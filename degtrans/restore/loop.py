@@ -25,6 +25,7 @@ from tqdm import tqdm
 from degtrans import __version__
 from degtrans.config import TrainConfig, coerce, to_dict, write_resolved
 from degtrans.restore.data import PairReader
+from degtrans.restore.figures import pyplot, save_figure
 from degtrans.restore.losses import restoration_loss
 from degtrans.restore.metrics import psnr, ssim
 from degtrans.restore.models.fovkpn import FOVKPN
@@ -289,11 +290,7 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     """Training loss and validation PSNR per epoch from ``metrics.jsonl``, as a PNG (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -307,13 +304,7 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     ax_psnr.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR")
     ax_psnr.legend()
     fig.tight_layout()
-    png = Path(png)
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 def _identity_psnr(reader: PairReader, config: TrainConfig) -> float:
