@@ -118,3 +118,16 @@ def test_clean_target_without_cfa_has_no_demosaicking_error():
     reference = process(unprocess(image, params.isp), params.isp)
     assert torch.allclose(ideal, reference, atol=1e-12)
     assert (through_cfa - reference).abs().max() > 1e-3
+
+
+def test_pair_is_differentiable_in_the_clean_image():
+    image = (0.2 + 0.4 * _image(8, 8, seed=6).double()).requires_grad_()
+    field = gaussian_field((2, 2), 5, (8, 8))
+    gen = sample_generator(0, "grad")
+    params = sample_params(gen, CAMERA)
+
+    def degraded(x):
+        return degrade(x, field, CAMERA, params, torch.Generator().manual_seed(0))[0]
+
+    # fast_mode: one random projection of the Jacobian instead of one forward pass per input pixel.
+    assert torch.autograd.gradcheck(degraded, (image,), atol=1e-6, fast_mode=True)
