@@ -56,11 +56,11 @@ def test_deform_conv_mask_scales_linearly(tolerance):
 
 def test_deform_conv_gradcheck():
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     # Fractional offsets away from integers: bilinear sampling is not differentiable at integer positions.
-    offset = (0.3 + 0.4 * torch.rand(1, 18, 5, 6, dtype=torch.float64, generator=gen)).requires_grad_()
-    mask = torch.rand(1, 9, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    offset = (0.3 + 0.4 * torch.rand(1, 18, 3, 4, dtype=torch.float64, generator=gen)).requires_grad_()
+    mask = torch.rand(1, 9, 3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: deform_conv2d(*a), (x, offset, mask, weight))
 
 
