@@ -56,6 +56,7 @@ from deepinv.physics import SpaceVaryingBlur
 work = sys.argv[1]
 repeats = int(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]))
+slow_repeats = int(sys.argv[4])
 x = torch.from_numpy(np.load(work + "/x.npy"))
 psfs = torch.from_numpy(np.load(work + "/psfs.npy"))  # (rows, cols, C, k, k)
 wy = torch.from_numpy(np.load(work + "/wy.npy"))  # (rows, H)
@@ -65,8 +66,9 @@ rows, cols, channels, k, _ = psfs.shape
 multipliers = (wy[:, None, :, None] * wx[None, :, None, :]).reshape(1, 1, rows * cols, *x.shape[-2:])
 filters = psfs.reshape(rows * cols, channels, k, k).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
-def timed(fn):
-    fn()
+def timed(fn, repeats):
+    if repeats > 1:
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
@@ -83,16 +85,19 @@ for use_fft in (False, True):
         fi = filters.clone().requires_grad_(True)
         physics.A(xi, filters=fi).backward(torch.ones_like(x))
 
+    n = repeats if use_fft else slow_repeats
     result["fft" if use_fft else "direct"] = {
-        "forward": timed(lambda: physics(x)), "forward_backward": timed(fwd_bwd)
+        "forward": timed(lambda: physics(x), n), "forward_backward": timed(fwd_bwd, n)
     }
 print(json.dumps(result))
 """
 
 
 def _timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> list[float]:
-    fn()
-    sync()
+    """Wall times of ``repeats`` calls after one warm-up call (none for the slow, single-repeat baselines)."""
+    if repeats > 1:
+        fn()
+        sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -126,7 +131,7 @@ def _conv_floor(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (k // 2,) * 4, mode="reflect"), psf.flip(-1, -2).unsqueeze(1), groups=x.shape[1])
 
 
-def _run_deepinv(python: str, x, psfs, repeats: int, reference: torch.Tensor) -> dict | None:
+def _run_deepinv(python: str, x, psfs, repeats: int, slow_repeats: int, reference) -> dict | None:
     """deepinv timings (s) and accuracy against our reference, or None when its python is missing."""
     if not python or not Path(python).exists():
         return None
@@ -138,7 +143,15 @@ def _run_deepinv(python: str, x, psfs, repeats: int, reference: torch.Tensor) ->
         np.save(f"{work}/wy.npy", tile_weights_1d(torch.arange(height), rows, height).numpy())
         np.save(f"{work}/wx.npy", tile_weights_1d(torch.arange(width), cols, width).numpy())
         done = subprocess.run(
-            [python, "-c", _DEEPINV_SCRIPT, work, str(repeats), str(torch.get_num_threads())],
+            [
+                python,
+                "-c",
+                _DEEPINV_SCRIPT,
+                work,
+                str(repeats),
+                str(torch.get_num_threads()),
+                str(slow_repeats),
+            ],
             capture_output=True,
             text=True,
         )
@@ -158,7 +171,9 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=8, help="field is grid x grid tiles (default 8)")
     parser.add_argument("--psf", type=int, default=31, help="PSF size k, odd (default 31)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
-    parser.add_argument("--reference-repeats", type=int, default=1, help="repeats for the slow reference")
+    parser.add_argument(
+        "--reference-repeats", type=int, default=1, help="repeats of the slow ones: reference, direct methods"
+    )
     parser.add_argument(
         "--deepinv-python",
         default=os.environ.get("DEGTRANS_DEEPINV_PYTHON", "/work/deepinv-venv/bin/python"),
@@ -184,7 +199,7 @@ def main() -> None:
     reference = ref_op(x, psfs)
     ops: dict[str, tuple[Callable, int]] = {
         "cpu": (lambda a, b: sv_conv2d(a, b, backend="cpu"), args.repeats),
-        "cpu_direct": (lambda a, b: sv_conv2d_cpu(a, b, method="direct"), 1),
+        "cpu_direct": (lambda a, b: sv_conv2d_cpu(a, b, method="direct"), args.reference_repeats),
         "cpu_fft": (lambda a, b: sv_conv2d_cpu(a, b, method="fft"), args.repeats),
         "reference": (ref_op, args.reference_repeats),
         "conv_floor": (lambda a, b: _conv_floor(a, b[0, 0]), args.repeats),
@@ -198,7 +213,7 @@ def main() -> None:
         rows[name] = {"forward_s": fwd, "forward_backward_s": both, "max_abs_error": error}
         print(f"  measured {name}", flush=True)
 
-    deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, reference)
+    deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, args.reference_repeats, reference)
     if deepinv is None:
         print("deepinv: not available")
     else:
@@ -231,6 +246,8 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
+            # Other processes share the CPU: the 1-minute load average at the end qualifies every timing.
+            "load_average_1min": os.getloadavg()[0],
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "deepinv": None if deepinv is None else deepinv["version"],
