@@ -203,7 +203,7 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
                     log.warning("skipping %s#%d: %s", path, row, error)
                     skipped.append({"source": f"{path}#{row}", "reason": f"unreadable image: {error}"})
                     continue
-                sources.append(Source(name, str(path), row, *size))
+                sources.append(Source(name, str(path.resolve()), row, *size))
             continue
         try:
             size = _header_size(path)
@@ -211,7 +211,7 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
             log.warning("skipping %s: %s", path, error)
             skipped.append({"source": str(path), "reason": f"unreadable image: {error}"})
             continue
-        sources.append(Source(path.stem, str(path), None, *size))
+        sources.append(Source(path.stem, str(path.resolve()), None, *size))
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -627,7 +627,8 @@ def build_dataset(
     from tqdm import tqdm
 
     start = time.perf_counter()
-    output = Path(output)
+    # Absolute paths: Ray workers (on other nodes too) do not share the driver's working directory.
+    output = Path(output).resolve()
     sources, skipped = scan_sources(list_images(images))
     if not sources:
         raise ValueError(f"--images: none of the images could be read ({len(skipped)} skipped)")
