@@ -1,0 +1,219 @@
+"""Image files of calibration pairs, and photographs of targets taken by a synthetic hidden camera.
+
+A pair directory holds ``NAME.target.png`` with ``NAME.photo.(png|tif|tiff|dng|nef|cr2|arw|...)``.
+Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from degtrans.calibrate.field import PSFField
+from degtrans.kernels import sv_conv2d
+
+RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
+PHOTO_SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an 8/16-bit PNG or TIFF, or a RAW file through rawpy (linear, camera white balance).
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 1].
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image not found")
+    if path.suffix.lower() in RAW_SUFFIXES:
+        import rawpy
+
+        try:
+            with rawpy.imread(str(path)) as raw:
+                rgb = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
+        except Exception as error:  # rawpy raises its own LibRaw error types
+            raise ValueError(f"{path}: cannot decode RAW file: {error}") from error
+        return (rgb.astype(np.float32) / 65535.0).clip(0.0, 1.0)
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ValueError(f"{path}: cannot decode image (expected PNG or TIFF)")
+    if data.dtype == np.uint8:
+        scale = 255.0
+    elif data.dtype == np.uint16:
+        scale = 65535.0
+    elif data.dtype in (np.float32, np.float64):
+        scale = 1.0
+    else:
+        raise ValueError(f"{path}: unsupported pixel type {data.dtype}")
+    if data.ndim == 2:
+        data = np.repeat(data[..., None], 3, axis=-1)
+    elif data.shape[-1] == 4:
+        data = data[..., :3]
+    rgb = data[..., ::-1] if data.shape[-1] == 3 else data
+    return np.ascontiguousarray(rgb.astype(np.float32) / scale).clip(0.0, 1.0)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``(H, W, 3)`` (or ``(H, W)``) float in [0, 1] as 16-bit PNG/TIFF, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    if data.ndim == 3:
+        data = np.ascontiguousarray(data[..., ::-1])
+    ok, encoded = cv2.imencode(path.suffix or ".png", data)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode image with suffix {path.suffix!r}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(encoded.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(name, target, photo)`` for every ``NAME.target.png`` with a ``NAME.photo.*`` beside it, sorted.
+
+    Raises:
+        FileNotFoundError: the directory does not exist.
+        ValueError: it holds no complete pair (the message lists what was found).
+    """
+    pairs_dir = Path(pairs_dir)
+    if not pairs_dir.is_dir():
+        raise FileNotFoundError(f"{pairs_dir}: pairs directory not found")
+    pairs = []
+    orphans = []
+    for target in sorted(pairs_dir.glob("*.target.png")):
+        name = target.name[: -len(".target.png")]
+        photos = [p for p in sorted(pairs_dir.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+        if photos:
+            pairs.append((name, target, photos[0]))
+        else:
+            orphans.append(target.name)
+    if not pairs:
+        raise ValueError(
+            f"{pairs_dir}: no calibration pairs (expected NAME.target.png with NAME.photo.png/tif/dng/...;"
+            f" targets without photo: {orphans[:5]})"
+        )
+    return pairs
+
+
+@dataclass(frozen=True)
+class HiddenCamera:
+    """The synthetic camera's hidden parameters besides the PSF field (what stage I must undo).
+
+    Attributes:
+        colour_matrix: (3, 3) target RGB → camera RGB.
+        offset: (3,) black-level offset in camera RGB.
+        gamma: per-channel tone: ``photo = camera ** (1 / gamma)``.
+        noise: standard deviation of additive Gaussian noise in linear camera RGB.
+    """
+
+    colour_matrix: tuple[tuple[float, float, float], ...] = (
+        (0.82, 0.12, 0.02),
+        (0.06, 0.86, 0.05),
+        (0.02, 0.1, 0.8),
+    )
+    offset: tuple[float, float, float] = (0.02, 0.02, 0.03)
+    gamma: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise: float = 0.005
+
+
+def jitter_homography(
+    target_size: tuple[int, int], frame_size: tuple[int, int], jitter: float, rng: np.random.Generator
+) -> np.ndarray:
+    """A target → photo homography: the target fills the frame with a 6 % margin, each corner moved by
+    ``N(0, jitter)`` pixels (a small perspective tilt, shift and rotation)."""
+    th, tw = target_size
+    fh, fw = frame_size
+    scale = 1.06 * max(fh / th, fw / tw)
+    corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], dtype=np.float64)
+    mapped = (corners - [tw / 2, th / 2]) * scale + [fw / 2, fh / 2]
+    mapped += rng.normal(0.0, jitter, size=mapped.shape)
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), mapped.astype(np.float32)).astype(
+        np.float64
+    )
+
+
+def photograph(
+    target: np.ndarray,
+    field: PSFField,
+    homography: np.ndarray,
+    camera: HiddenCamera,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The hidden camera's photograph of ``target``: warp → colour matrix → PSF field → noise → tone.
+
+    Args:
+        target: (h, w, 3) float32 target in [0, 1].
+        field: the PSF field; the photograph has its ``image_size``.
+        homography: (3, 3) target pixel → photo pixel.
+
+    Returns:
+        (H, W, 3) float32 photograph in [0, 1].
+    """
+    height, width = field.image_size
+    warped = cv2.warpPerspective(
+        target, homography, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
+    camera_rgb = warped @ np.asarray(camera.colour_matrix, dtype=np.float32).T + np.asarray(camera.offset)
+    x = torch.from_numpy(np.ascontiguousarray(camera_rgb.transpose(2, 0, 1), dtype=np.float32))[None]
+    with torch.no_grad():
+        blurred = sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy().transpose(1, 2, 0)
+    if camera.noise > 0:
+        blurred = blurred + rng.normal(0.0, camera.noise, size=blurred.shape)
+    linear = np.clip(blurred, 0.0, 1.0)
+    return (linear ** (1.0 / np.asarray(camera.gamma))).astype(np.float32)
+
+
+def synthesize_pairs(
+    targets: list[Path],
+    field: PSFField,
+    out_dir: str | Path,
+    seed: int = 0,
+    noise: float = 0.005,
+    homography_jitter: float = 2.0,
+    camera: HiddenCamera | None = None,
+) -> Path:
+    """Photograph each target with a hidden camera whose optics are ``field``.
+
+    Writes ``NAME.target.png`` (a copy of the target) and ``NAME.photo.png`` (16 bit) per target, and
+    ``truth.json`` (homographies and camera parameters, for tests and benchmarks).
+
+    Args:
+        targets: target image paths.
+        field: the hidden camera's PSF field (frame size = ``field.image_size``).
+        noise: Gaussian noise sigma in linear camera RGB (overrides ``camera.noise``).
+        homography_jitter: sigma in pixels of the random corner displacement.
+
+    Returns:
+        ``out_dir``.
+    """
+    if not targets:
+        raise ValueError("synthesize_pairs: no targets given")
+    camera = camera or HiddenCamera()
+    camera = HiddenCamera(camera.colour_matrix, camera.offset, camera.gamma, float(noise))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth = {"camera": field.camera, "hidden_camera": camera.__dict__, "pairs": {}}
+    for index, path in enumerate(targets):
+        path = Path(path)
+        rng = np.random.default_rng([seed, index])
+        target = read_image(path)
+        homography = jitter_homography(target.shape[:2], field.image_size, homography_jitter, rng)
+        photo = photograph(target, field, homography, camera, rng)
+        name = path.name.split(".")[0]
+        write_image(out_dir / f"{name}.target.png", target)
+        write_image(out_dir / f"{name}.photo.png", photo)
+        truth["pairs"][name] = {"homography": homography.tolist()}
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".truth.json.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(truth, handle, indent=2, default=list)
+    os.replace(tmp, out_dir / "truth.json")
+    return out_dir

@@ -1,0 +1,295 @@
+"""The calibration pipeline without Ray: register each pair, stage I, stage II over tiles, write the field.
+
+``degtrans.cluster.calibrate.calibrate_camera`` runs the same steps with Ray tasks and an actor pool;
+both share everything here except how the per-pair and per-tile functions are mapped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from degtrans.calibrate.field import PSFField
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
+from degtrans.calibrate.photos import find_pairs, read_image
+from degtrans.calibrate.register import RegistrationError, register, tile_registration_error, warp_to_photo
+from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
+from degtrans.config import CalibrateConfig
+
+log = logging.getLogger(__name__)
+
+Tile = tuple[int, int]
+# (tiles, field or None, descend) -> {tile: TileFit or the reason it failed}
+TileMapper = Callable[[list[Tile], np.ndarray | None, bool], dict[Tile, TileFit | str]]
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPair:
+    """A registered pair in linear camera RGB on the photo grid (stage I applied).
+
+    ``target``/``photo``: (H, W, 3) float32; ``mask``: (H, W) bool where the target is valid;
+    ``tile_error``: (rows, cols) residual misregistration in pixels (NaN: not measurable).
+    """
+
+    name: str
+    target: np.ndarray
+    photo: np.ndarray
+    mask: np.ndarray
+    homography: np.ndarray
+    inliers: int
+    ecc: float
+    tone: ToneColour
+    tile_error: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A pair left out, and why."""
+
+    name: str
+    reason: str
+
+
+def prepare_pair(
+    name: str, target_path: Path, photo_path: Path, config: CalibrateConfig, grid: tuple[int, int]
+) -> PreparedPair | Rejected:
+    """Read, register and linearise one pair; a pair that cannot be registered comes back ``Rejected``."""
+    try:
+        target = read_image(target_path)
+        photo = read_image(photo_path)
+        registration = register(target, photo, config.min_inliers, config.dense_flow)
+    except (RegistrationError, ValueError) as error:
+        return Rejected(name, str(error))
+    warped, mask = warp_to_photo(target, registration, photo.shape[:2])
+    is_raw = photo_path.suffix.lower() not in (".png", ".tif", ".tiff")
+    try:
+        tone = fit_tone_colour(
+            warped,
+            photo,
+            mask,
+            sigma=max(6.0, 1.5 * config.psf_size),
+            fit_gamma=config.fit_gamma and not is_raw,
+        )
+    except ValueError as error:
+        return Rejected(name, f"colour/tone fit failed: {error}")
+    tile_error = tile_registration_error(warped, photo, mask, grid)
+    return PreparedPair(
+        name=name,
+        target=to_camera(warped, tone),
+        photo=linearise(photo, tone),
+        mask=mask,
+        homography=registration.homography,
+        inliers=registration.inliers,
+        ecc=registration.ecc,
+        tone=tone,
+        tile_error=tile_error,
+    )
+
+
+def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProblem:
+    """Stack prepared pairs; a pixel observes only if its whole ``k x k`` footprint is valid target."""
+    if not pairs:
+        raise ValueError("calibrate: no pair could be registered")
+    k = config.psf_size
+    kernel = np.ones((k, k), np.uint8)
+    masks = np.stack([cv2.erode(p.mask.astype(np.uint8), kernel, borderValue=0) > 0 for p in pairs])
+    return FitProblem(
+        targets=np.stack([p.target.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
+        photos=np.stack([p.photo.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
+        masks=masks,
+        names=tuple(p.name for p in pairs),
+        grid=(config.rows, config.cols),
+        psf_size=k,
+    )
+
+
+def local_mapper(problem: FitProblem, config: CalibrateConfig, progress: bool = True) -> TileMapper:
+    """Fit tiles one after the other in this process."""
+
+    def run(tiles: list[Tile], field: np.ndarray | None, descend: bool) -> dict[Tile, TileFit | str]:
+        results: dict[Tile, TileFit | str] = {}
+        for r, c in tqdm(tiles, desc="tiles", unit="tile", disable=not progress, leave=False):
+            try:
+                results[(r, c)] = fit_tile(problem, r, c, config, field, descend)
+            except TileFitError as error:
+                results[(r, c)] = str(error)
+        return results
+
+    return run
+
+
+def fill_from_neighbours(psfs: np.ndarray, failed: set[Tile]) -> np.ndarray:
+    """Replace failed tiles by the mean of their nearest successful tiles (Chebyshev rings)."""
+    rows, cols = psfs.shape[:2]
+    good = [(r, c) for r in range(rows) for c in range(cols) if (r, c) not in failed]
+    if not good:
+        raise ValueError("calibrate: every tile failed, no field can be produced")
+    out = psfs.copy()
+    for r, c in failed:
+        distance = {t: max(abs(t[0] - r), abs(t[1] - c)) for t in good}
+        nearest = min(distance.values())
+        out[r, c] = np.mean([psfs[t] for t in good if distance[t] == nearest], axis=0)
+    return out
+
+
+@dataclass(frozen=True)
+class FieldSolution:
+    psfs: np.ndarray
+    fits: dict[Tile, TileFit]
+    failed: dict[Tile, str]
+    seconds: float
+
+
+def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper) -> FieldSolution:
+    """Init (centre-weighted closed form) → ``refine_rounds`` exact closed-form rounds → descent round."""
+    start = time.perf_counter()
+    rows, cols = problem.grid
+    tiles = [(r, c) for r in range(rows) for c in range(cols)]
+    k, channels = problem.psf_size, problem.channels
+    psfs = np.zeros((rows, cols, channels, k, k), np.float32)
+    failed: dict[Tile, str] = {}
+    fits: dict[Tile, TileFit] = {}
+    stages = [(None, False)] + [("field", False)] * config.refine_rounds + [("field", True)]
+    for use_field, descend in stages:
+        current = None if use_field is None else fill_from_neighbours(psfs, set(failed))
+        results = mapper(tiles, current, descend)
+        failed = {t: v for t, v in results.items() if isinstance(v, str)}
+        fits = {t: v for t, v in results.items() if not isinstance(v, str)}
+        for (r, c), fit in fits.items():
+            psfs[r, c] = fit.psf
+    psfs = fill_from_neighbours(psfs, set(failed)) if failed else psfs
+    return FieldSolution(psfs, fits, failed, time.perf_counter() - start)
+
+
+def build_field(
+    solution: FieldSolution,
+    prepared: list[PreparedPair],
+    rejected: list[Rejected],
+    config: CalibrateConfig,
+) -> PSFField:
+    """The ``PSFField`` with per-tile diagnostics in its metadata."""
+    rows, cols = config.rows, config.cols
+    frame = prepared[0].photo.shape[:2]
+    tile_error = np.nanmean(np.stack([p.tile_error for p in prepared]), axis=0) if prepared else None
+
+    def grid_of(fn) -> list[list[float | None]]:
+        return [[fn((r, c)) for c in range(cols)] for r in range(rows)]
+
+    def fit_value(name: str):
+        return lambda t: float(getattr(solution.fits[t], name)) if t in solution.fits else None
+
+    diagnostics = {
+        "final_loss": grid_of(fit_value("loss")),
+        "residual": grid_of(fit_value("residual")),
+        "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
+        "fit_seconds": grid_of(fit_value("seconds")),
+        "registration_error_px": grid_of(
+            lambda t: None if tile_error is None or np.isnan(tile_error[t]) else float(tile_error[t])
+        ),
+        "filled_from_neighbours": grid_of(lambda t: t in solution.failed),
+    }
+    from degtrans.config import to_dict
+
+    return PSFField(
+        psfs=solution.psfs,
+        image_size=frame,
+        meta={
+            "camera": config.camera,
+            "source": "degtrans calibrate",
+            "psf_param": config.psf_param,
+            "pairs": [
+                {
+                    "name": p.name,
+                    "inliers": p.inliers,
+                    "ecc": p.ecc,
+                    "homography": p.homography.tolist(),
+                    "tone": p.tone.to_dict(),
+                }
+                for p in prepared
+            ],
+            "rejected": [{"name": r.name, "reason": r.reason} for r in rejected],
+            "failed_tiles": [
+                {"tile": list(t), "reason": reason} for t, reason in sorted(solution.failed.items())
+            ],
+            "tiles": diagnostics,
+            "fit_seconds_total": solution.seconds,
+            "config": to_dict(config),
+        },
+    )
+
+
+def split_prepared(results: list[PreparedPair | Rejected]) -> tuple[list[PreparedPair], list[Rejected]]:
+    """Separate registered pairs from rejected ones; pairs whose frame differs from the first are rejected."""
+    prepared = [r for r in results if isinstance(r, PreparedPair)]
+    rejected = [r for r in results if isinstance(r, Rejected)]
+    for item in rejected:
+        log.warning("pair %s rejected: %s", item.name, item.reason)
+    if prepared:
+        frame = prepared[0].photo.shape[:2]
+        odd = [p for p in prepared if p.photo.shape[:2] != frame]
+        for p in odd:
+            rejected.append(Rejected(p.name, f"photo is {p.photo.shape[:2]}, the first photo is {frame}"))
+        prepared = [p for p in prepared if p.photo.shape[:2] == frame]
+    if not prepared:
+        reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected)
+        raise ValueError(f"calibrate: no pair could be registered ({reasons})")
+    return prepared, rejected
+
+
+def write_outputs(field: PSFField, problem: FitProblem, output: Path, config: CalibrateConfig) -> PSFField:
+    """Save the field (.npz), its report PNG beside it and the resolved config."""
+    from degtrans.calibrate.report import draw_report
+    from degtrans.config import write_resolved
+
+    output = Path(output)
+    field.save(output)
+    draw_report(field, problem, output.with_suffix(".report.png"))
+    write_resolved(config, output)
+    return field
+
+
+def calibrate_local(
+    pairs_dir: str | Path, output: str | Path, config: CalibrateConfig, progress: bool = True
+) -> PSFField:
+    """Calibrate in this process (no Ray): same result as ``degtrans.cluster.calibrate.calibrate_camera``.
+
+    Returns:
+        The recovered field, also written to ``output`` with ``<output>.report.png``.
+    """
+    grid = (config.rows, config.cols)
+    pairs = find_pairs(pairs_dir)
+    results = [
+        prepare_pair(name, t, p, config, grid)
+        for name, t, p in tqdm(pairs, desc="register", disable=not progress)
+    ]
+    prepared, rejected = split_prepared(results)
+    problem = make_problem(prepared, config)
+    solution = solve_field(problem, config, local_mapper(problem, config, progress))
+    field = build_field(solution, prepared, rejected, config)
+    return write_outputs(field, problem, Path(output), config)
+
+
+def psf_error(recovered: PSFField, truth: PSFField) -> np.ndarray:
+    """Per-tile relative L2 error ``||h - h_true|| / ||h_true||`` over channels and pixels: (rows, cols).
+
+    Kernels of different sizes are compared after zero-padding the smaller one about its centre.
+    """
+    if recovered.grid != truth.grid or len(recovered.channels) != len(truth.channels):
+        raise ValueError(
+            f"psf_error: grids/channels differ: {recovered.grid}x{len(recovered.channels)} vs"
+            f" {truth.grid}x{len(truth.channels)}"
+        )
+    a, b = recovered.psfs.astype(np.float64), truth.psfs.astype(np.float64)
+    pad = (a.shape[-1] - b.shape[-1]) // 2
+    if pad > 0:
+        b = np.pad(b, [(0, 0)] * 3 + [(pad, pad)] * 2)
+    elif pad < 0:
+        a = np.pad(a, [(0, 0)] * 3 + [(-pad, -pad)] * 2)
+    return np.sqrt(((a - b) ** 2).sum(axis=(2, 3, 4)) / (b**2).sum(axis=(2, 3, 4)))

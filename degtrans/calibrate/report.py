@@ -1,0 +1,95 @@
+"""The calibration report PNG: PSF grid, per-tile fit residual, and photo / re-blurred / target crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from degtrans.calibrate.field import PSFField
+from degtrans.calibrate.fit import FitProblem
+from degtrans.calibrate.inspect import psf_mosaic
+from degtrans.kernels import sv_conv2d
+
+
+def reblur(field: PSFField, target: np.ndarray) -> np.ndarray:
+    """(C, H, W) camera-RGB target blurred by the field (``sv_conv2d``, reflect padding)."""
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None]
+        return sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
+    """PSNR in dB between two images of the same shape (``mask``: (H, W) pixels to compare)."""
+    diff = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = float(diff[..., mask].mean()) if mask is not None else float(diff.mean())
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
+
+
+def _tiles_to_show(rows: int, cols: int) -> list[tuple[str, tuple[int, int]]]:
+    return [("centre", (rows // 2, cols // 2)), ("edge", (rows // 2, 0)), ("corner", (0, 0))]
+
+
+def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: int = 0) -> Path:
+    """Write the report PNG for ``field`` fitted on ``problem`` (crops from pair ``pair``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = field.grid
+    height, width = field.image_size
+    residual = (
+        np.array(
+            [
+                [np.nan if v is None else v for v in row]
+                for row in field.meta.get("tiles", {}).get("residual", [])
+            ],
+            dtype=np.float64,
+        ).reshape(rows, cols)
+        if field.meta.get("tiles")
+        else np.full((rows, cols), np.nan)
+    )
+    filled = np.array(field.meta.get("tiles", {}).get("filled_from_neighbours", np.zeros((rows, cols), bool)))
+    target = problem.targets[pair]
+    blurred = reblur(field, target)
+    photo = problem.photos[pair]
+
+    fig = plt.figure(figsize=(13, 9), constrained_layout=True)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.1, 1])
+    ax = fig.add_subplot(grid[0, :2])
+    ax.imshow(psf_mosaic(field.psfs), interpolation="nearest")
+    ax.set_title(f"recovered PSFs ({rows}x{cols}, k={field.kernel_size}, peak-normalised, gamma 0.5)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax = fig.add_subplot(grid[0, 2])
+    heat = ax.imshow(residual * 1e3, cmap="viridis", interpolation="nearest")
+    for r in range(rows):
+        for c in range(cols):
+            label = "filled" if filled.size and bool(filled[r, c]) else f"{residual[r, c] * 1e3:.2f}"
+            ax.text(c, r, label, ha="center", va="center", fontsize=7, color="white")
+    ax.set_title("fit residual per tile (mean |error| x1e3)")
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    fig.colorbar(heat, ax=ax, shrink=0.7)
+
+    sub = grid[1, :].subgridspec(1, 3)
+    for index, (label, (r, c)) in enumerate(_tiles_to_show(rows, cols)):
+        cy, cx = field.tile_centre(r, c)
+        half = max(8, min(height // rows, width // cols) // 2)
+        y0 = int(np.clip(cy - half, 0, height - 2 * half))
+        x0 = int(np.clip(cx - half, 0, width - 2 * half))
+        window = (slice(None), slice(y0, y0 + 2 * half), slice(x0, x0 + 2 * half))
+        strip = np.concatenate([photo[window], blurred[window], target[window]], axis=2)
+        ax = fig.add_subplot(sub[0, index])
+        ax.imshow(np.clip(strip.transpose(1, 2, 0), 0, 1), interpolation="nearest")
+        ax.set_title(f"{label} tile ({r},{c}): photo | target re-blurred | target", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"calibration report: {field.camera}  ({height}x{width} px, pair {problem.names[pair]})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

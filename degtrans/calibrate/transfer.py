@@ -1,0 +1,121 @@
+"""Backward transfer (stage I): the global colour and tone relation between target and photograph.
+
+Model: ``photo_c = (M · target + b)_c ** (1 / gamma_c)`` up to the optics, i.e. the screen's RGB is
+mixed into camera RGB by a 3x3 matrix ``M`` (plus a black offset ``b``) before the lens blurs it per
+channel, and the camera's tone curve is a per-channel power law. Stage II then fits the optics between
+``to_camera(target)`` and ``linearise(photo)``, both linear camera RGB.
+
+The fit uses heavily low-passed images (sigma several PSF widths), where the blur no longer matters:
+``lowpass(blur(x)) ~ lowpass(x)``. For each channel and each candidate ``gamma`` the matrix row is a
+linear least-squares fit; the ``gamma`` with the best coefficient of determination wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Coarse grid of gammas, then a fine one around the best coarse value.
+COARSE_GAMMAS = np.round(np.arange(1.0, 2.81, 0.1), 4)
+FINE_STEP = 0.01
+
+
+@dataclass(frozen=True)
+class ToneColour:
+    """Stage I result: ``gamma`` (3,), ``matrix`` (3, 3) target RGB → camera RGB, ``offset`` (3,)."""
+
+    gamma: np.ndarray
+    matrix: np.ndarray
+    offset: np.ndarray
+
+    @classmethod
+    def identity(cls) -> ToneColour:
+        return cls(np.ones(3), np.eye(3), np.zeros(3))
+
+    def to_dict(self) -> dict:
+        return {"gamma": self.gamma.tolist(), "matrix": self.matrix.tolist(), "offset": self.offset.tolist()}
+
+
+def linearise(photo: np.ndarray, tone: ToneColour) -> np.ndarray:
+    """(H, W, 3) photo in [0, 1] → linear camera RGB: ``photo ** gamma``."""
+    return (np.clip(photo, 0.0, 1.0) ** tone.gamma.astype(np.float32)).astype(np.float32)
+
+
+def to_camera(target: np.ndarray, tone: ToneColour) -> np.ndarray:
+    """(H, W, 3) registered target → camera RGB: ``M · target + b``."""
+    return (target @ tone.matrix.T.astype(np.float32) + tone.offset.astype(np.float32)).astype(np.float32)
+
+
+def _masked_lowpass(image: np.ndarray, mask: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    weight = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
+    blurred = cv2.GaussianBlur(image * mask[..., None], (0, 0), sigma)
+    return blurred / np.maximum(weight, 1e-6)[..., None], weight
+
+
+def fit_tone_colour(
+    target: np.ndarray,
+    photo: np.ndarray,
+    mask: np.ndarray,
+    sigma: float = 6.0,
+    fit_gamma: bool = True,
+    max_samples: int = 50_000,
+) -> ToneColour:
+    """Fit per-channel gamma + 3x3 colour matrix + offset from a registered pair.
+
+    Args:
+        target: (H, W, 3) target on the photo grid (``warp_to_photo``), [0, 1].
+        photo: (H, W, 3) photograph, [0, 1].
+        mask: (H, W) bool, pixels where the target is valid.
+        sigma: low-pass sigma in pixels; make it several times the PSF width.
+        fit_gamma: ``False`` assumes a linear photo (RAW read through rawpy).
+    """
+    if target.shape != photo.shape or target.shape[:2] != mask.shape:
+        raise ValueError(
+            f"fit_tone_colour: shapes differ: target {target.shape}, photo {photo.shape}, mask {mask.shape}"
+        )
+    # Everything here is low-pass: work on a 4x smaller image (area average) with a 4x smaller sigma.
+    factor = max(1, min(4, int(sigma // 2)))
+    if factor > 1:
+        size = (target.shape[1] // factor, target.shape[0] // factor)
+        target = cv2.resize(target.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        photo = cv2.resize(photo.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
+        sigma = sigma / factor
+    lt, weight = _masked_lowpass(target.astype(np.float32), mask, sigma)
+    keep = (weight > 0.999) & mask
+    # Avoid clipped photo pixels: there the power law says nothing.
+    keep &= (photo.min(axis=-1) > 0.002) & (photo.max(axis=-1) < 0.998)
+    index = np.flatnonzero(keep)
+    if index.size < 100:
+        raise ValueError(f"fit_tone_colour: only {index.size} usable pixels (need 100)")
+    step = max(1, index.size // max_samples)
+    index = index[::step]
+    design = np.concatenate([lt.reshape(-1, 3)[index], np.ones((index.size, 1), np.float32)], axis=1).astype(
+        np.float64
+    )
+    gammas, rows, offsets = np.ones(3), np.eye(3), np.zeros(3)
+
+    def score(ch: int, g: float) -> tuple[float, np.ndarray]:
+        lp, _ = _masked_lowpass(np.clip(photo[..., ch : ch + 1], 0.0, 1.0) ** np.float32(g), mask, sigma)
+        rhs = lp.reshape(-1)[index].astype(np.float64)
+        coef, *_ = np.linalg.lstsq(design, rhs, rcond=None)
+        residual = rhs - design @ coef
+        return 1.0 - residual.var() / max(rhs.var(), 1e-12), coef
+
+    for ch in range(3):
+        best = (-np.inf, 1.0, np.zeros(4))
+        coarse = COARSE_GAMMAS if fit_gamma else np.array([1.0])
+        for g in coarse:
+            r2, coef = score(ch, float(g))
+            if r2 > best[0]:
+                best = (r2, float(g), coef)
+        if fit_gamma:
+            fine = np.arange(max(1.0, best[1] - 0.1), best[1] + 0.1 + 1e-9, FINE_STEP)
+            for g in fine:
+                r2, coef = score(ch, float(g))
+                if r2 > best[0]:
+                    best = (r2, float(g), coef)
+        gammas[ch], rows[ch], offsets[ch] = best[1], best[2][:3], best[2][3]
+    return ToneColour(gammas, rows, offsets)
