@@ -230,3 +230,17 @@ def test_decode_image_formats(kind):
     assert np.abs(image - rgb).max() <= tol
     with pytest.raises(ValueError, match="x.png: cannot decode"):
         decode_image(b"nope", "x.png")
+
+
+def test_unfinished_output_of_another_dataset_is_refused(tmp_path, inputs):
+    out = tmp_path / "out"
+
+    def stop(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(inputs[0], inputs[1], out, CONFIG, on_shard=stop)
+    other = SimulateConfig(**{**CONFIG.__dict__, "patches_per_image": 3})
+    with pytest.raises(ValueError, match="belongs to another dataset"):
+        build_dataset(inputs[0], inputs[1], out, other)
+    assert len(list((out / "shards").glob("part-*.parquet"))) == 1
