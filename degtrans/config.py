@@ -59,11 +59,23 @@ class CalibrateConfig:
     beta_sum2one: float = 1.0
     gamma_boundary: float = 1.0
     delta_symmetry: float = 0.0
-    iterations: int = 300
+    iterations: int = 100
     learning_rate: float = 1e-3
-    wiener_reg: float = 1e-2
+    # Observations per Adam step (mini-batch of the tile's sampled pixels).
+    batch_pixels: int = 4096
+    # Tikhonov weight (relative to the mean diagonal) of the closed-form least-squares start.
+    wiener_reg: float = 3e-4
+    # Closed-form rounds with the exact interpolated-field model (block Jacobi over tiles) before descent.
+    refine_rounds: int = 1
+    # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
+    max_pixels: int = 40000
+    deep_linear_width: int = 64
+    deep_linear_warmup: int = 200
+    deep_linear_lr: float = 1e-4
+    fit_gamma: bool = True
     dense_flow: bool = False
     min_inliers: int = 30
+    camera: str = "camera"
     actors: int = 2
     gpus_per_actor: float = 0.0
     seed: int = 0
