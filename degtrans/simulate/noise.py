@@ -61,8 +61,8 @@ def sample_noise_params(
 
 def noise_variance(x: torch.Tensor, params: NoiseParams) -> torch.Tensor:
     """Per-pixel variance ``shot * x + read`` of a linear image ``x (B, C, H, W)``."""
-    shot = params.shot.to(x.dtype)[:, None, None, None]
-    read = params.read.to(x.dtype)[:, None, None, None]
+    shot = params.shot.to(device=x.device, dtype=x.dtype)[:, None, None, None]
+    read = params.read.to(device=x.device, dtype=x.dtype)[:, None, None, None]
     return shot * x.clamp(min=0.0) + read
 
 
