@@ -83,3 +83,37 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     dom = out.stdout
     assert 'data-images="2"' in dom and 'data-broken="0"' in dom, dom[-500:]
     assert "31.250" in dom and "fovkpn" in dom and "Skipped" in dom
+
+
+def test_demo_reports_skipped_and_failed_stages(tmp_path, monkeypatch, capsys):
+    from degtrans import demo
+    from degtrans.config import RunConfig
+
+    def fine(d):
+        d.products["x"] = 1
+        return Section("fine", numbers={"answer": 42})
+
+    def missing(d):
+        raise demo.StageUnavailable("stage code not in this checkout")
+
+    def broken(d):
+        raise ArithmeticError("boom")
+
+    def dependent(d):
+        return Section("dependent", numbers={"x": d.need("nothing", "broken")})
+
+    stages = [("fine", fine), ("missing", missing), ("broken", broken), ("dependent", dependent)]
+    monkeypatch.setattr(demo, "STAGES", stages)
+    with pytest.raises(demo.DemoFailed, match="broken"):
+        demo.run_demo(tmp_path / "out", RunConfig())
+    out = capsys.readouterr().out
+    assert "missing: SKIPPED" in out and "broken: FAILED" in out and "dependent: SKIPPED" in out
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "42" in page and "Skipped: failed: ArithmeticError: boom" in page and "stage code not in" in page
+
+
+def test_demo_config_puts_user_overrides_last():
+    from degtrans.demo import demo_config
+
+    config = demo_config(None, ["train.epochs=7"])
+    assert config.train.epochs == 7 and config.train.workers == 2 and config.simulate.patch_size == 64
