@@ -310,14 +310,23 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline end to end on bundled data")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline end to end on bundled data (writes OUTPUT/report.html)",
+        description="targets -> hidden-camera photos -> calibration -> two-camera dataset -> Ray Train -> "
+        "evaluation -> restored photo -> report.html. Demo sizes apply first; --config/--set override them.",
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("demo"), help="demo output directory")
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
-        from degtrans.demo import run_demo
+        from degtrans.demo import DemoFailed, demo_config, run_demo
 
-        run_demo(args.output, resolve_config(args))
+        try:
+            print(f"report: {run_demo(args.output, demo_config(args.config, args.overrides))}")
+        except DemoFailed as error:
+            print(f"degtrans demo: {error}", file=sys.stderr)
+            return 1
         return 0
 
     p.set_defaults(func=handler)
