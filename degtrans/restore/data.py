@@ -222,6 +222,8 @@ class PairReader:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         rng = np.random.default_rng([seed, epoch])
         pending: list[pa.Table] = []
         seen = 0

@@ -307,6 +307,31 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     return save_figure(fig, png, dpi=100)
 
 
+def record_epoch(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    config: TrainConfig,
+    record: dict[str, Any],
+    best_psnr: float,
+    best_epoch: int,
+) -> tuple[float, int]:
+    """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves, ``last.pt``,
+    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``."""
+    epoch = record["epoch"]
+    if record["val_psnr"] > best_psnr or best_epoch < 0:
+        best_psnr, best_epoch = record["val_psnr"], epoch
+        save_checkpoint(
+            run_dir / "best.pt", model, optimizer, scheduler, epoch, config, {"best_psnr": best_psnr}
+        )
+    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch}
+    save_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, epoch, config, extra)
+    _append_jsonl(run_dir / "metrics.jsonl", record)
+    draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    return best_psnr, best_epoch
+
+
 def _identity_psnr(reader: PairReader, config: TrainConfig) -> float:
     total, count = 0.0, 0
     for batch in reader.batches("val", config.batch_size, shuffle=False):
@@ -379,13 +404,9 @@ def train_local(
             "seconds": stats["seconds"], "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"],
             "val_psnr": val["psnr"], "val_ssim": val["ssim"], "identity_psnr": baseline,
         }  # fmt: skip
-        if val["psnr"] > best_psnr or best_epoch < 0:
-            best_psnr, best_epoch = val["psnr"], epoch
-            save_checkpoint(best, model, optimizer, scheduler, epoch, config, {"best_psnr": best_psnr})
-        extra = {"best_psnr": best_psnr, "best_epoch": best_epoch}
-        save_checkpoint(last, model, optimizer, scheduler, epoch, config, extra)
-        _append_jsonl(metrics_path, record)
-        draw_curves(metrics_path, run_dir / "curves.png")
+        best_psnr, best_epoch = record_epoch(
+            run_dir, model, optimizer, scheduler, config, record, best_psnr, best_epoch
+        )
         if progress:
             print(
                 f"epoch {epoch + 1}/{config.epochs}: loss {stats['loss']:.4f}  val PSNR {val['psnr']:.2f} dB "
