@@ -1,0 +1,128 @@
+"""Stage II: the tile observation model is ``sv_conv2d``; the closed form is exact without noise."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from degtrans.calibrate.field import PSFField
+from degtrans.calibrate.fit import (
+    DeepLinearPSF,
+    FitProblem,
+    TileFitError,
+    build_system,
+    deep_linear_sizes,
+    fit_tile,
+    tile_weight_map,
+)
+from degtrans.calibrate.pipeline import fill_from_neighbours, psf_error
+from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.config import CalibrateConfig
+from degtrans.kernels import sv_conv2d
+
+SIZE, GRID, K = 64, (2, 2), 7
+
+
+@pytest.fixture(scope="module")
+def truth() -> PSFField:
+    return gaussian_field(GRID, K, (SIZE, SIZE), sigma_centre=0.9, sigma_corner=1.6)
+
+
+def _problem(truth: PSFField, pairs: int = 2, noise: float = 0.0) -> FitProblem:
+    # White noise: every frequency is observed, so a noise-free system has one exact solution.
+    rng = np.random.default_rng(0)
+    targets = rng.random((pairs, 3, SIZE, SIZE), dtype=np.float32)
+    with torch.no_grad():
+        photos = sv_conv2d(torch.from_numpy(targets), torch.from_numpy(truth.psfs)).numpy()
+    photos = photos + rng.normal(0.0, noise, photos.shape).astype(np.float32)
+    masks = np.zeros((pairs, SIZE, SIZE), bool)
+    masks[:, K // 2 : -(K // 2), K // 2 : -(K // 2)] = True
+    return FitProblem(targets, photos, masks, tuple(f"p{i}" for i in range(pairs)), GRID, K)
+
+
+def test_tile_system_is_the_sv_convolution(truth):
+    problem = _problem(truth)
+    system = build_system(problem, 0, 1, truth.psfs, max_pixels=500, seed=0)
+    predicted = system.predict(torch.from_numpy(truth.psfs[0, 1]))
+    # Noise-free photos are sv_conv2d of the targets: the exact model must reproduce them.
+    torch.testing.assert_close(predicted, system.observed, atol=1e-5, rtol=1e-4)
+
+
+def test_tile_weights_partition_unity():
+    total = sum(tile_weight_map((3, 4), (30, 40), r, c) for r in range(3) for c in range(4))
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_exact_closed_form_recovers_noise_free_psf(truth):
+    problem = _problem(truth)
+    config = CalibrateConfig(
+        rows=2, cols=2, psf_size=K, wiener_reg=1e-7, iterations=0, max_pixels=4000, support_radius=K
+    )
+    fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
+    relative = np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0])
+    assert relative < 1e-2
+    assert fit.psf.min() >= 0 and np.allclose(fit.psf.sum(axis=(-1, -2)), 1.0, atol=1e-5)
+    assert fit.pairs == 2 and fit.pixels > 0
+
+
+@pytest.mark.parametrize("param", ["direct", "deep-linear"])
+def test_descent_keeps_a_good_start(truth, param):
+    problem = _problem(truth, noise=0.002)
+    base = CalibrateConfig(rows=2, cols=2, psf_size=K, max_pixels=3000, batch_pixels=1000, psf_param=param)
+    start = fit_tile(problem, 0, 0, dataclasses.replace(base, iterations=0), field=truth.psfs)
+    descended = fit_tile(
+        problem,
+        0,
+        0,
+        dataclasses.replace(base, iterations=20, deep_linear_warmup=60, deep_linear_width=8),
+        field=truth.psfs,
+    )
+    err = [
+        np.linalg.norm(f.psf - truth.psfs[0, 0]) / np.linalg.norm(truth.psfs[0, 0])
+        for f in (start, descended)
+    ]
+    assert err[1] < max(0.15, 1.5 * err[0])
+    assert descended.psf.min() >= 0
+
+
+def test_fit_is_idempotent(truth):
+    problem = _problem(truth, noise=0.002)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K, max_pixels=2000, batch_pixels=500, iterations=5)
+    a = fit_tile(problem, 1, 1, config, field=truth.psfs)
+    b = fit_tile(problem, 1, 1, config, field=truth.psfs)
+    np.testing.assert_array_equal(a.psf, b.psf)
+
+
+def test_uncovered_tile_raises(truth):
+    problem = _problem(truth)
+    masks = problem.masks.copy()
+    masks[:, : 3 * SIZE // 4 + 1, : 3 * SIZE // 4 + 1] = False  # all of w_00 > 0
+    hidden = dataclasses.replace(problem, masks=masks)
+    with pytest.raises(TileFitError, match=r"tile \(0, 0\)"):
+        fit_tile(hidden, 0, 0, CalibrateConfig(rows=2, cols=2, psf_size=K))
+
+
+def test_fill_from_neighbours_uses_nearest_tiles():
+    psfs = np.arange(9, dtype=np.float32).reshape(3, 3, 1, 1, 1)
+    filled = fill_from_neighbours(psfs, {(0, 0)})
+    assert filled[0, 0, 0, 0, 0] == pytest.approx(np.mean([1, 3, 4]))
+    with pytest.raises(ValueError, match="every tile failed"):
+        fill_from_neighbours(psfs, {(r, c) for r in range(3) for c in range(3)})
+
+
+@pytest.mark.parametrize("k", [3, 7, 11, 23, 31])
+def test_deep_linear_composes_to_k(k):
+    sizes = deep_linear_sizes(k)
+    assert sum(s - 1 for s in sizes) + 1 == k
+    net = DeepLinearPSF(3, k, width=4, generator=torch.Generator().manual_seed(0))
+    assert net().shape == (3, k, k)
+
+
+def test_psf_error_properties(truth):
+    assert np.all(psf_error(truth, truth) == 0)
+    other = gaussian_field(GRID, K, (SIZE, SIZE), sigma_centre=1.5, sigma_corner=2.0)
+    errors = psf_error(other, truth)
+    assert errors.shape == GRID and np.all(errors > 0.05)
+    with pytest.raises(ValueError, match="grids"):
+        psf_error(gaussian_field((3, 3), K, (SIZE, SIZE)), truth)
