@@ -117,15 +117,16 @@ def simulate_pair(
     if noise:
         raw = add_noise(raw, params.noise, generator)
     window = (..., slice(top, top + height), slice(left, left + width))
+    # process() is per pixel: crop first, it only needs the context that demosaicking used.
     if clean_cfa:
         raw_clean = mosaic(linear, pattern, offset)
-        both = demosaic(torch.cat([raw, raw_clean]), pattern, offset, demosaic_method)
-        out = process(both, _repeat(params.isp, 2))[window]
+        both = demosaic(torch.cat([raw, raw_clean]), pattern, offset, demosaic_method)[window]
+        out = process(both, _repeat(params.isp, 2))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
     else:
-        degraded = process(demosaic(raw, pattern, offset, demosaic_method), params.isp)[window]
-        clean = process(linear, params.isp)[window]
+        degraded = process(demosaic(raw, pattern, offset, demosaic_method)[window], params.isp)
+        clean = process(linear[window], params.isp)
     return Pair(degraded=degraded, clean=clean, raw=raw[window])
 
 

@@ -150,7 +150,7 @@ def sample_isp_params(
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
     """Global tone curve ``3x^2 - 2x^3`` on [0, 1]."""
     x = x.clamp(0.0, 1.0)
-    return 3 * x**2 - 2 * x**3
+    return x * x * (3 - 2 * x)
 
 
 def inverse_smoothstep(y: torch.Tensor) -> torch.Tensor:
