@@ -1,0 +1,294 @@
+"""Hyper-parameter sweeps with Ray Tune: each trial is a distributed training run (``build_trainer``).
+
+Train V2 pattern (shared/notes/ray-2.60.md): Tune runs a function that builds a ``TorchTrainer``
+with ``TuneReportCallback`` and the trial id in its run name, then ``fit()``s it; rank 0's
+per-epoch metrics reach Tune, where ASHA stops weak trials on validation PSNR.
+
+The search space is a TOML file over ``[train]`` fields::
+
+    [train.learning_rate]
+    loguniform = [1e-4, 1e-2]
+    [train.width]
+    choice = [8, 16]
+    [train.model]
+    choice = ["fovkpn", "wiener"]
+
+Distributions: ``choice``, ``grid``, ``uniform``, ``loguniform``, ``randint`` (``[low, high)``), or a
+plain value for a fixed field.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.tune
+import ray.tune.schedulers
+import ray.tune.search
+import tomli_w
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from degtrans.cluster.session import ensure_ray
+from degtrans.cluster.train import build_trainer
+from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, to_dict
+
+METRIC = "val_psnr"
+DISTRIBUTIONS = {
+    "choice": lambda v: ray.tune.choice(list(v)),
+    "grid": lambda v: ray.tune.grid_search(list(v)),
+    "uniform": lambda v: ray.tune.uniform(*v),
+    "loguniform": lambda v: ray.tune.loguniform(*v),
+    "randint": lambda v: ray.tune.randint(*v),
+}
+
+
+def load_space(path: Path) -> dict[str, Any]:
+    """Read a search space TOML into ``{train_field: tune distribution or value}``.
+
+    Raises:
+        ConfigError naming the file and key for unknown sections, fields or distributions, and
+        for values that do not fit the field's type.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: search space file not found") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    unknown = sorted(set(data) - {"train"})
+    if unknown or not data.get("train"):
+        raise ConfigError(f"{path}: the search space is a [train] table of fields (found {sorted(data)})")
+    hints = typing.get_type_hints(TrainConfig)
+    space: dict[str, Any] = {}
+    for key, spec in data["train"].items():
+        where = f"{path}: 'train.{key}'"
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown field (known: {', '.join(sorted(hints))})")
+        if not isinstance(spec, dict):
+            space[key] = coerce(spec, hints[key], where)
+            continue
+        if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+            raise ConfigError(f"{where}: expected one of {sorted(DISTRIBUTIONS)} = [...], got {spec!r}")
+        kind, values = next(iter(spec.items()))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: {kind} needs a non-empty list, got {values!r}")
+        if kind in ("choice", "grid"):
+            values = [coerce(v, hints[key], where) for v in values]
+        elif len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+            raise ConfigError(f"{where}: {kind} needs [low, high], got {values!r}")
+        space[key] = DISTRIBUTIONS[kind](values)
+    return space
+
+
+def trial_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    """``base`` with a trial's sampled fields, type-checked (Tune hands numpy scalars and floats)."""
+    hints = typing.get_type_hints(TrainConfig)
+    changes = {}
+    for key, value in params.items():
+        value = value.item() if hasattr(value, "item") else value
+        if hints[key] is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        changes[key] = coerce(value, hints[key], f"trial field train.{key}")
+    return dataclasses.replace(base, **changes)
+
+
+def _run_trial(params: dict[str, Any]) -> None:
+    """One Tune trial: a distributed training run whose per-epoch metrics go to Tune."""
+    context = ray.tune.get_context()
+    base = TrainConfig(**params.pop("__base__"))
+    data_dir, out = Path(params.pop("__data__")), Path(params.pop("__out__"))
+    config = trial_config(base, params)
+    trial_id = context.get_trial_id()
+    trainer = build_trainer(
+        data_dir,
+        out / "trials" / trial_id,
+        config,
+        name=f"trial-{trial_id}",
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def run_sweep(
+    data_dir: Path,
+    space_path: Path,
+    out: Path,
+    config: RunConfig,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Run ``config.sweep.trials`` trials of distributed training over the space in ``space_path``.
+
+    Args:
+        data_dir: a pair dataset (``degtrans simulate`` output).
+        space_path: the search space TOML (see the module docstring).
+        out: ``SWEEP/``: ``results.csv`` (one row per trial, best first), ``best.toml`` (the best
+            trial's full config, for ``degtrans train --config``), ``psnr.png`` (validation PSNR per
+            epoch of every trial), ``trials/<id>/`` (each trial's run directory), ``tune/`` (Ray's state).
+        config: ``config.train`` is the base of every trial; ``config.sweep`` sets trials, concurrency
+            and the scheduler (ASHA on ``val_psnr`` over epochs, or FIFO).
+        address: ``None`` for an embedded local Ray, else a cluster address.
+
+    Returns:
+        ``{"best_config": TrainConfig, "best_psnr": float, "results": Path, "best_toml": Path,
+        "plot": Path, "trials": int}``.
+    """
+    sweep: SweepConfig = config.sweep
+    data_dir, out = Path(data_dir).resolve(), Path(out).resolve()
+    space = load_space(space_path)
+    if sweep.trials < 1 or sweep.max_concurrent < 1:
+        raise ConfigError(f"sweep.trials and sweep.max_concurrent must be >= 1, got {sweep}")
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_ray(address)
+    scheduler = None
+    if sweep.scheduler == "asha":
+        scheduler = ray.tune.schedulers.ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(config.train.epochs, 1),
+            grace_period=sweep.grace_period,
+            reduction_factor=sweep.reduction_factor,
+        )
+    fixed = {"__base__": to_dict(config.train), "__data__": str(data_dir), "__out__": str(out)}
+    tuner = ray.tune.Tuner(
+        _run_trial,
+        param_space={**space, **fixed},
+        tune_config=ray.tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            num_samples=sweep.trials,
+            scheduler=scheduler,
+            # Seeded sampling: the same sweep.seed draws the same trial configs. The concurrency limit
+            # goes here: Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
+            search_alg=ray.tune.search.BasicVariantGenerator(
+                random_state=sweep.seed, max_concurrent=sweep.max_concurrent
+            ),
+        ),
+        run_config=ray.tune.RunConfig(name="tune", storage_path=str(out)),
+    )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        trial_id = Path(result.path).name if result.path else "?"
+        frame = result.metrics_dataframe
+        history = frame[METRIC].tolist() if frame is not None and METRIC in frame else []
+        params = {k: v for k, v in (result.config or {}).items() if not k.startswith("__")}
+        run_dir = _trial_run_dir(out, result)
+        rows.append(
+            {
+                "trial": run_dir.name if run_dir else trial_id,
+                **{f"train.{k}": v for k, v in params.items()},
+                "epochs": len(history),
+                "best_val_psnr": max(history) if history else math.nan,
+                "last_val_psnr": history[-1] if history else math.nan,
+                "stopped_early": bool(history) and len(history) < config.train.epochs,
+                "error": str(result.error).splitlines()[0] if result.error else "",
+                "_params": params,
+                "_history": history,
+            }
+        )
+    finished = [r for r in rows if not math.isnan(r["best_val_psnr"])]
+    if not finished:
+        errors = "; ".join(r["error"] for r in rows if r["error"]) or "no trial reported a metric"
+        raise RuntimeError(f"{out}: every trial failed: {errors}")
+    rows.sort(key=lambda r: -r["best_val_psnr"] if not math.isnan(r["best_val_psnr"]) else math.inf)
+    best = rows[0]
+    best_config = trial_config(config.train, best["_params"])
+    results = _write_csv(out / "results.csv", rows)
+    best_toml = _write_toml(out / "best.toml", dataclasses.replace(config, train=best_config))
+    plot = draw_sweep(rows, out / "psnr.png")
+    return {
+        "best_config": best_config,
+        "best_psnr": best["best_val_psnr"],
+        "best_trial": best["trial"],
+        "results": results,
+        "best_toml": best_toml,
+        "plot": plot,
+        "trials": len(rows),
+    }
+
+
+def _trial_run_dir(out: Path, result: Any) -> Path | None:
+    """The trial's ``trials/<trial_id>`` directory (Tune names its own dirs ``_run_trial_<id>_...``)."""
+    trials = out / "trials"
+    if not trials.is_dir() or not result.path:
+        return None
+    name = Path(result.path).name
+    for candidate in trials.iterdir():
+        if candidate.name in name:
+            return candidate
+    return None
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_toml(path: Path, config: RunConfig) -> Path:
+    """The full resolved config as TOML (``degtrans train --config`` reads it)."""
+    return _atomic_write(path, "# best trial of a degtrans sweep\n" + tomli_w.dumps(to_dict(config)))
+
+
+def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
+    """Validation PSNR per epoch of every trial (ASHA-stopped trials end early), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row in rows:
+        history = row["_history"]
+        if not history:
+            continue
+        label = ", ".join(f"{k}={_short(v)}" for k, v in row["_params"].items()) or row["trial"]
+        style = "--" if row["stopped_early"] else "-"
+        ax.plot(range(1, len(history) + 1), history, style, marker="o", label=label)
+    ax.set(
+        xlabel="epoch",
+        ylabel="validation PSNR (dB)",
+        title="sweep: validation PSNR per trial (dashed: stopped)",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line for the CLI: best trial, its PSNR and its config."""
+    config = json.dumps(to_dict(result["best_config"]), sort_keys=True)
+    return (
+        f"best of {result['trials']} trials: {result['best_trial']} with validation PSNR "
+        f"{result['best_psnr']:.2f} dB; config {result['best_toml']} ({config})"
+    )
