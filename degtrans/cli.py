@@ -199,9 +199,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="hyper-parameter sweep with Ray Tune")
+    p = sub.add_parser(
+        "sweep",
+        help="hyper-parameter sweep with Ray Tune (each trial a Ray Train run)",
+        description="Sweep [train] fields over a TOML search space ([train.FIELD] with choice/grid/uniform/"
+        "loguniform/randint = [...]); writes SWEEP/results.csv, best.toml and psnr.png.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="pair dataset (degtrans simulate output)")
+    p.add_argument("--space", type=Path, required=True, help="search space TOML")
+    p.add_argument("-o", "--output", type=Path, required=True, help="sweep output directory")
+    p.add_argument("--trials", type=int, default=None, help="samples of the space (sweep.trials)")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default=None, help="early stopping")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (sweep.max_concurrent)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     _common(p)
-    p.set_defaults(func=_not_implemented("sweep"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from degtrans.cluster.sweep import run_sweep, summary_line
+
+        flags = {"trials": args.trials, "scheduler": args.scheduler, "max_concurrent": args.max_concurrent}
+        config = resolve_config(args, [f"sweep.{k}={v}" for k, v in flags.items() if v is not None])
+        print(summary_line(run_sweep(args.data, args.space, args.output, config, args.address)))
+        return 0
+
+    p.set_defaults(func=handler)
 
 
 def _add_restore(sub: argparse._SubParsersAction) -> None:
