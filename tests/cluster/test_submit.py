@@ -148,36 +148,28 @@ def test_wrong_token_is_named(ray_head, monkeypatch):
 @pytest.mark.slow
 def test_submit_round_trip(ray_head, monkeypatch, tmp_path, capsys):
     from degtrans.calibrate.synthetic import gaussian_field
+    from degtrans.simulate.dataset import bundled_images
 
     url, token = ray_head
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    field = gaussian_field(grid=(2, 3), psf_size=7, image_size=(40, 60)).save(tmp_path / "f.npz")
-    out = tmp_path / "grid.png"
+    image = bundled_images()[0]
+    field = gaussian_field(grid=(2, 3), psf_size=7, image_size=(256, 384)).save(tmp_path / "camA.npz")
+    out = tmp_path / "dataset"
     job_id = f"test-{secrets.token_hex(4)}"
-    code = main(
-        [
-            "submit",
-            "--address",
-            url,
-            "--timeout",
-            "120",
-            "--submission-id",
-            job_id,
-            "--",
-            "inspect",
-            str(field),
-            "-o",
-            str(out),
-        ]
-    )
+    code = main(["submit", "--address", url, "--timeout", "240", "--submission-id", job_id, "--",
+                 "simulate", "--images", str(image), "--psf", str(field), "--patch-size", "32",
+                 "--patches-per-image", "2", "--workers", "1", "-o", str(out)])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
     assert "SUCCEEDED" in captured.err
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The job wrote a complete dataset that the readers accept.
+    from degtrans.restore.data import read_manifest
+
+    manifest = read_manifest(out)
+    assert manifest["samples"] == 2 and set(manifest["cameras"]) == {"camA"}
     assert main(["submit", "--address", url, "status", job_id]) == 0
     assert "SUCCEEDED" in capsys.readouterr().out
     assert main(["submit", "--address", url, "logs", job_id]) == 0
-    assert "wrote" in capsys.readouterr().out
-    # A failing job's exit status comes back.
-    code = main(["submit", "--address", url, "--", "inspect", str(tmp_path / "missing.npz")])
-    assert code == 2
+    assert "Running entrypoint" in capsys.readouterr().out
+    # A failing job's exit status comes back (degtrans exits 2 on a user error).
+    assert main(["submit", "--address", url, "--", "inspect", str(tmp_path / "missing.npz")]) == 2
