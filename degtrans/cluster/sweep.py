@@ -257,6 +257,7 @@ def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in rows:
@@ -271,6 +272,7 @@ def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
         ylabel="validation PSNR (dB)",
         title="sweep: validation PSNR per trial (dashed: stopped)",
     )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
