@@ -160,10 +160,13 @@ def sv_conv2d_cpu(
     if method == "auto":
         method = choose_method(blocks, k)
     x_pad = pad_image(x, halo, padding)
-    psfs = field_psfs.to(x.dtype)
+    # Split (not slice) the input and the field, and overlap-add through a custom Function: their
+    # backward passes then cost one pass over the image, not one full-size temporary per block.
+    pieces = _split_into_blocks(x_pad, blocks)
+    tiles = field_psfs.to(x.dtype).reshape(rows * cols, channels, k, k).unbind(0)
     convolve = _block_direct if method == "direct" else _block_fft
     spectra: dict = {}
-    out = x.new_zeros(batch, channels, height, width)
+    corners, parts = [], []
     for block in blocks:
         (y0, y1), (x0, x1) = block.rows, block.cols
         # Output rows reached by padded rows [y0, y1): [y0 - k + 1, y1 - 1], clipped to the image.
@@ -173,14 +176,52 @@ def sv_conv2d_cpu(
             continue
         rw = torch.stack([wy[r, y0:y1] for r, _ in block.tiles])
         cw = torch.stack([wx[c, x0:x1] for _, c in block.tiles])
-        weighted = x_pad[:, :, None, y0:y1, x0:x1] * rw[:, :, None] * cw[:, None, :]
-        kernels = torch.stack([psfs[r, c] for r, c in block.tiles], dim=1)  # (C, T, k, k)
+        weighted = pieces[block.rows + block.cols].unsqueeze(2) * rw[:, :, None] * cw[:, None, :]
+        kernels = torch.stack([tiles[r * cols + c] for r, c in block.tiles], dim=1)  # (C, T, k, k)
         # Full convolution, (B, C, y1 - y0 + k - 1, x1 - x0 + k - 1), from output (y0 - k + 1, x0 - k + 1).
         full = convolve(weighted, kernels, block.tiles, spectra)
         sy, sx = oy0 - (y0 - k + 1), ox0 - (x0 - k + 1)
-        # In-place slice add: autograd records it (CopySlices) and no full-frame temporary is made.
-        out[..., oy0:oy1, ox0:ox1] += full[..., sy : sy + oy1 - oy0, sx : sx + ox1 - ox0]
-    return out
+        corners.append((oy0, ox0))
+        parts.append(full[..., sy : sy + oy1 - oy0, sx : sx + ox1 - ox0])
+    if not parts:
+        return x.new_zeros(batch, channels, height, width)
+    return _OverlapAdd.apply((batch, channels, height, width), corners, *parts)
+
+
+def _split_into_blocks(
+    x_pad: torch.Tensor, blocks: list[Block]
+) -> dict[tuple[int, int, int, int], torch.Tensor]:
+    """Views ``{(y0, y1, x0, x1): x_pad[..., y0:y1, x0:x1]}`` made by ``torch.split`` (blocks tile a grid)."""
+    ys = sorted({0, x_pad.shape[-2], *(v for b in blocks for v in b.rows)})
+    xs = sorted({0, x_pad.shape[-1], *(v for b in blocks for v in b.cols)})
+    row_spans = list(zip(ys, ys[1:], strict=False))
+    col_spans = list(zip(xs, xs[1:], strict=False))
+    pieces = {}
+    for (y0, y1), strip in zip(
+        row_spans, torch.split(x_pad, [b - a for a, b in row_spans], dim=-2), strict=True
+    ):
+        split = torch.split(strip, [b - a for a, b in col_spans], dim=-1)
+        for (x0, x1), piece in zip(col_spans, split, strict=True):
+            pieces[(y0, y1, x0, x1)] = piece
+    return pieces
+
+
+class _OverlapAdd(torch.autograd.Function):
+    """Sum of ``parts`` placed at ``corners`` of a zero tensor; the backward hands each part a view."""
+
+    @staticmethod
+    def forward(ctx, shape, corners, *parts):
+        out = parts[0].new_zeros(shape)
+        for (y, x), part in zip(corners, parts, strict=True):
+            out[..., y : y + part.shape[-2], x : x + part.shape[-1]] += part
+        ctx.boxes = [
+            (y, x, part.shape[-2], part.shape[-1]) for (y, x), part in zip(corners, parts, strict=True)
+        ]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, None, *(grad[..., y : y + h, x : x + w] for y, x, h, w in ctx.boxes))
 
 
 def _block_direct(weighted: torch.Tensor, kernels: torch.Tensor, tiles: tuple, spectra: dict) -> torch.Tensor:
