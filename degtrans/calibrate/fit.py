@@ -211,7 +211,7 @@ def build_system(
 
 
 def solve_least_squares(
-    system: TileSystem, k: int, support: torch.Tensor, regulariser: float, iterations: int = 300
+    system: TileSystem, k: int, support: torch.Tensor, regulariser: float, iterations: int = 150
 ) -> torch.Tensor:
     """Closed-form start: Tikhonov least squares over the allowed support with ``h >= 0``.
 
@@ -230,11 +230,14 @@ def solve_least_squares(
     lipschitz = torch.linalg.eigvalsh(gram)[:, -1][:, None, None]
     x = torch.linalg.solve(gram, rhs).clamp(min=0.0)
     y, t = x.clone(), 1.0
-    for _ in range(iterations):
+    for step in range(iterations):
         x_next = (y - (gram @ y - rhs) / lipschitz).clamp(min=0.0)
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         y = x_next + (t - 1.0) / t_next * (x_next - x)
+        change = float((x_next - x).abs().max()) if step % 10 == 9 else 1.0
         x, t = x_next, t_next
+        if change < 1e-7 * float(x.abs().max()):
+            break
     full = torch.zeros(system.a.shape[0], k * k, dtype=torch.float64)
     full[:, inside] = x.squeeze(-1)
     return _normalise(full.reshape(-1, k, k).flip(-1, -2).float())
