@@ -1,0 +1,167 @@
+"""Calibration on Ray: one task per pair for registration, then a pool of tile-fitting actors.
+
+Each ``TileFitter`` actor loads the registered pairs once (the ``FitProblem`` travels through the
+object store) and fits tiles on request. Fitting is idempotent, so an actor that dies is restarted by
+Ray (``max_restarts``) and its queued and running calls re-executed (``max_task_retries``); a tile whose
+call still fails is resubmitted once more to another actor, and after two failures it is reported and
+filled from its neighbours by ``solve_field``. Image paths must be readable by every node (a shared
+file system on a cluster; locally they are).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from degtrans.calibrate.field import PSFField
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
+from degtrans.calibrate.photos import find_pairs
+from degtrans.calibrate.pipeline import (
+    Tile,
+    TileMapper,
+    build_field,
+    make_problem,
+    prepare_pair,
+    solve_field,
+    split_prepared,
+    write_outputs,
+)
+from degtrans.cluster.session import ensure_ray
+from degtrans.config import CalibrateConfig
+
+log = logging.getLogger(__name__)
+
+MAX_TILE_ATTEMPTS = 2
+
+
+@ray.remote(num_cpus=1)
+def _prepare_pair_task(name: str, target: str, photo: str, config: CalibrateConfig, grid: tuple[int, int]):
+    return prepare_pair(name, Path(target), Path(photo), config, grid)
+
+
+@ray.remote(max_restarts=2, max_task_retries=2)
+class TileFitter:
+    """Holds the registered pairs; ``fit`` returns a ``TileFit`` or the reason the tile cannot be fitted."""
+
+    def __init__(self, problem: FitProblem, threads: int = 1) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.problem = problem
+
+    def fit(
+        self, row: int, col: int, config: CalibrateConfig, field: np.ndarray | None, descend: bool
+    ) -> TileFit | str:
+        try:
+            return fit_tile(self.problem, row, col, config, field, descend)
+        except TileFitError as error:
+            return str(error)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def start_fitters(problem: FitProblem, config: CalibrateConfig) -> list:
+    """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``."""
+    if config.actors < 1:
+        raise ValueError(f"calibrate.actors must be >= 1, got {config.actors}")
+    problem_ref = ray.put(problem)
+    options = {"num_cpus": 1, "num_gpus": config.gpus_per_actor}
+    return [TileFitter.options(**options).remote(problem_ref) for _ in range(config.actors)]
+
+
+def ray_mapper(
+    actors: list,
+    config: CalibrateConfig,
+    progress: bool = True,
+    on_result: Callable[[Tile, list], None] | None = None,
+) -> TileMapper:
+    """A ``TileMapper`` over an actor pool: tiles are dealt round-robin and collected as they finish.
+
+    ``on_result(tile, actors)`` is called after every finished tile (progress hooks, fault injection).
+    """
+
+    def run(tiles: list[Tile], field: np.ndarray | None, descend: bool) -> dict[Tile, TileFit | str]:
+        field_ref = ray.put(field)
+        pending: dict = {}
+        attempts = dict.fromkeys(tiles, 0)
+
+        def submit(tile: Tile, index: int) -> None:
+            actor = actors[index % len(actors)]
+            pending[actor.fit.remote(tile[0], tile[1], config, field_ref, descend)] = (tile, index)
+
+        for index, tile in enumerate(tiles):
+            submit(tile, index)
+        results: dict[Tile, TileFit | str] = {}
+        stage = "descent" if descend else ("init" if field is None else "refine")
+        with tqdm(total=len(tiles), desc=f"tiles ({stage})", unit="tile", disable=not progress) as bar:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                tile, index = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except (RayActorError, RayTaskError) as error:
+                    attempts[tile] += 1
+                    if attempts[tile] < MAX_TILE_ATTEMPTS:
+                        log.warning(
+                            "tile %s failed (%s), retrying on another actor", tile, type(error).__name__
+                        )
+                        submit(tile, index + 1)
+                        continue
+                    value = f"tile {tile} failed {attempts[tile]} times: {type(error).__name__}: {error}"
+                    log.error(value)
+                results[tile] = value
+                bar.update(1)
+                if on_result is not None:
+                    on_result(tile, actors)
+        return results
+
+    return run
+
+
+def calibrate_camera(
+    pairs_dir: str | Path,
+    output: str | Path,
+    config: CalibrateConfig,
+    address: str | None = None,
+    progress: bool = True,
+    on_result: Callable[[Tile, list], None] | None = None,
+) -> PSFField:
+    """Calibrate a camera from ``PAIRS_DIR`` (``NAME.target.png`` + ``NAME.photo.*``) on Ray.
+
+    Registration runs as one Ray task per pair; tiles are fitted by ``config.actors`` actors.
+
+    Args:
+        pairs_dir: directory of pairs.
+        output: the field ``.npz`` to write; ``<output>.report.png`` and the resolved config go beside it.
+        config: the ``[calibrate]`` section.
+        address: ``None`` starts an embedded local Ray; otherwise the cluster to join.
+
+    Returns:
+        The recovered ``PSFField`` (diagnostics in its ``meta``).
+    """
+    ensure_ray(address)
+    grid = (config.rows, config.cols)
+    pairs = find_pairs(Path(pairs_dir).resolve())
+    refs = [_prepare_pair_task.remote(name, str(t), str(p), config, grid) for name, t, p in pairs]
+    results = []
+    for ref in tqdm(refs, desc="register", unit="pair", disable=not progress):
+        results.append(ray.get(ref))
+    prepared, rejected = split_prepared(results)
+    problem = make_problem(prepared, config)
+    actors = start_fitters(problem, config)
+    try:
+        solution = solve_field(problem, config, ray_mapper(actors, config, progress, on_result))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    field = build_field(solution, prepared, rejected, config)
+    return write_outputs(field, problem, Path(output), config)
