@@ -1,12 +1,13 @@
 """Fast CPU path of the spatially variant PSF convolution: product-convolution restricted to weight supports.
 
 The bilinear weights are separable and piecewise linear, so the padded input splits into blocks (runs of
-rows times runs of columns) in which at most 2 x 2 tiles have non-zero weight. Each block is convolved
-with its own few PSFs only (its "full" convolution covers the block plus the PSF halo) and the results
-are overlap-added: every pixel pays for about 4 convolutions instead of ``rows * cols`` as in the
-reference. A block is convolved directly (one grouped ``F.conv2d``) when k is small and through real
-FFTs when k is large; a cost model picks per call. Plain torch ops throughout, so autograd gives the
-gradients in ``x`` and in the PSFs.
+rows times runs of columns) in which at most 2 x 2 tiles have non-zero weight (runs shorter than the PSF
+are merged, so a block may carry more). Each block is convolved with its own few PSFs only (its "full"
+convolution covers the block plus the PSF halo) and the results are overlap-added: every pixel pays
+for about 4 convolutions instead of ``rows * cols`` as in the reference. A block is convolved directly
+(one depthwise ``F.conv2d``) when k is small and through real FFTs when k is large; a cost model picks
+per call. Plain torch ops (plus an overlap-add whose backward is a set of views), so autograd gives
+the gradients in ``x`` and in the PSFs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class Block:
     tiles: tuple[tuple[int, int], ...]
 
 
-def axis_runs(length: int, halo: int, offset: int, frame_len: int, n_tiles: int, padding: str):
+def axis_runs(
+    length: int, halo: int, offset: int, frame_len: int, n_tiles: int, padding: str
+) -> list[tuple[int, int, tuple[int, int]]]:
     """Runs ``(start, stop, (lower, upper))`` of the padded axis with constant active tiles."""
     positions = padded_positions(length, halo, offset, frame_len, padding)
     lower, upper, _ = tile_lower_frac(positions, n_tiles, frame_len)
