@@ -71,12 +71,74 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    def pair_of_ints(text: str) -> tuple[int, int]:
+        try:
+            a, b = (int(v) for v in text.lower().split("x"))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected AxB integers (e.g. 6x8), got {text!r}") from error
+        return a, b
+
     p = sub.add_parser(
         "calibrate",
         help="fit a camera's PSF field from target/photo pairs (also: calibrate make-targets)",
+        description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...).",
     )
+    p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
+    p.add_argument("--grid", type=pair_of_ints, default=None, metavar="ROWSxCOLS", help="FOV tiles (6x8)")
+    p.add_argument("--psf-size", type=int, default=None, help="PSF size k (odd)")
+    p.add_argument("--psf-param", choices=["direct", "deep-linear"], default=None, help="PSF parametrisation")
+    p.add_argument("--iterations", type=int, default=None, help="Adam steps per tile")
+    p.add_argument("--camera", default=None, help="camera name stored in the field")
+    p.add_argument("--actors", type=int, default=None, help="tile-fitting Ray actors")
+    p.add_argument("--gpus-per-actor", type=float, default=None, help="GPU fraction per actor (e.g. 0.25)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("--local", action="store_true", help="fit in this process, without Ray")
     _common(p)
-    p.set_defaults(func=_not_implemented("calibrate"))
+
+    def handler(args: argparse.Namespace) -> int:
+        flags = {
+            "psf_size": args.psf_size,
+            "psf_param": args.psf_param,
+            "iterations": args.iterations,
+            "camera": args.camera,
+            "actors": args.actors,
+            "gpus_per_actor": args.gpus_per_actor,
+        }
+        extra = [f"calibrate.{key}={value}" for key, value in flags.items() if value is not None]
+        if args.grid is not None:
+            extra += [f"calibrate.rows={args.grid[0]}", f"calibrate.cols={args.grid[1]}"]
+        config = resolve_config(args, extra).calibrate
+        if args.local:
+            from degtrans.calibrate.pipeline import calibrate_local as run
+        else:
+            from degtrans.cluster.calibrate import calibrate_camera as run
+        kwargs = {} if args.local else {"address": args.address}
+        field = run(args.pairs, args.output, config, **kwargs)
+        report = args.output.with_suffix(".report.png")
+        grid = f"{field.grid[0]}x{field.grid[1]}"
+        print(f"wrote {args.output} ({grid} tiles, k={field.kernel_size}); report {report}")
+        return 0
+
+    p.set_defaults(func=handler)
+
+    t = sub.add_parser("calibrate-make-targets", help="write calibration targets (calibrate make-targets)")
+    t.add_argument("-o", "--output", type=Path, required=True, help="directory for the target PNGs")
+    t.add_argument("-n", "--count", type=int, default=6, help="number of targets")
+    t.add_argument("--size", type=pair_of_ints, default=(1024, 1024), metavar="HxW", help="target size")
+    t.add_argument("--kinds", default="noise,noise,edges,checker", help="comma-separated noise/edges/checker")
+    t.add_argument("--seed", type=int, default=0)
+    _common(t)
+
+    def make_targets_handler(args: argparse.Namespace) -> int:
+        from degtrans.calibrate.targets import make_targets
+
+        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+        paths = make_targets(args.output, n=args.count, size=args.size, seed=args.seed, kinds=kinds)
+        print(f"wrote {len(paths)} targets to {args.output}")
+        return 0
+
+    t.set_defaults(func=make_targets_handler)
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:

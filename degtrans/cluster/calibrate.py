@@ -148,9 +148,9 @@ def calibrate_camera(
     Returns:
         The recovered ``PSFField`` (diagnostics in its ``meta``).
     """
+    pairs = find_pairs(Path(pairs_dir).resolve())
     ensure_ray(address)
     grid = (config.rows, config.cols)
-    pairs = find_pairs(Path(pairs_dir).resolve())
     refs = [_prepare_pair_task.remote(name, str(t), str(p), config, grid) for name, t, p in pairs]
     results = []
     for ref in tqdm(refs, desc="register", unit="pair", disable=not progress):
