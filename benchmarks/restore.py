@@ -1,7 +1,7 @@
 """Restoration benchmark: CPU training/inference speed of FOV-KPN and deep Wiener, and PSNR after a
 fixed training budget on a small dataset synthesised in the same run, next to Wiener, RL and identity.
 
-    .venv/bin/python benchmarks/restore.py [--budget-s 60] [--threads 2]
+    .venv/bin/python benchmarks/restore.py [--steps 60] [--threads 2]
 
 Prints a table and writes benchmarks/results/restore.json. Speeds are for the fixed sizes below,
 on this machine, in this run; PSNR gains are relative to the degraded input (identity).
@@ -71,25 +71,29 @@ def inference_speed(name: str, field, config: RestoreConfig) -> float:
     return PHOTO[0] * PHOTO[1] / 1e6 / (time.perf_counter() - start)
 
 
-def train_for(name: str, reader: PairReader, budget_s: float, run_dir: Path) -> Path:
-    """Train ``name`` for ``budget_s`` seconds of wall time; returns the checkpoint."""
+def train_for(name: str, reader: PairReader, steps: int, run_dir: Path) -> tuple[Path, float]:
+    """Train ``name`` for ``steps`` optimizer steps (the same budget for every model, on any machine).
+
+    Returns:
+        The checkpoint and the seconds it took.
+    """
     config = MODELS[name]
     model = build_model(config)
     optimizer = make_optimizer(model, config)
-    start, epoch = time.perf_counter(), 0
-    while time.perf_counter() - start < budget_s:
+    start, epoch, done = time.perf_counter(), 0, 0
+    while done < steps:
         batches = reader.batches("train", config.batch_size, seed=0, epoch=epoch)
-        for batch in batches:
-            train_epoch(model, [batch], optimizer, grad_clip=config.grad_clip)
-            if time.perf_counter() - start >= budget_s:
-                break
-        epoch += 1
-    return save_checkpoint(run_dir / f"{name}.pt", model, optimizer, None, epoch, config)
+        stats = train_epoch(model, batches, optimizer, grad_clip=config.grad_clip, max_steps=steps - done)
+        if stats["steps"] == 0:
+            raise ValueError("benchmark dataset has no training batches")
+        done, epoch = done + stats["steps"], epoch + 1
+    seconds = time.perf_counter() - start
+    return save_checkpoint(run_dir / f"{name}.pt", model, optimizer, None, epoch, config), seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-s", type=float, default=60.0, help="training seconds per model")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per model (batches of 8)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "restore.json")
     args = parser.parse_args()
@@ -99,7 +103,7 @@ def main() -> None:
     results: dict = {
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "cuda": torch.cuda.is_available(), "patch": PATCH, "batch": BATCH, "photo": list(PHOTO),
-        "budget_s": args.budget_s, "models": {k: dataclasses.asdict(v) for k, v in MODELS.items()},
+        "steps": args.steps, "models": {k: dataclasses.asdict(v) for k, v in MODELS.items()},
     }  # fmt: skip
     results["train_patches_per_s"] = {name: training_speed(name, field) for name in MODELS}
     results["infer_mpix_per_s"] = {name: inference_speed(name, field, restore_config) for name in MODELS}
@@ -108,13 +112,14 @@ def main() -> None:
             Path(tmp) / "data", field, frames=8, patches_per_frame=16, patch_size=PATCH, seed=0
         )
         reader = PairReader(data, val_fraction=0.2, with_psf=True)
-        checkpoints = {name: train_for(name, reader, args.budget_s, Path(tmp)) for name in MODELS}
+        trained = {name: train_for(name, reader, args.steps, Path(tmp)) for name in MODELS}
+        checkpoints = {name: path for name, (path, _) in trained.items()}
+        results["train_seconds"] = {name: seconds for name, (_, seconds) in trained.items()}
         methods = ["identity", "wiener", "rl", *(f"ckpt:{path}" for path in checkpoints.values())]
         rows = evaluate_methods(data, methods, "val", config=restore_config, val_fraction=0.2, progress=False)
     labels = {"identity": "identity", "wiener": "wiener", "rl": "rl"}
     labels |= {
-        f"ckpt:{Path(tmp).name}/{p.name}": f"{name} ({args.budget_s:.0f} s)"
-        for name, p in checkpoints.items()
+        f"ckpt:{Path(tmp).name}/{p.name}": f"{name} ({args.steps} steps)" for name, p in checkpoints.items()
     }
     overall = {labels.get(r["method"], r["method"]): r for r in rows if r["zone"] == "all"}
     base = overall["identity"]["psnr"]
