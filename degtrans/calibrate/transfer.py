@@ -75,14 +75,19 @@ def fit_tone_colour(
         raise ValueError(
             f"fit_tone_colour: shapes differ: target {target.shape}, photo {photo.shape}, mask {mask.shape}"
         )
-    # Everything here is low-pass: work on a 4x smaller image (area average) with a 4x smaller sigma.
+    # Everything here is low-pass: work on a smaller image (area average) with a smaller sigma. The
+    # photo's power law is applied at full resolution, before averaging (averaging does not commute with it).
     factor = max(1, min(4, int(sigma // 2)))
-    if factor > 1:
-        size = (target.shape[1] // factor, target.shape[0] // factor)
-        target = cv2.resize(target.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        photo = cv2.resize(photo.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
-        sigma = sigma / factor
+    size = (target.shape[1] // factor, target.shape[0] // factor)
+
+    def shrink(image: np.ndarray) -> np.ndarray:
+        image = image.astype(np.float32)
+        return image if factor == 1 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    full_photo = np.clip(photo, 0.0, 1.0).astype(np.float32)
+    target, photo = shrink(target), shrink(full_photo)
+    mask = shrink(mask.astype(np.float32)) > 0.999
+    sigma = sigma / factor
     lt, weight = _masked_lowpass(target.astype(np.float32), mask, sigma)
     keep = (weight > 0.999) & mask
     # Avoid clipped photo pixels: there the power law says nothing.
@@ -98,7 +103,7 @@ def fit_tone_colour(
     gammas, rows, offsets = np.ones(3), np.eye(3), np.zeros(3)
 
     def score(ch: int, g: float) -> tuple[float, np.ndarray]:
-        lp, _ = _masked_lowpass(np.clip(photo[..., ch : ch + 1], 0.0, 1.0) ** np.float32(g), mask, sigma)
+        lp, _ = _masked_lowpass(shrink(full_photo[..., ch] ** np.float32(g))[..., None], mask, sigma)
         rhs = lp.reshape(-1)[index].astype(np.float64)
         coef, *_ = np.linalg.lstsq(design, rhs, rcond=None)
         residual = rhs - design @ coef
