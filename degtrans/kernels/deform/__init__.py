@@ -1,0 +1,62 @@
+"""Modulated deformable convolution (DCNv2): dispatch between the torch reference and Triton."""
+
+from __future__ import annotations
+
+import torch
+
+from degtrans.kernels.deform.reference import deform_conv2d_reference
+
+_BACKENDS = ("auto", "reference", "triton")
+
+
+def deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    dilation: int = 1,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Stride-1, 'same'-padded modulated deformable convolution.
+
+    Args:
+        x: (B, Cin, H, W) input.
+        offset: (B, 2 * G * k * k, H, W) per offset group ``g`` and tap ``t``: channels
+            ``2 * (g * k * k + t)`` (dy) and ``+ 1`` (dx), in pixels; taps are row-major.
+        mask: (B, G * k * k, H, W) modulation, or ``None`` for all ones.
+        weight: (Cout, Cin, k, k), k odd.
+        bias: (Cout,) or ``None``.
+        dilation: tap spacing in pixels.
+        backend: ``"auto"`` (the reference), ``"reference"`` or ``"triton"``. The Triton kernels pass
+            their interpreter tests on CPU but have not yet run on a GPU, so ``auto`` does not pick
+            them yet (the GPU-marked tests in ``tests/restore/test_deform_triton.py`` decide that).
+
+    Returns:
+        (B, Cout, H, W), differentiable in ``x``, ``offset``, ``mask``, ``weight`` and ``bias``.
+    """
+    batch, cin, height, width = x.shape
+    cout, cin_w, k, k2 = weight.shape
+    taps = k * k
+    if k != k2 or k % 2 == 0 or cin_w != cin:
+        raise ValueError(f"deform_conv2d: weight {tuple(weight.shape)} does not fit input {tuple(x.shape)}")
+    if offset.shape[1] % (2 * taps) or offset.shape[-2:] != x.shape[-2:] or offset.shape[0] != batch:
+        raise ValueError(
+            f"deform_conv2d: offset {tuple(offset.shape)} is not (B, 2*G*{taps}, {height}, {width})"
+        )
+    groups = offset.shape[1] // (2 * taps)
+    if cin % groups:
+        raise ValueError(f"deform_conv2d: {cin} input channels not divisible by {groups} offset groups")
+    if mask is not None and tuple(mask.shape) != (batch, groups * taps, height, width):
+        raise ValueError(
+            f"deform_conv2d: mask {tuple(mask.shape)} is not (B, {groups * taps}, {height}, {width})"
+        )
+    if backend not in _BACKENDS:
+        raise ValueError(f"deform_conv2d: backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend in ("auto", "reference"):
+        return deform_conv2d_reference(x, offset, mask, weight, bias, dilation)
+    # Imported here so that importing degtrans.kernels never imports triton.
+    from degtrans.kernels.deform.autograd import deform_conv2d_triton
+
+    return deform_conv2d_triton(x, offset, mask, weight, bias, dilation)
