@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow as pa
 import ray
 import ray.train
 import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
 from ray.train.torch import TorchTrainer, prepare_model
 
 from degtrans.cluster.session import ensure_ray
@@ -41,12 +43,11 @@ from degtrans.restore.loop import (
     MODEL_CLASSES,
     build_model,
     config_from_dict,
-    draw_curves,
     evaluate,
     load_checkpoint,
     make_optimizer,
     make_scheduler,
-    save_checkpoint,
+    record_epoch,
     train_epoch,
 )
 from degtrans.restore.metrics import psnr
@@ -79,6 +80,19 @@ def pair_dataset(data_dir: Path, split: str, val_fraction: float) -> ray.data.Da
     if on_disk <= CACHE_FRACTION * ray.available_resources().get("object_store_memory", 0):
         ds = ds.materialize()
     return ds
+
+
+class PairCollate(ArrowBatchCollateFn):
+    """Ray Data Arrow batches -> the loop's batch dicts, as the local reader makes them.
+
+    Arrow in (not numpy): the pixel lists are flattened without passing through Python objects.
+    """
+
+    def __init__(self, fields: dict | None) -> None:
+        self.fields = fields
+
+    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+        return rows_to_batch({name: batch.column(name) for name in batch.column_names}, self.fields)
 
 
 def _identity_psnr(reader: PairReader, batch_size: int) -> float:
@@ -140,7 +154,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     for epoch in range(start_epoch, config.epochs):
         batches = shard.iter_torch_batches(
             batch_size=config.batch_size,
-            collate_fn=lambda columns: rows_to_batch(columns, fields),
+            collate_fn=PairCollate(fields),
             local_shuffle_buffer_size=config.shuffle_buffer or None,
             local_shuffle_seed=config.seed * 1000 + epoch,
         )
@@ -162,15 +176,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                     "val_loss": val["loss"], "val_psnr": val["psnr"], "val_ssim": val["ssim"],
                     "identity_psnr": baseline, "workers": context.get_world_size(),
                 }  # fmt: skip
-                if val["psnr"] > best_psnr or best_epoch < 0:
-                    best_psnr, best_epoch = val["psnr"], epoch
-                    save_checkpoint(best, net, optimizer, scheduler, epoch, config, {"best_psnr": best_psnr})
-                extra = {"best_psnr": best_psnr, "best_epoch": best_epoch}
-                save_checkpoint(last, net, optimizer, scheduler, epoch, config, extra)
-                save_checkpoint(Path(directory) / "last.pt", net, optimizer, scheduler, epoch, config, extra)
-                with open(metrics_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                draw_curves(metrics_path, run_dir / "curves.png")
+                best_psnr, best_epoch = record_epoch(
+                    run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch
+                )
+                shutil.copy2(last, Path(directory) / "last.pt")  # what a restarted worker group resumes from
                 metrics = {**record, "best_psnr": best_psnr}
                 report_checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=report_checkpoint)  # Ray: metrics + checkpoint, every rank

@@ -21,11 +21,10 @@ def _epochs_done(run_dir) -> int:
 
 
 def _kill_one_worker_mid_run(run_dir, killed: list, stop: threading.Event) -> None:
-    """SIGKILL one Ray Train worker process right after the second epoch's record.
+    """SIGKILL one Ray Train worker process once Ray has registered a checkpoint.
 
-    The worker pids are looked up beforehand (the State API takes a while) so the kill lands
-    within milliseconds; waiting for the second record makes sure the first epoch's checkpoint
-    was reported (rank 0 writes the record just before ``ray.train.report``).
+    The worker pids are looked up beforehand (the State API takes a while) so the kill lands within
+    milliseconds of the controller's checkpoint snapshot appearing in ``RUN/ray/train/``.
     """
     import ray
     from ray.util.state import list_actors
@@ -37,10 +36,11 @@ def _kill_one_worker_mid_run(run_dir, killed: list, stop: threading.Event) -> No
         alive = list_actors(address=gcs, filters=alive_workers)
         pids = [actor.pid for actor in alive]
         time.sleep(0.2)
+    snapshot = run_dir / "ray" / "train" / "checkpoint_manager_snapshot.json"
     while not stop.is_set():
-        if _epochs_done(run_dir) >= 2:
+        if snapshot.exists() and _epochs_done(run_dir) >= 1:
             os.kill(pids[-1], signal.SIGKILL)
-            killed.append(pids[-1])
+            killed.append((pids[-1], _epochs_done(run_dir)))
             return
         time.sleep(0.02)
 
@@ -49,7 +49,7 @@ def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
     from degtrans.cluster.train import train_distributed
     from degtrans.restore.loop import load_checkpoint
 
-    data = tiny_dataset(tmp_path / "data")
+    data = tiny_dataset(tmp_path / "data", frames=8)  # epochs of a second or two: time to kill one
     run_dir = tmp_path / "run"
     config = tiny_train_config(epochs=5, max_failures=2)
     killed: list[int] = []
@@ -61,7 +61,7 @@ def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
     finally:
         stop.set()
         killer.join()
-    assert killed, "no worker was killed"
+    assert killed and killed[0][1] < config.epochs, f"no worker was killed mid-run: {killed}"
     # The final worker group resumed from a reported checkpoint, not from scratch.
     assert summary["start_epoch"] >= 1
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
