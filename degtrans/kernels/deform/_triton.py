@@ -43,26 +43,25 @@ def _corners(x_base, sy, sx, H, W, valid):
 
 
 @triton.jit
-def _sample_points(off_ptr, bg, t, p, H, W, T, K: tl.constexpr, DIL, valid):
-    h = p // W
-    w = p % W
-    base = off_ptr + (bg.to(tl.int64) * T + t) * 2 * H * W
-    dy = tl.load(base + p, mask=valid, other=0.0).to(tl.float32)
-    dx = tl.load(base + H * W + p, mask=valid, other=0.0).to(tl.float32)
-    sy = h.to(tl.float32) + ((t // K) - K // 2) * DIL + dy
-    sx = w.to(tl.float32) + ((t % K) - K // 2) * DIL + dx
-    return sy, sx
-
-
-@triton.jit
-def _im2col_kernel(x_ptr, off_ptr, m_ptr, col_ptr, CG, H, W, T, DIL, K: tl.constexpr, BLOCK: tl.constexpr):
+def _program(off_ptr, m_ptr, H, W, T, DIL, K: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's group row ``bg``, tap ``t``, pixels ``p``, sample points and modulation."""
     bgt = tl.program_id(0)
     bg = bgt // T
     t = bgt % T
     p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = p < H * W
-    sy, sx = _sample_points(off_ptr, bg, t, p, H, W, T, K, DIL, valid)
+    base = off_ptr + (bg.to(tl.int64) * T + t) * 2 * H * W
+    dy = tl.load(base + p, mask=valid, other=0.0).to(tl.float32)
+    dx = tl.load(base + H * W + p, mask=valid, other=0.0).to(tl.float32)
+    sy = (p // W).to(tl.float32) + ((t // K) - K // 2) * DIL + dy
+    sx = (p % W).to(tl.float32) + ((t % K) - K // 2) * DIL + dx
     m = tl.load(m_ptr + (bg.to(tl.int64) * T + t) * H * W + p, mask=valid, other=0.0).to(tl.float32)
+    return bg, t, p, valid, sy, sx, m
+
+
+@triton.jit
+def _im2col_kernel(x_ptr, off_ptr, m_ptr, col_ptr, CG, H, W, T, DIL, K: tl.constexpr, BLOCK: tl.constexpr):
+    bg, t, p, valid, sy, sx, m = _program(off_ptr, m_ptr, H, W, T, DIL, K, BLOCK)
     for c in range(CG):
         x_base = x_ptr + (bg.to(tl.int64) * CG + c) * H * W
         v00, v01, v10, v11, ly, lx = _corners(x_base, sy, sx, H, W, valid)
@@ -76,13 +75,7 @@ def _col2im_kernel(
     x_ptr, off_ptr, m_ptr, gcol_ptr, gx_ptr, goff_ptr, gm_ptr, CG, H, W, T, DIL,
     K: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    bgt = tl.program_id(0)
-    bg = bgt // T
-    t = bgt % T
-    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    valid = p < H * W
-    sy, sx = _sample_points(off_ptr, bg, t, p, H, W, T, K, DIL, valid)
-    m = tl.load(m_ptr + (bg.to(tl.int64) * T + t) * H * W + p, mask=valid, other=0.0).to(tl.float32)
+    bg, t, p, valid, sy, sx, m = _program(off_ptr, m_ptr, H, W, T, DIL, K, BLOCK)
     y0 = tl.floor(sy).to(tl.int32)
     x0 = tl.floor(sx).to(tl.int32)
     g_dy = tl.zeros((BLOCK,), dtype=tl.float32)
