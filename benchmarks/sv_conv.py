@@ -57,6 +57,7 @@ work = sys.argv[1]
 repeats = int(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]))
 slow_repeats = int(sys.argv[4])
+slow_backward = sys.argv[5] == "1"
 x = torch.from_numpy(np.load(work + "/x.npy"))
 psfs = torch.from_numpy(np.load(work + "/psfs.npy"))  # (rows, cols, C, k, k)
 wy = torch.from_numpy(np.load(work + "/wy.npy"))  # (rows, H)
@@ -87,7 +88,8 @@ for use_fft in (False, True):
 
     n = repeats if use_fft else slow_repeats
     result["fft" if use_fft else "direct"] = {
-        "forward": timed(lambda: physics(x), n), "forward_backward": timed(fwd_bwd, n)
+        "forward": timed(lambda: physics(x), n),
+        "forward_backward": timed(fwd_bwd, n) if (use_fft or slow_backward) else None,
     }
 print(json.dumps(result))
 """
@@ -131,8 +133,9 @@ def _conv_floor(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (k // 2,) * 4, mode="reflect"), psf.flip(-1, -2).unsqueeze(1), groups=x.shape[1])
 
 
-def _run_deepinv(python: str, x, psfs, repeats: int, slow_repeats: int, reference) -> dict | None:
+def _run_deepinv(python: str, x, psfs, repeats: int, slow: tuple[int, bool], reference) -> dict | None:
     """deepinv timings (s) and accuracy against our reference, or None when its python is missing."""
+    slow_repeats, slow_backward = slow
     if not python or not Path(python).exists():
         return None
     height, width = x.shape[-2:]
@@ -151,6 +154,7 @@ def _run_deepinv(python: str, x, psfs, repeats: int, slow_repeats: int, referenc
                 str(repeats),
                 str(torch.get_num_threads()),
                 str(slow_repeats),
+                str(int(slow_backward)),
             ],
             capture_output=True,
             text=True,
@@ -179,6 +183,11 @@ def main() -> None:
         default=os.environ.get("DEGTRANS_DEEPINV_PYTHON", "/work/deepinv-venv/bin/python"),
         help="python of a venv with deepinv installed (default $DEGTRANS_DEEPINV_PYTHON)",
     )
+    parser.add_argument(
+        "--slow-backward",
+        action="store_true",
+        help="also time forward+backward of the slow ones (minutes at 1024x1024 on 2 cores)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args()
@@ -197,23 +206,26 @@ def main() -> None:
         return sv_conv2d(a, b, backend="reference")
 
     reference = ref_op(x, psfs)
-    ops: dict[str, tuple[Callable, int]] = {
-        "cpu": (lambda a, b: sv_conv2d(a, b, backend="cpu"), args.repeats),
-        "cpu_direct": (lambda a, b: sv_conv2d_cpu(a, b, method="direct"), args.reference_repeats),
-        "cpu_fft": (lambda a, b: sv_conv2d_cpu(a, b, method="fft"), args.repeats),
-        "reference": (ref_op, args.reference_repeats),
-        "conv_floor": (lambda a, b: _conv_floor(a, b[0, 0]), args.repeats),
-        "fft_floor": (lambda a, b: _fft_floor(a, b[0, 0]), args.repeats),
+    # (op, repeats, slow): the backward of a slow one is timed only with --slow-backward.
+    ops: dict[str, tuple[Callable, int, bool]] = {
+        "cpu": (lambda a, b: sv_conv2d(a, b, backend="cpu"), args.repeats, False),
+        "cpu_direct": (lambda a, b: sv_conv2d_cpu(a, b, method="direct"), args.reference_repeats, True),
+        "cpu_fft": (lambda a, b: sv_conv2d_cpu(a, b, method="fft"), args.repeats, False),
+        "reference": (ref_op, args.reference_repeats, True),
+        "conv_floor": (lambda a, b: _conv_floor(a, b[0, 0]), args.repeats, False),
+        "fft_floor": (lambda a, b: _fft_floor(a, b[0, 0]), args.repeats, False),
     }
     rows = {}
-    for name, (op, repeats) in ops.items():
+    for name, (op, repeats, is_slow) in ops.items():
         fwd = _timed(lambda op=op: op(x, psfs), repeats, no_sync)
-        both = _timed(_fwd_bwd(op, x, psfs), repeats, no_sync)
+        timed_bwd = args.slow_backward or not is_slow
+        both = _timed(_fwd_bwd(op, x, psfs), repeats, no_sync) if timed_bwd else None
         error = float((op(x, psfs) - reference).abs().max()) if "floor" not in name else None
         rows[name] = {"forward_s": fwd, "forward_backward_s": both, "max_abs_error": error}
         print(f"  measured {name}", flush=True)
 
-    deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, args.reference_repeats, reference)
+    slow = (args.reference_repeats, args.slow_backward)
+    deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, slow, reference)
     if deepinv is None:
         print("deepinv: not available")
     else:
@@ -264,8 +276,8 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def _best(row: dict, key: str) -> float:
-    return min(row[key])
+def _best(row: dict, key: str) -> float | None:
+    return None if row[key] is None else min(row[key])
 
 
 def _ratios(rows: dict, ours: str) -> dict[str, float]:
@@ -274,8 +286,9 @@ def _ratios(rows: dict, ours: str) -> dict[str, float]:
     for key in ("forward_s", "forward_backward_s"):
         mine = _best(rows[ours], key)
         for other in rows:
-            if other != ours:
-                summary[f"{key[:-2]}: {other} / {ours}"] = _best(rows[other], key) / mine
+            theirs = _best(rows[other], key)
+            if other != ours and theirs is not None:
+                summary[f"{key[:-2]}: {other} / {ours}"] = theirs / mine
     return summary
 
 
@@ -284,8 +297,10 @@ def _print_table(rows: dict, device: str, threads: int | None) -> None:
     print(f"\n{head}\n{'method':<16}{'forward ms':>12}{'fwd+bwd ms':>12}{'max |err|':>12}")
     for name, row in rows.items():
         err = row["max_abs_error"]
+        both = _best(row, "forward_backward_s")
+        both_ms = "-" if both is None else f"{1e3 * both:.1f}"
         print(
-            f"{name:<16}{1e3 * _best(row, 'forward_s'):>12.1f}{1e3 * _best(row, 'forward_backward_s'):>12.1f}"
+            f"{name:<16}{1e3 * _best(row, 'forward_s'):>12.1f}{both_ms:>12}"
             f"{'-' if err is None else f'{err:.1e}':>12}"
         )
 
