@@ -70,3 +70,12 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
     # Each trial ran as a distributed training run with the usual RUN/ layout.
     for row in rows:
         assert (tmp_path / "sweep" / "trials" / row["trial"] / "metrics.jsonl").exists()
+
+
+def test_shipped_example_space_parses():
+    from pathlib import Path
+
+    from degtrans.cluster.sweep import load_space
+
+    space = load_space(Path(__file__).resolve().parents[2] / "cluster" / "sweep.toml")
+    assert {"learning_rate", "width", "model", "epochs"} <= set(space)
