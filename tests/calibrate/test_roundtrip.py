@@ -16,7 +16,7 @@ from degtrans.config import CalibrateConfig
 
 SIZE, GRID, K = 256, (3, 3), 11
 CONFIG = CalibrateConfig(
-    rows=3, cols=3, psf_size=K, iterations=40, refine_rounds=1, max_pixels=12000, min_inliers=20
+    rows=3, cols=3, psf_size=K, iterations=20, refine_rounds=1, max_pixels=12000, min_inliers=20
 )
 
 
