@@ -23,6 +23,7 @@ the frame. Every function is idempotent: the same inputs give the same PSF.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -226,7 +227,8 @@ def solve_least_squares(
     gram = (a.transpose(1, 2) @ weighted).double()
     rhs = (weighted.transpose(1, 2) @ (system.observed - system.fixed)[..., None]).double()
     scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1)
-    gram = gram + regulariser * scale[:, None, None] * torch.eye(inside.numel(), dtype=torch.float64)
+    eye = torch.eye(inside.numel(), dtype=torch.float64, device=gram.device)
+    gram = gram + regulariser * scale[:, None, None] * eye
     lipschitz = torch.linalg.eigvalsh(gram)[:, -1][:, None, None]
     x = torch.linalg.solve(gram, rhs).clamp(min=0.0)
     y, t = x.clone(), 1.0
@@ -238,7 +240,7 @@ def solve_least_squares(
         x, t = x_next, t_next
         if change < 1e-7 * float(x.abs().max()):
             break
-    full = torch.zeros(system.a.shape[0], k * k, dtype=torch.float64)
+    full = torch.zeros(system.a.shape[0], k * k, dtype=torch.float64, device=system.a.device)
     full[:, inside] = x.squeeze(-1)
     return _normalise(full.reshape(-1, k, k).flip(-1, -2).float())
 
@@ -350,7 +352,7 @@ class DeepLinearPSF(torch.nn.Module):
         )
 
     def forward(self) -> torch.Tensor:
-        x = torch.zeros(1, self.channels, self.k, self.k)
+        x = torch.zeros(1, self.channels, self.k, self.k, device=self.weights[0].device)
         x[:, :, self.k // 2, self.k // 2] = 1.0
         for weight, size in zip(self.weights, self.sizes, strict=True):
             x = F.conv2d(x, weight, padding=size // 2, groups=self.channels)
@@ -378,7 +380,7 @@ def _shuffled_batches(system: TileSystem, config: CalibrateConfig) -> tuple[Tile
     """Shuffle the observations once (seeded) and cut them into contiguous mini-batches, one per step
     (epochs repeat the same order): slicing a view is free, gathering rows every step is not."""
     n = system.a.shape[1]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).to(system.a.device)
     shuffled = TileSystem(
         system.a[:, order].contiguous(),
         system.observed[:, order],
@@ -396,7 +398,7 @@ def descend_deep_linear(
 ) -> tuple[torch.Tensor, float]:
     """Deep-linear parameterisation: distil the closed form into the network, then Adam on the loss."""
     generator = torch.Generator().manual_seed(seed)
-    net = DeepLinearPSF(h0.shape[0], h0.shape[-1], config.deep_linear_width, generator)
+    net = DeepLinearPSF(h0.shape[0], h0.shape[-1], config.deep_linear_width, generator).to(h0.device)
     optimiser = Adam(list(net.parameters()), lr=1e-3)
     for _ in range(config.deep_linear_warmup):
         optimiser.zero_grad()
@@ -437,9 +439,12 @@ def fit_tile(
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     k = problem.psf_size
-    support = losses.support_mask(k, config.support_radius)
+    # Observations are gathered on the CPU; an actor given a GPU fraction solves and descends there.
+    device = torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+    support = losses.support_mask(k, config.support_radius).to(device)
     with torch.no_grad():
         system = build_system(problem, row, col, field, config.max_pixels, config.seed)
+        system = TileSystem(*(t.to(device) for t in dataclasses.astuple(system)[:4]), system.pairs)
         h = solve_least_squares(system, k, support, config.wiener_reg)
     if descend and field is not None and config.iterations > 0:
         if config.psf_param == "deep-linear":
@@ -452,7 +457,7 @@ def fit_tile(
     return TileFit(
         row=row,
         col=col,
-        psf=h.numpy().astype(np.float32),
+        psf=h.cpu().numpy().astype(np.float32),
         loss=float(loss),
         residual=float(fidelity),
         pairs=system.pairs,
