@@ -69,13 +69,22 @@ class TileFitter:
         return os.getpid()
 
 
-def start_fitters(problem: FitProblem, config: CalibrateConfig) -> list:
+class FitterPool(list):
+    """The tile actors, plus the object ref of the problem they were built from: a restarted actor
+    re-runs its constructor with that ref, so it must stay alive as long as the pool."""
+
+    problem_ref = None
+
+
+def start_fitters(problem: FitProblem, config: CalibrateConfig) -> FitterPool:
     """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``."""
     if config.actors < 1:
         raise ValueError(f"calibrate.actors must be >= 1, got {config.actors}")
-    problem_ref = ray.put(problem)
+    pool = FitterPool()
+    pool.problem_ref = ray.put(problem)
     options = {"num_cpus": 1, "num_gpus": config.gpus_per_actor}
-    return [TileFitter.options(**options).remote(problem_ref) for _ in range(config.actors)]
+    pool.extend(TileFitter.options(**options).remote(pool.problem_ref) for _ in range(config.actors))
+    return pool
 
 
 def ray_mapper(
