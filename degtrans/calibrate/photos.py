@@ -41,23 +41,10 @@ def read_image(path: str | Path) -> np.ndarray:
         except Exception as error:  # rawpy raises its own LibRaw error types
             raise ValueError(f"{path}: cannot decode RAW file: {error}") from error
         return (rgb.astype(np.float32) / 65535.0).clip(0.0, 1.0)
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise ValueError(f"{path}: cannot decode image (expected PNG or TIFF)")
-    if data.dtype == np.uint8:
-        scale = 255.0
-    elif data.dtype == np.uint16:
-        scale = 65535.0
-    elif data.dtype in (np.float32, np.float64):
-        scale = 1.0
-    else:
-        raise ValueError(f"{path}: unsupported pixel type {data.dtype}")
-    if data.ndim == 2:
-        data = np.repeat(data[..., None], 3, axis=-1)
-    elif data.shape[-1] == 4:
-        data = data[..., :3]
-    rgb = data[..., ::-1] if data.shape[-1] == 3 else data
-    return np.ascontiguousarray(rgb.astype(np.float32) / scale).clip(0.0, 1.0)
+    # PNG/TIFF decoding (8/16-bit, grey, alpha) is the dataset reader's, shared with ``degtrans simulate``.
+    from degtrans.simulate.dataset import decode_image
+
+    return decode_image(path.read_bytes(), str(path))
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
