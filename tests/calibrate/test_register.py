@@ -65,3 +65,12 @@ def test_degenerate_homography_is_refused():
     with pytest.raises(RegistrationError, match="degenerate"):
         check_homography(np.diag([0.01, 0.01, 1.0]), (100, 100), (100, 100))
     check_homography(np.eye(3), (100, 100), (100, 100))
+
+
+def test_dense_flow_residual_is_small_after_a_good_homography(pair):
+    target, photo, truth = pair
+    registration = register(target, photo, min_inliers=20, dense_flow=True)
+    assert registration.flow is not None and registration.flow.shape == (*photo.shape[:2], 2)
+    assert np.abs(registration.flow[20:-20, 20:-20]).max() < 0.5
+    warped, mask = warp_to_photo(target, registration, photo.shape[:2])
+    assert warped.shape == photo.shape and mask.mean() > 0.8
