@@ -49,8 +49,10 @@ def to_camera(target: np.ndarray, tone: ToneColour) -> np.ndarray:
 
 
 def _masked_lowpass(image: np.ndarray, mask: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised convolution of ``image`` (H, W, C) over ``mask`` (H, W): (H, W, C) and the (H, W) weight."""
     weight = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
-    blurred = cv2.GaussianBlur(image * mask[..., None], (0, 0), sigma)
+    # OpenCV drops a trailing channel axis of 1: restore the (H, W, C) shape explicitly.
+    blurred = cv2.GaussianBlur(image * mask[..., None], (0, 0), sigma).reshape(image.shape)
     return blurred / np.maximum(weight, 1e-6)[..., None], weight
 
 

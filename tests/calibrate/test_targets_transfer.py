@@ -62,3 +62,12 @@ def test_tone_colour_fit_recovers_gamma_and_matrix():
     np.testing.assert_allclose(fitted.matrix, truth.matrix, atol=0.03)
     # Linearised photo and camera-mapped target agree (what stage II relies on).
     assert np.abs(linearise(photo, fitted) - to_camera(target, fitted)).mean() < 0.01
+
+
+def test_tone_colour_fit_on_a_non_square_frame():
+    target = make_target("noise", (96, 160), seed=5)
+    truth = ToneColour(np.array([2.0, 2.0, 2.0]), np.eye(3) * 0.9, np.full(3, 0.02))
+    photo = np.clip(to_camera(target, truth), 0, 1) ** 0.5
+    fitted = fit_tone_colour(target, photo.astype(np.float32), np.ones(target.shape[:2], bool), sigma=4.0)
+    np.testing.assert_allclose(fitted.gamma, truth.gamma, atol=0.06)
+    np.testing.assert_allclose(fitted.matrix, truth.matrix, atol=0.03)
