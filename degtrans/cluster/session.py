@@ -14,13 +14,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Initialise Ray once per process.
 
     Args:
-        address: ``None`` starts an embedded local Ray; ``"auto"`` or ``"ray://..."`` joins a cluster.
+        address: ``None`` starts an embedded local Ray, unless ``RAY_ADDRESS`` names a cluster (as it
+            does inside a Ray job), which is then joined; ``"auto"`` or ``"ray://..."`` joins a cluster.
         num_cpus: logical CPUs of the embedded Ray; defaults to twice the cores, because Ray Data
             needs spare logical CPUs beside training workers and actors (see shared/notes/ray-2.60.md).
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         cpus = num_cpus if num_cpus is not None else max(4, 2 * (os.cpu_count() or 2))
         log.info("starting embedded Ray with %d logical CPUs", cpus)
