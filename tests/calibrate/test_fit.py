@@ -147,3 +147,19 @@ def test_gpu_actor_fit_matches_cpu(truth, param):
     gpu = fit_tile(problem, 0, 1, dataclasses.replace(config, gpus_per_actor=0.25), field=truth.psfs)
     # Loosened: float32 reductions run in another order on the GPU, through 10 Adam steps.
     np.testing.assert_allclose(gpu.psf, cpu.psf, atol=2e-3)
+
+
+def test_aligned_psf_error_ignores_a_common_shift_but_not_lateral_colour():
+    from degtrans.calibrate.field import PSFField
+    from degtrans.calibrate.synthetic import gaussian_psf
+
+    def field(shifts):
+        psfs = np.stack([gaussian_psf(15, 1.5, 1.2, 0.3, shift=s) for s in shifts])[None, None]
+        return PSFField(psfs.astype(np.float32), (64, 64))
+
+    centred = field([(0, 0)] * 3)
+    moved = field([(0.7, -0.4)] * 3)
+    assert psf_error(centred, moved)[0, 0] > 0.3
+    assert psf_error(centred, moved, align=True)[0, 0] < 0.02
+    coloured = field([(0.6, 0), (0, 0), (-0.6, 0)])  # lateral colour: channels shifted apart
+    assert psf_error(centred, coloured, align=True)[0, 0] > 0.15
