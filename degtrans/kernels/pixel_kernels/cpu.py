@@ -30,7 +30,10 @@ def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str
     if kernels.dim() == 4:
         kernels = kernels.unsqueeze(1)
     out = torch.zeros(torch.broadcast_shapes(x.shape, kernels[:, :, 0].shape), dtype=x.dtype, device=x.device)
+    # unbind, not indexing: its backward stacks the tap gradients once instead of one full-size
+    # zero tensor per tap.
+    taps_k = kernels.unbind(2)
     for i in range(k):
         for j in range(k):
-            out = torch.addcmul(out, kernels[:, :, i * k + j], x_pad[..., i : i + height, j : j + width])
+            out = torch.addcmul(out, taps_k[i * k + j], x_pad[..., i : i + height, j : j + width])
     return out
