@@ -33,8 +33,8 @@ RAW_SUFFIXES = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", 
 def read_image(path: str | Path) -> np.ndarray:
     """Read a photograph as (H, W, 3) float32 in [0, 1] (RGB).
 
-    PNG/JPEG (8 or 16 bit) through OpenCV, TIFF through tifffile, camera RAW through rawpy
-    (camera white balance, 16-bit sRGB output, no auto-brightening).
+    PNG/JPEG (8 or 16 bit) through OpenCV, TIFF through tifffile, camera RAW through rawpy and the
+    file's camera profile, developed by the simulation's ISP (``degtrans.simulate.camera.develop_raw``).
     """
     path = Path(path)
     if not path.is_file():
@@ -42,10 +42,10 @@ def read_image(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix in RAW_SUFFIXES:
-            import rawpy
+            from degtrans.simulate.camera import develop_raw
 
-            with rawpy.imread(str(path)) as raw:
-                array = raw.postprocess(use_camera_wb=True, output_bps=16, no_auto_bright=True)
+            # The simulation's own ISP with the file's camera profile: what the networks trained on.
+            array = develop_raw(path)
         elif suffix in (".tif", ".tiff"):
             import tifffile
 

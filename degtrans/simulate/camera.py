@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from degtrans.simulate.cfa import PATTERNS
-from degtrans.simulate.isp import SRGB_TO_XYZ, rgb_to_cam_matrix
+from degtrans.simulate.cfa import PATTERNS, demosaic
+from degtrans.simulate.isp import SRGB_TO_XYZ, ISPParams, process, rgb_to_cam_matrix
 from degtrans.simulate.noise import NoiseModel
 
 PROFILE_DIR = "data/cameras"
@@ -234,3 +234,43 @@ def load_profile(name_or_path: str | os.PathLike) -> CameraProfile:
         f"camera profile {text!r}: not a bundled name ({', '.join(bundled_profiles())}),"
         " a .toml file or a RAW file"
     )
+
+
+def develop_raw(path: str | os.PathLike, profile: CameraProfile | None = None) -> np.ndarray:
+    """Develop a Bayer RAW file with the simulation's own ISP (what the networks were trained on).
+
+    Black/white levels, Malvar demosaicking, the as-shot white balance and the camera's colour matrix
+    from ``profile`` (read from the file itself when ``None``), then gamma and tone curve (``process``).
+
+    Returns:
+        (H, W, 3) float32 processed RGB in [0, 1].
+    """
+    import rawpy
+    import torch
+
+    path = Path(path)
+    profile = profile or CameraProfile.from_raw(path)
+    try:
+        with rawpy.imread(str(path)) as raw:
+            mosaic = raw.raw_image_visible.astype(np.float32)
+            colours = np.asarray(raw.raw_colors_visible[:2, :2])
+            desc = raw.color_desc.decode("ascii", "replace")
+    except rawpy.LibRawError as error:
+        raise ValueError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
+    # The pattern of the visible area's top-left pixel (the sensor's margin may shift the phase).
+    pattern = "".join(desc[int(c)] for c in colours.ravel())
+    if pattern not in PATTERNS:
+        pattern = profile.cfa_pattern
+    black = np.asarray(profile.black_level, dtype=np.float32).reshape(2, 2)
+    height, width = mosaic.shape
+    black_map = np.tile(black, ((height + 1) // 2, (width + 1) // 2))[:height, :width]
+    normalised = np.clip((mosaic - black_map) / (profile.white_level - black_map), 0.0, 1.0)
+    linear = demosaic(torch.from_numpy(normalised)[None, None], pattern, method="malvar").clamp(0.0, 1.0)
+    gains = profile.wb_gains
+    params = ISPParams(
+        rgb2cam=torch.from_numpy(profile.rgb2cam).float()[None],
+        rgb_gain=torch.ones(1),
+        red_gain=torch.tensor([gains[0]], dtype=torch.float32),
+        blue_gain=torch.tensor([gains[2]], dtype=torch.float32),
+    )
+    return process(linear, params)[0].permute(1, 2, 0).numpy().astype(np.float32)

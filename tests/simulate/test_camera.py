@@ -110,3 +110,29 @@ def test_bad_toml_names_the_file_and_key(tmp_path):
         CameraProfile.from_toml(path)
     with pytest.raises(ValueError, match="unknown bundled camera profile|not a bundled name"):
         load_profile("no-such-camera")
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GBRG"])
+def test_neutral_raw_develops_to_grey(tmp_path, pattern):
+    from degtrans.restore.infer import read_image
+    from degtrans.simulate.camera import develop_raw
+
+    black, white, neutral = 512, 16383, (0.5, 1.0, 0.7)
+    path = write_dng(tmp_path / "grey.dng", pattern=pattern, black=black, white=white, neutral=neutral)
+    # Overwrite the mosaic with a flat grey scene as this camera sees it under the as-shot light.
+    level = {c: black + 0.3 * neutral[i] * (white - black) for i, c in enumerate("RGB")}
+    height, width = 32, 48
+    layout = np.array([level[c] for c in pattern]).reshape(2, 2)
+    mosaic = np.tile(layout, (height // 2, width // 2)).round().astype(np.uint16)
+    data = bytearray(path.read_bytes())
+    offset = tifffile.TiffFile(path).pages[0].dataoffsets[0]
+    data[offset : offset + mosaic.nbytes] = mosaic.tobytes()
+    path.write_bytes(bytes(data))
+
+    developed = develop_raw(path)
+    assert developed.shape == (height, width, 3)
+    centre = developed[4:-4, 4:-4]
+    assert np.ptp(centre) < 2e-3  # flat
+    assert np.abs(centre - centre.mean(axis=-1, keepdims=True)).max() < 2e-3  # neutral: R = G = B
+    assert 0.3 < centre.mean() < 0.9  # a mid grey after gamma and tone curve
+    np.testing.assert_allclose(read_image(path), developed, atol=1e-6)
