@@ -71,3 +71,26 @@ def test_tone_colour_fit_on_a_non_square_frame():
     fitted = fit_tone_colour(target, photo.astype(np.float32), np.ones(target.shape[:2], bool), sigma=4.0)
     np.testing.assert_allclose(fitted.gamma, truth.gamma, atol=0.06)
     np.testing.assert_allclose(fitted.matrix, truth.matrix, atol=0.03)
+
+
+def test_raw_photo_is_read_linear(tmp_path):
+    """A RAW photograph enters stage I in linear light: twice the exposure reads twice as bright."""
+    import tifffile
+
+    from degtrans.calibrate.photos import read_image
+    from tests.simulate.test_camera import write_dng
+
+    black, white, neutral = 512, 16383, (0.5, 1.0, 0.7)
+    means = []
+    for exposure in (0.2, 0.4):
+        path = write_dng(tmp_path / f"grey{exposure}.dng", black=black, white=white, neutral=neutral)
+        levels = [black + exposure * neutral[i] * (white - black) for i in (0, 1, 1, 2)]  # RGGB
+        mosaic = np.tile(np.reshape(levels, (2, 2)), (16, 24)).round().astype(np.uint16)
+        data = bytearray(path.read_bytes())
+        offset = tifffile.TiffFile(path).pages[0].dataoffsets[0]
+        data[offset : offset + mosaic.nbytes] = mosaic.tobytes()
+        path.write_bytes(bytes(data))
+        image = read_image(path)
+        assert image.shape[-1] == 3 and image.dtype == np.float32
+        means.append(image[8:-8, 8:-8].mean(axis=(0, 1)))
+    np.testing.assert_allclose(means[1] / means[0], 2.0, rtol=0.02)
