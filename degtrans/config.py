@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from degtrans.atomic import write_atomic
 
 
 class ConfigError(ValueError):
@@ -295,9 +296,4 @@ def write_resolved(config: Any, directory_or_file: str | os.PathLike, name: str 
     """
     target = Path(directory_or_file)
     path = target / name if target.is_dir() else target.with_name(target.name + ".config.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(to_dict(config), handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True))

@@ -10,10 +10,11 @@ import base64
 import datetime
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from degtrans.atomic import write_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -135,12 +136,4 @@ def write_report(
     path: str | os.PathLike, title: str, sections: Sequence[Section], meta: dict[str, object] | None = None
 ) -> Path:
     """Write the report atomically to ``path``; returns it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(title, sections, meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, render_report(title, sections, meta))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from degtrans.atomic import write_atomic
 
 FORMAT_VERSION = 1
 SUM_TOLERANCE = 1e-4
@@ -90,15 +91,9 @@ class PSFField:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as ``.npz`` with arrays ``psfs`` and ``meta`` (a JSON string)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(buffer, psfs=self.psfs, meta=np.array(self.meta_json()))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PSFField:

@@ -7,8 +7,6 @@ Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on dis
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from degtrans.atomic import write_atomic
 from degtrans.calibrate.field import PSFField
 from degtrans.kernels import sv_conv2d
 
@@ -57,11 +56,7 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix or ".png", data)
     if not ok:
         raise ValueError(f"{path}: cannot encode image with suffix {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(encoded.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, encoded.tobytes())
 
 
 def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
@@ -199,8 +194,5 @@ def synthesize_pairs(
         write_image(out_dir / f"{name}.target.png", target)
         write_image(out_dir / f"{name}.photo.png", photo)
         truth["pairs"][name] = {"homography": homography.tolist()}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".truth.json.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(truth, handle, indent=2, default=list)
-    os.replace(tmp, out_dir / "truth.json")
+    write_atomic(out_dir / "truth.json", json.dumps(truth, indent=2, default=list))
     return out_dir

@@ -37,6 +37,7 @@ import ray.tune.search
 import tomli_w
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from degtrans.atomic import write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.cluster.train import build_trainer
 from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, to_dict
@@ -227,14 +228,6 @@ def _trial_run_dir(out: Path, result: Any) -> Path | None:
     return None
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -248,7 +241,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def _write_toml(path: Path, config: RunConfig) -> Path:
     """The full resolved config as TOML (``degtrans train --config`` reads it)."""
-    return _atomic_write(path, "# best trial of a degtrans sweep\n" + tomli_w.dumps(to_dict(config)))
+    return write_atomic(path, "# best trial of a degtrans sweep\n" + tomli_w.dumps(to_dict(config)))
 
 
 def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:

@@ -28,6 +28,7 @@ import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 from ray.train.torch import TorchTrainer, prepare_model
 
+from degtrans.atomic import write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import TrainConfig, to_dict, write_resolved
 from degtrans.restore.data import (
@@ -110,10 +111,7 @@ def _rewrite_metrics(path: Path, before_epoch: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip()]
     keep = [line for line in keep if json.loads(line)["epoch"] < before_epoch]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:

@@ -33,41 +33,23 @@ RAW_SUFFIXES = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", 
 def read_image(path: str | Path) -> np.ndarray:
     """Read a photograph as (H, W, 3) float32 in [0, 1] (RGB).
 
-    PNG/JPEG (8 or 16 bit) through OpenCV, TIFF through tifffile, camera RAW through rawpy and the
-    file's camera profile, developed by the simulation's ISP (``degtrans.simulate.camera.develop_raw``).
+    PNG/JPEG/TIFF (8 or 16 bit, grey, alpha) with the dataset's decoder
+    (``degtrans.simulate.dataset.decode_image``); camera RAW through rawpy and the file's camera
+    profile, developed by the simulation's ISP (``degtrans.simulate.camera.develop_raw``), which is the
+    processing the networks were trained on.
     """
+    from degtrans.simulate.camera import develop_raw
+    from degtrans.simulate.dataset import decode_image
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: photo not found")
-    suffix = path.suffix.lower()
     try:
-        if suffix in RAW_SUFFIXES:
-            from degtrans.simulate.camera import develop_raw
-
-            # The simulation's own ISP with the file's camera profile: what the networks trained on.
-            array = develop_raw(path)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(path)
-        else:
-            import cv2
-
-            array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if array is None:
-                raise ValueError("OpenCV cannot decode it")
-            if array.ndim == 3:
-                array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    except Exception as error:
+        if path.suffix.lower() in RAW_SUFFIXES:
+            return develop_raw(path)
+        return decode_image(path.read_bytes(), str(path))
+    except ValueError as error:
         raise ValueError(f"{path}: cannot read image: {error}") from error
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] < 3:
-        raise ValueError(f"{path}: expected an RGB image, got shape {array.shape}")
-    array = array[..., :3]
-    if np.issubdtype(array.dtype, np.integer):
-        return (array.astype(np.float32) / np.iinfo(array.dtype).max).astype(np.float32)
-    return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:

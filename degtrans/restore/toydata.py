@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from degtrans import __version__
+from degtrans.atomic import write_atomic
 from degtrans.calibrate.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
@@ -149,9 +148,6 @@ def write_toy_dataset(
         "skipped": [],
         "config": {"toy": True, "frames": frames, "noise": noise, "seed": seed},
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=2)
-    os.replace(tmp, out / "manifest.json")
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
     (out / "_SUCCESS").write_text("")
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from degtrans.atomic import write_atomic
 from degtrans.simulate.cfa import PATTERNS, demosaic
 from degtrans.simulate.isp import SRGB_TO_XYZ, ISPParams, process, rgb_to_cam_matrix
 from degtrans.simulate.noise import NoiseModel
@@ -128,13 +128,7 @@ class CameraProfile:
         """Write as TOML, atomically."""
         import tomli_w
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            tomli_w.dump(self.to_dict(), handle)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
     def from_raw(cls, path: str | os.PathLike, noise: NoiseModel | None = None) -> CameraProfile:

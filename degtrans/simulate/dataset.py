@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from degtrans import __version__
+from degtrans.atomic import write_atomic
 from degtrans.calibrate.field import PSFField
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.simulate.camera import CameraProfile, load_profile
@@ -573,14 +574,6 @@ def existing_shard(spec: ShardSpec) -> ShardResult | None:
 # ---------------------------------------------------------------- driver
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _copy_atomic(source: Path, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
@@ -692,8 +685,8 @@ def build_dataset(
         "sources": len(sources),
         "config": to_dict(config),
     }
-    _write_atomic(manifest_path, json.dumps(manifest, indent=2))
-    _write_atomic(output / "_SUCCESS", "")
+    write_atomic(manifest_path, json.dumps(manifest, indent=2))
+    write_atomic(output / "_SUCCESS", "")
     return _summary(manifest, output, written=written, seconds=time.perf_counter() - start, noop=False)
 
 
