@@ -25,7 +25,9 @@ class CLIError(Exception):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="TOML config file (sections as in degtrans/config.py)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML config file (sections as in degtrans/config.py)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -53,7 +55,9 @@ def _not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="summarise or draw a PSF field (.npz)")
     p.add_argument("field", type=Path, help="PSF field file (.npz)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="write a PNG of the PSF grid instead of a table")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write a PNG of the PSF grid instead of a table"
+    )
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
@@ -153,13 +157,18 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         "simulate", help="synthesise degraded/clean pairs as Parquet shards (also: simulate make-field)"
     )
     p.add_argument(
-        "--images", type=Path, action="append", default=None,
+        "--images",
+        type=Path,
+        action="append",
+        default=None,
         help="folder or file of clean images (PNG/JPEG/TIFF) or a Parquet file of encoded images "
         "(column 'image', optional 'name'); repeatable; default: the bundled photographs",
     )
     p.add_argument("--psf", type=Path, action="append", required=True, help="PSF field .npz, one per camera")
     p.add_argument(
-        "--profile", action="append", default=None,
+        "--profile",
+        action="append",
+        default=None,
         help="camera profile per --psf (bundled name, .toml or a RAW file), or one for all; "
         "default: the field's meta 'profile' or canon-eos-5d-mark-ii",
     )
@@ -179,16 +188,24 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         from degtrans.simulate.dataset import bundled_images, format_summary
 
         flags = {
-            "patch_size": args.patch_size, "patches_per_image": args.patches_per_image, "seed": args.seed,
-            "workers": args.workers, "store_raw": args.store_raw or None, "fit_field": args.fit_field or None,
+            "patch_size": args.patch_size,
+            "patches_per_image": args.patches_per_image,
+            "seed": args.seed,
+            "workers": args.workers,
+            "store_raw": args.store_raw or None,
+            "fit_field": args.fit_field or None,
         }
         config = resolve_config(args, [f"simulate.{k}={v}" for k, v in flags.items() if v is not None])
         if not (args.output / "_SUCCESS").exists():
             args.output.mkdir(parents=True, exist_ok=True)
             write_resolved(config, args.output)
         summary = synthesize_dataset(
-            args.images or bundled_images(), args.psf, args.output, config.simulate,
-            address=args.address, profiles=args.profile,
+            args.images or bundled_images(),
+            args.psf,
+            args.output,
+            config.simulate,
+            address=args.address,
+            profiles=args.profile,
         )
         print(format_summary(summary))
         return 0
@@ -201,11 +218,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--grid", type=size, default=(6, 8), help="ROWSxCOLS of FOV tiles (default 6x8)")
     m.add_argument("--psf-size", type=int, default=31, help="PSF side k, odd (default 31)")
     m.add_argument(
-        "--image-size", type=size, default=(256, 384),
+        "--image-size",
+        type=size,
+        default=(256, 384),
         help="HxW of the sensor frame (default 256x384, the bundled photographs)",
     )
-    m.add_argument("--preset", default="phone-wide", help="lens preset (ideal, phone-wide, phone-tele, "
-                   "dslr-kit, vintage) or random-SEED")
+    m.add_argument(
+        "--preset",
+        default="phone-wide",
+        help="lens preset (ideal, phone-wide, phone-tele, dslr-kit, vintage) or random-SEED",
+    )
     m.add_argument("--camera", default=None, help="camera name stored in the field (default: the preset)")
     m.add_argument("--profile", default=None, help="camera profile the simulation pairs with this field")
     m.add_argument("--png", type=Path, default=None, help="also draw the field to this PNG")
@@ -434,7 +456,8 @@ ADDERS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="degtrans",
-        description="Degradation transfer: calibrate spatially variant camera blur, synthesise data, restore.",
+        description="Degradation transfer: calibrate spatially variant camera blur, "
+        "synthesise data, restore.",
     )
     parser.add_argument("--version", action="version", version=f"degtrans {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -451,7 +474,9 @@ def _join_two_word(argv: list[str]) -> list[str]:
 
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger("degtrans").setLevel(logging.INFO if verbosity <= 0 else level)
 
 

@@ -220,9 +220,12 @@ def _build_section(cls: type, values: dict[str, Any], source: str, section: str)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key '{section}.{unknown[0]}' (known keys in [{section}]: {', '.join(sorted(hints))})"
+            f"{source}: unknown key '{section}.{unknown[0]}' "
+            f"(known keys in [{section}]: {', '.join(sorted(hints))})"
         )
-    parsed = {name: coerce(value, hints[name], f"{source}: '{section}.{name}'") for name, value in values.items()}
+    parsed = {
+        name: coerce(value, hints[name], f"{source}: '{section}.{name}'") for name, value in values.items()
+    }
     return cls(**parsed)
 
 
@@ -241,7 +244,9 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     return RunConfig(**built)
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
     """Read ``path`` (TOML; defaults if ``None``) and apply ``section.key=value`` overrides."""
     data: dict[str, Any] = {}
     source = "<defaults>"
@@ -269,7 +274,9 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
     return config
 
 
-def replace_field(config: RunConfig, section: str, key: str, value: Any, where: str | None = None) -> RunConfig:
+def replace_field(
+    config: RunConfig, section: str, key: str, value: Any, where: str | None = None
+) -> RunConfig:
     """Return ``config`` with ``section.key`` set to ``value`` (type-checked; strings are parsed)."""
     where = where or f"{section}.{key}"
     sections = _section_types(RunConfig)

@@ -44,6 +44,9 @@ def test_rule_checker_sees_imports(tmp_path):
 
 
 def test_package_import_loads_neither():
-    code = "import sys, degtrans, degtrans.config, degtrans.calibrate; print('ray' in sys.modules, 'triton' in sys.modules)"
+    code = (
+        "import sys, degtrans, degtrans.config, degtrans.calibrate; "
+        "print('ray' in sys.modules, 'triton' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

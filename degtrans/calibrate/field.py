@@ -132,7 +132,9 @@ class PSFField:
         return PSFField(self.psfs, self.image_size, self.channels, self.domain, {**self.meta, **updates})
 
 
-def validation_problem(psfs: np.ndarray, image_size: tuple[int, int], channels: tuple[str, ...]) -> str | None:
+def validation_problem(
+    psfs: np.ndarray, image_size: tuple[int, int], channels: tuple[str, ...]
+) -> str | None:
     """Describe what is wrong with a PSF array, or ``None`` if it is a valid field."""
     if psfs.ndim != 5:
         return f"'psfs' must have rank 5 (rows, cols, C, k, k), got shape {psfs.shape}"

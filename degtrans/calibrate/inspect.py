@@ -46,7 +46,8 @@ def summary(field: PSFField) -> str:
     for index, name in enumerate(field.channels):
         w = widths[:, :, index]
         lines.append(
-            f"{name:<8}{w.min():>11.3f}{np.median(w):>9.3f}{w.max():>9.3f}{outside[:, :, index].mean():>12.4f}"
+            f"{name:<8}{w.min():>11.3f}{np.median(w):>9.3f}{w.max():>9.3f}"
+            f"{outside[:, :, index].mean():>12.4f}"
         )
     lines.append("(width: second-moment radius in px; outside50%: energy outside the central half)")
     return "\n".join(lines)
@@ -83,7 +84,9 @@ def draw_field(field: PSFField, path: str | Path, title: str | None = None) -> P
         1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]}, constrained_layout=True
     )
     ax_grid.imshow(mosaic, interpolation="nearest")
-    ax_grid.set_title(f"PSFs ({rows}x{cols} tiles, k={field.kernel_size}, per-PSF peak-normalised, gamma 0.5)")
+    ax_grid.set_title(
+        f"PSFs ({rows}x{cols} tiles, k={field.kernel_size}, per-PSF peak-normalised, gamma 0.5)"
+    )
     ax_grid.set_xticks([])
     ax_grid.set_yticks([])
     heat = ax_heat.imshow(widths, cmap="magma", interpolation="nearest")

@@ -7,7 +7,9 @@ import numpy as np
 from degtrans.calibrate.field import PSFField
 
 
-def gaussian_psf(k: int, sigma_major: float, sigma_minor: float, angle: float, shift: tuple[float, float] = (0, 0)) -> np.ndarray:
+def gaussian_psf(
+    k: int, sigma_major: float, sigma_minor: float, angle: float, shift: tuple[float, float] = (0, 0)
+) -> np.ndarray:
     """(k, k) normalised elliptical Gaussian; ``angle`` in radians, sigmas and shift in pixels."""
     r = k // 2
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
@@ -59,7 +61,9 @@ def gaussian_field(
     )
 
 
-def identity_field(grid: tuple[int, int], psf_size: int, image_size: tuple[int, int], channels: int = 3) -> PSFField:
+def identity_field(
+    grid: tuple[int, int], psf_size: int, image_size: tuple[int, int], channels: int = 3
+) -> PSFField:
     """A field of delta PSFs: blurring with it changes nothing."""
     psfs = np.zeros((grid[0], grid[1], channels, psf_size, psf_size), dtype=np.float32)
     psfs[..., psf_size // 2, psf_size // 2] = 1.0

@@ -31,8 +31,18 @@ def test_plain_numpy_can_read_it(tmp_path, field):
 
 
 def _write(path, psfs, meta=None):
-    meta = meta if meta is not None else json.dumps(
-        {"format_version": 1, "image_size": [60, 80], "channels": ["R", "G", "B"], "domain": "linear_rgb", "meta": {}}
+    meta = (
+        meta
+        if meta is not None
+        else json.dumps(
+            {
+                "format_version": 1,
+                "image_size": [60, 80],
+                "channels": ["R", "G", "B"],
+                "domain": "linear_rgb",
+                "meta": {},
+            }
+        )
     )
     np.savez(path, psfs=psfs, meta=np.array(meta))
     return path
@@ -102,9 +112,13 @@ def test_at_tile_centre_is_exact(field):
 
 def test_at_between_two_centres_is_the_mean(field):
     (y0, x0), (_, x1) = field.tile_centre(1, 1), field.tile_centre(1, 2)
-    np.testing.assert_allclose(field.at(y0, (x0 + x1) / 2), (field.psfs[1, 1] + field.psfs[1, 2]) / 2, atol=1e-7)
+    np.testing.assert_allclose(
+        field.at(y0, (x0 + x1) / 2), (field.psfs[1, 1] + field.psfs[1, 2]) / 2, atol=1e-7
+    )
     (ya, xa), (yb, _) = field.tile_centre(0, 3), field.tile_centre(1, 3)
-    np.testing.assert_allclose(field.at((ya + yb) / 2, xa), (field.psfs[0, 3] + field.psfs[1, 3]) / 2, atol=1e-7)
+    np.testing.assert_allclose(
+        field.at((ya + yb) / 2, xa), (field.psfs[0, 3] + field.psfs[1, 3]) / 2, atol=1e-7
+    )
 
 
 def test_at_is_clamped_at_borders(field):
