@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from degtrans.calibrate.field import PSFField
 from degtrans.calibrate.photos import find_pairs, synthesize_pairs
 from degtrans.calibrate.pipeline import (
     local_mapper,
@@ -31,9 +30,10 @@ from degtrans.calibrate.pipeline import (
     solve_field,
     split_prepared,
 )
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
+from degtrans.field import PSFField
+from degtrans.testing.synthetic import gaussian_field
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

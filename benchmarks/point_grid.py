@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from degtrans.calibrate.inspect import psf_mosaic  # noqa: E402
-from degtrans.calibrate.synthetic import gaussian_field  # noqa: E402
 from degtrans.kernels import sv_conv2d  # noqa: E402
+from degtrans.testing.synthetic import gaussian_field  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import RestoreConfig, TrainConfig
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import evaluate_methods
 from degtrans.restore.infer import restore_array
 from degtrans.restore.loop import build_model, make_optimizer, save_checkpoint, train_epoch
-from degtrans.restore.toydata import write_toy_dataset
+from degtrans.testing.synthetic import gaussian_field
+from degtrans.testing.toydata import write_toy_dataset
 
 PATCH, BATCH = 64, 8
 PHOTO = (256, 384)

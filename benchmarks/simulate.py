@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from degtrans.calibrate.field import PSFField
 from degtrans.config import SimulateConfig, to_dict
+from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.dataset import (
     _settings,

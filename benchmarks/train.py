@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import TrainConfig
 from degtrans.restore.data import PairReader
 from degtrans.restore.loop import build_model, make_optimizer, train_epoch
-from degtrans.restore.toydata import write_toy_dataset
+from degtrans.testing.synthetic import gaussian_field
+from degtrans.testing.toydata import write_toy_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

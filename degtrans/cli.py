@@ -61,8 +61,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
-        from degtrans.calibrate.field import PSFField
         from degtrans.calibrate.inspect import draw_field, summary
+        from degtrans.field import PSFField
 
         field = PSFField.load(args.field)
         if args.output is None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from degtrans import __version__
 from degtrans.config import RunConfig, load_config, write_resolved
+from degtrans.metrics import psnr_array
 from degtrans.report import Figure, Section, Table, write_report
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def stage_calibrate(demo: Demo) -> Section:
         recovered = calibrate_local(pairs, output, demo.config.calibrate, progress=True)
         how = "in-process (degtrans.cluster.calibrate not available)"
     if not isinstance(recovered, type(truth)):
-        from degtrans.calibrate.field import PSFField
+        from degtrans.field import PSFField
 
         recovered = PSFField.load(output)
     errors = psf_error(recovered, truth)
@@ -268,7 +269,7 @@ def stage_restore(demo: Demo) -> Section:
     calibrated = demo.products.get("calibrated_path") or demo.output / "cameras" / "hidden_true.npz"
     truth = demo.need("truth", "targets")
     photo, clean = _photograph_held_out(demo, truth)
-    from degtrans.calibrate.field import PSFField
+    from degtrans.field import PSFField
     from degtrans.restore.infer import read_image
 
     camera = PSFField.load(calibrated)
@@ -413,7 +414,7 @@ def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
     sample_params = _import("camera simulation", "degtrans.simulate.degrade", "sample_params")
     sample_generator = _import("camera simulation", "degtrans.simulate.degrade", "sample_generator")
     load_profile = _import("camera profiles", "degtrans.simulate.camera", "load_profile")
-    from degtrans.calibrate.field import PSFField
+    from degtrans.field import PSFField
     from degtrans.restore.infer import read_image, write_image
 
     (source,) = [p for p in bundled_images() if p.stem == HELD_OUT]
@@ -431,8 +432,7 @@ def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
-    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
+    return psnr_array(np.clip(a, 0, 1), np.clip(b, 0, 1))
 
 
 def _crops(before: np.ndarray, after: np.ndarray, reference: np.ndarray, png: Path) -> Path:

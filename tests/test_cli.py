@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.cli import build_parser, main
+from degtrans.testing.synthetic import gaussian_field
 
 SUBCOMMANDS = ["calibrate", "simulate", "train", "sweep", "restore", "evaluate", "submit", "inspect", "demo"]
 

@@ -1,5 +1,5 @@
 """Degradation transfer: register targets to photographs and fit the camera's PSF field."""
 
-from degtrans.calibrate.field import PSFField, normalise_psfs
+from degtrans.field import PSFField, normalise_psfs
 
 __all__ = ["PSFField", "normalise_psfs"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 
 
 def second_moment_radius(psfs: np.ndarray) -> np.ndarray:

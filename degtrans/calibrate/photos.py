@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from degtrans.atomic import write_atomic
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 
 RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from degtrans.calibrate.field import PSFField
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.inspect import psf_mosaic
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 
 
@@ -18,13 +18,6 @@ def reblur(field: PSFField, target: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None]
         return sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy()
-
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
-    """PSNR in dB between two images of the same shape (``mask``: (H, W) pixels to compare)."""
-    diff = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = float(diff[..., mask].mean()) if mask is not None else float(diff.mean())
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
 
 
 def _tiles_to_show(rows: int, cols: int) -> list[tuple[str, tuple[int, int]]]:

@@ -19,7 +19,6 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from degtrans.calibrate.field import PSFField
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
 from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.pipeline import (
@@ -34,6 +33,7 @@ from degtrans.calibrate.pipeline import (
 )
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import CalibrateConfig
+from degtrans.field import PSFField
 
 log = logging.getLogger(__name__)
 

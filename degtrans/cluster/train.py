@@ -31,6 +31,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 from degtrans.atomic import write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import TrainConfig, to_dict, write_resolved
+from degtrans.metrics import psnr
 from degtrans.restore.data import (
     META_COLUMNS,
     PIXEL_COLUMNS,
@@ -51,7 +52,6 @@ from degtrans.restore.loop import (
     record_epoch,
     train_epoch,
 )
-from degtrans.restore.metrics import psnr
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 from degtrans.kernels.weights import tile_weights_1d
 from degtrans.restore.models.wiener import psf_to_otf, symmetric_extend
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 from degtrans.restore.coords import fov_coords
 
 FORMAT = "degtrans-pairs"

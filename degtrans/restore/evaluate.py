@@ -15,11 +15,11 @@ import torch
 from tqdm import tqdm
 
 from degtrans.config import RestoreConfig
+from degtrans.figures import pyplot, save_figure
+from degtrans.metrics import psnr, ssim
 from degtrans.restore.baselines import deconvolve_field
 from degtrans.restore.coords import patch_radius, zone_of
 from degtrans.restore.data import PairReader
-from degtrans.restore.figures import pyplot, save_figure
-from degtrans.restore.metrics import psnr, ssim
 
 ZONES = ("all", "centre", "mid", "corner")
 DEFAULT_CONFIG = RestoreConfig()

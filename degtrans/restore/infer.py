@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from degtrans.calibrate.field import PSFField
 from degtrans.config import RestoreConfig
+from degtrans.field import PSFField
 from degtrans.restore.baselines import deconvolve_field
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_psfs

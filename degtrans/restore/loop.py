@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from degtrans import __version__
 from degtrans.config import TrainConfig, coerce, to_dict, write_resolved
+from degtrans.figures import pyplot, save_figure
+from degtrans.metrics import psnr, ssim
 from degtrans.restore.data import PairReader
-from degtrans.restore.figures import pyplot, save_figure
 from degtrans.restore.losses import restoration_loss
-from degtrans.restore.metrics import psnr, ssim
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.wiener import DeepWiener
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from degtrans.restore.metrics import ssim
+from degtrans.metrics import ssim
 
 
 def restoration_loss(

@@ -32,8 +32,8 @@ import torch
 
 from degtrans import __version__
 from degtrans.atomic import write_atomic
-from degtrans.calibrate.field import PSFField
 from degtrans.config import SimulateConfig, to_dict
+from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile, load_profile
 from degtrans.simulate.degrade import context_window, sample_generator, sample_params, simulate_pair
 from degtrans.simulate.isp import ISPRanges

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import demosaic, mosaic, phase_pattern

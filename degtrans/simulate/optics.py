@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from degtrans.calibrate.field import PSFField, normalise_psfs
+from degtrans.field import PSFField, normalise_psfs
 
 MIN_PUPIL_SAMPLES = 96
 

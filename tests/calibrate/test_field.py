@@ -5,7 +5,7 @@ import pytest
 
 from degtrans.calibrate import PSFField
 from degtrans.calibrate.inspect import second_moment_radius, summary
-from degtrans.calibrate.synthetic import gaussian_field, gaussian_psf
+from degtrans.testing.synthetic import gaussian_field, gaussian_psf
 
 
 @pytest.fixture

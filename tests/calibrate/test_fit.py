@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.calibrate.field import PSFField
 from degtrans.calibrate.fit import (
     DeepLinearPSF,
     FitProblem,
@@ -17,9 +16,10 @@ from degtrans.calibrate.fit import (
     tile_weight_map,
 )
 from degtrans.calibrate.pipeline import fill_from_neighbours, psf_error
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import CalibrateConfig
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
+from degtrans.testing.synthetic import gaussian_field
 
 SIZE, GRID, K = 64, (2, 2), 7
 
@@ -150,8 +150,8 @@ def test_gpu_actor_fit_matches_cpu(truth, param):
 
 
 def test_aligned_psf_error_ignores_a_common_shift_but_not_lateral_colour():
-    from degtrans.calibrate.field import PSFField
-    from degtrans.calibrate.synthetic import gaussian_psf
+    from degtrans.field import PSFField
+    from degtrans.testing.synthetic import gaussian_psf
 
     def field(shifts):
         psfs = np.stack([gaussian_psf(15, 1.5, 1.2, 0.3, shift=s) for s in shifts])[None, None]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from degtrans.calibrate import losses
-from degtrans.calibrate.synthetic import gaussian_psf
+from degtrans.testing.synthetic import gaussian_psf
 
 
 def _psfs(k: int = 11) -> torch.Tensor:

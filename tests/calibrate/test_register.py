@@ -5,8 +5,8 @@ import pytest
 
 from degtrans.calibrate.photos import HiddenCamera, jitter_homography, photograph
 from degtrans.calibrate.register import RegistrationError, check_homography, register, warp_to_photo
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.calibrate.targets import make_target
+from degtrans.testing.synthetic import gaussian_field
 
 
 def _corner_error(estimated: np.ndarray, truth: np.ndarray, size: tuple[int, int]) -> float:

@@ -6,13 +6,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from degtrans.calibrate.field import PSFField
 from degtrans.calibrate.photos import synthesize_pairs, write_image
 from degtrans.calibrate.pipeline import calibrate_local, make_problem, prepare_pair, psf_error
-from degtrans.calibrate.report import psnr, reblur
-from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.calibrate.report import reblur
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
+from degtrans.field import PSFField
+from degtrans.metrics import psnr_array
+from degtrans.testing.synthetic import gaussian_field
 
 SIZE, GRID, K = 256, (3, 3), 11
 CONFIG = CalibrateConfig(
@@ -48,7 +49,7 @@ def test_heldout_target_reblurred_within_40db(calibrated):
     )
     problem = make_problem([pair], CONFIG)
     blurred = reblur(field, problem.targets[0])
-    assert psnr(blurred, problem.photos[0], problem.masks[0]) > 40.0
+    assert psnr_array(blurred, problem.photos[0], problem.masks[0]) > 40.0
 
 
 def test_outputs_and_diagnostics(calibrated):

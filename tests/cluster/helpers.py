@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import TrainConfig
-from degtrans.restore.toydata import write_toy_dataset
+from degtrans.testing.synthetic import gaussian_field
+from degtrans.testing.toydata import write_toy_dataset
 
 
 def tiny_dataset(out: Path, *, frames: int = 4, patches_per_frame: int = 8, shards: int = 2) -> Path:

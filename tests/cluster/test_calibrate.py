@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from degtrans.calibrate.fit import FitProblem, fit_tile
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import CalibrateConfig
 from degtrans.kernels import sv_conv2d
+from degtrans.testing.synthetic import gaussian_field
 
 pytestmark = pytest.mark.ray
 

@@ -147,8 +147,8 @@ def test_wrong_token_is_named(ray_head, monkeypatch):
 
 @pytest.mark.slow
 def test_submit_round_trip(ray_head, monkeypatch, tmp_path, capsys):
-    from degtrans.calibrate.synthetic import gaussian_field
     from degtrans.simulate.dataset import bundled_images
+    from degtrans.testing.synthetic import gaussian_field
 
     url, token = ray_head
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import SimulateConfig
+from degtrans.testing.synthetic import gaussian_field
 
 pytestmark = pytest.mark.ray
 

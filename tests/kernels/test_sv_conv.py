@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from degtrans.calibrate.field import PSFField
-from degtrans.calibrate.synthetic import gaussian_field
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.kernels.sv_conv.cpu import fast_fft_len, sv_conv2d_cpu
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 from degtrans.kernels.weights import tile_weights_1d
+from degtrans.testing.synthetic import gaussian_field
 
 PADDINGS = ("reflect", "zeros")
 

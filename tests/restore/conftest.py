@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field
-from degtrans.restore.toydata import write_toy_dataset
+from degtrans.testing.synthetic import gaussian_field
+from degtrans.testing.toydata import write_toy_dataset
 
 FRAME = (64, 96)
 PATCH = 24

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
+from degtrans.metrics import psnr, ssim
 from degtrans.restore.coords import patch_radius, zone_of
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import ZONES, evaluate_methods, format_table
-from degtrans.restore.metrics import psnr, ssim
 
 
 def test_identity_rows_are_the_input_quality_and_zones_partition_the_split(toy_data, tmp_path):
@@ -42,10 +42,10 @@ def test_reader_reads_a_dataset_written_by_degtrans_simulate(tmp_path):
     """The contract end to end: ``degtrans simulate``'s own writer, this reader."""
     import numpy as np
 
-    from degtrans.calibrate.synthetic import gaussian_field
     from degtrans.config import SimulateConfig
     from degtrans.restore.infer import write_image
     from degtrans.simulate.dataset import build_dataset
+    from degtrans.testing.synthetic import gaussian_field
 
     rng = np.random.default_rng(0)
     images = [write_image(tmp_path / "img" / f"i{i}.png", rng.random((40, 56, 3))) for i in range(2)]

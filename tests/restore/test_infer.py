@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field, identity_field
 from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.metrics import psnr, ssim
 from degtrans.restore.baselines import deconvolve_field, richardson_lucy, wiener_filter
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.infer import (
@@ -16,7 +16,7 @@ from degtrans.restore.infer import (
     write_image,
 )
 from degtrans.restore.loop import build_model, save_checkpoint
-from degtrans.restore.metrics import psnr, ssim
+from degtrans.testing.synthetic import gaussian_field, identity_field
 
 
 def _photo(height: int = 45, width: int = 70) -> np.ndarray:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import TrainConfig
 from degtrans.kernels import sv_conv2d
 from degtrans.restore.coords import fov_coords
@@ -21,7 +20,8 @@ from degtrans.restore.loop import (
     train_epoch,
     train_local,
 )
-from degtrans.restore.toydata import toy_frame
+from degtrans.testing.synthetic import gaussian_field
+from degtrans.testing.toydata import toy_frame
 
 TINY = TrainConfig(
     model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=5e-3, val_fraction=0.25, loss="l2"
@@ -123,8 +123,8 @@ def test_train_local_writes_the_run_and_resumes(tmp_path, toy_data):
 
 
 def test_evaluate_of_an_identity_model_is_the_input_psnr(toy_data):
+    from degtrans.metrics import psnr
     from degtrans.restore.data import PairReader
-    from degtrans.restore.metrics import psnr
 
     model = build_model(TINY)  # untrained FOV-KPN is the identity
     batches = list(PairReader(toy_data).batches("all", 8, shuffle=False))

@@ -1,10 +1,9 @@
 """The simulate command line: make-field, and input errors reported before Ray starts."""
 
-
 import numpy as np
 
-from degtrans.calibrate.field import PSFField
 from degtrans.cli import main
+from degtrans.field import PSFField
 
 
 def test_make_field_writes_a_valid_field(tmp_path, capsys):

@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from degtrans.calibrate.field import PSFField
-from degtrans.calibrate.synthetic import gaussian_field
 from degtrans.config import SimulateConfig
+from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.dataset import (
     FORMAT_VERSION,
@@ -22,6 +21,7 @@ from degtrans.simulate.dataset import (
     scan_sources,
     simulate_sample,
 )
+from degtrans.testing.synthetic import gaussian_field
 
 FRAME = (40, 56)
 CONFIG = SimulateConfig(patch_size=24, patches_per_image=2, rows_per_file=3, row_group_rows=2)

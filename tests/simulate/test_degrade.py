@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from degtrans.calibrate.synthetic import gaussian_field, identity_field
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.degrade import (
     blur,
@@ -14,6 +13,7 @@ from degtrans.simulate.degrade import (
     simulate_pair,
 )
 from degtrans.simulate.isp import process, unprocess
+from degtrans.testing.synthetic import gaussian_field, identity_field
 
 CAMERA = CameraProfile.bundled("sony-rx100m4")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 
 
 def gaussian_psf(
@@ -57,7 +57,7 @@ def gaussian_field(
     return PSFField(
         psfs=psfs.astype(np.float32),
         image_size=image_size,
-        meta={"camera": camera, "source": "degtrans.calibrate.synthetic.gaussian_field"},
+        meta={"camera": camera, "source": "degtrans.testing.synthetic.gaussian_field"},
     )
 
 

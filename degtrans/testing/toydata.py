@@ -18,7 +18,7 @@ import torch
 
 from degtrans import __version__
 from degtrans.atomic import write_atomic
-from degtrans.calibrate.field import PSFField
+from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
 

@@ -1,7 +1,9 @@
-"""Image quality metrics: PSNR and SSIM on images in [0, 1] (torch, differentiable)."""
+"""Image quality metrics: PSNR and SSIM on images in [0, 1] (torch, differentiable), and PSNR of numpy
+arrays. The one implementation every stage reports with."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +21,16 @@ def psnr(
     """
     mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / (mse + eps))
+
+
+def psnr_array(
+    a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, data_range: float = 1.0
+) -> float:
+    """PSNR in dB of two same-shape arrays (numpy, float64 accumulation); ``mask``: (H, W) pixels to
+    compare over the trailing two axes. ``inf`` for identical arrays."""
+    diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2
+    mse = float(diff[..., mask].mean()) if mask is not None else float(diff.mean())
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(data_range**2 / mse))
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:

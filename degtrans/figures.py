@@ -1,11 +1,12 @@
-"""Matplotlib (Agg) figures written atomically: what a person looks at after training or evaluation."""
+"""Matplotlib (Agg) figures written atomically: what a person looks at after calibration, synthesis,
+training or evaluation. Every stage saves its pictures through ``save_figure``."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from degtrans.atomic import atomic_path
 
 
 def pyplot() -> Any:
@@ -20,15 +21,9 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, png: str | Path, dpi: int = 100) -> Path:
     """Save ``fig`` as ``png`` (temporary name, then rename) and close it."""
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, png)
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         pyplot().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return png
+    return Path(png)
