@@ -66,8 +66,20 @@ class CalibrateConfig:
     batch_pixels: int = 4096
     # Tikhonov weight (relative to the mean diagonal) of the closed-form least-squares start.
     wiener_reg: float = 3e-4
-    # Closed-form rounds with the exact interpolated-field model (block Jacobi over tiles) before descent.
-    refine_rounds: int = 1
+    # Closed form: "fourier" (every pixel of a tile's region, conjugate gradients with FFT products; k up
+    # to 41 and more) or "patches" (the k^2 x k^2 normal equations on sampled pixels, non-negative FISTA).
+    solver: Literal["fourier", "patches"] = "fourier"
+    # Fourier solver priors, relative to the data scale: |grad h|^2 and the centroid of the middle
+    # (green) channel ((sum h y)^2 + (sum h x)^2: PSFs are stored centred, geometry is not blur).
+    smooth_reg: float = 1e-3
+    centroid_weight: float = 1.0
+    cg_iterations: int = 400
+    # Sweeps of the exact interpolated-field model (block Gauss-Seidel over four tile colours) before
+    # descent, each update over-relaxed by ``relaxation``.
+    refine_rounds: int = 0
+    relaxation: float = 1.0
+    # Preconditioned CG steps of the joint solve of all tiles (Fourier solver; 0: tile sweeps only).
+    joint_iterations: int = 300
     # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
     max_pixels: int = 40000
     deep_linear_width: int = 64

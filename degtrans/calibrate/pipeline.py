@@ -6,6 +6,7 @@ both share everything here except how the per-pair and per-tile functions are ma
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -16,12 +17,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, tile_prior
+from degtrans.calibrate.joint import solve_joint
+from degtrans.calibrate.losses import support_mask
 from degtrans.calibrate.photos import find_pairs, read_image
 from degtrans.calibrate.register import RegistrationError, register, tile_registration_error, warp_to_photo
 from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
 from degtrans.config import CalibrateConfig
-from degtrans.field import PSFField
+from degtrans.field import PSFField, normalise_psfs
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +151,16 @@ class FieldSolution:
 
 
 def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper) -> FieldSolution:
-    """Init (centre-weighted closed form) → ``refine_rounds`` exact closed-form rounds → descent round."""
+    """Init (centre-weighted closed form) → ``refine_rounds`` sweeps of the exact model → the joint
+    solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``) → descent round.
+
+    A sweep visits the tiles in four colour classes (row and column parity): a tile's eight neighbours
+    all have other colours, so each class is fitted against the newest neighbours (block Gauss-Seidel,
+    tiles of a class in parallel), and the update is over-relaxed by ``relaxation``. Measured on the
+    triplet lens (3x4 tiles, k = 31, noise-free, oracle geometry): plain Jacobi rounds took 7 rounds to
+    reach the error that the in-band floor allows, two sweeps about half of that way; the joint solve
+    gets there from the init. A tile that failed (no pair covers it) leaves the joint solve out.
+    """
     start = time.perf_counter()
     rows, cols = problem.grid
     tiles = [(r, c) for r in range(rows) for c in range(cols)]
@@ -156,16 +168,45 @@ def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper
     psfs = np.zeros((rows, cols, channels, k, k), np.float32)
     failed: dict[Tile, str] = {}
     fits: dict[Tile, TileFit] = {}
-    stages = [(None, False)] + [("field", False)] * config.refine_rounds + [("field", True)]
-    for use_field, descend in stages:
-        current = None if use_field is None else fill_from_neighbours(psfs, set(failed))
-        results = mapper(tiles, current, descend)
-        failed = {t: v for t, v in results.items() if isinstance(v, str)}
-        fits = {t: v for t, v in results.items() if not isinstance(v, str)}
-        for (r, c), fit in fits.items():
-            psfs[r, c] = fit.psf
-    psfs = fill_from_neighbours(psfs, set(failed)) if failed else psfs
-    return FieldSolution(psfs, fits, failed, time.perf_counter() - start)
+
+    def run(subset: list[Tile], use_field: bool, descend: bool, relaxation: float = 1.0) -> None:
+        current = fill_from_neighbours(psfs, set(failed)) if use_field else None
+        results = mapper(subset, current, descend)
+        for tile, value in results.items():
+            if isinstance(value, str):
+                failed[tile] = value
+                fits.pop(tile, None)
+                continue
+            failed.pop(tile, None)
+            fits[tile] = value
+            new = value.psf
+            if relaxation != 1.0 and current is not None:
+                new = normalise_psfs(current[tile] + relaxation * (value.psf - current[tile]))
+            psfs[tile] = new
+
+    run(tiles, use_field=False, descend=False)
+    parities = ((0, 0), (0, 1), (1, 0), (1, 1))
+    colours = [[t for t in tiles if (t[0] % 2, t[1] % 2) == parity] for parity in parities]
+    for _ in range(config.refine_rounds):
+        for subset in colours:
+            if subset:
+                run(subset, use_field=True, descend=False, relaxation=config.relaxation)
+    if config.joint_iterations > 0 and config.solver == "fourier" and not failed:
+        joint = solve_joint(
+            problem,
+            psfs,
+            tile_prior(config, channels),
+            support_mask(k, config.support_radius),
+            config.joint_iterations,
+        )
+        psfs[:] = joint.psfs
+        log.info("joint solve: %d CG steps, relative residual %.2e", joint.iterations, joint.relative_residual)
+        for tile, fit in fits.items():
+            fits[tile] = dataclasses.replace(fit, psf=joint.psfs[tile], residual=float(joint.residual[tile]))
+    if config.iterations > 0:
+        run(tiles, use_field=True, descend=True)
+    psfs_out = fill_from_neighbours(psfs, set(failed)) if failed else psfs
+    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - start)
 
 
 def build_field(
