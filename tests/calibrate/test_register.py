@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from degtrans.calibrate.photos import HiddenCamera, jitter_homography, photograph
-from degtrans.calibrate.register import RegistrationError, check_homography, register, warp_to_photo
+from degtrans.calibrate.register import (
+    Geometry,
+    RegistrationError,
+    check_homography,
+    register,
+    warp_to_photo,
+)
 from degtrans.calibrate.targets import make_target
 from degtrans.testing.synthetic import gaussian_field
 
@@ -19,7 +25,7 @@ def _corner_error(estimated: np.ndarray, truth: np.ndarray, size: tuple[int, int
 
 @pytest.fixture(scope="module")
 def pair():
-    target = make_target("noise", (192, 192), seed=3)
+    target, _ = make_target("noise", (192, 192), seed=3)
     field = gaussian_field((3, 3), 9, (192, 192), sigma_centre=0.8, sigma_corner=1.4)
     rng = np.random.default_rng(0)
     homography = jitter_homography((192, 192), (192, 192), 2.0, rng)
@@ -42,13 +48,13 @@ def test_warp_mask_marks_covered_pixels(pair):
     assert mask.mean() > 0.9
     # Shrinking the target leaves the photo's border uncovered.
     shrink = registration.homography @ np.diag([0.5, 0.5, 1.0])
-    _, small = warp_to_photo(target, type(registration)(shrink, 0, 0.0), photo.shape[:2])
+    _, small = warp_to_photo(target, Geometry(shrink, photo.shape[:2]), photo.shape[:2])
     assert small.mean() < 0.5
 
 
 def test_rejects_unrelated_photo(pair):
     target, _, _ = pair
-    other = make_target("noise", (192, 192), seed=99)
+    other, _ = make_target("noise", (192, 192), seed=99)
     with pytest.raises(RegistrationError, match="too few"):
         register(target, other, min_inliers=20)
 
