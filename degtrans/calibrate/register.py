@@ -206,23 +206,30 @@ def check_homography(
         raise RegistrationError("degenerate homography (perspective too strong)")
 
 
-def tilt_degrees(homography: np.ndarray, target_size: tuple[int, int]) -> float:
-    """How far the chart's plane is from facing the camera, in degrees.
+def tilt_degrees(
+    homography: np.ndarray,
+    target_size: tuple[int, int],
+    photo_size: tuple[int, int],
+    half_field_deg: float = 30.0,
+) -> float:
+    """How far the chart's plane is turned from facing the camera, in degrees.
 
-    The local magnification of a plane tilted by ``a`` shrinks by ``cos a`` along the tilt; across the
-    chart this makes the local scale (sqrt of the Jacobian determinant) vary. For a pinhole camera the
-    ratio of the scales at the two ends of the chart's diagonal is ``((1 + s) / (1 - s))^(3/2)`` with
-    ``s = tan a · tan(half field)``; without the focal length we report the equivalent angle at a
-    half field of 30 degrees, which is what a typical lens sees.
+    For a plane tilted by ``a`` seen by a pinhole camera of focal length ``f`` (pixels), the homography's
+    perspective term ``w = h31 u + h32 v + 1`` (normalised to 1 at the chart's centre) changes by
+    ``sin a / f`` per pixel of magnification along the untilted direction: ``sin a = f |grad w| / m``.
+    The focal length is not known; ``half_field_deg`` (the half-diagonal field of view, 30 degrees for a
+    typical lens) gives it.
     """
-    h = homography / homography[2, 2]
     th, tw = target_size
-    corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], np.float64)
-    w = corners @ h[2, :2] + 1.0
-    scale = (np.linalg.det(h) / w**3) ** 0.5  # local linear magnification at each corner
-    ratio = float(scale.max() / scale.min())
-    s = (ratio ** (2.0 / 3.0) - 1.0) / (ratio ** (2.0 / 3.0) + 1.0)
-    return float(np.degrees(np.arctan(s / np.tan(np.radians(30.0)))))
+    centre = np.array([(tw - 1) / 2, (th - 1) / 2, 1.0])
+    h = homography / float(homography[2] @ centre)
+    x, y, w = h @ centre
+    # Jacobian of (x/w, y/w) at the centre (w = 1 there).
+    jac = h[:2, :2] - np.outer([x, y], h[2, :2])
+    magnification = float(np.linalg.svd(jac, compute_uv=False)[0])
+    focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(half_field_deg))
+    sin_tilt = focal * float(np.hypot(*h[2, :2])) / magnification
+    return float(np.degrees(np.arcsin(min(1.0, sin_tilt))))
 
 
 def homography_geometry(homography: np.ndarray, frame: tuple[int, int]) -> Geometry:
