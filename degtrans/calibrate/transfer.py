@@ -176,6 +176,7 @@ def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin:
     if not rows:
         raise ValueError(
             f"patch_samples: no patch has an interior {margin:.1f} px from its edges in the photo"
+            " (patches must be wider than the PSF: make the targets larger)"
         )
     target, median, spread, pixels = (np.asarray(v, np.float64) for v in zip(*rows, strict=True))
     return PatchSamples(target, median, spread, pixels)
