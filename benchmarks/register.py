@@ -7,6 +7,8 @@ registration can do when the PSF is known, e.g. iterated with the fit) and once 
 (the PSFs' centroid shifts then stay in the geometry). Stage I is fitted on the chart's patches.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/register.py [--presets phone-wide,dslr-kit]
+
+Results: ``benchmarks/results/register.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from degtrans.atomic import write_atomic
 from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
 from degtrans.calibrate.pipeline import PreparedPair, prepare_pair
 from degtrans.calibrate.register import Geometry
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=2.0, help="corner displacement sigma (px)")
     parser.add_argument("--distortion", default="0.02,-0.005,0,0", help="k1,k2,p1,p2")
     parser.add_argument("--border", type=int, default=32, help="pixels left out at the frame's edge")
+    parser.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--sigma", type=float, default=CalibrateConfig.register_sigma, help="register_sigma")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -102,6 +106,11 @@ def main() -> None:
                     }  # fmt: skip
                     report.append(row)
                     print(json.dumps(row))
+    if args.output is not None:
+        command = "PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/register.py " + " ".join(
+            f"--{k}={v}" for k, v in vars(args).items() if k != "output"
+        )
+        write_atomic(args.output, json.dumps({"command": command, "rows": report}, indent=1))
 
 
 if __name__ == "__main__":
