@@ -3,8 +3,8 @@ fixed training budget on a small dataset synthesised in the same run, next to Wi
 
     .venv/bin/python benchmarks/restore.py [--steps 60] [--threads 2]
 
-Prints a table and writes benchmarks/results/restore.json. Speeds are for the fixed sizes below,
-on this machine, in this run; PSNR gains are relative to the degraded input (identity).
+Prints a table and writes benchmarks/results/restore.json. Speeds are for the fixed sizes below, on
+the machine that runs it; PSNR gains are relative to the degraded input (identity).
 """
 
 from __future__ import annotations
