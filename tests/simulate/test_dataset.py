@@ -141,8 +141,9 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, reference):
     with pytest.raises(Killed):
         build_dataset(inputs[0], inputs[1], out, CONFIG, profiles=profiles, on_shard=kill_after_two)
     assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
-    # What a kill mid-write leaves: an orphan temporary file and a truncated shard.
+    # What a kill mid-write leaves: orphan temporary files (old and current names) and a truncated shard.
     (out / "shards" / ".part-00002.parquet.dead.tmp").write_bytes(b"partial")
+    (out / "shards" / ".part-00002.x7k2q9.parquet").write_bytes(b"partial")
     (out / "shards" / "part-00003.parquet").write_bytes(b"PAR1 truncated")
     before = (out / "shards" / "part-00000.parquet").stat().st_mtime_ns
 
@@ -152,7 +153,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, reference):
     assert summary["pairs_written"] == ref_manifest["samples"] - 2 * CONFIG.rows_per_file
     assert sorted(rows.column("sample_id").to_pylist()) == sorted(ref_rows.column("sample_id").to_pylist())
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in ref_manifest["shards"]]
-    assert not list((out / "shards").glob(".*.tmp"))
+    assert not list((out / "shards").glob(".*"))
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path, inputs):
