@@ -42,6 +42,8 @@ MAX_ROW_GROUP_BYTES = 100 * 1000 * 1000
 
 @dataclass(frozen=True)
 class ShardResult:
+    """A written (or already complete) shard: its rows, checksum and the images it had to skip."""
+
     index: int
     path: str
     rows: int
@@ -69,7 +71,7 @@ def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) tensor -> (H, W, C) float64 array (rounded to uint16 from double precision)."""
+    """(C, H, W) tensor -> (H, W, C) float64 array: pixels are quantised to uint16 from double precision."""
     return image.detach().permute(1, 2, 0).double().numpy()
 
 
