@@ -47,7 +47,7 @@ def _kill_one_worker_mid_run(run_dir, killed: list, stop: threading.Event) -> No
 
 def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
     from degtrans.cluster.train import train_distributed
-    from degtrans.restore.loop import load_checkpoint
+    from degtrans.restore.checkpoint import load_checkpoint
 
     data = tiny_dataset(tmp_path / "data", frames=8)  # epochs of a second or two: time to kill one
     run_dir = tmp_path / "run"

@@ -8,18 +8,10 @@ import torch
 
 from degtrans.config import TrainConfig
 from degtrans.kernels import sv_conv2d
+from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.loop import (
-    build_model,
-    evaluate,
-    load_checkpoint,
-    make_optimizer,
-    make_scheduler,
-    model_from_checkpoint,
-    save_checkpoint,
-    train_epoch,
-    train_local,
-)
+from degtrans.restore.loop import evaluate, make_optimizer, make_scheduler, train_epoch, train_local
+from degtrans.restore.models import build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame
 
