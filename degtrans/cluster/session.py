@@ -29,7 +29,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address is None:
         cpus = num_cpus if num_cpus is not None else max(4, 2 * (os.cpu_count() or 2))
         log.info("starting embedded Ray with %d logical CPUs", cpus)
-        ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False, configure_logging=False)
+        # address="local": a new embedded instance even when a `ray start` cluster runs on this host
+        # (plain ray.init() would join that one, and refuse num_cpus).
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            include_dashboard=True,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     else:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=in_job)
