@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
-from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs, read_image
+from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
 from degtrans.calibrate.register import (
     Geometry,
@@ -43,6 +43,7 @@ from degtrans.calibrate.transfer import (
 )
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
+from degtrans.io import read_image
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from degtrans.atomic import write_atomic
-from degtrans.calibrate.photos import write_image
+from degtrans.io import write_image
 
 TargetKind = Literal["calib", "noise", "edges", "checker"]
 KINDS: tuple[TargetKind, ...] = ("calib", "noise", "edges", "checker")

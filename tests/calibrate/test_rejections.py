@@ -10,17 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from degtrans.calibrate.photos import (
-    HiddenCamera,
-    find_pairs,
-    photograph,
-    read_image,
-    synthesize_pairs,
-    write_image,
-)
+from degtrans.calibrate.photos import HiddenCamera, find_pairs, photograph, synthesize_pairs
 from degtrans.calibrate.pipeline import PreparedPair, Rejected, prepare_pair, split_prepared
 from degtrans.calibrate.targets import make_target, make_targets
 from degtrans.config import CalibrateConfig
+from degtrans.io import read_image, write_image
 from degtrans.testing.synthetic import gaussian_field
 
 FRAME, GRID, K = (192, 256), (2, 3), 11
