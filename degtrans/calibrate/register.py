@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -452,7 +453,7 @@ def coarse_geometry(
     return homography_geometry(homography, photo.shape[:2]), inliers, method
 
 
-DistortionMode = str  # "auto" | "none" | "always"
+DistortionMode = Literal["auto", "none", "always"]
 
 
 def refine(

@@ -19,7 +19,7 @@ Coordinates in the sidecar follow OpenCV: pixel centres at integers, ``(x, y)``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -91,7 +91,6 @@ class Layout:
     patches: tuple[Patch, ...] = ()
     band_limit: float = BAND_LIMIT
     version: int = 1
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -114,7 +113,6 @@ class Layout:
             ),
             band_limit=float(data.get("band_limit", BAND_LIMIT)),
             version=int(data.get("version", 1)),
-            extra=dict(data.get("extra", {})),
         )
 
 
