@@ -25,6 +25,7 @@ from degtrans.calibrate.register import (
     Render,
     check_homography,
     coarse_geometry,
+    magnification,
     refine,
     tile_shifts,
     tilt_degrees,
@@ -143,7 +144,8 @@ def register_pose(
     fit_gamma = config.fit_gamma and not linear
     exclude = (photo >= SATURATED).any(axis=-1)
     if layout is not None and layout.patches:
-        margin = config.psf_size // 2 + 4
+        # The PSF reaches psf_size/2 photo pixels; the markers' geometry is good to a few. In target pixels:
+        margin = (config.psf_size // 2 + 4) / magnification(geometry.homography, target.shape[:2])
         tone = fit_patches(patch_samples(photo, geometry, layout, margin), fit_gamma)
     else:
         # No patches: refine on luminance, then the low-pass tone fit (weaker, see ``transfer``).

@@ -207,6 +207,21 @@ def check_homography(
         raise RegistrationError("degenerate homography (perspective too strong)")
 
 
+def _centre_jacobian(homography: np.ndarray, target_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The homography normalised to ``w = 1`` at the target's centre, and its (2, 2) Jacobian there."""
+    th, tw = target_size
+    centre = np.array([(tw - 1) / 2, (th - 1) / 2, 1.0])
+    h = homography / float(homography[2] @ centre)
+    x, y, _ = h @ centre
+    return h, h[:2, :2] - np.outer([x, y], h[2, :2])
+
+
+def magnification(homography: np.ndarray, target_size: tuple[int, int]) -> float:
+    """Photo pixels per target pixel at the target's centre (geometric mean over directions)."""
+    _, jac = _centre_jacobian(homography, target_size)
+    return float(np.sqrt(abs(np.linalg.det(jac))))
+
+
 def tilt_degrees(
     homography: np.ndarray,
     target_size: tuple[int, int],
@@ -221,15 +236,10 @@ def tilt_degrees(
     The focal length is not known; ``half_field_deg`` (the half-diagonal field of view, 30 degrees for a
     typical lens) gives it.
     """
-    th, tw = target_size
-    centre = np.array([(tw - 1) / 2, (th - 1) / 2, 1.0])
-    h = homography / float(homography[2] @ centre)
-    x, y, w = h @ centre
-    # Jacobian of (x/w, y/w) at the centre (w = 1 there).
-    jac = h[:2, :2] - np.outer([x, y], h[2, :2])
-    magnification = float(np.linalg.svd(jac, compute_uv=False)[0])
+    h, jac = _centre_jacobian(homography, target_size)
+    largest = float(np.linalg.svd(jac, compute_uv=False)[0])
     focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(half_field_deg))
-    sin_tilt = focal * float(np.hypot(*h[2, :2])) / magnification
+    sin_tilt = focal * float(np.hypot(*h[2, :2])) / largest
     return float(np.degrees(np.arcsin(min(1.0, sin_tilt))))
 
 

@@ -222,3 +222,27 @@ def test_stage_one_refuses_too_few_patches(chart):
     samples = PatchSamples(np.full((4, 3), 0.5), np.full((4, 3), 0.5), np.zeros((4, 3)), np.full(4, 100.0))
     with pytest.raises(ValueError, match="unsaturated patches"):
         fit_patches(samples)
+
+
+def test_stage_one_through_prepare_pair_with_a_target_larger_than_the_frame(tmp_path):
+    """The whole path (markers, patch margins converted from photo to target pixels, about 2 target
+    pixels per photo pixel here, stage I) on a linear photo: gamma 1 and the identity matrix."""
+    from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
+    from degtrans.calibrate.pipeline import PreparedPair, prepare_pair
+    from degtrans.config import CalibrateConfig
+    from degtrans.testing.synthetic import gaussian_field
+
+    targets = make_targets(tmp_path / "targets", n=1, size=(384, 512), seed=4)
+    field = gaussian_field((2, 3), 15, (192, 256), sigma_centre=1.5, sigma_corner=2.0)
+    camera = HiddenCamera(IDENTITY, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    synthesize_pairs(targets, field, tmp_path / "pairs", seed=0, noise=0.003, camera=camera)
+    pair = prepare_pair(
+        "target_000_calib",
+        tmp_path / "pairs" / "target_000_calib.target.png",
+        tmp_path / "pairs" / "target_000_calib.photo.png",
+        CalibrateConfig(rows=2, cols=3, psf_size=15),
+        (2, 3),
+    )
+    assert isinstance(pair, PreparedPair), pair
+    np.testing.assert_allclose(pair.tone.gamma, 1.0, atol=0.02)
+    np.testing.assert_allclose(pair.tone.matrix, np.eye(3), atol=0.02)
