@@ -80,6 +80,8 @@ class CalibrateConfig:
     relaxation: float = 1.0
     # Preconditioned CG steps of the joint solve of all tiles (Fourier solver; 0: tile sweeps only).
     joint_iterations: int = 300
+    # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
+    holdout: int = 0
     # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
     max_pixels: int = 40000
     deep_linear_width: int = 64

@@ -293,6 +293,15 @@ def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProbl
     )
 
 
+def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
+    """The fitted problem and, with ``config.holdout`` pairs set aside (the last ones; never all but
+    one), the held-out problem that the re-blur check uses."""
+    holdout = min(max(config.holdout, 0), max(len(pairs) - 1, 0))
+    if holdout == 0:
+        return make_problem(pairs, config), None
+    return make_problem(pairs[:-holdout], config), make_problem(pairs[-holdout:], config)
+
+
 def local_mapper(problem: FitProblem, config: CalibrateConfig, progress: bool = True) -> TileMapper:
     """Fit tiles one after the other in this process."""
 
@@ -413,6 +422,12 @@ def build_field(
         "residual": grid_of(fit_value("residual")),
         "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
         "fit_seconds": grid_of(fit_value("seconds")),
+        # Conditioning of each tile's closed form (Fourier solver): the regularised normal matrix's
+        # condition number, and the share of the kernel's frequencies the targets (not the prior) decide.
+        "condition": grid_of(lambda t: _finite(solution.fits[t].condition) if t in solution.fits else None),
+        "observed_fraction": grid_of(
+            lambda t: _finite(solution.fits[t].observed_fraction) if t in solution.fits else None
+        ),
         "registration_error_px": grid_of(
             lambda t: None if tile_error is None or np.isnan(tile_error[t]) else float(tile_error[t])
         ),
@@ -446,6 +461,10 @@ def build_field(
             "config": to_dict(config),
         },
     )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def split_prepared(
@@ -483,12 +502,21 @@ def split_prepared(
     return prepared, rejected
 
 
-def write_outputs(field: PSFField, problem: FitProblem, output: Path, config: CalibrateConfig) -> PSFField:
-    """Save the field (.npz), its report PNG beside it and the resolved config."""
+def write_outputs(
+    field: PSFField,
+    problem: FitProblem,
+    output: Path,
+    config: CalibrateConfig,
+    heldout: FitProblem | None = None,
+) -> PSFField:
+    """Add the metrics (``calibrate.metrics.field_metrics``) to the field's meta, save it (.npz), its
+    report PNG beside it and the resolved config."""
+    from degtrans.calibrate.metrics import field_metrics
     from degtrans.calibrate.report import draw_report
     from degtrans.config import write_resolved
 
     output = Path(output)
+    field = field.with_meta(metrics=field_metrics(field, problem, heldout))
     field.save(output)
     draw_report(field, problem, output.with_suffix(".report.png"))
     write_resolved(config, output)
@@ -510,10 +538,10 @@ def calibrate_local(
         for name, t, p in tqdm(pairs, desc="register", disable=not progress)
     ]
     prepared, rejected = split_prepared(results, config.focus_ratio)
-    problem = make_problem(prepared, config)
+    problem, heldout = make_problems(prepared, config)
     solution = solve_field(problem, config, local_mapper(problem, config, progress))
     field = build_field(solution, prepared, rejected, config)
-    return write_outputs(field, problem, Path(output), config)
+    return write_outputs(field, problem, Path(output), config, heldout)
 
 
 def psf_error(recovered: PSFField, truth: PSFField, align: bool = False) -> np.ndarray:

@@ -205,21 +205,33 @@ def radial_displacement_px(spec: LensSpec, height: float) -> float:
 
 
 def distortion_map(
-    spec: LensSpec, image_size: tuple[int, int], nodes: tuple[int, int] = (17, 25)
+    spec: LensSpec,
+    image_size: tuple[int, int],
+    nodes: tuple[int, int] = (17, 25),
+    tile_shifts: np.ndarray | None = None,
 ) -> np.ndarray:
     """(ny, nx, 2) displacement (dy, dx) in pixels on the nodes of ``PSFField.distortion``
-    (node ``(i, j)`` at sensor point ``(i H / (ny - 1), j W / (nx - 1))``)."""
+    (node ``(i, j)`` at sensor point ``(i H / (ny - 1), j W / (nx - 1))``): the analytic radial
+    displacement plus ``tile_shifts`` (rows, cols, 2), bilinear between tile centres and clamped."""
     height_px, width_px = image_size
     half_diagonal = math.hypot(height_px / 2, width_px / 2)
-    ys = np.linspace(0.0, height_px, nodes[0]) - height_px / 2
-    xs = np.linspace(0.0, width_px, nodes[1]) - width_px / 2
+    ys = np.linspace(0.0, height_px, nodes[0])
+    xs = np.linspace(0.0, width_px, nodes[1])
     out = np.zeros((*nodes, 2), dtype=np.float64)
-    for i, dy in enumerate(ys):
-        for j, dx in enumerate(xs):
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            dy, dx = y - height_px / 2, x - width_px / 2
             radius = math.hypot(dy, dx)
             if radius > 0:
                 shift = radial_displacement_px(spec, radius / half_diagonal)
                 out[i, j] = shift * dy / radius, shift * dx / radius
+    if tile_shifts is not None:
+        rows, cols = tile_shifts.shape[:2]
+        ty = np.clip(ys * rows / height_px - 0.5, 0, rows - 1)
+        tx = np.clip(xs * cols / width_px - 0.5, 0, cols - 1)
+        for axis in range(2):
+            along_x = np.stack([np.interp(tx, np.arange(cols), row) for row in tile_shifts[..., axis]])
+            out[..., axis] += np.stack([np.interp(ty, np.arange(rows), col) for col in along_x.T], axis=1)
     return out.astype(np.float32)
 
 
@@ -313,6 +325,9 @@ def lens_field(
     height_px, width_px = image_size
     half_diagonal = math.hypot(height_px / 2, width_px / 2)
     psfs = np.zeros((rows, cols, 3, psf_size, psf_size), dtype=np.float64)
+    # Window-centring shifts taken out of each tile's PSFs on top of the analytic coma tilt: they are
+    # geometry too, so they join the map (interpolated between tile centres like the PSFs).
+    extra = np.zeros((rows, cols, 2))
     for r in range(rows):
         for c in range(cols):
             dy = (r + 0.5) * height_px / rows - height_px / 2
@@ -321,6 +336,7 @@ def lens_field(
             direction = math.atan2(dy, dx)
             tile = [pixel_psf(spec, psf_size, h, direction, ch, centred) for ch in range(3)]
             residual = -_centroid(tile[1])
+            extra[r, c] = -residual
             if centred and np.abs(residual).max() > 0.005:
                 # The analytic tilt centres the untruncated PSF; the k x k window's centroid differs by
                 # the cut tails, so one more tilt centres green exactly where the field is defined.
@@ -335,7 +351,7 @@ def lens_field(
     profile = profile or PRESET_PROFILES.get(spec.name)
     if profile:
         meta["profile"] = profile
-    distortion = distortion_map(spec, image_size) if centred else None
+    distortion = distortion_map(spec, image_size, tile_shifts=extra) if centred else None
     if distortion is not None and not np.any(distortion):
         distortion = None
     return PSFField(
