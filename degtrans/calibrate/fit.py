@@ -88,7 +88,8 @@ class TileFit:
     Attributes:
         psf: (C, k, k) float32, non-negative, each channel summing to 1.
         loss: final total loss of the descent (closed-form fits: the fidelity term).
-        residual: mean |re-blurred target - photo| over the tile's observations (linear RGB).
+        residual: re-blur error over the tile's observations (linear RGB): RMS for the Fourier and joint
+            solves, mean |error| for the patch solver and the descent.
         pairs: number of pairs that cover the tile.
         pixels: observations used.
         seconds: wall time of this fit.

@@ -59,7 +59,7 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
         for c in range(cols):
             label = "filled" if filled.size and bool(filled[r, c]) else f"{residual[r, c] * 1e3:.2f}"
             ax.text(c, r, label, ha="center", va="center", fontsize=7, color="white")
-    ax.set_title("fit residual per tile (mean |error| x1e3)")
+    ax.set_title("fit residual per tile (RMS error x1e3)")
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
     fig.colorbar(heat, ax=ax, shrink=0.7)
