@@ -1,0 +1,208 @@
+"""A real multi-node Ray cluster on one machine: placement, object transfer and a node dying mid-run.
+
+Three nodes (``ray.cluster_utils.Cluster``: a head and two workers, each its own raylet and object
+store, talking over loopback) shaped like a small GPU cluster with logical resources:
+
+    head      1 CPU, 1 GPU   (the driver connects here)
+    worker a  3 CPUs          (killed part-way through the synthesis)
+    worker b  3 CPUs, 1 GPU
+
+so each placement below has exactly one answer: 0.5-GPU tile actors fit only on the head and b
+(one on the head, its single CPU; two on b, its GPU); 2-CPU training workers fit only on a and b,
+one each, leaving a CPU per node for Ray Data. The shared ``ray_session`` is shut down first (the
+driver can join one Ray at a time); the next test that needs it starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from degtrans.config import CalibrateConfig, SimulateConfig
+from tests.cluster.helpers import tiny_dataset, tiny_train_config
+
+pytestmark = pytest.mark.slow
+
+FRAME = (40, 48)
+SIM = SimulateConfig(patch_size=16, patches_per_image=3, rows_per_file=2, row_group_rows=2)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.data import DataContext
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start = time.perf_counter()
+    small = {"object_store_memory": 96 * 1024 * 1024}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "num_gpus": 1,
+            "include_dashboard": True,
+            "dashboard_port": None,
+            **small,
+        },
+    )
+    nodes = {
+        "a": cluster.add_node(num_cpus=3, **small),
+        "b": cluster.add_node(num_cpus=3, num_gpus=1, **small),
+    }
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    DataContext.get_current().enable_progress_bars = False
+    ids = {name: node.node_id for name, node in nodes.items()}
+    ids["head"] = cluster.head_node.node_id
+    print(f"cluster up in {time.perf_counter() - start:.1f} s")
+    yield cluster, nodes, ids
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _node_of(state_rows) -> list[str]:
+    return [row.node_id for row in state_rows]
+
+
+def _state_address() -> str:
+    """This driver's cluster (another session's Ray on the machine may be the 'current' one)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
+    import ray
+    from ray.util.state import list_actors
+
+    from degtrans.calibrate.fit import FitProblem
+    from degtrans.calibrate.pipeline import local_mapper, solve_field
+    from degtrans.cluster.calibrate import ray_mapper, start_fitters
+    from degtrans.kernels import sv_conv2d
+    from degtrans.testing.synthetic import gaussian_field
+
+    _, _, ids = cluster
+    size, grid, k = 48, (2, 2), 5
+    truth = gaussian_field(grid, k, (size, size), sigma_centre=0.8, sigma_corner=1.2)
+    targets = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    with torch.no_grad():
+        photos = sv_conv2d(torch.from_numpy(targets), torch.from_numpy(truth.psfs)).numpy()
+    masks = np.zeros((2, size, size), bool)
+    masks[:, k // 2 : -(k // 2), k // 2 : -(k // 2)] = True
+    problem = FitProblem(targets, photos, masks, ("a", "b"), grid, k)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=k, iterations=5, max_pixels=1500, batch_pixels=500,
+                             refine_rounds=0, actors=3, gpus_per_actor=0.5)  # fmt: skip
+    actors = start_fitters(problem, config)
+    try:
+        solution = solve_field(problem, config, ray_mapper(actors, config, progress=False))
+        fitters = list_actors(
+            address=_state_address(), filters=[("class_name", "=", "TileFitter"), ("state", "=", "ALIVE")]
+        )
+        ids_alive = {actor._actor_id.hex() for actor in actors}
+        placed = sorted(_node_of(a for a in fitters if a.actor_id in ids_alive))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    assert placed == sorted([ids["head"], ids["b"], ids["b"]])  # never on a: it has no GPU
+    assert not solution.failed
+    # The problem crossed the object store to two nodes and came back as the same field as a local fit.
+    local = solve_field(problem, config, local_mapper(problem, config, progress=False))
+    np.testing.assert_allclose(solution.psfs, local.psfs, atol=1e-5)
+
+
+def test_two_train_workers_spread_over_both_worker_nodes(cluster, tmp_path):
+    from ray.util.state import list_actors
+
+    from degtrans.cluster.train import train_distributed
+
+    _, _, ids = cluster
+    data = tiny_dataset(tmp_path / "data")
+    config = tiny_train_config(epochs=1, workers=2, cpus_per_worker=2, max_failures=0)
+    summary = train_distributed(data, tmp_path / "run", config)
+    workers = list_actors(address=_state_address(), filters=[("class_name", "=", "RayTrainWorker")])
+    assert sorted(_node_of(workers)) == sorted([ids["a"], ids["b"]])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0] and all(r["workers"] == 2 for r in records)
+    assert summary["best_psnr"] == max(r["val_psnr"] for r in records)
+
+
+def _inputs(root):
+    import cv2
+
+    from degtrans.testing.synthetic import gaussian_field
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        image = cv2.resize(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8), (FRAME[1], FRAME[0]))
+        cv2.imwrite(str(root / "images" / f"img{i:04d}.png"), image)
+    fields = [
+        gaussian_field((2, 2), 5, FRAME).save(root / "camA.npz"),
+        gaussian_field((2, 3), 7, FRAME, sigma_centre=1.5).save(root / "camB.npz"),
+    ]
+    return root / "images", fields
+
+
+def _rows(output) -> tuple[dict, pa.Table]:
+    manifest = json.loads((output / "manifest.json").read_text())
+    table = pa.concat_tables([pq.read_table(output / s["path"]) for s in manifest["shards"]])
+    return manifest, table.sort_by("sample_id")
+
+
+def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
+    import ray
+    from ray.util.state import list_tasks
+
+    from degtrans.cluster.synthesize import synthesize_dataset
+    from degtrans.simulate.dataset import build_dataset
+
+    handle, nodes, ids = cluster
+    images, fields = _inputs(tmp_path)
+    out = tmp_path / "cluster"
+    killed: list[int] = []
+
+    def kill_worker_a(result):
+        if not killed:
+            killed.append(result.index)
+            handle.remove_node(nodes["a"], allow_graceful=False)
+
+    # Four shards in flight over three nodes: a dies with shards running on it.
+    try:
+        synthesize_dataset(images, fields, out, SIM, workers=4, on_shard=kill_worker_a)
+    except ray.exceptions.RayError:
+        pass  # the run may fail once its retries are spent; the rerun below must then finish it
+    assert killed and not nodes["a"].any_processes_alive()
+    summary = synthesize_dataset(images, fields, out, SIM, workers=4)
+    manifest, rows = _rows(out)
+    ids_written = rows.column("sample_id").to_pylist()
+    expected = {f"{c}/img{i:04d}/p{p:02d}" for c in ("camA", "camB") for i in range(4) for p in range(3)}
+    assert len(ids_written) == len(set(ids_written)) and set(ids_written) == expected
+    assert manifest["samples"] == len(expected) and (out / "_SUCCESS").exists()
+    assert summary["noop"] or summary["pairs_written"] < len(expected)
+    # Every node wrote shards, and a shard lost with a was retried on another node.
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = list_tasks(
+            address=_state_address(), filters=[("func_or_class_name", "=", "_write_shard_task")]
+        )
+        nodes_used = set(_node_of(tasks))
+        retried = [t for t in tasks if t.attempt_number > 0 and t.state == "FINISHED"]
+        if ({ids["a"], ids["b"], ids["head"]} <= nodes_used and retried) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {ids["a"], ids["b"], ids["head"]} <= nodes_used
+    assert retried and all(t.node_id != ids["a"] for t in retried)
+    # Scheduling, a dead node and retries never change the data: the bytes of a serial run.
+    serial = build_dataset(images, fields, tmp_path / "serial", SIM)
+    assert serial["pairs"] == len(expected)
+    serial_manifest, serial_rows = _rows(tmp_path / "serial")
+    assert rows.equals(serial_rows)
+    assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in serial_manifest["shards"]]
