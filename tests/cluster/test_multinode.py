@@ -19,17 +19,14 @@ import json
 import time
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from degtrans.config import CalibrateConfig, SimulateConfig
-from tests.cluster.helpers import tiny_dataset, tiny_train_config
+from tests.cluster.helpers import dataset_rows, synthesis_inputs, tiny_dataset, tiny_train_config
 
 pytestmark = pytest.mark.slow
 
-FRAME = (40, 48)
 SIM = SimulateConfig(patch_size=16, patches_per_image=3, rows_per_file=2, row_group_rows=2)
 
 
@@ -134,29 +131,6 @@ def test_two_train_workers_spread_over_both_worker_nodes(cluster, tmp_path):
     assert summary["best_psnr"] == max(r["val_psnr"] for r in records)
 
 
-def _inputs(root):
-    import cv2
-
-    from degtrans.testing.synthetic import gaussian_field
-
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        image = cv2.resize(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8), (FRAME[1], FRAME[0]))
-        cv2.imwrite(str(root / "images" / f"img{i:04d}.png"), image)
-    fields = [
-        gaussian_field((2, 2), 5, FRAME).save(root / "camA.npz"),
-        gaussian_field((2, 3), 7, FRAME, sigma_centre=1.5).save(root / "camB.npz"),
-    ]
-    return root / "images", fields
-
-
-def _rows(output) -> tuple[dict, pa.Table]:
-    manifest = json.loads((output / "manifest.json").read_text())
-    table = pa.concat_tables([pq.read_table(output / s["path"]) for s in manifest["shards"]])
-    return manifest, table.sort_by("sample_id")
-
-
 def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     import ray
     from ray.util.state import list_tasks
@@ -165,7 +139,7 @@ def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     from degtrans.simulate.dataset import build_dataset
 
     handle, nodes, ids = cluster
-    images, fields = _inputs(tmp_path)
+    images, fields = synthesis_inputs(tmp_path, images=4)
     out = tmp_path / "cluster"
     killed: list[int] = []
 
@@ -181,7 +155,7 @@ def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
         pass  # the run may fail once its retries are spent; the rerun below must then finish it
     assert killed and not nodes["a"].any_processes_alive()
     summary = synthesize_dataset(images, fields, out, SIM, workers=4)
-    manifest, rows = _rows(out)
+    manifest, rows = dataset_rows(out)
     ids_written = rows.column("sample_id").to_pylist()
     expected = {f"{c}/img{i:04d}/p{p:02d}" for c in ("camA", "camB") for i in range(4) for p in range(3)}
     assert len(ids_written) == len(set(ids_written)) and set(ids_written) == expected
@@ -203,6 +177,6 @@ def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     # Scheduling, a dead node and retries never change the data: the bytes of a serial run.
     serial = build_dataset(images, fields, tmp_path / "serial", SIM)
     assert serial["pairs"] == len(expected)
-    serial_manifest, serial_rows = _rows(tmp_path / "serial")
+    serial_manifest, serial_rows = dataset_rows(tmp_path / "serial")
     assert rows.equals(serial_rows)
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in serial_manifest["shards"]]
