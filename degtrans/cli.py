@@ -185,7 +185,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         from degtrans.cluster.synthesize import synthesize_dataset
         from degtrans.config import write_resolved
-        from degtrans.simulate.dataset import bundled_images, format_summary
+        from degtrans.simulate.dataset import format_summary
+        from degtrans.simulate.sources import bundled_images
 
         flags = {
             "patch_size": args.patch_size,

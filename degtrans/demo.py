@@ -183,7 +183,7 @@ def stage_calibrate(demo: Demo) -> Section:
 def stage_dataset(demo: Demo) -> Section:
     """A Parquet pair dataset for two cameras: the calibrated one and a virtual DSLR."""
     synthesize_dataset = _import("dataset synthesis", "degtrans.cluster.synthesize", "synthesize_dataset")
-    bundled_images = _import("bundled images", "degtrans.simulate.dataset", "bundled_images")
+    bundled_images = _import("bundled images", "degtrans.simulate.sources", "bundled_images")
     lens_field = _import("virtual lenses", "degtrans.simulate.optics", "lens_field")
     draw_pairs = _import("pair previews", "degtrans.simulate.preview", "draw_pairs")
     cal = demo.config.calibrate
@@ -270,7 +270,7 @@ def stage_restore(demo: Demo) -> Section:
     truth = demo.need("truth", "targets")
     photo, clean = _photograph_held_out(demo, truth)
     from degtrans.field import PSFField
-    from degtrans.restore.infer import read_image
+    from degtrans.io import read_image
 
     camera = PSFField.load(calibrated)
     camera = PSFField(camera.psfs, clean.shape[:2], camera.channels, camera.domain, camera.meta)  # stretched
@@ -377,7 +377,7 @@ def _pyplot():
 
 
 def _side_by_side(target: Path, photo: Path, png: Path) -> Path:
-    from degtrans.restore.infer import read_image
+    from degtrans.io import read_image
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -409,13 +409,13 @@ def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
     """The held-out image through the hidden camera (true field, one ISP/noise draw)."""
     import torch
 
-    bundled_images = _import("bundled images", "degtrans.simulate.dataset", "bundled_images")
+    bundled_images = _import("bundled images", "degtrans.simulate.sources", "bundled_images")
     degrade = _import("camera simulation", "degtrans.simulate.degrade", "degrade")
     sample_params = _import("camera simulation", "degtrans.simulate.degrade", "sample_params")
     sample_generator = _import("camera simulation", "degtrans.simulate.degrade", "sample_generator")
     load_profile = _import("camera profiles", "degtrans.simulate.camera", "load_profile")
     from degtrans.field import PSFField
-    from degtrans.restore.infer import read_image, write_image
+    from degtrans.io import read_image, write_image
 
     (source,) = [p for p in bundled_images() if p.stem == HELD_OUT]
     image = read_image(source)

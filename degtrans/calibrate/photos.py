@@ -1,7 +1,8 @@
 """Image files of calibration pairs, and photographs of targets taken by a synthetic hidden camera.
 
 A pair directory holds ``NAME.target.png`` with ``NAME.photo.(png|tif|tiff|dng|nef|cr2|arw|...)``.
-Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on disk.
+Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on disk (``degtrans.io``;
+RAW photographs are read in linear light, its default).
 """
 
 from __future__ import annotations
@@ -16,47 +17,10 @@ import torch
 
 from degtrans.atomic import write_atomic
 from degtrans.field import PSFField
+from degtrans.io import RAW_SUFFIXES, read_image, write_image
 from degtrans.kernels import sv_conv2d
 
-RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 PHOTO_SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8/16-bit PNG or TIFF, or a RAW file through rawpy (linear, camera white balance).
-
-    Returns:
-        (H, W, 3) float32 RGB in [0, 1].
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
-    if path.suffix.lower() in RAW_SUFFIXES:
-        import rawpy
-
-        try:
-            with rawpy.imread(str(path)) as raw:
-                rgb = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
-        except Exception as error:  # rawpy raises its own LibRaw error types
-            raise ValueError(f"{path}: cannot decode RAW file: {error}") from error
-        return (rgb.astype(np.float32) / 65535.0).clip(0.0, 1.0)
-    # PNG/TIFF decoding (8/16-bit, grey, alpha) is the dataset reader's, shared with ``degtrans simulate``.
-    from degtrans.simulate.dataset import decode_image
-
-    return decode_image(path.read_bytes(), str(path))
-
-
-def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``(H, W, 3)`` (or ``(H, W)``) float in [0, 1] as 16-bit PNG/TIFF, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    if data.ndim == 3:
-        data = np.ascontiguousarray(data[..., ::-1])
-    ok, encoded = cv2.imencode(path.suffix or ".png", data)
-    if not ok:
-        raise ValueError(f"{path}: cannot encode image with suffix {path.suffix!r}")
-    return write_atomic(path, encoded.tobytes())
 
 
 def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:

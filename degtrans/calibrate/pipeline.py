@@ -17,11 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
-from degtrans.calibrate.photos import find_pairs, read_image
+from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.register import RegistrationError, register, tile_registration_error, warp_to_photo
 from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
+from degtrans.io import read_image
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from degtrans.calibrate.photos import write_image
+from degtrans.io import write_image
 
 TargetKind = Literal["noise", "edges", "checker"]
 KINDS: tuple[TargetKind, ...] = ("noise", "edges", "checker")

@@ -1,9 +1,9 @@
 """``degtrans simulate`` on Ray: one task per missing shard, local embedded Ray or a cluster.
 
-The plan, the shard writer and the manifest live in ``degtrans.simulate.dataset``; Ray only runs
-``write_shard`` on the workers. Tasks are retried by Ray (a retry rewrites the same shard under a
-fresh temporary name, then renames: idempotent), at most ``workers`` run at once, and results come
-back as they finish so the progress bar moves and a failure stops the run early.
+The plan, the shard writer and the manifest live in ``degtrans.simulate`` (``plan``, ``shards``,
+``dataset``); Ray only runs ``write_shard`` on the workers. Tasks are retried by Ray (a retry rewrites
+the same shard under a fresh temporary name, then renames: idempotent), at most ``workers`` run at
+once, and results come back as they finish so the progress bar moves and a failure stops the run early.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import ray
 
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import SimulateConfig
-from degtrans.simulate.dataset import ShardResult, ShardSpec, build_dataset, write_shard
+from degtrans.simulate.dataset import build_dataset
+from degtrans.simulate.plan import ShardSpec
+from degtrans.simulate.shards import ShardResult, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,10 @@ def synthesize_demo(
     lens fields for the bundled photographs' frame) written to ``output/cameras``, the pair dataset
     to ``output/pairs``, a picture of a few pairs to ``output/pairs.png``; prints and returns the summary.
     """
-    from degtrans.simulate.dataset import bundled_images, format_summary, scan_sources
+    from degtrans.simulate.dataset import format_summary
     from degtrans.simulate.optics import virtual_cameras
     from degtrans.simulate.preview import draw_pairs
+    from degtrans.simulate.sources import bundled_images, scan_sources
 
     images = bundled_images()
     sources, _ = scan_sources(images)

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from degtrans.calibrate.photos import find_pairs, read_image, write_image
+from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.targets import make_target, make_targets
 from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
+from degtrans.io import read_image, write_image
 
 
 def test_make_targets_writes_readable_16bit_files(tmp_path):
@@ -77,7 +78,6 @@ def test_raw_photo_is_read_linear(tmp_path):
     """A RAW photograph enters stage I in linear light: twice the exposure reads twice as bright."""
     import tifffile
 
-    from degtrans.calibrate.photos import read_image
     from tests.simulate.test_camera import write_dng
 
     black, white, neutral = 512, 16383, (0.5, 1.0, 0.7)

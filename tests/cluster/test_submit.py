@@ -147,7 +147,7 @@ def test_wrong_token_is_named(ray_head, monkeypatch):
 
 @pytest.mark.slow
 def test_submit_round_trip(ray_head, monkeypatch, tmp_path, capsys):
-    from degtrans.simulate.dataset import bundled_images
+    from degtrans.simulate.sources import bundled_images
     from degtrans.testing.synthetic import gaussian_field
 
     url, token = ray_head
