@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import evaluate_methods
 from degtrans.restore.infer import restore_array
-from degtrans.restore.loop import build_model, make_optimizer, save_checkpoint, train_epoch
+from degtrans.restore.loop import build_model, make_optimizer, train_epoch
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import write_toy_dataset
 

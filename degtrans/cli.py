@@ -1,7 +1,7 @@
 """The ``degtrans`` command line. Handlers parse arguments and call one function each.
 
-Each subcommand has its own ``_add_<name>`` function (parser + handler); stages that are not
-built yet exit 2 with a 'not implemented yet' message.
+Each subcommand has its own ``_add_<name>`` function (parser + handler). Handlers import their stage
+when they run, so ``degtrans --help`` imports neither torch nor ray.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from degtrans import __version__
@@ -42,14 +42,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
     """The config from ``--config`` and ``--set``, then ``extra`` overrides from dedicated flags."""
     return load_config(args.config, [*args.overrides, *extra])
-
-
-def _not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"degtrans {name}: not implemented yet", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:

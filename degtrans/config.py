@@ -311,3 +311,17 @@ def write_resolved(config: Any, directory_or_file: str | os.PathLike, name: str 
     target = Path(directory_or_file)
     path = target / name if target.is_dir() else target.with_name(target.name + ".config.json")
     return write_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True))
+
+
+def replace_checked(section: Any, changes: dict[str, Any], where: str) -> Any:
+    """``dataclasses.replace`` of a config section with type-checked values (strings are parsed).
+
+    For sections that travel whole (Ray pickles them) and get fields merged in: a sweep trial's
+    sampled values, a checkpoint's stored config. Unknown keys are errors naming ``where``.
+    """
+    hints = _section_types(type(section))
+    unknown = sorted(set(changes) - set(hints))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} (known: {', '.join(sorted(hints))})")
+    checked = {key: coerce(value, hints[key], f"{where}: '{key}'") for key, value in changes.items()}
+    return dataclasses.replace(section, **checked)

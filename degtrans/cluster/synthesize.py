@@ -119,28 +119,3 @@ def synthesize_dataset(
         images, fields, output, config, profiles=profiles, catalogue=catalogue, map_shards=mapper,
         on_shard=on_shard,
     )  # fmt: skip
-
-
-def synthesize_demo(
-    output: Path, config: SimulateConfig, address: str | None = None, workers: int | None = None
-) -> dict[str, Any]:
-    """The demo's simulation stage in one call: two virtual cameras (``phone-wide`` and ``dslr-kit``
-    lens fields for the bundled photographs' frame) written to ``output/cameras``, the pair dataset
-    to ``output/pairs``, a picture of a few pairs to ``output/pairs.png``; prints and returns the summary.
-    """
-    from degtrans.simulate.dataset import format_summary
-    from degtrans.simulate.optics import virtual_cameras
-    from degtrans.simulate.preview import draw_pairs
-    from degtrans.simulate.sources import bundled_images, scan_sources
-
-    images = bundled_images()
-    sources, _ = scan_sources(images)
-    frame = (sources[0].height, sources[0].width)
-    fields = virtual_cameras(Path(output) / "cameras", image_size=frame)
-    summary = synthesize_dataset(
-        images, fields, Path(output) / "pairs", config, address=address, workers=workers
-    )
-    print(format_summary(summary))
-    summary["picture"] = str(draw_pairs(Path(output) / "pairs", Path(output) / "pairs.png"))
-    summary["fields"] = [str(f) for f in fields]
-    return summary

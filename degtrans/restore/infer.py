@@ -187,7 +187,7 @@ def restore_image(
         ValueError naming the file for an unreadable photo, checkpoint or field, a field for another
         frame size, or a non-blind checkpoint without a field.
     """
-    from degtrans.restore.loop import model_from_checkpoint
+    from degtrans.restore.checkpoint import model_from_checkpoint
 
     image = read_photo(photo)
     loaded = _load_field(field, image.shape[:2])

@@ -17,6 +17,7 @@ def start_shared_ray() -> None:
     from ray.data import DataContext
 
     ray.init(
+        address="local",  # never join another `ray start` cluster on this host
         num_cpus=4,
         include_dashboard=True,
         object_store_memory=256 * 1024 * 1024,

@@ -1,3 +1,5 @@
+"""``degtrans train``, ``evaluate`` and ``restore`` from the command line."""
+
 import numpy as np
 
 from degtrans.cli import main
