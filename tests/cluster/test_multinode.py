@@ -15,6 +15,7 @@ driver can join one Ray at a time); the next test that needs it starts it again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -67,6 +68,13 @@ def cluster():
 
 def _node_of(state_rows) -> list[str]:
     return [row.node_id for row in state_rows]
+
+
+def _shard_tasks() -> list:
+    """Every attempt of every shard task so far (Ray's State API)."""
+    from ray.util.state import list_tasks
+
+    return list_tasks(address=_state_address(), filters=[("func_or_class_name", "=", "_write_shard_task")])
 
 
 def _state_address() -> str:
@@ -131,9 +139,31 @@ def test_two_train_workers_spread_over_both_worker_nodes(cluster, tmp_path):
     assert summary["best_psnr"] == max(r["val_psnr"] for r in records)
 
 
+def test_gpu_shard_tasks_request_half_a_gpu_and_land_on_gpu_nodes_only(cluster, tmp_path):
+    from degtrans.cluster.synthesize import synthesize_dataset
+
+    _, _, ids = cluster
+    images, fields = synthesis_inputs(tmp_path, images=2)
+    config = dataclasses.replace(SIM, rows_per_file=1, gpus_per_worker=0.5)
+    summary = synthesize_dataset(images, fields, tmp_path / "gpu", config)
+    assert summary["pairs"] == 2 * 2 * 3
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = _shard_tasks()
+        gpu_tasks = [t for t in tasks if t.required_resources.get("GPU") == 0.5]
+        if len(gpu_tasks) >= summary["shards"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(gpu_tasks) == summary["shards"]
+    assert all(t.required_resources.get("CPU") == 1 for t in gpu_tasks)
+    assert {t.node_id for t in gpu_tasks} <= {ids["head"], ids["b"]}  # a has no GPU
+    # No CUDA behind the logical GPUs: the tasks fell back to the CPU path, same bytes as without GPUs.
+    cpu = synthesize_dataset(images, fields, tmp_path / "cpu", dataclasses.replace(SIM, rows_per_file=1))
+    assert dataset_rows(tmp_path / "gpu")[1].equals(dataset_rows(tmp_path / "cpu")[1]) and cpu["pairs"] == 12
+
+
 def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     import ray
-    from ray.util.state import list_tasks
 
     from degtrans.cluster.synthesize import synthesize_dataset
     from degtrans.simulate.dataset import build_dataset
@@ -164,9 +194,8 @@ def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     # Every node wrote shards, and a shard lost with a was retried on another node.
     deadline = time.monotonic() + 30
     while True:
-        tasks = list_tasks(
-            address=_state_address(), filters=[("func_or_class_name", "=", "_write_shard_task")]
-        )
+        tasks = _shard_tasks()
+        tasks = [t for t in tasks if not t.required_resources.get("GPU")]
         nodes_used = set(_node_of(tasks))
         retried = [t for t in tasks if t.attempt_number > 0 and t.state == "FINISHED"]
         if ({ids["a"], ids["b"], ids["head"]} <= nodes_used and retried) or time.monotonic() > deadline:

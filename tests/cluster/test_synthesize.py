@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from degtrans.config import SimulateConfig
 from tests.cluster.helpers import dataset_rows, synthesis_inputs
@@ -88,3 +89,16 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
         # quantisation grows through gains and gamma to ~2e-3 in dark pixels.
         diff = developed.permute(1, 2, 0).numpy() - degraded
         assert np.abs(diff[2:-2, 2:-2]).max() < 1e-2
+
+
+def test_gpu_request_without_cuda_falls_back_to_the_cpu_path(caplog):
+    from degtrans.cluster.synthesize import shard_device, task_options
+
+    assert task_options(0.25) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert shard_device(0.0) == "cpu"
+    with pytest.raises(ValueError, match="gpus_per_worker"):
+        task_options(-1)
+    if torch.cuda.is_available():
+        assert shard_device(0.25) == "cuda"
+    else:
+        assert shard_device(0.25) == "cpu" and "sees no CUDA device" in caplog.text
