@@ -102,3 +102,25 @@ def test_gpu_request_without_cuda_falls_back_to_the_cpu_path(caplog):
         assert shard_device(0.25) == "cuda"
     else:
         assert shard_device(0.25) == "cpu" and "sees no CUDA device" in caplog.text
+
+
+def test_cli_with_a_camera_catalogue(ray_session, inputs, capsys):
+    from degtrans.cli import main
+
+    root, images, fields = inputs
+    catalogue = root / "cameras.toml"
+    catalogue.write_text(
+        f'[[camera]]\nfield = "{fields[0].name}"\n\n[[camera]]\nfield = "{fields[1].name}"\nweight = 3\n'
+    )
+    out = root / "catalogue"
+    args = ["simulate", "--images", str(images), "--cameras", str(catalogue), "--patch-size", "16"]
+    assert main([*args, "--patches-per-image", "2", "-o", str(out)]) == 0
+    manifest, rows = dataset_rows(out)
+    assert rows.column("sample_id").to_pylist() == [
+        f"img{i:04d}/p{p:02d}" for i in range(3) for p in range(2)
+    ]
+    counts = {name: entry["samples"] for name, entry in manifest["cameras"].items()}
+    assert sum(counts.values()) == 6 and manifest["cameras"]["camB"]["weight"] == 3.0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "6 pairs" in capsys.readouterr().out
