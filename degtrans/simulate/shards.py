@@ -171,6 +171,7 @@ def _simulate_group(
 ) -> list[dict[str, Any]]:
     """The rows of one row group, computed camera by camera and returned in the planned order."""
     settings = spec.settings
+    profiles = {c: CameraProfile.from_dict(spec.cameras[c].profile) for c in {c for _, _, c, _ in group}}
     rows: dict[int, dict[str, Any]] = {}
     for i in sorted(range(len(group)), key=lambda i: group[i][2]):
         sample_id, s, c, _ = group[i]
@@ -189,7 +190,7 @@ def _simulate_group(
         row = simulate_sample(
             images[s],
             _shard_field(psf_field, source, settings["fit_field"]),
-            CameraProfile.from_dict(camera.profile),
+            profiles[c],
             sample_id,
             settings,
             camera.name,

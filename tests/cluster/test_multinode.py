@@ -74,7 +74,8 @@ def _shard_tasks() -> list:
     """Every attempt of every shard task so far (Ray's State API)."""
     from ray.util.state import list_tasks
 
-    return list_tasks(address=_state_address(), filters=[("func_or_class_name", "=", "_write_shard_task")])
+    filters = [("func_or_class_name", "=", "_write_shard_task")]
+    return list_tasks(address=_state_address(), filters=filters, detail=True)
 
 
 def _state_address() -> str:
