@@ -9,10 +9,12 @@ them are made in a second).
   optics (target <= 2).
 * ``cameras_N``: whole shards written in this process from a catalogue of N cameras, each image x
   patch drawing its camera (``camera_choice = "draw"``): the same pairs for every N, so pairs/s must
-  stay flat (target: 100 cameras within 15 % of 1). The first pass over the catalogue, which reads each
-  field once into the worker's cache, is timed apart (``field_load_s_per_camera``): a one-off cost per
-  worker, not per pair. Measurements are interleaved over ``--repeats`` rounds and the median kept, so
-  load from other processes hits every N alike.
+  stay flat (target: 100 cameras within 15 % of 1), in wall time and in CPU time of this one-thread
+  process (``pairs_per_cpu_s``: the cost of a pair, which other processes on a shared machine do not
+  inflate). The first pass over the catalogue, which reads each field once into the worker's cache, is
+  timed apart (``field_load_cpu_s_per_camera``): a one-off cost per worker, not per pair. Measurements
+  are interleaved over ``--repeats`` rounds and the median kept, so load from other processes hits
+  every N alike.
 * ``ray_1_worker`` / ``ray_2_workers``: the same shards as Ray tasks (1 camera).
 * ``gpu_path`` / ``cpu_path`` (with CUDA): the same shards written with ``device="cuda"`` (Triton blur,
   ISP on the device) and on the CPU, and the largest pixel difference between them in uint16 DN.
@@ -102,12 +104,17 @@ def bench_blur_vs_pipeline(image, field, settings, samples: int, patch: int) -> 
 
 def write_all(specs, device: str = "cpu") -> float:
     """Seconds to write every shard in this process."""
-    start = time.perf_counter()
+    return write_all_timed(specs, device)[0]
+
+
+def write_all_timed(specs, device: str = "cpu") -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all its threads) to write every shard in this process."""
+    start, cpu = time.perf_counter(), time.process_time()
     for spec in specs:
         write_shard(spec, device=device)
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def plans(work: Path, name: str, sources, fields: list[Path], config: SimulateConfig):
@@ -116,24 +123,32 @@ def plans(work: Path, name: str, sources, fields: list[Path], config: SimulateCo
 
 def bench_cameras(work, sources, frame, counts, config, repeats) -> tuple[dict, dict]:
     """Pairs/s of the same draw-mode pairs for each catalogue size (median of interleaved rounds), and
-    the one-off seconds per camera of the first pass that fills the field cache."""
+    the one-off CPU seconds per camera of the first pass that fills the field cache.
+
+    Besides wall time, the CPU time of this (single-threaded) process is measured: on a machine shared
+    with other work it is the cost of a pair that other processes do not inflate.
+    """
     fields = make_fields(work / "fields", max(counts), frame)
     pairs = len(sources) * config.patches_per_image
-    seconds: dict[int, list[float]] = {n: [] for n in counts}
-    first_load: dict[int, float] = {}
+    wall: dict[int, list[float]] = {n: [] for n in counts}
+    cpu: dict[int, list[float]] = {n: [] for n in counts}
+    first_cpu: dict[int, float] = {}
     for round_ in range(repeats + 1):
         for n in counts:
             specs = plans(work, f"c{n}-{round_}", sources, fields[:n], config)
             if round_ == 0:
                 shard_module.load_field_cached.cache_clear()  # a fresh worker: reads its n fields once
-            elapsed = write_all(specs)
-            if round_ == 0:
-                first_load[n] = elapsed
-            else:
-                seconds[n].append(elapsed)
-    results = {f"cameras_{n}": _rate(pairs, statistics.median(seconds[n]), config.patch_size) for n in counts}
-    warm = {n: statistics.median(seconds[n]) for n in counts}
-    one_off = {f"cameras_{n}": max(0.0, first_load[n] - warm[n]) / n for n in counts}
+                first_cpu[n] = write_all_timed(specs)[1]
+                continue
+            seconds, cpu_seconds = write_all_timed(specs)
+            wall[n].append(seconds)
+            cpu[n].append(cpu_seconds)
+    results = {}
+    for n in counts:
+        rate = _rate(pairs, statistics.median(wall[n]), config.patch_size)
+        rate["pairs_per_cpu_s"] = pairs / statistics.median(cpu[n])
+        results[f"cameras_{n}"] = rate
+    one_off = {f"cameras_{n}": (first_cpu[n] - statistics.median(cpu[n])) / n for n in counts}
     return results, one_off
 
 
@@ -221,7 +236,7 @@ def main() -> None:
         write_all(plans(work, "warm", sources[:1], one, dataclasses.replace(config, patches_per_image=1)))
         scaling, one_off = bench_cameras(work, sources, frame, counts, config, args.repeats)
         results |= scaling
-        extra["field_load_s_per_camera"] = one_off
+        extra["field_load_cpu_s_per_camera"] = one_off
         if not args.no_ray:
             results |= bench_ray(work, sources, one, config, args.patch)
         if torch.cuda.is_available():
@@ -234,20 +249,23 @@ def main() -> None:
         ratios["pipeline_cost_over_blur"] = (
             results["blur"]["pairs_per_s"] / results["pipeline"]["pairs_per_s"]
         )
-        base = results[f"cameras_{counts[0]}"]["pairs_per_s"]
-        for n in counts[1:]:
-            ratios[f"cameras_{n}_over_{counts[0]}"] = results[f"cameras_{n}"]["pairs_per_s"] / base
+        for key in ("pairs_per_s", "pairs_per_cpu_s"):
+            base = results[f"cameras_{counts[0]}"][key]
+            for n in counts[1:]:
+                ratios[f"cameras_{n}_over_{counts[0]} ({key})"] = results[f"cameras_{n}"][key] / base
     if "ray_2_workers" in results:
         ratios["ray_2_over_1"] = (
             results["ray_2_workers"]["pairs_per_s"] / results["ray_1_worker"]["pairs_per_s"]
         )
-    print(f"{'measurement':<16} {'pairs/s':>9} {'MPix/s':>8} {'seconds':>8}")
+    print(f"{'measurement':<16} {'pairs/s':>9} {'MPix/s':>8} {'seconds':>8} {'pairs/CPU-s':>12}")
     for name, r in results.items():
-        print(f"{name:<16} {r['pairs_per_s']:>9.2f} {r['mpix_per_s']:>8.3f} {r['seconds']:>8.3f}")
+        per_cpu = f"{r['pairs_per_cpu_s']:.2f}" if "pairs_per_cpu_s" in r else "-"
+        rates = f"{r['pairs_per_s']:>9.2f} {r['mpix_per_s']:>8.3f} {r['seconds']:>8.3f}"
+        print(f"{name:<16} {rates} {per_cpu:>12}")
     for name, value in ratios.items():
-        print(f"{name:<28} {value:.3f}")
-    for name, value in extra.get("field_load_s_per_camera", {}).items():
-        print(f"first pass, field load per camera ({name}): {1e3 * value:.1f} ms")
+        print(f"{name:<44} {value:.3f}")
+    for name, value in extra.get("field_load_cpu_s_per_camera", {}).items():
+        print(f"first pass, field load CPU time per camera ({name}): {1e3 * value:.1f} ms")
     if "gpu_vs_cpu" in extra:
         g = extra["gpu_vs_cpu"]
         print(f"GPU path {g['gpu']['pairs_per_s']:.1f} pairs/s vs CPU path {g['cpu']['pairs_per_s']:.1f} "
