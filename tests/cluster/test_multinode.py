@@ -152,7 +152,9 @@ def test_gpu_shard_tasks_request_half_a_gpu_and_land_on_gpu_nodes_only(cluster, 
     while True:
         tasks = _shard_tasks()
         gpu_tasks = [t for t in tasks if t.required_resources.get("GPU") == 0.5]
-        if len(gpu_tasks) >= summary["shards"] or time.monotonic() > deadline:
+        # Task events reach the State API with a delay: wait until every task has its final state.
+        settled = all(t.state == "FINISHED" and t.node_id for t in gpu_tasks)
+        if (len(gpu_tasks) >= summary["shards"] and settled) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert len(gpu_tasks) == summary["shards"]
