@@ -80,14 +80,30 @@ def _train_rows(out: Path) -> list[tuple[str, str]]:
 
 PY = sys.executable
 STEPS = [
-    Step("pytest -m gpu", [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                           "--junitxml={out}/pytest-gpu.xml"], 210, _pytest_rows),  # fmt: skip
-    Step("sv_conv (Triton)", [PY, "benchmarks/sv_conv.py", "--gpu-only", "--output", "{out}/sv_conv.json"],
-         90, _sv_conv_rows),  # fmt: skip
-    Step("simulate (GPU vs CPU path)", [PY, "benchmarks/simulate.py", "--gpu-check", "--output",
-                                        "{out}/simulate.json"], 120, _simulate_rows),  # fmt: skip
-    Step("training speed", [PY, "benchmarks/gpu_check.py", "--step", "train-speed", "--output", "{out}"],
-         60, _train_rows),  # fmt: skip
+    Step(
+        "pytest -m gpu",
+        [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "--junitxml={out}/pytest-gpu.xml"],
+        210,
+        _pytest_rows,
+    ),
+    Step(
+        "sv_conv (Triton)",
+        [PY, "benchmarks/sv_conv.py", "--gpu-only", "--output", "{out}/sv_conv.json"],
+        90,
+        _sv_conv_rows,
+    ),
+    Step(
+        "simulate (GPU vs CPU path)",
+        [PY, "benchmarks/simulate.py", "--gpu-check", "--output", "{out}/simulate.json"],
+        120,
+        _simulate_rows,
+    ),
+    Step(
+        "training speed",
+        [PY, "benchmarks/gpu_check.py", "--step", "train-speed", "--output", "{out}"],
+        60,
+        _train_rows,
+    ),
 ]
 
 
