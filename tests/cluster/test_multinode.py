@@ -176,10 +176,15 @@ def test_synthesis_survives_a_killed_worker_node(cluster, tmp_path):
     out = tmp_path / "cluster"
     killed: list[int] = []
 
+    done: list[int] = []
+
     def kill_worker_a(result):
-        """After a finished shard, once a shard is running on a: kill a (its raylet and workers)."""
+        """Kill a (its raylet and workers) once a shard is seen running on it, or half-way at the latest."""
+        done.append(result.index)
+        if killed:
+            return
         running = [t for t in _shard_tasks() if t.state == "RUNNING" and t.node_id == ids["a"]]
-        if not killed and running:
+        if running or len(done) >= 6:
             killed.append(result.index)
             handle.remove_node(nodes["a"], allow_graceful=False)
 
