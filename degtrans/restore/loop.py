@@ -30,6 +30,8 @@ from degtrans.restore.data import PairReader
 from degtrans.restore.losses import restoration_loss
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.wiener import DeepWiener
+from degtrans.restore.recipe import WeightEMA
+from degtrans.restore.recipe import make_scheduler as make_recipe_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,12 @@ MODELS: dict[str, Callable[[TrainConfig], nn.Module]] = {
         offset_channels=c.offset_channels,
         kernel_size=c.kpn_kernel,
         deform_blocks=c.deform_blocks,
+        offset_groups=c.offset_groups,
+        dilations=c.kpn_dilations,
+        kernel_scale=c.kpn_kernel_scale,
+        decoder_deform=c.decoder_deform,
     ),
-    "wiener": lambda c: DeepWiener(features=c.wiener_features, width=c.width),
+    "wiener": lambda c: DeepWiener(features=c.wiener_features, width=c.width, bands=c.wiener_bands),
 }
 MODEL_CLASSES: dict[str, type] = {"fovkpn": FOVKPN, "wiener": DeepWiener}
 
@@ -69,10 +75,14 @@ def make_scheduler(
 
 
 def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-    degraded = batch["degraded"].to(device, non_blocking=True)
-    coords = batch["coords"].to(device, non_blocking=True)
-    psf = batch["psf"].to(device, non_blocking=True) if getattr(model, "needs_psf", False) else None
-    return model(degraded, coords, psf)
+    def get(name: str) -> torch.Tensor | None:
+        return batch[name].to(device, non_blocking=True) if name in batch else None
+
+    psf = None
+    if getattr(model, "needs_psf", False):
+        # The PSFs at the patch corners describe the field across the patch; the centre's is the fallback.
+        psf = get("psf_corners") if "psf_corners" in batch else get("psf")
+    return model(get("degraded"), get("coords"), psf, noise=get("noise"), isp=get("isp"))
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -92,6 +102,7 @@ def train_epoch(
     amp: bool = True,
     max_steps: int = 0,
     progress: bool | str = False,
+    ema: WeightEMA | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches``: L1 or L2 (+ SSIM) loss, clipped gradients, a scheduler step per batch.
 
@@ -103,6 +114,7 @@ def train_epoch(
         report: called after every step with ``{"step", "loss", "lr"}``.
         max_steps: stop after this many batches (0: all).
         progress: show a tqdm bar (a string is its description).
+        ema: a weight average updated after every optimizer step.
 
     Returns:
         ``{"loss": mean loss, "patches": n, "seconds": s, "patches_per_s": n / s, "steps": steps}``.
@@ -134,6 +146,8 @@ def train_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update(model)
         value = float(loss.detach())
         total += value * clean.shape[0]
         patches += clean.shape[0]
@@ -277,7 +291,9 @@ def model_from_checkpoint(
     if expect is not None and config.model != expect:
         raise ValueError(f"{path}: checkpoint is for model {config.model!r}, expected {expect!r}")
     model = build_model(config)
-    load_checkpoint(path, model)
+    state = load_checkpoint(path, model)
+    if state["extra"].get("ema") is not None:
+        model.load_state_dict(state["extra"]["ema"])  # the weights that were validated
     return model.to(device).eval(), config
 
 
@@ -316,16 +332,18 @@ def record_epoch(
     record: dict[str, Any],
     best_psnr: float,
     best_epoch: int,
+    ema: WeightEMA | None = None,
 ) -> tuple[float, int]:
     """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves, ``last.pt``,
-    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``."""
+    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
+    With ``ema`` the checkpoints also hold the averaged weights (``extra["ema"]``)."""
     epoch = record["epoch"]
+    averaged = {"ema": ema.state_dict()} if ema is not None else {}
     if record["val_psnr"] > best_psnr or best_epoch < 0:
         best_psnr, best_epoch = record["val_psnr"], epoch
-        save_checkpoint(
-            run_dir / "best.pt", model, optimizer, scheduler, epoch, config, {"best_psnr": best_psnr}
-        )
-    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch}
+        best_extra = {"best_psnr": best_psnr, **averaged}
+        save_checkpoint(run_dir / "best.pt", model, optimizer, scheduler, epoch, config, best_extra)
+    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch, **averaged}
     save_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, epoch, config, extra)
     _append_jsonl(run_dir / "metrics.jsonl", record)
     draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
@@ -372,7 +390,8 @@ def train_local(
         steps = min(steps, config.max_steps_per_epoch)
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
+    scheduler = make_recipe_scheduler(optimizer, config, steps)
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
     last, best, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
     start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
@@ -380,6 +399,8 @@ def train_local(
         state = load_checkpoint(last, model, optimizer, scheduler, map_location=device, restore_rng=True)
         start_epoch = state["epoch"] + 1
         best_psnr = state["extra"].get("best_psnr", -math.inf)
+        if ema is not None and state["extra"].get("ema") is not None:
+            ema.load_state_dict(state["extra"]["ema"])
         best_epoch = state["extra"].get("best_epoch", -1)
         log.info("resuming %s from epoch %d", last, start_epoch)
     elif metrics_path.exists():
@@ -395,17 +416,17 @@ def train_local(
             model, batches, optimizer, scheduler=scheduler, scaler=scaler, grad_clip=config.grad_clip,
             ssim_weight=config.ssim_weight, loss_kind=config.loss, amp=config.amp,
             max_steps=config.max_steps_per_epoch,
-            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False,
+            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False, ema=ema,
         )  # fmt: skip
         val_batches = reader.batches("val", config.batch_size, shuffle=False)
-        val = evaluate(model, val_batches, config.ssim_weight, config.loss)
+        val = evaluate(ema.module if ema else model, val_batches, config.ssim_weight, config.loss)
         record = {
             "epoch": epoch, "train_loss": stats["loss"], "patches_per_s": stats["patches_per_s"],
             "seconds": stats["seconds"], "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"],
             "val_psnr": val["psnr"], "val_ssim": val["ssim"], "identity_psnr": baseline,
         }  # fmt: skip
         best_psnr, best_epoch = record_epoch(
-            run_dir, model, optimizer, scheduler, config, record, best_psnr, best_epoch
+            run_dir, model, optimizer, scheduler, config, record, best_psnr, best_epoch, ema
         )
         if progress:
             print(

@@ -71,7 +71,8 @@ def write_toy_dataset(
         patches_per_frame: patches cut from each frame at random positions.
         patch_size: P, patch side in pixels.
         shards: Parquet files to spread the rows over.
-        noise: standard deviation of the added Gaussian noise.
+        noise: standard deviation of the added Gaussian noise (linear light; stored as the
+            variance ``noise_read``, with the toy frame's sRGB curve standing in for the ISP).
         seed: all randomness.
 
     Returns:
@@ -110,7 +111,7 @@ def write_toy_dataset(
                     "channels": 3,
                     "clean": np.round(clean[window] * 65535).astype(np.uint16).reshape(-1),
                     "degraded": np.round(degraded[window] * 65535).astype(np.uint16).reshape(-1),
-                    "noise_read": float(noise),
+                    "noise_read": float(noise) ** 2,  # a variance, as degtrans simulate stores it
                 }
             )
     ints = ("y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
