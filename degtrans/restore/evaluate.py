@@ -50,7 +50,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
 
         return baseline
     if method.startswith("ckpt:"):
-        from degtrans.restore.loop import model_from_checkpoint
+        from degtrans.restore.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
 
