@@ -32,7 +32,8 @@ from degtrans.restore.coords import fov_coords
 from degtrans.restore.loop import build_model
 from degtrans.restore.losses import restoration_loss
 
-ISP_NAMES = ["isp_rgb_gain", "isp_red_gain", "isp_blue_gain"] + [f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)]
+ISP_NAMES = ["isp_rgb_gain", "isp_red_gain", "isp_blue_gain"]
+ISP_NAMES += [f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)]
 
 
 def load(data_dir: Path) -> dict:
@@ -47,9 +48,12 @@ def load(data_dir: Path) -> dict:
     size = rows[0]["height"]
 
     def image(name):
-        return torch.tensor(np.stack([np.asarray(r[name], np.float32) for r in rows]) / 65535.0).view(
-            len(rows), size, size, 3
-        ).permute(0, 3, 1, 2).contiguous()
+        return (
+            torch.tensor(np.stack([np.asarray(r[name], np.float32) for r in rows]) / 65535.0)
+            .view(len(rows), size, size, 3)
+            .permute(0, 3, 1, 2)
+            .contiguous()
+        )
 
     y0 = torch.tensor([r["y0"] for r in rows])
     x0 = torch.tensor([r["x0"] for r in rows])
@@ -67,7 +71,8 @@ def load(data_dir: Path) -> dict:
         "source": [r.get("source") or r["sample_id"].split("/")[1] for r in rows],
     }
     if "noise_read" in rows[0]:
-        out["noise"] = torch.tensor([[r.get("noise_shot", 0.0), r["noise_read"]] for r in rows], dtype=torch.float32)
+        noise = [[r.get("noise_shot", 0.0), r["noise_read"]] for r in rows]
+        out["noise"] = torch.tensor(noise, dtype=torch.float32)
     if "isp_rgb_gain" in rows[0]:
         out["isp"] = torch.tensor([[r[n] for n in ISP_NAMES] for r in rows], dtype=torch.float32)
     return out
@@ -112,7 +117,9 @@ def main() -> None:
     train_idx, val_idx = torch.nonzero(~holdout).flatten(), torch.nonzero(holdout).flatten()
     model = build_model(config)
     ema = copy.deepcopy(model) if args.ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
 
     def factor(step: int) -> float:
         if step < args.warmup:
@@ -132,7 +139,8 @@ def main() -> None:
     print(f"  step 0: val {validate(model, data, val_idx) - identity:+.2f} dB over the input")
     for step in range(args.steps):
         index = train_idx[torch.randint(len(train_idx), (config.batch_size,), generator=generator)]
-        loss = restoration_loss(forward(model, data, index), data["clean"][index], config.ssim_weight, config.loss)
+        restored = forward(model, data, index)
+        loss = restoration_loss(restored, data["clean"][index], config.ssim_weight, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -143,7 +151,8 @@ def main() -> None:
                 for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                     e.lerp_(p, 1.0 - args.ema)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            line = f"  step {step + 1}: loss {float(loss.detach()):.4f}  val {validate(model, data, val_idx) - identity:+.2f} dB"
+            gain = validate(model, data, val_idx) - identity
+            line = f"  step {step + 1}: loss {float(loss.detach()):.4f}  val {gain:+.2f} dB"
             if ema is not None:
                 line += f"  (EMA {validate(ema, data, val_idx) - identity:+.2f} dB)"
             print(line + f"  {time.perf_counter() - start:.0f} s", flush=True)
