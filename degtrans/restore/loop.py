@@ -53,7 +53,7 @@ def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> t
 
     # The PSFs at the patch corners describe the field across the patch; the centre's is the fallback.
     psf = get("psf_corners") if "psf_corners" in batch else get("psf")
-    return model(get("degraded"), get("coords"), psf, noise=get("noise"), isp=get("isp"))
+    return model(get("degraded"), get("coords"), psf, get("noise"), get("isp"))
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from degtrans.config import ConfigError, TrainConfig, from_dict, load_config
+from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint
+from degtrans.restore.loop import train_local
 from degtrans.restore.recipe import WeightEMA, lr_factor, make_scheduler
 
 
@@ -44,7 +46,10 @@ def test_paper_preset_sets_the_reference_settings_and_later_keys_win():
     train = config.train
     assert (train.width, train.offset_channels, train.kpn_kernel, train.batch_size) == (32, 32, 5, 16)
     assert (train.learning_rate, train.lr_schedule, train.lr_step_epochs, train.lr_step_gamma) == (
-        1e-4, "step", 5, 0.5
+        1e-4,
+        "step",
+        5,
+        0.5,
     )
     assert train.kpn_dilations == (1, 2, 3, 4) and train.offset_groups == 8 and train.epochs == 3
     assert config.simulate.patch_size == 128
@@ -53,3 +58,16 @@ def test_paper_preset_sets_the_reference_settings_and_later_keys_win():
     assert from_file.train.learning_rate == 2e-4 and from_file.train.epochs == 50
     with pytest.raises(ConfigError, match="preset"):
         load_config(None, ["train.preset=fast"])
+
+
+def test_training_with_ema_validates_and_restores_the_average(tmp_path, toy_data):
+    config = TrainConfig(
+        model="wiener", width=4, wiener_features=6, epochs=1, batch_size=4, ema_decay=0.5, warmup_steps=2
+    )
+    result = train_local(toy_data, tmp_path / "run", config, progress=False)
+    state = load_checkpoint(result["last"])
+    average = state["extra"]["ema"]
+    assert any(not torch.equal(average[k], v) for k, v in state["model"].items())
+    model, _ = model_from_checkpoint(result["last"])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, average[name])
