@@ -66,6 +66,17 @@ def test_wiener_with_equal_corner_psfs_is_the_single_psf_filter():
         wiener_deconv(features, psf[:, None].expand(2, 4, 3, 5, 5), phi)
 
 
+def test_deep_wiener_takes_one_psf_with_or_without_the_tile_axis():
+    model = DeepWiener(features=6, width=4).eval()
+    x = torch.rand(1, 3, 12, 12)
+    coords = fov_coords(torch.tensor([0]), torch.tensor([0]), 32, 32, 12, 12)
+    psf = torch.from_numpy(gaussian_psf(5, 1.0, 1.0, 0.0)).float().expand(1, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, coords, psf[:, None]), model(x, coords, psf))
+        corners = psf[:, None].expand(1, 4, 3, 5, 5)
+        torch.testing.assert_close(model(x, coords, corners), model(x, coords, psf), atol=1e-5, rtol=1e-5)
+
+
 def _blurred_noisy(noise_std: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clean and degraded (blurred in linear light, noisy) 32-px patches, and the PSF."""
     gen = torch.Generator().manual_seed(0)

@@ -247,7 +247,8 @@ class DeepWiener(nn.Module):
             psf = psf.float()
             feature_psf = torch.cat([psf, psf.repeat_interleave(per_channel - 1, dim=-3)], dim=-3)
             phi = self.snr(linear, variance, noise_std)
-            weights = corner_weights(height, width, degraded.device) if psf.dim() == 5 else None
+            corners = psf.dim() == 5 and psf.shape[1] == 4
+            weights = corner_weights(height, width, degraded.device) if corners else None
             deconv = wiener_deconv(feats, feature_psf, phi, self.eta, weights)
             base = to_display(deconv[:, : self.channels], isp)
         # The noise level as a feature map: log10 of the standard deviation, 1e-4 -> 0 and 1 -> 1.
