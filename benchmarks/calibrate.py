@@ -125,7 +125,7 @@ def main() -> None:
         }
         if not args.skip_ray:
             report["actors"] = _actors(root / "pairs", truth, config, root)
-    report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
+    report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "calibrate.json"
     path.write_text(json.dumps(report, indent=2))

@@ -45,6 +45,13 @@ class SimulateConfig:
     rows_per_file: int = 512
     row_group_rows: int = 64
     workers: int = 0
+    # "all": every image x patch is simulated through every camera (sample id CAMERA/IMAGE/pNN);
+    # "draw": each image x patch draws one camera by catalogue weight from (seed, sample_id) (IMAGE/pNN),
+    # so the dataset's size does not grow with the number of cameras; "auto": all for --psf fields,
+    # draw for a --cameras catalogue.
+    camera_choice: Literal["auto", "all", "draw"] = "auto"
+    # GPU fraction per shard task (Ray's num_gpus): > 0 runs the blur (Triton) and the ISP on the GPU.
+    gpus_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
