@@ -127,7 +127,8 @@ class TrainConfig:
     # Dilations of the predicted per-pixel kernels, fused by a 3x3 conv (the reference: 1-4, 17x17 support).
     kpn_dilations: tuple[int, ...] = (1, 2, 3, 4)
     # Factor on the kernel head's correction. 1 (undamped): 0.01 cut that head's effective learning
-    # rate ~100x under Adam and it learnt nothing (+0.00 dB vs +1.39 dB undamped at 600 steps).
+    # rate ~100x under Adam and it learnt nothing: +0.31 dB vs +1.81 dB undamped over the input after
+    # 500 CPU steps on a held-out image (benchmarks/README.md).
     kpn_kernel_scale: float = 1.0
     deform_blocks: int = 2
     # DCNv2 offset groups (the reference: 8) and decoder levels, from the coarsest, with a deformable
