@@ -74,6 +74,13 @@ def patch_corner_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[i
     return np.stack([field.at(y0 + dy, x0 + dx) for dy, dx in corners])
 
 
+def batch_columns(available: Sequence[str]) -> list[str]:
+    """The columns a training batch is decoded from: metadata, pixels, and the noise and ISP columns
+    that a shard with the names ``available`` stores (older datasets and toy data lack some)."""
+    optional = [name for name in (*NOISE_COLUMNS, *ISP_COLUMNS) if name in available]
+    return [*META_COLUMNS, *PIXEL_COLUMNS, *optional]
+
+
 def rows_to_batch(
     columns: Mapping[str, Any],
     fields: Mapping[str, PSFField] | None = None,
@@ -186,9 +193,8 @@ class PairReader:
             shard = self.shards[int(index)]
             try:
                 parquet = pq.ParquetFile(shard)
-                optional = [n for n in (*NOISE_COLUMNS, *ISP_COLUMNS) if n in parquet.schema_arrow.names]
                 record_batches = parquet.iter_batches(
-                    batch_size=64, columns=[*META_COLUMNS, *PIXEL_COLUMNS, *optional]
+                    batch_size=64, columns=batch_columns(parquet.schema_arrow.names)
                 )
                 for record_batch in record_batches:
                     table = pa.Table.from_batches([record_batch])
