@@ -346,9 +346,9 @@ def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper
     A sweep visits the tiles in four colour classes (row and column parity): a tile's eight neighbours
     all have other colours, so each class is fitted against the newest neighbours (block Gauss-Seidel,
     tiles of a class in parallel), and the update is over-relaxed by ``relaxation``. Measured on the
-    triplet lens (3x4 tiles, k = 31, noise-free, oracle geometry): plain Jacobi rounds took 7 rounds to
-    reach the error that the in-band floor allows, two sweeps about half of that way; the joint solve
-    gets there from the init. A tile that failed (no pair covers it) leaves the joint solve out.
+    triplet lens (3x4 tiles, k = 31, noise-free, true geometry): Jacobi rounds left 0.086 median pixel
+    error after 2 rounds and 0.062 after 7; two sweeps 0.073; the joint solve 0.078 in one pass, so it
+    is the default and sweeps are optional. A tile that failed (no pair covers it) leaves the joint solve out.
     """
     start = time.perf_counter()
     rows, cols = problem.grid
