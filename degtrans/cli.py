@@ -137,6 +137,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         report = args.output.with_suffix(".report.png")
         grid = f"{field.grid[0]}x{field.grid[1]}"
         print(f"wrote {args.output} ({grid} tiles, k={field.kernel_size}); report {report}")
+        from degtrans.calibrate.metrics import format_metrics
+
+        print(format_metrics(field.meta.get("metrics", {})))
         return 0
 
     p.set_defaults(func=handler)

@@ -67,14 +67,31 @@ class CalibrateConfig:
     beta_sum2one: float = 1.0
     gamma_boundary: float = 1.0
     delta_symmetry: float = 0.0
-    iterations: int = 100
+    # Adam steps of the optional descent round after the closed form (0: none). The joint closed form is
+    # the estimate; the descent is an L1 polish on sampled pixels whose patch system at k = 31 holds
+    # 3 x 40000 x 961 floats (0.46 GB) per tile, so it is off unless asked for.
+    iterations: int = 0
     learning_rate: float = 1e-3
     # Observations per Adam step (mini-batch of the tile's sampled pixels).
     batch_pixels: int = 4096
     # Tikhonov weight (relative to the mean diagonal) of the closed-form least-squares start.
     wiener_reg: float = 3e-4
-    # Closed-form rounds with the exact interpolated-field model (block Jacobi over tiles) before descent.
-    refine_rounds: int = 1
+    # Closed form: "fourier" (every pixel of a tile's region, conjugate gradients with FFT products; k up
+    # to 41 and more) or "patches" (the k^2 x k^2 normal equations on sampled pixels, non-negative FISTA).
+    solver: Literal["fourier", "patches"] = "fourier"
+    # Fourier solver priors, relative to the data scale: |grad h|^2 and the centroid of the middle
+    # (green) channel ((sum h y)^2 + (sum h x)^2: PSFs are stored centred, geometry is not blur).
+    smooth_reg: float = 1e-3
+    centroid_weight: float = 1.0
+    cg_iterations: int = 400
+    # Sweeps of the exact interpolated-field model (block Gauss-Seidel over four tile colours) before
+    # descent, each update over-relaxed by ``relaxation``.
+    refine_rounds: int = 0
+    relaxation: float = 1.0
+    # Preconditioned CG steps of the joint solve of all tiles (Fourier solver; 0: tile sweeps only).
+    joint_iterations: int = 300
+    # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
+    holdout: int = 0
     # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
     max_pixels: int = 40000
     deep_linear_width: int = 64
