@@ -59,7 +59,7 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
 
     data = tiny_dataset(tmp_path / "data", frames=3)
     space = tmp_path / "space.toml"
-    space.write_text("[train.learning_rate]\ngrid = [1e-3, 1e-9]\n")  # 1e-9 cannot learn: ASHA's victim
+    space.write_text("[train.learning_rate]\ngrid = [1e-3, 1e-9]\n")
     # One worker per trial: on a machine where several Ray instances run (five engineers on one
     # host), Train V2's placement-group cleaner cannot pick its cluster through the State API and a
     # finished trial's worker group can stay reserved; the second trial must still fit.
@@ -73,7 +73,10 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
     assert len(rows) == 2 == result["trials"]  # a grid of two values, one sample each
     psnrs = [float(r["best_val_psnr"]) for r in rows]
     assert psnrs == sorted(psnrs, reverse=True) and result["best_psnr"] == psnrs[0]
-    assert float(rows[0]["train.learning_rate"]) == 1e-3 == result["best_config"].learning_rate
+    # Which rate wins six steps of an identity-initialised network is not the sweep's business; that the
+    # sweep reports the winner's config is.
+    assert sorted(float(r["train.learning_rate"]) for r in rows) == [1e-9, 1e-3]
+    assert float(rows[0]["train.learning_rate"]) == result["best_config"].learning_rate
     assert all(1 <= int(r["epochs"]) <= 3 for r in rows)
     # The best config is a TOML that `degtrans train --config` reads back to the same [train] section.
     assert load_config(result["best_toml"]).train == result["best_config"]
