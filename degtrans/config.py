@@ -131,10 +131,13 @@ class RestoreConfig:
     tile_size: int = 256
     overlap: int = 32
     max_tiles_in_memory: int = 8
-    wiener_snr: float = 100.0
-    rl_iterations: int = 30
-    # Classical baselines deconvolve in linear light: undo / redo the sRGB transfer curve around them.
-    linearize: bool = True
+    # Classical baselines (noise-aware): the residual they may leave, in units of the noise variance
+    # (Morozov's principle is 1; 0.5 measured best on noisy frames through the camera chain: the
+    # principle oversmooths there), and the most Richardson-Lucy iterations.
+    discrepancy: float = 0.5
+    # Richardson-Lucy's stop (noise variances; see degtrans.restore.baselines.RL_DISCREPANCY).
+    rl_discrepancy: float = 4.0
+    rl_iterations: int = 50
     # ``degtrans evaluate``: crops in its picture, and a cap on evaluated samples (0: all of the split).
     eval_crops: int = 4
     eval_max_samples: int = 0

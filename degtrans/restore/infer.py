@@ -193,10 +193,11 @@ def restore_array(
         if field is None:
             raise ValueError(f"method {method!r} needs a PSF field (--field camera.npz)")
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        # A photograph's ISP and noise level are unknown: sRGB curve undone, noise estimated per tile.
         out = deconvolve_field(
-            tensor, field, method, snr=config.wiener_snr, iterations=config.rl_iterations,
-            linearize=config.linearize,
-        )  # fmt: skip
+            tensor, field, method, discrepancy=config.discrepancy, rl_discrepancy=config.rl_discrepancy,
+            iterations=config.rl_iterations,
+        )
         return out.permute(1, 2, 0).numpy()
     if method == "identity":
         fn: TileFn = lambda tiles, origins: tiles  # noqa: E731
