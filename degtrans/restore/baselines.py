@@ -102,7 +102,9 @@ def estimate_noise_variance(image: torch.Tensor) -> torch.Tensor:
     return ESTIMATE_GAIN * (detail.flatten(1).abs().median(1).values / 0.6745) ** 2
 
 
-def wiener_filter(image: torch.Tensor, psf: torch.Tensor, noise_variance: torch.Tensor, discrepancy: float = 0.5):
+def wiener_filter(
+    image: torch.Tensor, psf: torch.Tensor, noise_variance: torch.Tensor, discrepancy: float = 0.5
+) -> torch.Tensor:
     """Wiener deconvolution with a gradient prior, its weight set by the discrepancy principle.
 
     Args:

@@ -284,7 +284,8 @@ def frame_restorers(
             size = tuple(frame.degraded.shape[-2:])
             fn = model_tile_fn(model, size, field_of(frame), device)
             image = frame.degraded.permute(1, 2, 0).numpy()
-            out = restore_tiled(image, fn, config.tile_size, config.overlap, config.max_tiles_in_memory, False)
+            tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)
+            out = restore_tiled(image, fn, *tiles, progress=False)
             return torch.from_numpy(out).permute(2, 0, 1)
 
         return restore
@@ -308,7 +309,9 @@ def zone_map(height: int, width: int) -> list[str]:
     return [zone_of(r) for r in radius]
 
 
-def frame_scores(restored: torch.Tensor, clean: torch.Tensor, block: int = 32) -> dict[str, tuple[float, float]]:
+def frame_scores(
+    restored: torch.Tensor, clean: torch.Tensor, block: int = 32
+) -> dict[str, tuple[float, float]]:
     """``{zone: (PSNR dB, SSIM)}`` of one frame (3, H, W), zones ``all, centre, mid, corner``.
 
     A zone's PSNR is over its pixels; its SSIM the mean over the ``block``-pixel blocks whose
@@ -317,7 +320,8 @@ def frame_scores(restored: torch.Tensor, clean: torch.Tensor, block: int = 32) -
     height, width = clean.shape[-2:]
     squared = ((restored.double() - clean.double()) ** 2).mean(0).flatten()
     zones = np.array(zone_map(height, width))
-    scores = {"all": (float(psnr(restored[None], clean[None])[0]), float(ssim(restored[None], clean[None])[0]))}
+    whole = (float(psnr(restored[None], clean[None])[0]), float(ssim(restored[None], clean[None])[0]))
+    scores = {"all": whole}
     starts = [(y, x) for y in range(0, height - block + 1, block) for x in range(0, width - block + 1, block)]
     blocks_r = torch.stack([restored[:, y : y + block, x : x + block] for y, x in starts])
     blocks_c = torch.stack([clean[:, y : y + block, x : x + block] for y, x in starts])
@@ -340,7 +344,8 @@ def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> l
     places = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
     return [
         {
-            "sample_id": frame.name, "zone": zone,
+            "sample_id": frame.name,
+            "zone": zone,
             "degraded": frame.degraded[:, y : y + size, x : x + size],
             "clean": frame.clean[:, y : y + size, x : x + size],
             "restored": {m: out[:, y : y + size, x : x + size] for m, out in outputs.items()},

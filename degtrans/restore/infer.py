@@ -195,7 +195,11 @@ def restore_array(
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         # A photograph's ISP and noise level are unknown: sRGB curve undone, noise estimated per tile.
         out = deconvolve_field(
-            tensor, field, method, discrepancy=config.discrepancy, rl_discrepancy=config.rl_discrepancy,
+            tensor,
+            field,
+            method,
+            discrepancy=config.discrepancy,
+            rl_discrepancy=config.rl_discrepancy,
             iterations=config.rl_iterations,
         )
         return out.permute(1, 2, 0).numpy()

@@ -37,7 +37,7 @@ def test_wiener_is_never_below_the_input_on_noisy_frames(noisy_frames, known_noi
         restored = deconvolve_field(frame.degraded, field, "wiener", noise=noise, isp=isp)
         before = float(psnr(frame.degraded[None], frame.clean[None])[0])
         after = float(psnr(restored[None], frame.clean[None])[0])
-        assert after >= before, f"{frame.name} (shot {frame.noise.shot:.2g}): {after:.2f} < input {before:.2f} dB"
+        assert after >= before, f"{frame.name} (shot {frame.noise.shot:.2g}): {after:.2f} < {before:.2f} dB"
 
 
 def test_rl_with_the_noise_stopping_rule_is_never_below_the_input(noisy_frames):
