@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from degtrans.atomic import write_atomic
 from degtrans.kernels import apply_pixel_kernels
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,10 +87,7 @@ def main() -> None:
                     f"{1e3 * row['forward_backward_s']:>12.1f}{ratio if backend == ours else 1.0:>14.2f}"
                 )
             record["results"][f"{device}/{layout}"] = rows
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.output)
+    write_atomic(args.output, json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

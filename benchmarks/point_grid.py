@@ -10,8 +10,6 @@ per-channel widths). Right: the tile-centre PSFs of the field itself. Writes ``d
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from degtrans.calibrate.inspect import psf_mosaic  # noqa: E402
+from degtrans.figures import save_figure  # noqa: E402
 from degtrans.kernels import sv_conv2d  # noqa: E402
 from degtrans.testing.synthetic import gaussian_field  # noqa: E402
 
@@ -62,13 +61,7 @@ def draw(path: Path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

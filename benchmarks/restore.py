@@ -3,8 +3,8 @@ fixed training budget on a small dataset synthesised in the same run, next to Wi
 
     .venv/bin/python benchmarks/restore.py [--steps 60] [--threads 2]
 
-Prints a table and writes benchmarks/results/restore.json. Speeds are for the fixed sizes below,
-on this machine, in this run; PSNR gains are relative to the degraded input (identity).
+Prints a table and writes benchmarks/results/restore.json. Speeds are for the fixed sizes below, on
+the machine that runs it; PSNR gains are relative to the degraded input (identity).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import evaluate_methods
 from degtrans.restore.infer import restore_array
-from degtrans.restore.loop import build_model, make_optimizer, save_checkpoint, train_epoch
+from degtrans.restore.loop import build_model, make_optimizer, train_epoch
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import write_toy_dataset
 

@@ -23,19 +23,11 @@ import torch
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.dataset import (
-    _settings,
-    bundled_images,
-    list_images,
-    load_source,
-    plan_shards,
-    resolve_cameras,
-    scan_sources,
-    simulate_sample,
-    write_shard,
-)
 from degtrans.simulate.degrade import blur, context_window, sample_generator
 from degtrans.simulate.optics import lens_field
+from degtrans.simulate.plan import plan_shards, resolve_cameras, shard_settings
+from degtrans.simulate.shards import simulate_sample, write_shard
+from degtrans.simulate.sources import bundled_images, list_images, load_source, scan_sources
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -106,7 +98,7 @@ def main() -> None:
     field = PSFField.load(field_path)
     camera = CameraProfile.bundled("canon-eos-5d-mark-ii")
     config = SimulateConfig(patch_size=args.patch, patches_per_image=args.samples, rows_per_file=args.samples)
-    settings = _settings(config)
+    settings = shard_settings(config)
     image = load_source(sources[0])
 
     _blur_once(image, field, args.patch, "warm-up")  # allocator and first-call overheads

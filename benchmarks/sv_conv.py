@@ -19,7 +19,9 @@ Prints a table of milliseconds and ratios and writes ``benchmarks/results/sv_con
 (``sv_conv_<size>.json`` for other sizes).
 
     .venv/bin/python benchmarks/sv_conv.py [--size 1024] [--grid 8] [--psf 31] [--repeats 3]
-        [--deepinv-python /work/deepinv-venv/bin/python]
+        [--deepinv-python deepinv-venv/bin/python]
+
+See benchmarks/README.md for the recorded results and how to make the deepinv venv.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--deepinv-python",
         default=os.environ.get("DEGTRANS_DEEPINV_PYTHON", "/work/deepinv-venv/bin/python"),
-        help="python of a venv with deepinv installed (default $DEGTRANS_DEEPINV_PYTHON)",
+        help="python of a separate venv with deepinv installed (default: $DEGTRANS_DEEPINV_PYTHON)",
     )
     parser.add_argument(
         "--slow-backward",

@@ -1,7 +1,7 @@
 """The ``degtrans`` command line. Handlers parse arguments and call one function each.
 
-Each subcommand has its own ``_add_<name>`` function (parser + handler); stages that are not
-built yet exit 2 with a 'not implemented yet' message.
+Each subcommand has its own ``_add_<name>`` function (parser + handler). Handlers import their stage
+when they run, so ``degtrans --help`` imports neither torch nor ray.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from degtrans import __version__
@@ -42,14 +42,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
     """The config from ``--config`` and ``--set``, then ``extra`` overrides from dedicated flags."""
     return load_config(args.config, [*args.overrides, *extra])
-
-
-def _not_implemented(name: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"degtrans {name}: not implemented yet", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +77,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
         help="fit a camera's PSF field from target/photo pairs (also: calibrate make-targets)",
-        description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...).",
+        description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...), and the"
+        " target's layout NAME.target.json when it was made by 'calibrate make-targets' (charts are"
+        " registered by their markers and give stage I from their patches). Photos that are clipped, out of"
+        " focus, of the wrong target or taken at a steep angle are left out with the reason, and the run"
+        " goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio, min_correlation,"
+        " max_tilt_deg).",
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
@@ -93,6 +90,15 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--psf-size", type=int, default=None, help="PSF size k (odd)")
     p.add_argument("--psf-param", choices=["direct", "deep-linear"], default=None, help="PSF parametrisation")
     p.add_argument("--iterations", type=int, default=None, help="Adam steps per tile")
+    p.add_argument(
+        "--distortion",
+        choices=["auto", "none", "always"],
+        default=None,
+        help="lens distortion in the registration (auto: when the homography leaves > 0.05 px per tile)",
+    )
+    p.add_argument(
+        "--register-sigma", type=float, default=None, help="low-pass (px) of the fine registration (3)"
+    )
     p.add_argument("--camera", default=None, help="camera name stored in the field")
     p.add_argument("--actors", type=int, default=None, help="tile-fitting Ray actors")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPU fraction per actor (e.g. 0.25)")
@@ -105,6 +111,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
             "psf_size": args.psf_size,
             "psf_param": args.psf_param,
             "iterations": args.iterations,
+            "distortion": args.distortion,
+            "register_sigma": args.register_sigma,
             "camera": args.camera,
             "actors": args.actors,
             "gpus_per_actor": args.gpus_per_actor,
@@ -126,19 +134,42 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
     p.set_defaults(func=handler)
 
-    t = sub.add_parser("calibrate-make-targets", help="write calibration targets (calibrate make-targets)")
+    t = sub.add_parser(
+        "calibrate-make-targets",
+        help="write calibration targets (calibrate make-targets)",
+        description="Writes target_NNN_KIND.png (16-bit) with a layout target_NNN_KIND.json beside each."
+        " 'calib' is the calibration chart: ArUco markers (coarse geometry, and which chart a photo shows),"
+        " a grey ramp and colour patches (tone curve, colour matrix, black offset) and broadband noise. The"
+        " targets after a chart, up to the next chart, are shown in the same camera pose and share its"
+        " geometry: photograph them without moving the camera or the screen.",
+    )
     t.add_argument("-o", "--output", type=Path, required=True, help="directory for the target PNGs")
     t.add_argument("-n", "--count", type=int, default=6, help="number of targets")
     t.add_argument("--size", type=pair_of_ints, default=(1024, 1024), metavar="HxW", help="target size")
-    t.add_argument("--kinds", default="noise,noise,edges,checker", help="comma-separated noise/edges/checker")
+    t.add_argument(
+        "--kinds",
+        default="calib,noise",
+        help="comma-separated cycle of calib/noise/edges/checker (default calib,noise: a chart and a noise"
+        " pattern per pose)",
+    )
+    t.add_argument(
+        "--band-limit",
+        type=float,
+        default=None,
+        help="roll-off of the broadband content in cycles per target pixel (default 0.45; the sensor's"
+        " Nyquist is 0.5 cycles per photo pixel: scale by the photo pixels per target pixel)",
+    )
     t.add_argument("--seed", type=int, default=0)
     _common(t)
 
     def make_targets_handler(args: argparse.Namespace) -> int:
-        from degtrans.calibrate.targets import make_targets
+        from degtrans.calibrate.targets import BAND_LIMIT, make_targets
 
         kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-        paths = make_targets(args.output, n=args.count, size=args.size, seed=args.seed, kinds=kinds)
+        band_limit = BAND_LIMIT if args.band_limit is None else args.band_limit
+        paths = make_targets(
+            args.output, n=args.count, size=args.size, seed=args.seed, kinds=kinds, band_limit=band_limit
+        )
         print(f"wrote {len(paths)} targets to {args.output}")
         return 0
 
@@ -185,7 +216,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         from degtrans.cluster.synthesize import synthesize_dataset
         from degtrans.config import write_resolved
-        from degtrans.simulate.dataset import bundled_images, format_summary
+        from degtrans.simulate.dataset import format_summary
+        from degtrans.simulate.sources import bundled_images
 
         flags = {
             "patch_size": args.patch_size,

@@ -5,9 +5,10 @@ synthesise a Parquet dataset for two cameras (the calibrated one and a virtual D
 FOV-KPN briefly (Ray Train, two workers) -> evaluate against the classical baselines -> restore a
 held-out photograph -> ``OUTPUT/report.html``.
 
-Each stage is one function that fills a report section. A stage whose code is missing from this
-checkout is skipped with a printed line and shown as skipped in the report; results are never made
-up. The report is rewritten after every stage, so an interrupted demo still leaves a page.
+Each stage is one function that fills a report section. A stage that raises is reported as failed,
+and the stages that need its output are skipped with a printed line and shown as skipped in the
+report; results are never made up. The report is rewritten after every stage, so an interrupted demo
+still leaves a page.
 """
 
 from __future__ import annotations
@@ -20,11 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from degtrans import __version__
+from degtrans.calibrate.inspect import draw_field, psf_mosaic
+from degtrans.calibrate.photos import synthesize_pairs
+from degtrans.calibrate.pipeline import psf_error
+from degtrans.calibrate.targets import make_targets
 from degtrans.config import RunConfig, load_config, write_resolved
+from degtrans.field import PSFField
+from degtrans.figures import pyplot, save_figure
+from degtrans.io import read_image, write_image
 from degtrans.metrics import psnr_array
 from degtrans.report import Figure, Section, Table, write_report
+from degtrans.restore.evaluate import evaluate_methods
+from degtrans.restore.infer import restore_image
+from degtrans.simulate.camera import load_profile
+from degtrans.simulate.degrade import degrade, sample_generator, sample_params
+from degtrans.simulate.optics import lens_field
+from degtrans.simulate.preview import draw_pairs
+from degtrans.simulate.sources import bundled_images
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +79,7 @@ HELD_OUT = "rocket"  # bundled image kept out of the dataset and 'photographed' 
 
 
 class StageUnavailable(Exception):
-    """A stage whose code is not in this checkout (or whose input stage was skipped)."""
+    """A stage whose input stage did not run."""
 
 
 @dataclass
@@ -85,25 +101,8 @@ def demo_config(config_path: Path | None = None, overrides: tuple[str, ...] | li
     return load_config(config_path, [*DEMO_OVERRIDES, *overrides])
 
 
-def _import(what: str, module: str, name: str) -> Any:
-    """``module.name``, or ``StageUnavailable`` naming what is missing."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as error:
-        raise StageUnavailable(
-            f"{what} is not available in this checkout ({module}.{name}: {error})"
-        ) from None
-
-
 def stage_targets(demo: Demo) -> Section:
     """Calibration targets, photographed by a hidden camera whose PSF field the demo keeps secret."""
-    make_targets = _import("target generation", "degtrans.calibrate.targets", "make_targets")
-    synthesize_pairs = _import("hidden-camera photographs", "degtrans.calibrate.photos", "synthesize_pairs")
-    lens_field = _import("virtual lenses", "degtrans.simulate.optics", "lens_field")
-    from degtrans.calibrate.inspect import draw_field
-
     cal = demo.config.calibrate
     truth = lens_field((cal.rows, cal.cols), cal.psf_size, CAL_FRAME, "phone-wide", camera="hidden")
     truth_path = truth.save(demo.output / "hidden_camera_truth.npz")
@@ -131,42 +130,24 @@ def stage_targets(demo: Demo) -> Section:
 
 def stage_calibrate(demo: Demo) -> Section:
     """Recover the hidden camera's PSF field from the pairs (Ray actors, one tile per call)."""
-    from degtrans.calibrate.inspect import psf_mosaic
+    from degtrans.cluster.calibrate import calibrate_camera  # imports ray: only when the stage runs
 
     pairs = demo.need("pairs", "targets")
     truth = demo.need("truth", "targets")
-    psf_error = _import("PSF error", "degtrans.calibrate.pipeline", "psf_error")
     output = demo.output / "cameras" / "calibrated.npz"
     output.parent.mkdir(parents=True, exist_ok=True)
-    how = "Ray actors"
-    try:
-        calibrate_camera = _import(
-            "calibration with Ray actors", "degtrans.cluster.calibrate", "calibrate_camera"
-        )
-    except StageUnavailable as missing:
-        calibrate_camera = None
-        print(f"[demo] calibrate: {missing}; calibrating in this process instead")
-    if calibrate_camera is not None:
-        recovered = calibrate_camera(pairs, output, demo.config.calibrate)
-    else:
-        calibrate_local = _import("calibration", "degtrans.calibrate.pipeline", "calibrate_local")
-        recovered = calibrate_local(pairs, output, demo.config.calibrate, progress=True)
-        how = "in-process (degtrans.cluster.calibrate not available)"
-    if not isinstance(recovered, type(truth)):
-        from degtrans.field import PSFField
-
-        recovered = PSFField.load(output)
+    recovered = calibrate_camera(pairs, output, demo.config.calibrate)
     errors = psf_error(recovered, truth)
     aligned = psf_error(recovered, truth, align=True)
     demo.products.update(calibrated=recovered, calibrated_path=output)
-    png = _psf_comparison(truth, recovered, errors, demo.output / "psf_true_vs_recovered.png", psf_mosaic)
+    png = _psf_comparison(truth, recovered, errors, demo.output / "psf_true_vs_recovered.png")
     figures = [Figure(png, "True (left) and recovered (right) PSF grids; relative L2 error per tile.")]
-    report_png = output.with_name(output.name + ".report.png")
+    report_png = output.with_suffix(".report.png")  # as calibrate writes it
     if report_png.exists():
         figures.append(Figure(report_png, "Calibration report (registration, residuals)."))
     return Section(
         "Calibration (degradation transfer)",
-        text=f"The PSF field is fitted tile by tile from the registered target/photo pairs ({how}). "
+        text="The PSF field is fitted tile by tile from the registered target/photo pairs (Ray actors). "
         "Registration cannot tell a PSF's centroid offset from geometric distortion (the homography "
         "absorbs the radial shift of the lens's coma), so the error is also given with each true tile "
         "PSF re-centred on the recovered one (lateral colour between channels still counts).",
@@ -182,10 +163,8 @@ def stage_calibrate(demo: Demo) -> Section:
 
 def stage_dataset(demo: Demo) -> Section:
     """A Parquet pair dataset for two cameras: the calibrated one and a virtual DSLR."""
-    synthesize_dataset = _import("dataset synthesis", "degtrans.cluster.synthesize", "synthesize_dataset")
-    bundled_images = _import("bundled images", "degtrans.simulate.dataset", "bundled_images")
-    lens_field = _import("virtual lenses", "degtrans.simulate.optics", "lens_field")
-    draw_pairs = _import("pair previews", "degtrans.simulate.preview", "draw_pairs")
+    from degtrans.cluster.synthesize import synthesize_dataset  # imports ray: only when the stage runs
+
     cal = demo.config.calibrate
     cameras = demo.output / "cameras"
     calibrated = demo.products.get("calibrated_path")
@@ -214,7 +193,7 @@ def stage_dataset(demo: Demo) -> Section:
 
 def stage_train(demo: Demo) -> Section:
     """FOV-KPN, trained briefly with Ray Train on two CPU workers."""
-    from degtrans.cluster.train import train_distributed
+    from degtrans.cluster.train import train_distributed  # imports ray: only when the stage runs
 
     data = demo.need("dataset", "dataset")
     run = demo.output / "run"
@@ -237,7 +216,6 @@ def stage_train(demo: Demo) -> Section:
 
 def stage_evaluate(demo: Demo) -> Section:
     """The trained network against identity and the classical per-tile Wiener and Richardson-Lucy."""
-    evaluate_methods = _import("evaluation", "degtrans.restore.evaluate", "evaluate_methods")
     data = demo.need("dataset", "dataset")
     checkpoint = demo.need("checkpoint", "training")
     methods = [f"ckpt:{checkpoint}", "wiener", "rl", "identity"]
@@ -264,14 +242,10 @@ def stage_evaluate(demo: Demo) -> Section:
 
 def stage_restore(demo: Demo) -> Section:
     """A held-out bundled image, photographed by the hidden camera, restored at full resolution."""
-    restore_image = _import("photo restoration", "degtrans.restore.infer", "restore_image")
     checkpoint = demo.need("checkpoint", "training")
     calibrated = demo.products.get("calibrated_path") or demo.output / "cameras" / "hidden_true.npz"
     truth = demo.need("truth", "targets")
     photo, clean = _photograph_held_out(demo, truth)
-    from degtrans.field import PSFField
-    from degtrans.restore.infer import read_image
-
     camera = PSFField.load(calibrated)
     camera = PSFField(camera.psfs, clean.shape[:2], camera.channels, camera.domain, camera.meta)  # stretched
     restored = restore_image(photo, demo.output / "restored.png", checkpoint=checkpoint, field=camera,
@@ -356,41 +330,19 @@ def _timing(timings: dict[str, float]) -> Section:
 # ---------------------------------------------------------------- pictures and small helpers
 
 
-def _save_figure(fig, png: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png)
-    return png
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _side_by_side(target: Path, photo: Path, png: Path) -> Path:
-    from degtrans.restore.infer import read_image
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, path, title in zip(axes, (target, photo), ("target", "hidden camera's photo"), strict=True):
         ax.imshow(np.clip(read_image(path), 0, 1))
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    return _save_figure(fig, png)
+    return save_figure(fig, png)
 
 
-def _psf_comparison(truth, recovered, errors: np.ndarray, png: Path, psf_mosaic) -> Path:
-    plt = _pyplot()
+def _psf_comparison(truth: PSFField, recovered: PSFField, errors: np.ndarray, png: Path) -> Path:
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 3, 2]})
     for ax, f, title in zip(axes[:2], (truth, recovered), ("true", "recovered"), strict=True):
         ax.imshow(psf_mosaic(f.psfs), interpolation="nearest")
@@ -402,21 +354,11 @@ def _psf_comparison(truth, recovered, errors: np.ndarray, png: Path, psf_mosaic)
     axes[2].set_title("relative L2 error per tile")
     fig.colorbar(heat, ax=axes[2], shrink=0.8)
     fig.tight_layout()
-    return _save_figure(fig, png)
+    return save_figure(fig, png)
 
 
 def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
     """The held-out image through the hidden camera (true field, one ISP/noise draw)."""
-    import torch
-
-    bundled_images = _import("bundled images", "degtrans.simulate.dataset", "bundled_images")
-    degrade = _import("camera simulation", "degtrans.simulate.degrade", "degrade")
-    sample_params = _import("camera simulation", "degtrans.simulate.degrade", "sample_params")
-    sample_generator = _import("camera simulation", "degtrans.simulate.degrade", "sample_generator")
-    load_profile = _import("camera profiles", "degtrans.simulate.camera", "load_profile")
-    from degtrans.field import PSFField
-    from degtrans.restore.infer import read_image, write_image
-
     (source,) = [p for p in bundled_images() if p.stem == HELD_OUT]
     image = read_image(source)
     profile = load_profile(truth.meta.get("profile", "sony-rx100m4"))
@@ -436,7 +378,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _crops(before: np.ndarray, after: np.ndarray, reference: np.ndarray, png: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     h, w = reference.shape[:2]
     corner = np.s_[: h // 3, : w // 3]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
@@ -448,4 +390,4 @@ def _crops(before: np.ndarray, after: np.ndarray, reference: np.ndarray, png: Pa
         for ax in axes[:, col]:
             ax.axis("off")
     fig.tight_layout()
-    return _save_figure(fig, png)
+    return save_figure(fig, png)

@@ -1,3 +1,8 @@
+"""The command line as a whole: every subcommand's help, ``inspect``, and user errors (exit 2, no traceback).
+
+Each stage's subcommands are tested in ``tests/<stage>/test_cli.py``.
+"""
+
 import subprocess
 import sys
 
@@ -42,6 +47,7 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert "train.epochs" in capsys.readouterr().err
 
 
-def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "degtrans.cli", "--version"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["degtrans", "degtrans.cli"])
+def test_module_entry_points(module):
+    out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "degtrans" in out.stdout

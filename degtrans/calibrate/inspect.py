@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from degtrans.field import PSFField
+from degtrans.figures import pyplot, save_figure
 
 
 def second_moment_radius(psfs: np.ndarray) -> np.ndarray:
@@ -72,11 +73,7 @@ def psf_mosaic(psfs: np.ndarray, gap: int = 2, gamma: float = 0.5) -> np.ndarray
 
 def draw_field(field: PSFField, path: str | Path, title: str | None = None) -> Path:
     """Write a PNG: the PSF grid as on the sensor, and the per-tile width as a heat map beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     widths = second_moment_radius(field.psfs).mean(axis=-1)
     mosaic = psf_mosaic(field.psfs)
     rows, cols = field.grid
@@ -98,8 +95,4 @@ def draw_field(field: PSFField, path: str | Path, title: str | None = None) -> P
     ax_heat.set_yticks(range(rows))
     fig.colorbar(heat, ax=ax_heat, shrink=0.8)
     fig.suptitle(title or f"{field.camera}  ({field.image_size[0]}x{field.image_size[1]} px)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

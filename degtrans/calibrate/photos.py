@@ -1,7 +1,8 @@
 """Image files of calibration pairs, and photographs of targets taken by a synthetic hidden camera.
 
 A pair directory holds ``NAME.target.png`` with ``NAME.photo.(png|tif|tiff|dng|nef|cr2|arw|...)``.
-Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on disk.
+Images are float32 ``(H, W, 3)`` RGB in [0, 1] in memory, 16-bit PNG/TIFF on disk (``degtrans.io``;
+RAW photographs are read in linear light, its default).
 """
 
 from __future__ import annotations
@@ -15,48 +16,13 @@ import numpy as np
 import torch
 
 from degtrans.atomic import write_atomic
+from degtrans.calibrate.register import Geometry, remap
+from degtrans.calibrate.targets import read_layout, sidecar_path
 from degtrans.field import PSFField
+from degtrans.io import RAW_SUFFIXES, read_image, write_image
 from degtrans.kernels import sv_conv2d
 
-RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 PHOTO_SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8/16-bit PNG or TIFF, or a RAW file through rawpy (linear, camera white balance).
-
-    Returns:
-        (H, W, 3) float32 RGB in [0, 1].
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
-    if path.suffix.lower() in RAW_SUFFIXES:
-        import rawpy
-
-        try:
-            with rawpy.imread(str(path)) as raw:
-                rgb = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
-        except Exception as error:  # rawpy raises its own LibRaw error types
-            raise ValueError(f"{path}: cannot decode RAW file: {error}") from error
-        return (rgb.astype(np.float32) / 65535.0).clip(0.0, 1.0)
-    # PNG/TIFF decoding (8/16-bit, grey, alpha) is the dataset reader's, shared with ``degtrans simulate``.
-    from degtrans.simulate.dataset import decode_image
-
-    return decode_image(path.read_bytes(), str(path))
-
-
-def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``(H, W, 3)`` (or ``(H, W)``) float in [0, 1] as 16-bit PNG/TIFF, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    if data.ndim == 3:
-        data = np.ascontiguousarray(data[..., ::-1])
-    ok, encoded = cv2.imencode(path.suffix or ".png", data)
-    if not ok:
-        raise ValueError(f"{path}: cannot encode image with suffix {path.suffix!r}")
-    return write_atomic(path, encoded.tobytes())
 
 
 def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
@@ -129,21 +95,24 @@ def photograph(
     homography: np.ndarray,
     camera: HiddenCamera,
     rng: np.random.Generator,
+    distortion: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
-    """The hidden camera's photograph of ``target``: warp → colour matrix → PSF field → noise → tone.
+    """The hidden camera's photograph of ``target``: warp (+ distortion) → colour matrix → PSF field →
+    noise → tone.
 
     Args:
         target: (h, w, 3) float32 target in [0, 1].
         field: the PSF field; the photograph has its ``image_size``.
         homography: (3, 3) target pixel → photo pixel.
+        distortion: ``k1, k2, p1, p2`` of ``register.Geometry`` (photo → undistorted photo), or ``None``.
 
     Returns:
         (H, W, 3) float32 photograph in [0, 1].
     """
-    height, width = field.image_size
-    warped = cv2.warpPerspective(
-        target, homography, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    geometry = Geometry(
+        np.asarray(homography, np.float64), field.image_size, np.asarray(distortion or (0.0,) * 4)
     )
+    warped = remap(np.ascontiguousarray(target, dtype=np.float32), geometry.target_coords())
     camera_rgb = warped @ np.asarray(camera.colour_matrix, dtype=np.float32).T + np.asarray(camera.offset)
     x = torch.from_numpy(np.ascontiguousarray(camera_rgb.transpose(2, 0, 1), dtype=np.float32))[None]
     with torch.no_grad():
@@ -162,17 +131,21 @@ def synthesize_pairs(
     noise: float = 0.005,
     homography_jitter: float = 2.0,
     camera: HiddenCamera | None = None,
+    distortion: tuple[float, float, float, float] | None = None,
 ) -> Path:
     """Photograph each target with a hidden camera whose optics are ``field``.
 
-    Writes ``NAME.target.png`` (a copy of the target) and ``NAME.photo.png`` (16 bit) per target, and
-    ``truth.json`` (homographies and camera parameters, for tests and benchmarks).
+    Writes ``NAME.target.png`` (a copy of the target, with its layout ``NAME.target.json`` when it has
+    one) and ``NAME.photo.png`` (16 bit) per target, and ``truth.json`` (geometry per pair and camera
+    parameters, for tests and benchmarks). Targets of one pose (their layouts' ``pose``) are
+    photographed with one homography, as a rig showing several patterns without moving would.
 
     Args:
         targets: target image paths.
         field: the hidden camera's PSF field (frame size = ``field.image_size``).
         noise: Gaussian noise sigma in linear camera RGB (overrides ``camera.noise``).
         homography_jitter: sigma in pixels of the random corner displacement.
+        distortion: the lens's ``k1, k2, p1, p2`` (``register.Geometry``), the same for every pose.
 
     Returns:
         ``out_dir``.
@@ -183,16 +156,31 @@ def synthesize_pairs(
     camera = HiddenCamera(camera.colour_matrix, camera.offset, camera.gamma, float(noise))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    truth = {"camera": field.camera, "hidden_camera": camera.__dict__, "pairs": {}}
+    truth = {
+        "camera": field.camera,
+        "hidden_camera": camera.__dict__,
+        "distortion": list(distortion or (0.0,) * 4),
+        "pairs": {},
+    }
+    poses: dict[int, np.ndarray] = {}
     for index, path in enumerate(targets):
         path = Path(path)
-        rng = np.random.default_rng([seed, index])
         target = read_image(path)
-        homography = jitter_homography(target.shape[:2], field.image_size, homography_jitter, rng)
-        photo = photograph(target, field, homography, camera, rng)
+        layout = read_layout(path)
+        pose = layout.pose if layout is not None else 1_000_000 + index
+        if pose not in poses:
+            poses[pose] = jitter_homography(
+                target.shape[:2], field.image_size, homography_jitter, np.random.default_rng([seed, pose, 1])
+            )
+        homography = poses[pose]
+        photo = photograph(
+            target, field, homography, camera, np.random.default_rng([seed, index]), distortion
+        )
         name = path.name.split(".")[0]
         write_image(out_dir / f"{name}.target.png", target)
+        if layout is not None:
+            write_atomic(out_dir / f"{name}.target.json", sidecar_path(path).read_text())
         write_image(out_dir / f"{name}.photo.png", photo)
-        truth["pairs"][name] = {"homography": homography.tolist()}
+        truth["pairs"][name] = {"homography": homography.tolist(), "pose": int(pose)}
     write_atomic(out_dir / "truth.json", json.dumps(truth, indent=2, default=list))
     return out_dir

@@ -17,11 +17,34 @@ import numpy as np
 from tqdm import tqdm
 
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
-from degtrans.calibrate.photos import find_pairs, read_image
-from degtrans.calibrate.register import RegistrationError, register, tile_registration_error, warp_to_photo
-from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
+from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
+from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
+from degtrans.calibrate.register import (
+    Geometry,
+    RegistrationError,
+    Render,
+    check_homography,
+    coarse_geometry,
+    magnification,
+    refine,
+    tile_shifts,
+    tilt_degrees,
+    to_gray,
+    warp_to_photo,
+)
+from degtrans.calibrate.targets import Layout, read_layout
+from degtrans.calibrate.transfer import (
+    SATURATED,
+    ToneColour,
+    fit_patches,
+    fit_tone_colour,
+    linearise,
+    patch_samples,
+    to_camera,
+)
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
+from degtrans.io import read_image
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +58,9 @@ class PreparedPair:
     """A registered pair in linear camera RGB on the photo grid (stage I applied).
 
     ``target``/``photo``: (H, W, 3) float32; ``mask``: (H, W) bool where the target is valid;
-    ``tile_error``: (rows, cols) residual misregistration in pixels (NaN: not measurable).
+    ``tile_error``: (rows, cols) residual misregistration in pixels (NaN: not measurable);
+    ``geometry``: the photo → target map (homography and distortion); ``sharpness``: mid-band contrast
+    transfer (``quality.sharpness``); ``residual_px``: RMS tile residual of the geometry.
     """
 
     name: str
@@ -47,6 +72,10 @@ class PreparedPair:
     ecc: float
     tone: ToneColour
     tile_error: np.ndarray
+    geometry: Geometry | None = None
+    sharpness: float = float("nan")
+    residual_px: float = float("nan")
+    method: str = "features"
 
 
 @dataclass(frozen=True)
@@ -57,39 +86,190 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class PoseFit:
+    """One camera pose: its geometry, stage I, and how the registration went."""
+
+    geometry: Geometry
+    tone: ToneColour
+    inliers: int
+    method: str
+    correlation: float
+    residual_px: float
+
+
+def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
+    """Blur one channel as ``field`` does (registration against the blurred target); ``None``: no field."""
+    if field is None:
+        return None
+    import torch
+
+    from degtrans.kernels import sv_conv2d
+
+    channel = min(channel, field.psfs.shape[2] - 1)
+    psfs = torch.from_numpy(np.ascontiguousarray(field.psfs[:, :, channel : channel + 1], dtype=np.float32))
+
+    def render(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+        with torch.no_grad():
+            return sv_conv2d(x, psfs, frame_size=field.image_size)[0, 0].numpy()
+
+    return render
+
+
+def register_pose(
+    target: np.ndarray,
+    photo: np.ndarray,
+    layout: Layout | None,
+    config: CalibrateConfig,
+    grid: tuple[int, int],
+    field: PSFField | None = None,
+    linear: bool = False,
+) -> PoseFit:
+    """Coarse geometry → stage I → fine geometry on linear camera green (the reference channel).
+
+    Stage I needs only the coarse geometry: patch interiors keep a margin of the PSF's reach plus the
+    markers' few pixels of error. The fine step then compares the linearised photo with the target in
+    camera RGB, blurred by ``field`` when one is given (the true or the current PSF estimate).
+
+    Raises:
+        RegistrationError, PhotoRejected, ValueError: the pose cannot be used (the message says why).
+    """
+    geometry, inliers, method = coarse_geometry(target, photo, layout, config.min_inliers)
+    tilt = tilt_degrees(geometry.homography, target.shape[:2], photo.shape[:2])
+    if tilt > config.max_tilt_deg:
+        raise PhotoRejected(
+            f"steep angle: the chart is tilted about {tilt:.0f} degrees (at most {config.max_tilt_deg:g})"
+        )
+    fit_gamma = config.fit_gamma and not linear
+    exclude = (photo >= SATURATED).any(axis=-1)
+    if layout is not None and layout.patches:
+        # The PSF reaches psf_size/2 photo pixels; the markers' geometry is good to a few. In target pixels:
+        margin = (config.psf_size // 2 + 4) / magnification(geometry.homography, target.shape[:2])
+        tone = fit_patches(patch_samples(photo, geometry, layout, margin), fit_gamma)
+    else:
+        # No patches: refine on luminance, then the low-pass tone fit (weaker, see ``transfer``).
+        geometry, _, _ = refine(
+            to_gray(target),
+            to_gray(photo),
+            geometry,
+            sigma=config.register_sigma,
+            distortion="none",
+            grid=grid,
+        )
+        warped, mask = warp_to_photo(target, geometry, photo.shape[:2])
+        tone = fit_tone_colour(
+            warped, photo, mask, sigma=max(6.0, 1.5 * config.psf_size), fit_gamma=fit_gamma
+        )
+    geometry, corr, residual = refine(
+        to_camera(target, tone)[..., 1],
+        linearise(photo, tone)[..., 1],
+        geometry,
+        sigma=config.register_sigma,
+        render=field_render(field),
+        distortion=config.distortion,
+        threshold_px=config.distortion_threshold_px,
+        grid=grid,
+        exclude=exclude,
+    )
+    check_homography(geometry.homography, target.shape[:2], photo.shape[:2])
+    return PoseFit(geometry, tone, inliers, method, corr, residual)
+
+
+def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
+    """The pair ``name`` beside ``target_path`` (the chart that registers this pattern's pose)."""
+    target = target_path.parent / f"{name}.target.png"
+    photos = [
+        p for p in sorted(target_path.parent.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES
+    ]
+    if not target.is_file() or not photos:
+        raise ValueError(
+            f"the pose's chart {name!r} (geometry_from) has no target/photo pair beside {target_path}"
+        )
+    return target, photos[0]
+
+
+def _is_linear(photo_path: Path) -> bool:
+    return photo_path.suffix.lower() not in (".png", ".tif", ".tiff")
+
+
 def prepare_pair(
-    name: str, target_path: Path, photo_path: Path, config: CalibrateConfig, grid: tuple[int, int]
+    name: str,
+    target_path: Path,
+    photo_path: Path,
+    config: CalibrateConfig,
+    grid: tuple[int, int],
+    field: PSFField | None = None,
 ) -> PreparedPair | Rejected:
-    """Read, register and linearise one pair; a pair that cannot be registered comes back ``Rejected``."""
+    """Read, check, register and linearise one pair; an unusable pair comes back ``Rejected`` with why.
+
+    A pattern whose layout names ``geometry_from`` takes the geometry and stage I of that chart's photo
+    (same pose); it is still checked on its own (clipping, focus, that it shows this target).
+
+    Args:
+        field: a PSF field to blur the target with during fine registration (the current estimate, or
+            the truth in tests); ``None`` relies on the low-pass alone.
+    """
     try:
         target = read_image(target_path)
         photo = read_image(photo_path)
-        registration = register(target, photo, config.min_inliers, config.dense_flow)
+        layout = read_layout(target_path)
+        check_clipping(photo, config.max_clipped)
+        if layout is not None and layout.geometry_from:
+            ref_target, ref_photo = _pose_reference(Path(target_path), layout.geometry_from)
+            reference = read_image(ref_photo)
+            if reference.shape != photo.shape:
+                raise ValueError(
+                    f"photo is {photo.shape[:2]}, its pose's chart photo is {reference.shape[:2]}"
+                )
+            pose = register_pose(
+                read_image(ref_target),
+                reference,
+                read_layout(ref_target),
+                config,
+                grid,
+                field,
+                _is_linear(ref_photo),
+            )
+        else:
+            pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
+        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2])
+        camera_target, linear_photo = to_camera(warped, pose.tone), linearise(photo, pose.tone)
+        match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register_sigma)
+        if match < config.min_correlation:
+            raise PhotoRejected(
+                f"wrong target: the registered target and photo correlate at {match:.2f}"
+                f" (at least {config.min_correlation:g})"
+            )
+        sharp = sharpness(camera_target[..., 1], linear_photo[..., 1], mask)
+        if sharp < config.min_sharpness:
+            raise PhotoRejected(
+                f"out of focus: mid-band contrast transfer {sharp:.3f} (at least {config.min_sharpness:g})"
+            )
     except (RegistrationError, ValueError) as error:
         return Rejected(name, str(error))
-    warped, mask = warp_to_photo(target, registration, photo.shape[:2])
-    is_raw = photo_path.suffix.lower() not in (".png", ".tif", ".tiff")
-    try:
-        tone = fit_tone_colour(
-            warped,
-            photo,
-            mask,
-            sigma=max(6.0, 1.5 * config.psf_size),
-            fit_gamma=config.fit_gamma and not is_raw,
-        )
-    except ValueError as error:
-        return Rejected(name, f"colour/tone fit failed: {error}")
-    tile_error = tile_registration_error(warped, photo, mask, grid)
+    shifts = tile_shifts(
+        to_camera(target, pose.tone)[..., 1],
+        linear_photo[..., 1],
+        pose.geometry,
+        grid,
+        sigma=config.register_sigma,
+        render=field_render(field),
+    )
     return PreparedPair(
         name=name,
-        target=to_camera(warped, tone),
-        photo=linearise(photo, tone),
+        target=camera_target,
+        photo=linear_photo,
         mask=mask,
-        homography=registration.homography,
-        inliers=registration.inliers,
-        ecc=registration.ecc,
-        tone=tone,
-        tile_error=tile_error,
+        homography=pose.geometry.homography,
+        inliers=pose.inliers,
+        ecc=pose.correlation,
+        tone=pose.tone,
+        tile_error=np.hypot(shifts[..., 0], shifts[..., 1]),
+        geometry=pose.geometry,
+        sharpness=sharp,
+        residual_px=pose.residual_px,
+        method=pose.method,
     )
 
 
@@ -225,18 +405,35 @@ def build_field(
     )
 
 
-def split_prepared(results: list[PreparedPair | Rejected]) -> tuple[list[PreparedPair], list[Rejected]]:
-    """Separate registered pairs from rejected ones; pairs whose frame differs from the first are rejected."""
+def split_prepared(
+    results: list[PreparedPair | Rejected], focus_ratio: float = 0.5
+) -> tuple[list[PreparedPair], list[Rejected]]:
+    """Separate registered pairs from rejected ones.
+
+    Also rejected: pairs whose frame differs from the first, and photos out of focus relative to the
+    run (sharpness below ``focus_ratio`` times the run's median).
+    """
     prepared = [r for r in results if isinstance(r, PreparedPair)]
     rejected = [r for r in results if isinstance(r, Rejected)]
-    for item in rejected:
-        log.warning("pair %s rejected: %s", item.name, item.reason)
     if prepared:
         frame = prepared[0].photo.shape[:2]
         odd = [p for p in prepared if p.photo.shape[:2] != frame]
         for p in odd:
             rejected.append(Rejected(p.name, f"photo is {p.photo.shape[:2]}, the first photo is {frame}"))
         prepared = [p for p in prepared if p.photo.shape[:2] == frame]
+    measured = [p.sharpness for p in prepared if np.isfinite(p.sharpness)]
+    if len(measured) >= 3:
+        median = float(np.median(measured))
+        blurred = [p for p in prepared if p.sharpness < focus_ratio * median]
+        for p in blurred:
+            rejected.append(
+                Rejected(
+                    p.name, f"out of focus: sharpness {p.sharpness:.3f}, the run's median is {median:.3f}"
+                )
+            )
+        prepared = [p for p in prepared if p not in blurred]
+    for item in rejected:
+        log.warning("pair %s rejected: %s", item.name, item.reason)
     if not prepared:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected)
         raise ValueError(f"calibrate: no pair could be registered ({reasons})")
@@ -269,7 +466,7 @@ def calibrate_local(
         prepare_pair(name, t, p, config, grid)
         for name, t, p in tqdm(pairs, desc="register", disable=not progress)
     ]
-    prepared, rejected = split_prepared(results)
+    prepared, rejected = split_prepared(results, config.focus_ratio)
     problem = make_problem(prepared, config)
     solution = solve_field(problem, config, local_mapper(problem, config, progress))
     field = build_field(solution, prepared, rejected, config)

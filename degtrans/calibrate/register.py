@@ -1,20 +1,86 @@
-"""Registration: map a target onto its photograph's pixel grid (OpenCV).
+"""Registration: where each target pixel lands on its photograph, without the blur biasing it.
 
-SIFT matches + RANSAC homography, refined to sub-pixel by ECC, then an optional dense residual
-correction (DIS optical flow on low-passed images) for distortion a homography cannot model.
-A pair that cannot be registered raises ``RegistrationError`` with the reason.
+Geometry model (:class:`Geometry`): a photo pixel ``p`` is first undistorted by a radial/tangential
+model about the frame centre (OpenCV's ``k1, k2, p1, p2``, in coordinates normalised by the half
+diagonal), then mapped to the target by a homography. It is the map a resampler needs (photo grid →
+target coordinates), so the same model renders the synthetic photographs and warps targets.
+
+Steps (:func:`register`):
+
+1. Coarse: ArUco markers of a calibration chart (large cells: their detection and centres survive a
+   30-px blur) matched by id to the chart's layout, or SIFT + RANSAC for targets without a layout.
+2. Fine (:func:`refine_geometry`): Gauss-Newton on the geometry, comparing the photograph with the
+   warped target *blurred like the photo*: by the current PSF estimate when one is given (then the
+   PSF's own centroid no longer pulls the geometry), and in any case by the same heavy Gaussian
+   low-pass on both sides, where the residual PSF differences fade. A per-tile residual shift decides
+   whether the homography is enough; if not (``distortion="auto"``) the distortion terms are added.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
 
+from degtrans.calibrate.targets import Layout, aruco_dictionary
+
 
 class RegistrationError(ValueError):
-    """A pair that cannot be registered (too few inliers, degenerate homography, ECC failure)."""
+    """A pair that cannot be registered (too few inliers, degenerate homography, wrong target)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Photo pixel → target pixel: ``t = H^-1 (undistort(p))`` (OpenCV convention, pixel centres at integers).
+
+    Attributes:
+        homography: (3, 3) target pixel → ideal photo pixel.
+        distortion: (4,) ``k1, k2, p1, p2`` of ``undistort``; zeros for a pure homography.
+        frame: (H, W) of the photograph (fixes the distortion's centre and radius).
+    """
+
+    homography: np.ndarray
+    frame: tuple[int, int]
+    distortion: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    def undistort(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Photo pixel coordinates → ideal (distortion-free) photo coordinates."""
+        k1, k2, p1, p2 = (float(v) for v in self.distortion)
+        if k1 == k2 == p1 == p2 == 0.0:
+            return x, y
+        cx, cy, radius = _centre_radius(self.frame)
+        qx, qy = (x - cx) / radius, (y - cy) / radius
+        r2 = qx * qx + qy * qy
+        radial = 1.0 + k1 * r2 + k2 * r2 * r2
+        ux = qx * radial + 2 * p1 * qx * qy + p2 * (r2 + 2 * qx * qx)
+        uy = qy * radial + p1 * (r2 + 2 * qy * qy) + 2 * p2 * qx * qy
+        return cx + radius * ux, cy + radius * uy
+
+    def target_coords(self, step: int = 1) -> np.ndarray:
+        """(H', W', 2) float32 target (x, y) of every ``step``-th photo pixel."""
+        height, width = self.frame
+        gy, gx = np.mgrid[0:height:step, 0:width:step].astype(np.float64)
+        return self.map_points(gx, gy)
+
+    def map_points(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Photo points (any shape) → (..., 2) target (x, y)."""
+        ux, uy = self.undistort(x, y)
+        g = np.linalg.inv(self.homography)
+        w = g[2, 0] * ux + g[2, 1] * uy + g[2, 2]
+        tx = (g[0, 0] * ux + g[0, 1] * uy + g[0, 2]) / w
+        ty = (g[1, 0] * ux + g[1, 1] * uy + g[1, 2]) / w
+        return np.stack([tx, ty], axis=-1).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"homography": self.homography.tolist(), "distortion": np.asarray(self.distortion).tolist()}
+
+
+def _centre_radius(frame: tuple[int, int]) -> tuple[float, float, float]:
+    height, width = frame
+    return (width - 1) / 2.0, (height - 1) / 2.0, float(np.hypot(height, width)) / 2.0
 
 
 @dataclass(frozen=True)
@@ -22,16 +88,24 @@ class Registration:
     """Where the target lands on the photograph.
 
     Attributes:
-        homography: (3, 3) target pixel → photo pixel (OpenCV convention: pixel centres at integers).
-        inliers: RANSAC inliers of the feature matches.
-        ecc: final ECC correlation coefficient (1 is a perfect match up to gain and offset).
-        flow: optional (H, W, 2) residual displacement (dx, dy) in photo pixels, applied after the homography.
+        geometry: the photo → target map.
+        inliers: matched fiducial corners or feature inliers of the coarse step.
+        ecc: correlation of the low-passed photo and warped target after refinement (1: perfect).
+        residual_px: RMS over tiles of the residual shift that the final model leaves (pixels).
+        method: ``"markers"`` or ``"features"`` for the coarse step.
+        flow: optional (H, W, 2) residual displacement (dx, dy) in photo pixels, applied after the geometry.
     """
 
-    homography: np.ndarray
+    geometry: Geometry
     inliers: int
     ecc: float
+    residual_px: float = float("nan")
+    method: str = "features"
     flow: np.ndarray | None = None
+
+    @property
+    def homography(self) -> np.ndarray:
+        return self.geometry.homography
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -44,8 +118,61 @@ def _to_u8(gray: np.ndarray) -> np.ndarray:
     return np.clip((gray - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
 
 
+def detect_markers(photo: np.ndarray, layout: Layout) -> dict[int, np.ndarray]:
+    """ArUco markers in ``photo`` (H, W, 3): ``{id: (4, 2) corners (x, y)}`` of every detected id.
+
+    The photo is normalised to 8 bits; a blurred photo is tried again at half resolution, where the
+    marker cells are sharper relative to the detector's thresholding windows.
+    """
+    gray = _to_u8(to_gray(photo))
+    params = cv2.aruco.DetectorParameters()
+    params.adaptiveThreshWinSizeMax = 53
+    params.adaptiveThreshWinSizeStep = 8
+    detector = cv2.aruco.ArucoDetector(aruco_dictionary(layout.dictionary), params)
+    found: dict[int, np.ndarray] = {}
+    for scale in (1.0, 0.5, 0.25):
+        image = (
+            gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        )
+        if min(image.shape) < 64:
+            break
+        corners, ids, _ = detector.detectMarkers(image)
+        for marker_id, quad in zip([] if ids is None else ids.ravel(), corners, strict=True):
+            # Corners of a downscaled image, back in full-resolution pixel centres.
+            found.setdefault(int(marker_id), (quad.reshape(4, 2) + 0.5) / scale - 0.5)
+    return found
+
+
+def markers_homography(photo: np.ndarray, layout: Layout, min_markers: int = 4) -> tuple[np.ndarray, int]:
+    """Target → photo homography from the chart's markers; raises when the chart is not seen.
+
+    Raises:
+        RegistrationError: too few markers of this chart (with the ids of other charts when seen: the
+            photo shows the wrong target).
+    """
+    expected = {m.id: np.asarray(m.corners, np.float64) for m in layout.markers}
+    found = detect_markers(photo, layout)
+    mine = sorted(set(found) & set(expected))
+    if len(mine) < min(min_markers, len(expected)):
+        others = sorted(set(found) - set(expected))
+        if others:
+            raise RegistrationError(
+                f"wrong target: markers {others} belong to another chart (expected {sorted(expected)})"
+            )
+        raise RegistrationError(
+            f"too few chart markers found ({len(mine)} of {len(expected)}; out of focus or not the chart?)"
+        )
+    src = np.concatenate([expected[i] for i in mine]).astype(np.float32)
+    dst = np.concatenate([found[i] for i in mine]).astype(np.float32)
+    # A generous threshold: lens distortion moves corners by several pixels from any homography.
+    homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 12.0)
+    if homography is None:
+        raise RegistrationError("markers do not determine a homography")
+    return homography / homography[2, 2], int(inliers.sum())
+
+
 def match_homography(target: np.ndarray, photo: np.ndarray, min_inliers: int = 30) -> tuple[np.ndarray, int]:
-    """SIFT + ratio test + RANSAC: a rough target → photo homography and its inlier count."""
+    """SIFT + ratio test + RANSAC on low-passed images: a rough target → photo homography and its inliers."""
     sift = cv2.SIFT_create(nfeatures=4000)
     kp_t, des_t = sift.detectAndCompute(_to_u8(to_gray(target)), None)
     kp_p, des_p = sift.detectAndCompute(_to_u8(to_gray(photo)), None)
@@ -80,21 +207,233 @@ def check_homography(
         raise RegistrationError("degenerate homography (perspective too strong)")
 
 
-def refine_ecc(
-    target: np.ndarray, photo: np.ndarray, homography: np.ndarray, iterations: int = 200, smoothing: int = 5
-) -> tuple[np.ndarray, float]:
-    """Sub-pixel refinement by ECC (invariant to gain and offset); both images smoothed alike."""
-    warp = np.linalg.inv(homography)
-    warp = (warp / warp[2, 2]).astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-7)
-    try:
-        ecc, warp = cv2.findTransformECC(
-            to_gray(photo), to_gray(target), warp, cv2.MOTION_HOMOGRAPHY, criteria, None, smoothing
+def _centre_jacobian(homography: np.ndarray, target_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The homography normalised to ``w = 1`` at the target's centre, and its (2, 2) Jacobian there."""
+    th, tw = target_size
+    centre = np.array([(tw - 1) / 2, (th - 1) / 2, 1.0])
+    h = homography / float(homography[2] @ centre)
+    x, y, _ = h @ centre
+    return h, h[:2, :2] - np.outer([x, y], h[2, :2])
+
+
+def magnification(homography: np.ndarray, target_size: tuple[int, int]) -> float:
+    """Photo pixels per target pixel at the target's centre (geometric mean over directions)."""
+    _, jac = _centre_jacobian(homography, target_size)
+    return float(np.sqrt(abs(np.linalg.det(jac))))
+
+
+def tilt_degrees(
+    homography: np.ndarray,
+    target_size: tuple[int, int],
+    photo_size: tuple[int, int],
+    half_field_deg: float = 30.0,
+) -> float:
+    """How far the chart's plane is turned from facing the camera, in degrees.
+
+    For a plane tilted by ``a`` seen by a pinhole camera of focal length ``f`` (pixels), the homography's
+    perspective term ``w = h31 u + h32 v + 1`` (normalised to 1 at the chart's centre) changes by
+    ``sin a / f`` per pixel of magnification along the untilted direction: ``sin a = f |grad w| / m``.
+    The focal length is not known; ``half_field_deg`` (the half-diagonal field of view, 30 degrees for a
+    typical lens) gives it.
+    """
+    h, jac = _centre_jacobian(homography, target_size)
+    largest = float(np.linalg.svd(jac, compute_uv=False)[0])
+    focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(half_field_deg))
+    sin_tilt = focal * float(np.hypot(*h[2, :2])) / largest
+    return float(np.degrees(np.arcsin(min(1.0, sin_tilt))))
+
+
+def homography_geometry(homography: np.ndarray, frame: tuple[int, int]) -> Geometry:
+    return Geometry(homography / homography[2, 2], frame)
+
+
+# Fine registration ----------------------------------------------------------------------------------
+
+# Render the warped target as the camera would see it: (H, W) warped target → (H, W) (e.g. the PSF blur).
+Render = Callable[[np.ndarray], np.ndarray]
+
+
+def _frame_corners(frame: tuple[int, int]) -> np.ndarray:
+    height, width = frame
+    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+
+
+def _to_params(geometry: Geometry) -> np.ndarray:
+    """Parameters in pixel units: the target (x, y) of the 4 frame corners, then ``radius * distortion``."""
+    corners = _frame_corners(geometry.frame)
+    ux, uy = corners[:, 0], corners[:, 1]
+    mapped = Geometry(geometry.homography, geometry.frame).map_points(ux, uy).astype(np.float64)
+    _, _, radius = _centre_radius(geometry.frame)
+    return np.concatenate([mapped.ravel(), radius * np.asarray(geometry.distortion, np.float64)])
+
+
+def _from_params(params: np.ndarray, frame: tuple[int, int]) -> Geometry:
+    corners = _frame_corners(frame).astype(np.float32)
+    to_target = cv2.getPerspectiveTransform(corners, params[:8].reshape(4, 2).astype(np.float32))
+    homography = np.linalg.inv(to_target.astype(np.float64))
+    _, _, radius = _centre_radius(frame)
+    return Geometry(homography / homography[2, 2], frame, params[8:] / radius)
+
+
+def remap(image: np.ndarray, coords: np.ndarray, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """Sample ``image`` at ``coords`` (H, W, 2) target (x, y); outside: reflected."""
+    return cv2.remap(
+        image, coords[..., 0], coords[..., 1], interpolation, borderMode=cv2.BORDER_REFLECT
+    ).reshape(coords.shape[:2] + image.shape[2:])
+
+
+def _valid(coords: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    height, width = size
+    x, y = coords[..., 0], coords[..., 1]
+    return (x >= margin) & (y >= margin) & (x <= width - 1 - margin) & (y <= height - 1 - margin)
+
+
+def refine_geometry(
+    target: np.ndarray,
+    photo: np.ndarray,
+    geometry: Geometry,
+    *,
+    sigma: float = 3.0,
+    render: Render | None = None,
+    distortion: bool = False,
+    iterations: int = 15,
+    exclude: np.ndarray | None = None,
+    step: int = 2,
+) -> tuple[Geometry, float]:
+    """Gauss-Newton on the geometry: ``lowpass(photo) ≈ a · lowpass(render(warp(target))) + b``.
+
+    Args:
+        target: (h, w) one channel of the target (same tone scale as ``photo``, up to gain and offset).
+        photo: (H, W) the same channel of the photograph.
+        geometry: the starting geometry (within a few pixels).
+        sigma: Gaussian low-pass applied to both sides (pixels); it makes the comparison blind to what
+            the PSF model gets wrong and widens the basin of convergence.
+        render: applied to the warped target before the low-pass (the current PSF estimate).
+        distortion: also fit ``k1, k2, p1, p2``.
+        exclude: (H, W) bool photo pixels to leave out (e.g. clipped).
+        step: subsampling of the normal equations (the low-passed images are smooth).
+
+    Returns:
+        The refined geometry and the correlation of the compared images.
+    """
+    frame = photo.shape[:2]
+    params = _to_params(geometry)
+    n_params = 12 if distortion else 8
+    margin = int(np.ceil(3 * sigma)) + 2
+    lp_photo = cv2.GaussianBlur(photo.astype(np.float32), (0, 0), sigma)[::step, ::step].astype(np.float64)
+    keep_photo = np.zeros(frame, bool)
+    keep_photo[margin:-margin, margin:-margin] = True
+    if exclude is not None:
+        keep_photo &= ~cv2.dilate(exclude.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).astype(
+            bool
         )
-    except cv2.error as error:
-        raise RegistrationError(f"ECC refinement did not converge: {error.msg.strip()}") from error
-    refined = np.linalg.inv(warp.astype(np.float64))
-    return refined / refined[2, 2], float(ecc)
+    keep_photo = keep_photo[::step, ::step]
+    correlation = 0.0
+    for _ in range(iterations):
+        current = _from_params(params, frame)
+        coords = current.target_coords()
+        model = remap(target.astype(np.float32), coords)
+        if render is not None:
+            model = render(model)
+        lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma)
+        gy, gx = np.gradient(lp_model.astype(np.float64))
+        lp_model = lp_model[::step, ::step].astype(np.float64)
+        gx, gy = gx[::step, ::step], gy[::step, ::step]
+        sub = coords[::step, ::step].astype(np.float64)
+        keep = keep_photo & _valid(sub, target.shape[:2], margin)
+        # d(target coords)/d(photo coords), to turn a change of target coordinates into a photo shift.
+        jyy, jyx = np.gradient(sub[..., 1], step)
+        jxy, jxx = np.gradient(sub[..., 0], step)
+        det = jxx * jyy - jxy * jyx
+        columns = []
+        for j in range(n_params):
+            delta = np.zeros_like(params)
+            delta[j] = 0.5
+            moved = _from_params(params + delta, frame).target_coords(step).astype(np.float64)
+            dtx, dty = (moved[..., 0] - sub[..., 0]) / 0.5, (moved[..., 1] - sub[..., 1]) / 0.5
+            vx = (jyy * dtx - jxy * dty) / det
+            vy = (-jyx * dtx + jxx * dty) / det
+            columns.append((gx * vx + gy * vy)[keep])
+        m, p = lp_model[keep], lp_photo[keep]
+        design = np.stack([m, np.ones_like(m)], axis=1)
+        (gain, offset), *_ = np.linalg.lstsq(design, p, rcond=None)
+        residual = p - gain * m - offset
+        jac = np.stack([m, np.ones_like(m)] + [gain * c for c in columns], axis=1)
+        normal = jac.T @ jac
+        # Light Levenberg damping keeps the near-degenerate tangential/perspective pair in check.
+        normal[2:, 2:] += 1e-6 * np.trace(normal[2:, 2:]) / n_params * np.eye(n_params)
+        update = np.linalg.solve(normal, jac.T @ residual)
+        params[:n_params] += update[2:]
+        correlation = float(np.corrcoef(m, p)[0, 1])
+        if np.abs(update[2:]).max() < 1e-3:
+            break
+    return _from_params(params, frame), correlation
+
+
+def tile_shifts(
+    target: np.ndarray,
+    photo: np.ndarray,
+    geometry: Geometry,
+    grid: tuple[int, int],
+    *,
+    sigma: float = 3.0,
+    render: Render | None = None,
+) -> np.ndarray:
+    """Residual shift (dx, dy) per tile that the geometry leaves: (rows, cols, 2), NaN where unmeasurable.
+
+    One Gauss-Newton translation step per tile on the same low-passed comparison as ``refine_geometry``.
+    """
+    rows, cols = grid
+    height, width = photo.shape[:2]
+    coords = geometry.target_coords()
+    model = remap(target.astype(np.float32), coords)
+    if render is not None:
+        model = render(model)
+    lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma).astype(np.float64)
+    lp_photo = cv2.GaussianBlur(photo.astype(np.float32), (0, 0), sigma).astype(np.float64)
+    gy, gx = np.gradient(lp_model)
+    margin = int(np.ceil(3 * sigma)) + 2
+    valid = _valid(coords, target.shape[:2], margin)
+    valid[:margin], valid[-margin:], valid[:, :margin], valid[:, -margin:] = False, False, False, False
+    shifts = np.full((rows, cols, 2), np.nan)
+    for r in range(rows):
+        for c in range(cols):
+            ys = slice(r * height // rows, (r + 1) * height // rows)
+            xs = slice(c * width // cols, (c + 1) * width // cols)
+            keep = valid[ys, xs]
+            if keep.mean() < 0.5:
+                continue
+            m, p = lp_model[ys, xs][keep], lp_photo[ys, xs][keep]
+            jac = np.stack([m, np.ones_like(m), gx[ys, xs][keep], gy[ys, xs][keep]], axis=1)
+            normal = jac.T @ jac
+            if np.linalg.cond(normal) > 1e10:
+                continue
+            solution = np.linalg.solve(normal, jac.T @ p)
+            # photo(p) ≈ a·model(p) + a·∇model·d  →  the photo is the model displaced by -d.
+            shifts[r, c] = -solution[2:] / solution[0]
+    return shifts
+
+
+def warp_to_photo(
+    target: np.ndarray, registration: Registration | Geometry, photo_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample the target onto the photo grid (bicubic).
+
+    Returns:
+        (H, W, C) warped target and (H, W) bool mask of pixels the target covers.
+    """
+    geometry = registration.geometry if isinstance(registration, Registration) else registration
+    flow = registration.flow if isinstance(registration, Registration) else None
+    if tuple(geometry.frame) != tuple(photo_size):
+        geometry = Geometry(geometry.homography, tuple(photo_size), geometry.distortion)
+    coords = geometry.target_coords()
+    if flow is not None:
+        gy, gx = np.mgrid[0 : photo_size[0], 0 : photo_size[1]].astype(np.float32)
+        coords = remap(coords, np.stack([gx + flow[..., 0], gy + flow[..., 1]], axis=-1), cv2.INTER_LINEAR)
+    warped = cv2.remap(target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    # Bicubic taps reach 2 pixels: only pixels whose whole footprint is inside the target are valid.
+    mask = _valid(coords, target.shape[:2], 2.0)
+    return warped.reshape(*photo_size, *target.shape[2:]).astype(np.float32), mask
 
 
 def dense_residual_flow(warped: np.ndarray, photo: np.ndarray, sigma: float = 2.0) -> np.ndarray:
@@ -106,44 +445,107 @@ def dense_residual_flow(warped: np.ndarray, photo: np.ndarray, sigma: float = 2.
     return cv2.GaussianBlur(flow, (0, 0), 4 * sigma)
 
 
+def coarse_geometry(
+    target: np.ndarray, photo: np.ndarray, layout: Layout | None = None, min_inliers: int = 30
+) -> tuple[Geometry, int, str]:
+    """Coarse target → photo geometry: the chart's markers when ``layout`` has them, else SIFT features.
+
+    Returns:
+        The geometry (a homography), the number of matched points and ``"markers"``/``"features"``.
+    """
+    if layout is not None and layout.markers:
+        homography, inliers = markers_homography(photo, layout)
+        method = "markers"
+    else:
+        homography, inliers = match_homography(target, photo, min_inliers)
+        method = "features"
+    check_homography(homography, target.shape[:2], photo.shape[:2])
+    return homography_geometry(homography, photo.shape[:2]), inliers, method
+
+
+DistortionMode = Literal["auto", "none", "always"]
+
+
+def refine(
+    target: np.ndarray,
+    photo: np.ndarray,
+    geometry: Geometry,
+    *,
+    sigma: float = 3.0,
+    render: Render | None = None,
+    distortion: DistortionMode = "auto",
+    threshold_px: float = 0.05,
+    grid: tuple[int, int] = (4, 6),
+    exclude: np.ndarray | None = None,
+) -> tuple[Geometry, float, float]:
+    """Refine a coarse geometry: homography first, then distortion when its residual calls for it.
+
+    A coarse start several pixels off (markers under lens distortion) is first pulled in at twice the
+    low-pass, then refined at ``sigma``. With ``distortion="auto"`` the distortion terms are added when
+    the RMS of the per-tile residual shifts exceeds ``threshold_px`` and kept if they reduce it.
+
+    Returns:
+        Geometry, correlation of the low-passed comparison, RMS tile residual (pixels).
+    """
+    if distortion not in ("auto", "none", "always"):
+        raise ValueError(f"refine: distortion must be auto, none or always, got {distortion!r}")
+    kwargs = {"render": render, "exclude": exclude}
+    geometry, _ = refine_geometry(target, photo, geometry, sigma=2 * sigma, distortion=False, **kwargs)
+    fit_distortion = distortion == "always"
+    geometry, correlation = refine_geometry(
+        target, photo, geometry, sigma=sigma, distortion=fit_distortion, **kwargs
+    )
+
+    def rms(g: Geometry) -> float:
+        shifts = tile_shifts(target, photo, g, grid, sigma=sigma, render=render)
+        return float(np.sqrt(np.nanmean((shifts**2).sum(axis=-1))))
+
+    residual = rms(geometry)
+    if distortion == "auto" and residual > threshold_px:
+        distorted, corr = refine_geometry(target, photo, geometry, sigma=sigma, distortion=True, **kwargs)
+        distorted_residual = rms(distorted)
+        if distorted_residual < residual:
+            geometry, correlation, residual = distorted, corr, distorted_residual
+    return geometry, correlation, residual
+
+
 def register(
-    target: np.ndarray, photo: np.ndarray, min_inliers: int = 30, dense_flow: bool = False
+    target: np.ndarray,
+    photo: np.ndarray,
+    min_inliers: int = 30,
+    dense_flow: bool = False,
+    *,
+    layout: Layout | None = None,
+    sigma: float = 3.0,
+    distortion: DistortionMode = "auto",
+    threshold_px: float = 0.05,
 ) -> Registration:
-    """Register ``target`` (h, w, 3) to ``photo`` (H, W, 3), both float in [0, 1].
+    """Register ``target`` (h, w, 3) to ``photo`` (H, W, 3), both float in [0, 1], on their luminance.
+
+    The calibration pipeline linearises the photo between the coarse and the fine step (stage I needs
+    only the coarse geometry) and refines on linear data; this one-call version compares luminances
+    directly, which a gain and offset absorb for linear photos.
 
     Raises:
         RegistrationError: with the reason when the pair cannot be registered.
     """
-    homography, inliers = match_homography(target, photo, min_inliers)
-    homography, ecc = refine_ecc(target, photo, homography)
-    check_homography(homography, target.shape[:2], photo.shape[:2])
-    flow = None
+    geometry, inliers, method = coarse_geometry(target, photo, layout, min_inliers)
+    geometry, correlation, residual = refine(
+        to_gray(target),
+        to_gray(photo),
+        geometry,
+        sigma=sigma,
+        distortion=distortion,
+        threshold_px=threshold_px,
+    )
+    check_homography(geometry.homography, target.shape[:2], photo.shape[:2])
+    registration = Registration(geometry, inliers, correlation, residual, method)
     if dense_flow:
-        warped, _ = warp_to_photo(target, Registration(homography, inliers, ecc), photo.shape[:2])
-        flow = dense_residual_flow(warped, photo)
-    return Registration(homography, inliers, ecc, flow)
-
-
-def warp_to_photo(
-    target: np.ndarray, registration: Registration, photo_size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resample the target onto the photo grid (bicubic).
-
-    Returns:
-        (H, W, C) warped target and (H, W) bool mask of pixels the target covers.
-    """
-    height, width = photo_size
-    warped = cv2.warpPerspective(target, registration.homography, (width, height), flags=cv2.INTER_CUBIC)
-    ones = np.ones(target.shape[:2], dtype=np.float32)
-    cover = cv2.warpPerspective(ones, registration.homography, (width, height), flags=cv2.INTER_LINEAR)
-    if registration.flow is not None:
-        gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
-        map_x, map_y = gx + registration.flow[..., 0], gy + registration.flow[..., 1]
-        warped = cv2.remap(warped, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        cover = cv2.remap(cover, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
-    # Bicubic taps reach 2 pixels: only pixels whose whole footprint is inside the target are valid.
-    mask = cv2.erode((cover > 0.999).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    return warped.astype(np.float32), mask
+        warped, _ = warp_to_photo(target, registration, photo.shape[:2])
+        registration = Registration(
+            geometry, inliers, correlation, residual, method, dense_residual_flow(warped, photo)
+        )
+    return registration
 
 
 def tile_registration_error(

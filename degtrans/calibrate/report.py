@@ -10,6 +10,7 @@ import torch
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.inspect import psf_mosaic
 from degtrans.field import PSFField
+from degtrans.figures import pyplot, save_figure
 from degtrans.kernels import sv_conv2d
 
 
@@ -26,11 +27,7 @@ def _tiles_to_show(rows: int, cols: int) -> list[tuple[str, tuple[int, int]]]:
 
 def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: int = 0) -> Path:
     """Write the report PNG for ``field`` fitted on ``problem`` (crops from pair ``pair``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows, cols = field.grid
     height, width = field.image_size
     residual = (
@@ -81,8 +78,4 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"calibration report: {field.camera}  ({height}x{width} px, pair {problem.names[pair]})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

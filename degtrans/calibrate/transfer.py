@@ -2,21 +2,32 @@
 
 Model: ``photo_c = (M · target + b)_c ** (1 / gamma_c)`` up to the optics, i.e. the screen's RGB is
 mixed into camera RGB by a 3x3 matrix ``M`` (plus a black offset ``b``) before the lens blurs it per
-channel, and the camera's tone curve is a per-channel power law. Stage II then fits the optics between
-``to_camera(target)`` and ``linearise(photo)``, both linear camera RGB.
+channel, and the camera's tone curve is a per-channel power law (exactly linear for RAW). Stage II
+then fits the optics between ``to_camera(target)`` and ``linearise(photo)``, both linear camera RGB.
 
-The fit uses heavily low-passed images (sigma several PSF widths), where the blur no longer matters:
-``lowpass(blur(x)) ~ lowpass(x)``. For each channel and each candidate ``gamma`` the matrix row is a
-linear least-squares fit; the ``gamma`` with the best coefficient of determination wins.
+Charts (``targets.Layout`` with patches) are fitted on their flat patches (:func:`fit_patches`): a
+patch interior farther than the PSF's reach from its edges is the same in the photo whatever the
+blur, so each patch gives one exact sample of the tone and colour relation, and the grey ramp's
+levels pin down the tone curve's bend. Targets without patches fall back to :func:`fit_tone_colour`
+on heavily low-passed images, which is weaker: low-passed broadband noise is nearly flat.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from degtrans.calibrate.register import Geometry
+    from degtrans.calibrate.targets import Layout
+
+# Photo values at or above this are treated as saturated.
+SATURATED = 0.995
+# Search range of the power law in stage I on patches.
+GAMMA_RANGE = (0.3, 4.0)
 # Coarse grid of gammas, then a fine one around the best coarse value.
 COARSE_GAMMAS = np.round(np.arange(1.0, 2.81, 0.1), 4)
 FINE_STEP = 0.01
@@ -126,3 +137,92 @@ def fit_tone_colour(
                     best = (r2, float(g), coef)
         gammas[ch], rows[ch], offsets[ch] = best[1], best[2][:3], best[2][3]
     return ToneColour(gammas, rows, offsets)
+
+
+@dataclass(frozen=True)
+class PatchSamples:
+    """Flat-patch measurements: ``target`` (N, 3) chart values, ``photo`` (N, 3) median photo values,
+    ``spread`` (N, 3) robust standard deviation inside each patch, ``pixels`` (N,) pixels used."""
+
+    target: np.ndarray
+    photo: np.ndarray
+    spread: np.ndarray
+    pixels: np.ndarray
+
+
+def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin: float) -> PatchSamples:
+    """Median photo colour inside each chart patch, ``margin`` target pixels away from its edges.
+
+    Args:
+        photo: (H, W, 3) photograph in [0, 1].
+        geometry: photo → target map (a coarse one is enough when ``margin`` covers its error).
+        layout: the chart's layout (patches in target pixels).
+        margin: pixels of the target to leave at each patch edge: the PSF's reach plus the geometry's error.
+    """
+    coords = geometry.target_coords()
+    tx, ty = coords[..., 0], coords[..., 1]
+    rows = []
+    for patch in layout.patches:
+        x0, y0, x1, y1 = patch.rect
+        # Pixel centres of the patch run from x0 to x1 - 1; its edges lie half a pixel outside.
+        inside = (tx >= x0 - 0.5 + margin) & (tx <= x1 - 0.5 - margin)
+        inside &= (ty >= y0 - 0.5 + margin) & (ty <= y1 - 0.5 - margin)
+        values = photo[inside]
+        if len(values) < 9:
+            continue
+        median = np.median(values, axis=0)
+        spread = 1.4826 * np.median(np.abs(values - median), axis=0)
+        rows.append((patch.rgb, median, spread, len(values)))
+    if not rows:
+        raise ValueError(
+            f"patch_samples: no patch has an interior {margin:.1f} px from its edges in the photo"
+            " (patches must be wider than the PSF: make the targets larger)"
+        )
+    target, median, spread, pixels = (np.asarray(v, np.float64) for v in zip(*rows, strict=True))
+    return PatchSamples(target, median, spread, pixels)
+
+
+def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:
+    """Per channel: the power law ``gamma`` and the row of ``M``, ``b`` from flat-patch samples.
+
+    For each ``gamma`` the row is a least-squares fit in linear light; ``gamma`` minimises the error in
+    the photo's own (encoded) values, where the noise is uniform. Saturated patches are left out.
+
+    Raises:
+        ValueError: fewer than 5 unsaturated patches in a channel (the fit would be under-determined).
+    """
+    gammas, matrix, offsets = np.ones(3), np.eye(3), np.zeros(3)
+    for ch in range(3):
+        keep = (samples.photo[:, ch] < SATURATED) & (samples.photo[:, ch] > 0.0)
+        if keep.sum() < 5:
+            raise ValueError(
+                f"fit_patches: only {int(keep.sum())} unsaturated patches in channel {ch} (need 5)"
+            )
+        design = np.concatenate([samples.target[keep], np.ones((int(keep.sum()), 1))], axis=1)
+        observed = samples.photo[keep, ch]
+
+        def solve(gamma: float, design=design, observed=observed) -> tuple[float, np.ndarray]:
+            coef, *_ = np.linalg.lstsq(design, observed**gamma, rcond=None)
+            predicted = np.clip(design @ coef, 1e-6, None) ** (1.0 / gamma)
+            return float(((predicted - observed) ** 2).sum()), coef
+
+        if fit_gamma:
+            grid = np.exp(np.linspace(np.log(GAMMA_RANGE[0]), np.log(GAMMA_RANGE[1]), 60))
+            errors = [solve(g)[0] for g in grid]
+            best = int(np.argmin(errors))
+            lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
+            # Golden-section search between the coarse neighbours of the best.
+            ratio = (np.sqrt(5) - 1) / 2
+            a, b = lo, hi
+            for _ in range(40):
+                c, d = b - ratio * (b - a), a + ratio * (b - a)
+                if solve(c)[0] < solve(d)[0]:
+                    b = d
+                else:
+                    a = c
+            gamma = (a + b) / 2
+        else:
+            gamma = 1.0
+        _, coef = solve(gamma)
+        gammas[ch], matrix[ch], offsets[ch] = gamma, coef[:3], coef[3]
+    return ToneColour(gammas, matrix, offsets)

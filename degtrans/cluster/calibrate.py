@@ -164,7 +164,7 @@ def calibrate_camera(
     results = []
     for ref in tqdm(refs, desc="register", unit="pair", disable=not progress):
         results.append(ray.get(ref))
-    prepared, rejected = split_prepared(results)
+    prepared, rejected = split_prepared(results, config.focus_ratio)
     problem = make_problem(prepared, config)
     actors = start_fitters(problem, config)
     try:

@@ -131,7 +131,9 @@ def runtime_env(working_dir: Path | None = None, env_vars: dict[str, str] | None
 
 
 def entrypoint(command: Sequence[str]) -> str:
-    """The shell command the job runs: this module's job runner around ``degtrans COMMAND...``."""
+    """The shell command the job runs: ``python -m degtrans COMMAND...`` (the package travels with the job,
+    so the script need not be installed on the cluster; inside the job ``ensure_ray`` joins the cluster
+    through ``RAY_ADDRESS``)."""
     import shlex
 
     if not command:
@@ -140,7 +142,7 @@ def entrypoint(command: Sequence[str]) -> str:
         )
     if command[0] in ("submit", "demo"):
         raise SubmitError(f"'degtrans {command[0]}' cannot be submitted as a job")
-    return "python -m degtrans.cluster.submit " + " ".join(shlex.quote(part) for part in command)
+    return "python -m degtrans " + " ".join(shlex.quote(part) for part in command)
 
 
 def submit_job(
@@ -224,17 +226,3 @@ def job_logs(job_id: str, address: str | None = None) -> str:
 def stop_job(job_id: str, address: str | None = None) -> bool:
     """Ask the cluster to stop a job; ``True`` if it was running."""
     return bool(_call(address, lambda c: c.stop_job(job_id)))
-
-
-def _run_in_job(argv: list[str]) -> int:
-    """Job driver: join the cluster first, so stages that call ``ensure_ray()`` reuse this connection."""
-    import ray
-
-    from degtrans.cli import main
-
-    ray.init(log_to_driver=True)
-    return main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(_run_in_job(sys.argv[1:]))

@@ -23,8 +23,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import tomllib
 import typing
 from pathlib import Path
@@ -37,10 +35,11 @@ import ray.tune.search
 import tomli_w
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from degtrans.atomic import write_atomic
+from degtrans.atomic import atomic_path, write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.cluster.train import build_trainer
-from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, to_dict
+from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, replace_checked, to_dict
+from degtrans.figures import pyplot, save_figure
 
 METRIC = "val_psnr"
 DISTRIBUTIONS = {
@@ -90,29 +89,28 @@ def load_space(path: Path) -> dict[str, Any]:
     return space
 
 
+def _plain(value: Any) -> Any:
+    """A Tune sample as a plain Python value (numpy scalars; integral floats for integer fields)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def trial_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
-    """``base`` with a trial's sampled fields, type-checked (Tune hands numpy scalars and floats)."""
-    hints = typing.get_type_hints(TrainConfig)
-    changes = {}
-    for key, value in params.items():
-        value = value.item() if hasattr(value, "item") else value
-        if hints[key] is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        changes[key] = coerce(value, hints[key], f"trial field train.{key}")
-    return dataclasses.replace(base, **changes)
+    """``base`` with a trial's sampled fields, type-checked by the config module."""
+    return replace_checked(base, {key: _plain(value) for key, value in params.items()}, "trial field train")
 
 
-def _run_trial(params: dict[str, Any]) -> None:
-    """One Tune trial: a distributed training run whose per-epoch metrics go to Tune."""
-    context = ray.tune.get_context()
-    base = TrainConfig(**params.pop("__base__"))
-    data_dir, out = Path(params.pop("__data__")), Path(params.pop("__out__"))
-    config = trial_config(base, params)
-    trial_id = context.get_trial_id()
+def _run_trial(params: dict[str, Any], base: TrainConfig, data_dir: Path, out: Path) -> None:
+    """One Tune trial: a distributed training run whose per-epoch metrics go to Tune.
+
+    ``params`` holds only the swept fields; ``base`` (the whole ``TrainConfig``) and the paths come
+    through ``tune.with_parameters``.
+    """
+    trial_id = ray.tune.get_context().get_trial_id()
     trainer = build_trainer(
         data_dir,
         out / "trials" / trial_id,
-        config,
+        trial_config(base, params),
         name=f"trial-{trial_id}",
         callbacks=[TuneReportCallback()],
     )
@@ -157,10 +155,9 @@ def run_sweep(
             grace_period=sweep.grace_period,
             reduction_factor=sweep.reduction_factor,
         )
-    fixed = {"__base__": to_dict(config.train), "__data__": str(data_dir), "__out__": str(out)}
     tuner = ray.tune.Tuner(
-        _run_trial,
-        param_space={**space, **fixed},
+        ray.tune.with_parameters(_run_trial, base=config.train, data_dir=data_dir, out=out),
+        param_space=space,
         tune_config=ray.tune.TuneConfig(
             metric=METRIC,
             mode="max",
@@ -180,7 +177,7 @@ def run_sweep(
         trial_id = Path(result.path).name if result.path else "?"
         frame = result.metrics_dataframe
         history = frame[METRIC].tolist() if frame is not None and METRIC in frame else []
-        params = {k: v for k, v in (result.config or {}).items() if not k.startswith("__")}
+        params = dict(result.config or {})
         run_dir = _trial_run_dir(out, result)
         rows.append(
             {
@@ -230,12 +227,10 @@ def _trial_run_dir(out: Path, result: Any) -> Path | None:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 
@@ -246,10 +241,7 @@ def _write_toml(path: Path, config: RunConfig) -> Path:
 
 def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
     """Validation PSNR per epoch of every trial (ASHA-stopped trials end early), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -268,12 +260,7 @@ def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=f".{png.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 def _short(value: Any) -> str:

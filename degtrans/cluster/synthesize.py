@@ -1,9 +1,9 @@
 """``degtrans simulate`` on Ray: one task per missing shard, local embedded Ray or a cluster.
 
-The plan, the shard writer and the manifest live in ``degtrans.simulate.dataset``; Ray only runs
-``write_shard`` on the workers. Tasks are retried by Ray (a retry rewrites the same shard under a
-fresh temporary name, then renames: idempotent), at most ``workers`` run at once, and results come
-back as they finish so the progress bar moves and a failure stops the run early.
+The plan, the shard writer and the manifest live in ``degtrans.simulate`` (``plan``, ``shards``,
+``dataset``); Ray only runs ``write_shard`` on the workers. Tasks are retried by Ray (a retry rewrites
+the same shard under a fresh temporary name, then renames: idempotent), at most ``workers`` run at
+once, and results come back as they finish so the progress bar moves and a failure stops the run early.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import ray
 
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import SimulateConfig
-from degtrans.simulate.dataset import ShardResult, ShardSpec, build_dataset, write_shard
+from degtrans.simulate.dataset import build_dataset
+from degtrans.simulate.plan import ShardSpec
+from degtrans.simulate.shards import ShardResult, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +88,3 @@ def synthesize_dataset(
     return build_dataset(
         images, fields, output, config, profiles=profiles, map_shards=mapper, on_shard=on_shard
     )
-
-
-def synthesize_demo(
-    output: Path, config: SimulateConfig, address: str | None = None, workers: int | None = None
-) -> dict[str, Any]:
-    """The demo's simulation stage in one call: two virtual cameras (``phone-wide`` and ``dslr-kit``
-    lens fields for the bundled photographs' frame) written to ``output/cameras``, the pair dataset
-    to ``output/pairs``, a picture of a few pairs to ``output/pairs.png``; prints and returns the summary.
-    """
-    from degtrans.simulate.dataset import bundled_images, format_summary, scan_sources
-    from degtrans.simulate.optics import virtual_cameras
-    from degtrans.simulate.preview import draw_pairs
-
-    images = bundled_images()
-    sources, _ = scan_sources(images)
-    frame = (sources[0].height, sources[0].width)
-    fields = virtual_cameras(Path(output) / "cameras", image_size=frame)
-    summary = synthesize_dataset(
-        images, fields, Path(output) / "pairs", config, address=address, workers=workers
-    )
-    print(format_summary(summary))
-    summary["picture"] = str(draw_pairs(Path(output) / "pairs", Path(output) / "pairs.png"))
-    summary["fields"] = [str(f) for f in fields]
-    return summary

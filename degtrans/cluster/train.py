@@ -1,23 +1,21 @@
-"""Distributed training with Ray Train: the local loop of ``degtrans.restore.loop`` inside a ``TorchTrainer``.
+"""Distributed training with Ray Train: ``degtrans.restore.loop.fit`` inside a ``TorchTrainer``.
 
-The loop is ``train_local``'s, step for step; the lines marked ``# Ray`` are the only ones that
-differ: the model is wrapped for DDP (gloo on CPU, NCCL on GPU), each worker's batches come from
-its shard of a ``ray.data.read_parquet`` over the manifest's shards, a restarted worker group
-resumes from the last reported checkpoint, and rank 0 reports each epoch's metrics with a
-checkpoint. Rank 0 also writes the same ``RUN/`` layout as the local path (``last.pt``,
-``best.pt``, ``metrics.jsonl``, ``config.json``, ``curves.png``); Ray's own run state lives in
-``RUN/ray/``.
+The loop is ``train_local``'s own function. Ray supplies only what differs: each worker's batches
+come from its shard of a ``ray.data.read_parquet`` over the manifest's shards, the model is wrapped
+for DDP (gloo on CPU, NCCL on GPU), a restarted worker group resumes from the last reported
+checkpoint, and every rank reports each epoch (rank 0 with a checkpoint). Rank 0 writes the same
+``RUN/`` layout as the local path (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.json``,
+``curves.png``); Ray's own run state lives in ``RUN/ray/``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +26,8 @@ import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 from ray.train.torch import TorchTrainer, prepare_model
 
-from degtrans.atomic import write_atomic
 from degtrans.cluster.session import ensure_ray
-from degtrans.config import TrainConfig, to_dict, write_resolved
-from degtrans.metrics import psnr
+from degtrans.config import TrainConfig
 from degtrans.restore.data import (
     META_COLUMNS,
     PIXEL_COLUMNS,
@@ -41,17 +37,8 @@ from degtrans.restore.data import (
     rows_to_batch,
     split_of,
 )
-from degtrans.restore.loop import (
-    MODEL_CLASSES,
-    build_model,
-    config_from_dict,
-    evaluate,
-    load_checkpoint,
-    make_optimizer,
-    make_scheduler,
-    record_epoch,
-    train_epoch,
-)
+from degtrans.restore.loop import fit
+from degtrans.restore.models import model_spec
 
 log = logging.getLogger(__name__)
 
@@ -96,98 +83,53 @@ class PairCollate(ArrowBatchCollateFn):
         return rows_to_batch({name: batch.column(name) for name in batch.column_names}, self.fields)
 
 
-def _identity_psnr(reader: PairReader, batch_size: int) -> float:
-    """Mean PSNR (dB) of the degraded inputs of the validation split: the 'do nothing' baseline."""
-    total, count = 0.0, 0
-    for batch in reader.batches("val", batch_size, shuffle=False):
-        total += float(psnr(batch["degraded"], batch["clean"]).sum())
-        count += batch["clean"].shape[0]
-    return total / max(count, 1)
-
-
-def _rewrite_metrics(path: Path, before_epoch: int) -> None:
-    """Keep the records of epochs ``< before_epoch``: a resumed run re-runs the later ones."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in keep if json.loads(line)["epoch"] < before_epoch]
-    write_atomic(path, "".join(line + "\n" for line in keep))
+def report_to_ray(metrics: dict[str, Any], checkpoint_file: Path | None) -> None:
+    """Ray: every rank reports each epoch; rank 0 attaches a copy of ``last.pt``, the checkpoint a
+    restarted worker group resumes from (Ray keeps its own copy, so ``RUN/last.pt`` may move on)."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if checkpoint_file is not None:
+            shutil.copy2(checkpoint_file, Path(directory) / "last.pt")
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
-    """The body every Ray Train worker runs (``train_local`` with the ``# Ray`` lines)."""
-    config = config_from_dict(loop_config["train"], "train_loop_config")
-    data_dir, run_dir = Path(loop_config["data_dir"]), Path(loop_config["run_dir"])
+    """The body every Ray Train worker runs: ``fit`` with this worker's shard, DDP, Ray's checkpoint and
+    ``report_to_ray``. ``loop_config["config"]`` is the whole ``TrainConfig`` (Ray pickles it)."""
+    config: TrainConfig = loop_config["config"]
+    data_dir: Path = loop_config["data_dir"]
     context = ray.train.get_context()
-    rank = context.get_world_rank()
+    main = context.get_world_rank() == 0
     # Ray sets OMP_NUM_THREADS to the worker's CPUs; torch reads it only at start-up, so apply it here.
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", config.cpus_per_worker))))
-    model_cls = MODEL_CLASSES[config.model]
-    fields = load_fields(data_dir, read_manifest(data_dir)) if model_cls.needs_psf else None
-    steps = max(1, math.ceil(loop_config["train_samples"] / (config.batch_size * context.get_world_size())))
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    net = build_model(config)
-    model = prepare_model(net)  # Ray: DDP, and the device Ray gave this worker
-    model.needs_psf = model_cls.needs_psf  # the DDP wrapper hides the class attribute the loop reads
-    device = next(model.parameters()).device
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
-    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
-    last, best, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
-    start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
-    checkpoint = ray.train.get_checkpoint()  # Ray: set when a restarted worker group resumes
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_checkpoint(Path(directory) / "last.pt", net, optimizer, scheduler, device)
-        start_epoch = state["epoch"] + 1
-        best_psnr = state["extra"].get("best_psnr", -math.inf)
-        best_epoch = state["extra"].get("best_epoch", -1)
-    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=fields is not None)
-    baseline = _identity_psnr(reader, config.batch_size) if rank == 0 else math.nan
-    if rank == 0:
-        _rewrite_metrics(metrics_path, start_epoch)
-    shard = ray.train.get_dataset_shard("train")  # Ray: this worker's part of the Parquet stream
-    record: dict[str, Any] = {}
-    for epoch in range(start_epoch, config.epochs):
-        batches = shard.iter_torch_batches(
+    with_psf = model_spec(config.model).needs_psf
+    collate = PairCollate(load_fields(data_dir, read_manifest(data_dir)) if with_psf else None)
+    shard = ray.train.get_dataset_shard("train")  # this worker's part of the Parquet stream
+
+    def train_batches(epoch: int) -> Iterable[dict[str, Any]]:
+        return shard.iter_torch_batches(
             batch_size=config.batch_size,
-            collate_fn=PairCollate(fields),
+            collate_fn=collate,
             local_shuffle_buffer_size=config.shuffle_buffer or None,
             local_shuffle_seed=config.seed * 1000 + epoch,
         )
-        stats = train_epoch(
-            model, batches, optimizer, scheduler=scheduler, scaler=scaler, grad_clip=config.grad_clip,
-            ssim_weight=config.ssim_weight, amp=config.amp, max_steps=config.max_steps_per_epoch,
-        )  # fmt: skip
-        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": stats["loss"]}
-        with tempfile.TemporaryDirectory() as directory:
-            report_checkpoint = None
-            if rank == 0:
-                val = evaluate(
-                    net, reader.batches("val", config.batch_size, shuffle=False), config.ssim_weight
-                )
-                record = {
-                    "epoch": epoch, "train_loss": stats["loss"],
-                    "patches_per_s": stats["patches_per_s"] * context.get_world_size(),
-                    "seconds": stats["seconds"], "lr": optimizer.param_groups[0]["lr"],
-                    "val_loss": val["loss"], "val_psnr": val["psnr"], "val_ssim": val["ssim"],
-                    "identity_psnr": baseline, "workers": context.get_world_size(),
-                }  # fmt: skip
-                best_psnr, best_epoch = record_epoch(
-                    run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch
-                )
-                shutil.copy2(last, Path(directory) / "last.pt")  # what a restarted worker group resumes from
-                metrics = {**record, "best_psnr": best_psnr}
-                report_checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=report_checkpoint)  # Ray: metrics + checkpoint, every rank
-    if rank != 0:
-        return None
+
+    checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
+    with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resumed:
+        summary = fit(
+            config,
+            loop_config["run_dir"],
+            train_batches,
+            loop_config["train_samples"],
+            PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf) if main else None,
+            wrap=prepare_model,  # DDP, and the device Ray gave this worker
+            world_size=context.get_world_size(),
+            resume_from=Path(resumed) / "last.pt" if resumed is not None else None,
+            report=report_to_ray,
+        )
     # Train V2 hands rank 0's return value back to the driver (Result.return_value).
-    return {
-        "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch, "start_epoch": start_epoch,
-        "last": str(last), "best": str(best), "metrics": record,
-    }  # fmt: skip
+    return summary if main else None
 
 
 def build_trainer(
@@ -208,7 +150,6 @@ def build_trainer(
     if config.workers < 1:
         raise ValueError(f"train.workers: expected >= 1, got {config.workers}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_resolved(config, run_dir)
     reader = PairReader(data_dir, val_fraction=config.val_fraction)
     train_samples = reader.count("train")
     if train_samples == 0:
@@ -219,9 +160,9 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "train": to_dict(config),
-            "data_dir": str(data_dir),
-            "run_dir": str(run_dir),
+            "config": config,
+            "data_dir": data_dir,
+            "run_dir": run_dir,
             "train_samples": train_samples,
         },
         scaling_config=ray.train.ScalingConfig(

@@ -1,17 +1,15 @@
 """Reader of the degraded/clean pair datasets that ``degtrans simulate`` writes (pyarrow, no Ray).
 
-Layout (the shared contract): ``OUT/manifest.json``, ``OUT/shards/*.parquet``, ``OUT/fields/<camera>.npz``,
-``OUT/_SUCCESS``. Only the shards the manifest lists are read, with column projection; batches are
-shuffled by file and within a bounded buffer from an explicit seed, and ``uint16`` pixels become
-float32 in [0, 1].
+The format (layout, manifest, columns, pixel encoding, splits) is ``degtrans.pairs``; its names used by
+the Ray collate (``degtrans.cluster.train``) are re-exported here. Only the shards the manifest lists are
+read, with column projection; batches are shuffled by file and within a bounded buffer from an explicit
+seed, and ``uint16`` pixels become float32 in [0, 1].
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,45 +20,21 @@ import pyarrow.parquet as pq
 import torch
 
 from degtrans.field import PSFField
+from degtrans.pairs import META_COLUMNS, PIXEL_COLUMNS, decode_u16, read_manifest, split_of
 from degtrans.restore.coords import fov_coords
 
-FORMAT = "degtrans-pairs"
-META_COLUMNS = ("sample_id", "camera", "y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
-PIXEL_COLUMNS = ("clean", "degraded")
+__all__ = [
+    "META_COLUMNS",
+    "PIXEL_COLUMNS",
+    "PairReader",
+    "load_fields",
+    "patch_psfs",
+    "read_manifest",
+    "rows_to_batch",
+    "split_of",
+]
+
 Split = Literal["train", "val", "all"]
-
-
-def split_of(sample_id: str, val_fraction: float) -> str:
-    """``"val"`` or ``"train"``, from a hash of ``sample_id`` (stable across runs and hosts)."""
-    digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction else "train"
-
-
-def read_manifest(data_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``data_dir/manifest.json`` of a complete dataset (``_SUCCESS`` present)."""
-    data_dir = Path(data_dir)
-    path = data_dir / "manifest.json"
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: dataset directory not found")
-    if not (data_dir / "_SUCCESS").exists():
-        raise ValueError(
-            f"{data_dir}: incomplete dataset (no _SUCCESS marker); was 'degtrans simulate' interrupted?"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read dataset manifest: {error}") from error
-    if manifest.get("format") != FORMAT:
-        raise ValueError(
-            f"{path}: not a degtrans pair dataset (format {manifest.get('format')!r}, expected {FORMAT!r})"
-        )
-    for key in ("shards", "cameras", "patch_size"):
-        if key not in manifest:
-            raise ValueError(f"{path}: manifest has no {key!r}")
-    for shard in manifest["shards"]:
-        if not (data_dir / shard["path"]).is_file():
-            raise FileNotFoundError(f"{path}: listed shard {shard['path']} is missing")
-    return manifest
 
 
 def load_fields(data_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, PSFField]:
@@ -74,24 +48,6 @@ def patch_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[int, int
     """The PSF (C, k, k) at the centre of the patch whose top-left sensor pixel is ``(y0, x0)``."""
     height, width = (size, size) if isinstance(size, int) else size
     return field.at(y0 + height / 2.0, x0 + width / 2.0)
-
-
-def _pixels(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, int, int]) -> np.ndarray:
-    """Flattened HWC uint16 pixels (list<uint16> or little-endian binary) -> (n, H, W, C) uint16."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if isinstance(column, pa.Array):
-        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-            flat = np.frombuffer(b"".join(column.to_pylist()), dtype="<u2")
-        else:
-            flat = column.flatten().to_numpy(zero_copy_only=False)
-    else:
-        values = list(column)
-        if values and isinstance(values[0], (bytes, bytearray)):
-            flat = np.frombuffer(b"".join(values), dtype="<u2")
-        else:
-            flat = np.concatenate([np.asarray(v).reshape(-1) for v in values]) if values else np.zeros(0)
-    return flat.astype(np.uint16, copy=False).reshape(-1, *shape)
 
 
 def rows_to_batch(
@@ -127,7 +83,7 @@ def rows_to_batch(
     shape = (int(height[0]), int(width[0]), int(channels[0]))
     batch: dict[str, Any] = {}
     for name in PIXEL_COLUMNS:
-        pixels = torch.from_numpy(_pixels(columns[name], shape).astype(np.float32) / 65535.0)
+        pixels = torch.from_numpy(decode_u16(columns[name], shape))
         batch[name] = pixels.permute(0, 3, 1, 2).contiguous().to(device)
     for name in ("y0", "x0", "frame_h", "frame_w"):
         batch[name] = torch.from_numpy(ints(name))

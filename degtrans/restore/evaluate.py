@@ -62,7 +62,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
 
         return baseline
     if method.startswith("ckpt:"):
-        from degtrans.restore.loop import model_from_checkpoint
+        from degtrans.restore.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
 
@@ -275,7 +275,7 @@ def frame_restorers(
         )  # fmt: skip
 
     def network(path: str) -> Restorer:
-        from degtrans.restore.loop import model_from_checkpoint
+        from degtrans.restore.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(path, device=device)
         model = model.eval()

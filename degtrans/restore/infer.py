@@ -8,8 +8,6 @@ an identity restorer reproduces the input exactly and no seams show. At most
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -20,6 +18,7 @@ from tqdm import tqdm
 
 from degtrans.config import RestoreConfig
 from degtrans.field import PSFField
+from degtrans.io import read_image, write_image
 from degtrans.restore.baselines import deconvolve_field
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_psfs
@@ -27,60 +26,15 @@ from degtrans.restore.data import patch_psfs
 Method = Literal["model", "identity", "wiener", "rl"]
 TileFn = Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor]
 DEFAULT_CONFIG = RestoreConfig()
-RAW_SUFFIXES = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"}
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a photograph as (H, W, 3) float32 in [0, 1] (RGB).
-
-    PNG/JPEG/TIFF (8 or 16 bit, grey, alpha) with the dataset's decoder
-    (``degtrans.simulate.dataset.decode_image``); camera RAW through rawpy and the file's camera
-    profile, developed by the simulation's ISP (``degtrans.simulate.camera.develop_raw``), which is the
-    processing the networks were trained on.
-    """
+def read_photo(path: str | Path) -> np.ndarray:
+    """A photograph to restore as (H, W, 3) float32 RGB in [0, 1]: encoded images with the project's
+    decoder; camera RAW developed by the simulation's ISP (``develop_raw``), the processing the networks
+    were trained on (calibration, by contrast, reads RAW in linear light)."""
     from degtrans.simulate.camera import develop_raw
-    from degtrans.simulate.dataset import decode_image
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: photo not found")
-    try:
-        if path.suffix.lower() in RAW_SUFFIXES:
-            return develop_raw(path)
-        return decode_image(path.read_bytes(), str(path))
-    except ValueError as error:
-        raise ValueError(f"{path}: cannot read image: {error}") from error
-
-
-def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write (H, W, 3) float in [0, 1] atomically: 16-bit PNG/TIFF, 8-bit JPEG."""
-    import cv2
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    clipped = np.clip(image, 0.0, 1.0)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-        os.close(fd)
-        tifffile.imwrite(tmp, np.round(clipped * 65535).astype(np.uint16))
-    else:
-        if suffix in (".jpg", ".jpeg"):
-            array = np.round(clipped * 255).astype(np.uint8)
-        elif suffix == ".png":
-            array = np.round(clipped * 65535).astype(np.uint16)
-        else:
-            raise ValueError(f"{path}: unsupported output format {suffix!r} (use .png, .tif or .jpg)")
-        ok, encoded = cv2.imencode(suffix, cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise ValueError(f"{path}: cannot encode image")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-    os.replace(tmp, path)
-    return path
+    return read_image(path, raw_reader=develop_raw)
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
@@ -238,9 +192,9 @@ def restore_image(
         ValueError naming the file for an unreadable photo, checkpoint or field, a field for another
         frame size, or a non-blind checkpoint without a field.
     """
-    from degtrans.restore.loop import model_from_checkpoint
+    from degtrans.restore.checkpoint import model_from_checkpoint
 
-    image = read_image(photo)
+    image = read_photo(photo)
     loaded = _load_field(field, image.shape[:2])
     method = method or ("model" if checkpoint is not None else "identity")
     model = None

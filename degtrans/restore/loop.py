@@ -1,8 +1,9 @@
-"""The training loop as plain functions, shared by ``degtrans train --local`` and the Ray Train path.
+"""The training loop, once: ``fit`` runs it for ``degtrans train --local`` and in every Ray Train worker.
 
 ``build_model`` -> ``make_optimizer`` / ``make_scheduler`` -> ``train_epoch`` / ``evaluate`` per epoch
--> ``save_checkpoint``. ``train_local`` strings them together in-process; ``degtrans.cluster.train``
-calls the same functions inside a Ray Train worker.
+-> ``record_epoch`` (checkpoints, ``metrics.jsonl``, curves). ``train_local`` gives ``fit`` batches
+from a ``PairReader``; ``degtrans.cluster.train`` gives it its Ray Data shard, the DDP wrapper, the
+checkpoint to resume from and a ``report`` callback, and nothing else.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
-import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,35 +21,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from degtrans import __version__
-from degtrans.config import TrainConfig, coerce, to_dict, write_resolved
+from degtrans.atomic import write_atomic
+from degtrans.config import TrainConfig, write_resolved
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
+from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.losses import restoration_loss
-from degtrans.restore.models.fovkpn import FOVKPN
-from degtrans.restore.models.wiener import DeepWiener
+from degtrans.restore.models import build_model, model_spec
 
 log = logging.getLogger(__name__)
 
-MODELS: dict[str, Callable[[TrainConfig], nn.Module]] = {
-    "fovkpn": lambda c: FOVKPN(
-        width=c.width,
-        offset_channels=c.offset_channels,
-        kernel_size=c.kpn_kernel,
-        deform_blocks=c.deform_blocks,
-    ),
-    "wiener": lambda c: DeepWiener(features=c.wiener_features, width=c.width),
-}
-MODEL_CLASSES: dict[str, type] = {"fovkpn": FOVKPN, "wiener": DeepWiener}
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    """The network ``config.model`` names, with the sizes of ``config``, seeded by ``config.seed``."""
-    if config.model not in MODELS:
-        raise ValueError(f"train.model: expected one of {sorted(MODELS)}, got {config.model!r}")
-    torch.manual_seed(config.seed)
-    return MODELS[config.model](config)
+Batches = Iterable[dict[str, Any]]
+# Called at the end of every epoch on every worker: the epoch's metrics, and on the main worker the
+# checkpoint just written (``RUN/last.pt``); ``None`` elsewhere.
+EpochReport = Callable[[dict[str, Any], Path | None], None]
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -69,9 +54,10 @@ def make_scheduler(
 
 
 def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """``model(degraded, coords, psf)``; batches carry ``psf`` for models whose registry entry needs it."""
     degraded = batch["degraded"].to(device, non_blocking=True)
     coords = batch["coords"].to(device, non_blocking=True)
-    psf = batch["psf"].to(device, non_blocking=True) if getattr(model, "needs_psf", False) else None
+    psf = batch["psf"].to(device, non_blocking=True) if "psf" in batch else None
     return model(degraded, coords, psf)
 
 
@@ -178,109 +164,6 @@ def evaluate(
     return {**{k: v / count for k, v in sums.items()}, "count": count}
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    epoch: int,
-    config: TrainConfig,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write model, optimizer, schedule, epoch (completed), RNG state and resolved config, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "format": "degtrans-checkpoint",
-        "version": __version__,
-        "model_name": config.model,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": int(epoch),
-        "config": to_dict(config),
-        "torch_rng": torch.get_rng_state(),
-        "extra": extra or {},
-    }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def config_from_dict(values: dict[str, Any], where: str) -> TrainConfig:
-    """A ``TrainConfig`` from a checkpoint's stored dict (unknown keys are an error naming ``where``)."""
-    types = typing.get_type_hints(TrainConfig)
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise ValueError(f"{where}: checkpoint config has unknown key(s) {unknown}")
-    return TrainConfig(**{k: coerce(v, types[k], f"{where}: train.{k}") for k, v in values.items()})
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    map_location: str | torch.device = "cpu",
-    restore_rng: bool = False,
-) -> dict[str, Any]:
-    """Read a checkpoint; load its states into the given objects.
-
-    Returns:
-        The checkpoint dict, with ``"train_config"`` (a ``TrainConfig``) added.
-
-    Raises:
-        ValueError naming the file when it is unreadable, not a degtrans checkpoint, or for another model.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise ValueError(f"{path}: cannot read checkpoint: {error}") from error
-    if not isinstance(state, dict) or state.get("format") != "degtrans-checkpoint":
-        raise ValueError(f"{path}: not a degtrans checkpoint")
-    state["train_config"] = config_from_dict(state["config"], str(path))
-    if model is not None:
-        expected = next((name for name, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
-        if expected is not None and expected != state["model_name"]:
-            raise ValueError(f"{path}: checkpoint is for model {state['model_name']!r}, not {expected!r}")
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise ValueError(f"{path}: checkpoint does not fit the model: {error}") from error
-    if optimizer is not None and state.get("optimizer") is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if restore_rng:
-        torch.set_rng_state(state["torch_rng"])
-    return state
-
-
-def model_from_checkpoint(
-    path: str | Path, expect: str | None = None, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """Build the checkpoint's model with its stored sizes and weights, in eval mode on ``device``.
-
-    ``expect``: the model the caller needs (``"fovkpn"``/``"wiener"``); another is an error naming the file.
-    """
-    state = load_checkpoint(path)
-    config = state["train_config"]
-    if expect is not None and config.model != expect:
-        raise ValueError(f"{path}: checkpoint is for model {config.model!r}, expected {expect!r}")
-    model = build_model(config)
-    load_checkpoint(path, model)
-    return model.to(device).eval(), config
-
-
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -332,12 +215,123 @@ def record_epoch(
     return best_psnr, best_epoch
 
 
-def _identity_psnr(reader: PairReader, config: TrainConfig) -> float:
+def _identity_psnr(batches: Batches) -> float:
+    """Mean PSNR (dB) of the degraded inputs of ``batches``: the 'do nothing' baseline."""
     total, count = 0.0, 0
-    for batch in reader.batches("val", config.batch_size, shuffle=False):
+    for batch in batches:
         total += float(psnr(batch["degraded"], batch["clean"]).sum())
         count += batch["clean"].shape[0]
     return total / max(count, 1)
+
+
+def _keep_records_before(path: Path, epoch: int) -> None:
+    """Keep the ``metrics.jsonl`` records of epochs ``< epoch``: a resumed run re-runs the later ones."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in keep if json.loads(line)["epoch"] < epoch]
+    if keep:
+        write_atomic(path, "".join(line + "\n" for line in keep))
+    else:
+        path.unlink()
+
+
+def fit(
+    config: TrainConfig,
+    run_dir: str | Path,
+    train_batches: Callable[[int], Batches],
+    train_samples: int,
+    val_reader: PairReader | None,
+    *,
+    wrap: Callable[[nn.Module], nn.Module] = lambda net: net,
+    world_size: int = 1,
+    resume_from: Path | None = None,
+    report: EpochReport | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``config.model`` for ``config.epochs`` epochs with every ``[train]`` field of ``config``.
+
+    Args:
+        train_batches: ``epoch -> batches`` of this worker's part of the training split (dicts with
+            ``degraded``, ``clean``, ``coords``, and ``psf`` when the model's registry entry needs it).
+        train_samples: samples in the whole training split (sizes the learning-rate schedule).
+        val_reader: the dataset's reader on the main worker, which evaluates the validation split and
+            writes ``run_dir``; ``None`` on the others (Ray ranks > 0).
+        wrap: puts the network on its device (and, in Ray, wraps it for DDP); the unwrapped network is
+            the one evaluated and checkpointed.
+        world_size: workers training together (each does ``1 / world_size`` of the split per epoch).
+        resume_from: a checkpoint to continue from exactly (model, optimizer, schedule, epoch, RNG).
+        report: called after every epoch (see ``EpochReport``).
+        progress: show a tqdm bar per epoch.
+
+    Returns:
+        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` (the last
+        epoch's record); on workers without ``val_reader`` only ``metrics`` has the training loss.
+    """
+    run_dir = Path(run_dir)
+    main = val_reader is not None
+    net = build_model(config)
+    model = wrap(net)
+    device = _device_of(model)
+    steps = max(1, math.ceil(train_samples / (config.batch_size * world_size)))
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, steps * config.epochs)
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
+    start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, net, optimizer, scheduler, map_location=device, restore_rng=True)
+        start_epoch = state["epoch"] + 1
+        best_psnr = state["extra"].get("best_psnr", -math.inf)
+        best_epoch = state["extra"].get("best_epoch", -1)
+        log.info("resuming %s from epoch %d", resume_from, start_epoch)
+    baseline = math.nan
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved(config, run_dir)
+        _keep_records_before(run_dir / "metrics.jsonl", start_epoch)
+        baseline = _identity_psnr(val_reader.batches("val", config.batch_size, shuffle=False))
+    record: dict[str, Any] = {}
+    for epoch in range(start_epoch, config.epochs):
+        stats = train_epoch(
+            model, train_batches(epoch), optimizer, scheduler=scheduler, scaler=scaler,
+            grad_clip=config.grad_clip, ssim_weight=config.ssim_weight, loss_kind=config.loss,
+            amp=config.amp, max_steps=config.max_steps_per_epoch,
+            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False,
+        )  # fmt: skip
+        record = {"epoch": epoch, "train_loss": stats["loss"]}
+        checkpoint = None
+        if main:
+            val_batches = val_reader.batches("val", config.batch_size, shuffle=False)
+            val = evaluate(net, val_batches, config.ssim_weight, config.loss)
+            record = {
+                "epoch": epoch, "train_loss": stats["loss"],
+                "patches_per_s": stats["patches_per_s"] * world_size, "seconds": stats["seconds"],
+                "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"], "val_psnr": val["psnr"],
+                "val_ssim": val["ssim"], "identity_psnr": baseline, "workers": world_size,
+            }  # fmt: skip
+            best_psnr, best_epoch = record_epoch(
+                run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch
+            )
+            checkpoint = run_dir / "last.pt"
+        if report is not None:
+            report({**record, "best_psnr": best_psnr} if main else record, checkpoint)
+    return {
+        "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch, "start_epoch": start_epoch,
+        "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"), "metrics": record,
+    }  # fmt: skip
+
+
+def _print_epoch(epochs: int) -> EpochReport:
+    def report(record: dict[str, Any], _checkpoint: Path | None) -> None:
+        print(
+            f"epoch {record['epoch'] + 1}/{epochs}: loss {record['train_loss']:.4f}  val PSNR "
+            f"{record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  "
+            f"SSIM {record['val_ssim']:.4f}  {record['patches_per_s']:.1f} patches/s"
+        )
+
+    return report
 
 
 def train_local(
@@ -348,71 +342,37 @@ def train_local(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``config.model`` on ``data_dir`` in this process.
+    """Train ``config.model`` on ``data_dir`` in this process (``fit`` over a ``PairReader``).
 
     ``run_dir`` gets ``last.pt`` (every epoch), ``best.pt`` (best validation PSNR), ``metrics.jsonl``
     (one line per epoch), ``config.json`` and ``curves.png``. With ``resume`` and an existing
     ``last.pt``, training continues from it exactly (model, optimizer, schedule, epoch, RNG).
 
     Returns:
-        ``{"epochs", "best_psnr", "best_epoch", "last", "best", "metrics"}`` (the last epoch's record).
+        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` (the last
+        epoch's record).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    last = Path(run_dir) / "last.pt"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model_cls = MODEL_CLASSES.get(config.model)
-    reader = PairReader(
-        data_dir, val_fraction=config.val_fraction, with_psf=bool(model_cls and model_cls.needs_psf)
-    )
+    with_psf = model_spec(config.model).needs_psf
+    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
     n_train = reader.count("train")
     if n_train == 0:
         raise ValueError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
-    steps = math.ceil(n_train / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
-    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
-    last, best, metrics_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "metrics.jsonl"
-    start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
-    if resume and last.exists():
-        state = load_checkpoint(last, model, optimizer, scheduler, map_location=device, restore_rng=True)
-        start_epoch = state["epoch"] + 1
-        best_psnr = state["extra"].get("best_psnr", -math.inf)
-        best_epoch = state["extra"].get("best_epoch", -1)
-        log.info("resuming %s from epoch %d", last, start_epoch)
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    write_resolved(config, run_dir)
-    baseline = _identity_psnr(reader, config)
-    record: dict[str, Any] = {}
-    for epoch in range(start_epoch, config.epochs):
-        batches = reader.batches(
+
+    def train_batches(epoch: int) -> Batches:
+        return reader.batches(
             "train", config.batch_size, seed=config.seed, epoch=epoch, shuffle_buffer=config.shuffle_buffer
         )
-        stats = train_epoch(
-            model, batches, optimizer, scheduler=scheduler, scaler=scaler, grad_clip=config.grad_clip,
-            ssim_weight=config.ssim_weight, loss_kind=config.loss, amp=config.amp,
-            max_steps=config.max_steps_per_epoch,
-            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False,
-        )  # fmt: skip
-        val_batches = reader.batches("val", config.batch_size, shuffle=False)
-        val = evaluate(model, val_batches, config.ssim_weight, config.loss)
-        record = {
-            "epoch": epoch, "train_loss": stats["loss"], "patches_per_s": stats["patches_per_s"],
-            "seconds": stats["seconds"], "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"],
-            "val_psnr": val["psnr"], "val_ssim": val["ssim"], "identity_psnr": baseline,
-        }  # fmt: skip
-        best_psnr, best_epoch = record_epoch(
-            run_dir, model, optimizer, scheduler, config, record, best_psnr, best_epoch
-        )
-        if progress:
-            print(
-                f"epoch {epoch + 1}/{config.epochs}: loss {stats['loss']:.4f}  val PSNR {val['psnr']:.2f} dB "
-                f"(input {baseline:.2f})  SSIM {val['ssim']:.4f}  {stats['patches_per_s']:.1f} patches/s"
-            )
-    return {
-        "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch,
-        "last": str(last), "best": str(best), "metrics": record,
-    }  # fmt: skip
+
+    return fit(
+        config,
+        run_dir,
+        train_batches,
+        n_train,
+        reader,
+        wrap=lambda net: net.to(device),
+        resume_from=last if resume and last.exists() else None,
+        report=_print_epoch(config.epochs) if progress else None,
+        progress=progress,
+    )

@@ -15,7 +15,7 @@ import torch
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.cfa import demosaic, mosaic, phase_pattern
+from degtrans.simulate.cfa import demosaic, mosaic
 from degtrans.simulate.isp import DEFAULT_RANGES, ISPParams, ISPRanges, process, sample_isp_params, unprocess
 from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
 
@@ -192,8 +192,3 @@ def degrade(
         backend=backend,
     )
     return pair.degraded, pair.clean
-
-
-def raw_pattern_at(pattern: str, y0: int, x0: int) -> str:
-    """The Bayer pattern at the top-left pixel of a patch at (y0, x0)."""
-    return phase_pattern(pattern, (y0, x0))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -256,20 +255,3 @@ def resolve_preset(preset: str | LensSpec) -> LensSpec:
     if preset.startswith("random-") and preset[len("random-") :].isdigit():
         return random_lens(int(preset[len("random-") :]), name=preset)
     raise ValueError(f"unknown lens preset {preset!r} (known: {', '.join(PRESETS)}, random-<seed>)")
-
-
-def virtual_cameras(
-    directory: str | Path,
-    presets: tuple[str, ...] = ("phone-wide", "dslr-kit"),
-    grid: tuple[int, int] = (4, 6),
-    psf_size: int = 21,
-    image_size: tuple[int, int] = (256, 384),
-) -> list[Path]:
-    """Write one PSF field per preset as ``directory/cam<A, B, ...>.npz`` (the demo's cameras)."""
-    directory = Path(directory)
-    paths = []
-    for i, preset in enumerate(presets):
-        name = f"cam{chr(ord('A') + i)}"
-        field = lens_field(grid, psf_size, image_size, preset, camera=name)
-        paths.append(field.save(directory / f"{name}.npz"))
-    return paths

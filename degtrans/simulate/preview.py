@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
+
+from degtrans.figures import pyplot, save_figure
+from degtrans.pairs import PIXEL_COLUMNS, decode_u16, read_manifest
 
 
 def draw_pairs(dataset: str | Path, png: str | Path, count: int = 6) -> Path:
     """Draw the first ``count`` rows of the dataset's first shard as clean | degraded columns."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dataset, png = Path(dataset), Path(png)
-    manifest = json.loads((dataset / "manifest.json").read_text())
+    plt = pyplot()
+    dataset = Path(dataset)
+    manifest = read_manifest(dataset)
     if not manifest["shards"]:
         raise ValueError(f"{dataset}: the dataset has no shards")
     table = pq.read_table(dataset / manifest["shards"][0]["path"]).slice(0, count)
@@ -25,8 +22,8 @@ def draw_pairs(dataset: str | Path, png: str | Path, count: int = 6) -> Path:
     fig, axes = plt.subplots(len(rows), 2, figsize=(6, 3 * len(rows)), squeeze=False)
     for ax_row, row in zip(axes, rows, strict=True):
         shape = (row["height"], row["width"], row["channels"])
-        for ax, name in zip(ax_row, ("clean", "degraded"), strict=True):
-            ax.imshow(np.asarray(row[name], np.uint16).reshape(shape) / 65535.0)
+        for ax, name in zip(ax_row, PIXEL_COLUMNS, strict=True):
+            ax.imshow(decode_u16([row[name]], shape)[0])
             ax.set_xticks([])
             ax.set_yticks([])
         ax_row[0].set_ylabel(
@@ -37,7 +34,4 @@ def draw_pairs(dataset: str | Path, png: str | Path, count: int = 6) -> Path:
         ax_row[1].set_title(f"shot {row['noise_shot']:.1e}, read {row['noise_read']:.1e}", fontsize=8)
     axes[0, 0].set_title("clean", fontsize=9)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=110)

@@ -1,4 +1,4 @@
-"""A tiny contract-conforming pair dataset written with plain pyarrow (tests and benchmarks).
+"""A tiny pair dataset in the project's format (``degtrans.pairs``), for tests and benchmarks.
 
 It does not replace ``degtrans simulate`` (no ISP, no realistic noise): clean frames are random
 shapes and gratings, degraded frames are the same blurred by a PSF field with ``sv_conv2d`` in
@@ -7,19 +7,16 @@ linear light, plus light Gaussian noise, both stored through the sRGB curve and 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from degtrans import __version__
-from degtrans.atomic import write_atomic
+from degtrans.atomic import atomic_path
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
+from degtrans.pairs import encode_u16, file_sha256, rows_to_table, shard_path, shard_schema, write_manifest
 from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
 
 
@@ -45,10 +42,6 @@ def toy_frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         grating = 0.5 + 0.5 * np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)
         image[inside] = grating[inside, None] * rng.random(3).astype(np.float32)
     return np.clip(image, 0.0, 1.0)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_toy_dataset(
@@ -108,39 +101,27 @@ def write_toy_dataset(
                     "height": patch_size,
                     "width": patch_size,
                     "channels": 3,
-                    "clean": np.round(clean[window] * 65535).astype(np.uint16).reshape(-1),
-                    "degraded": np.round(degraded[window] * 65535).astype(np.uint16).reshape(-1),
+                    "clean": encode_u16(clean[window]),
+                    "degraded": encode_u16(degraded[window]),
                     "noise_read": float(noise),
                 }
             )
-    ints = ("y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
-    schema = pa.schema(
-        [("sample_id", pa.string()), ("camera", pa.string()), ("source", pa.string())]
-        + [(name, pa.int32()) for name in ints]
-        + [
-            ("clean", pa.list_(pa.uint16())),
-            ("degraded", pa.list_(pa.uint16())),
-            ("noise_read", pa.float64()),
-        ]
-    )
+    schema = shard_schema(["noise_read"])
     entries = []
     for index, part in enumerate(np.array_split(np.arange(len(rows)), shards)):
-        table = pa.Table.from_pylist([rows[i] for i in part], schema=schema)
-        path = out / "shards" / f"part-{index:05d}.parquet"
-        pq.write_table(table, path)
-        entries.append({"path": f"shards/{path.name}", "rows": len(part), "sha256": _sha256(path)})
+        path = shard_path(out, index)
+        with atomic_path(path) as tmp:
+            pq.write_table(rows_to_table([rows[i] for i in part], schema), tmp)
+        entries.append({"path": f"shards/{path.name}", "rows": len(part), "sha256": file_sha256(path)})
     field_path = field.save(out / "fields" / f"{camera}.npz")
     manifest = {
-        "format": "degtrans-pairs",
-        "format_version": 1,
-        "version": __version__,
         "patch_size": patch_size,
         "shards": entries,
         "samples": len(rows),
         "cameras": {
             camera: {
                 "field": f"fields/{camera}.npz",
-                "sha256": _sha256(field_path),
+                "sha256": file_sha256(field_path),
                 "frame_h": height,
                 "frame_w": width,
             }
@@ -148,6 +129,5 @@ def write_toy_dataset(
         "skipped": [],
         "config": {"toy": True, "frames": frames, "noise": noise, "seed": seed},
     }
-    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
-    (out / "_SUCCESS").write_text("")
+    write_manifest(out, manifest)
     return out

@@ -6,12 +6,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from degtrans.calibrate.photos import synthesize_pairs, write_image
+from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local, make_problem, prepare_pair, psf_error
 from degtrans.calibrate.report import reblur
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
+from degtrans.io import write_image
 from degtrans.metrics import psnr_array
 from degtrans.testing.synthetic import gaussian_field
 

@@ -13,6 +13,7 @@ def ray_session():
     from ray.data import DataContext
 
     ray.init(
+        address="local",  # never join another `ray start` cluster on this host
         num_cpus=4,
         include_dashboard=True,
         object_store_memory=256 * 1024 * 1024,

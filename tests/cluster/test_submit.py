@@ -129,6 +129,20 @@ def test_bad_address_and_command_are_clear_errors():
         submit.entrypoint(["submit", "status", "x"])
 
 
+def test_job_entrypoint_runs_the_command_line(tmp_path):
+    """The job's command is ``python -m degtrans ...``: run it here as the cluster's python would."""
+    import shlex
+
+    from degtrans.testing.synthetic import gaussian_field
+
+    field = gaussian_field(grid=(2, 3), psf_size=7, image_size=(40, 60)).save(tmp_path / "cam A.npz")
+    argv = shlex.split(submit.entrypoint(["inspect", str(field)]))
+    assert argv[:3] == ["python", "-m", "degtrans"]
+    out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "2 x 3 tiles" in out.stdout
+
+
 def test_unreachable_head_says_so(capsys):
     (port,) = _free_ports(1)
     code = main(["submit", "--address", f"http://127.0.0.1:{port}", "status", "nope"])
@@ -147,7 +161,7 @@ def test_wrong_token_is_named(ray_head, monkeypatch):
 
 @pytest.mark.slow
 def test_submit_round_trip(ray_head, monkeypatch, tmp_path, capsys):
-    from degtrans.simulate.dataset import bundled_images
+    from degtrans.simulate.sources import bundled_images
     from degtrans.testing.synthetic import gaussian_field
 
     url, token = ray_head

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
-from degtrans.config import ConfigError, RunConfig, load_config
+from degtrans.config import ConfigError, RunConfig, load_config, to_dict
 from tests.cluster.helpers import tiny_dataset, tiny_train_config
 
 
@@ -37,6 +38,16 @@ def test_trial_config_coerces_tune_values():
 
     config = trial_config(tiny_train_config(), {"width": np.int64(16), "learning_rate": np.float64(0.01)})
     assert config.width == 16 and isinstance(config.width, int) and config.learning_rate == 0.01
+    assert trial_config(tiny_train_config(), {"epochs": 4.0}).epochs == 4  # Tune's integral floats
+
+
+def test_trial_config_rejects_what_does_not_fit_the_field():
+    from degtrans.cluster.sweep import trial_config
+
+    with pytest.raises(ConfigError, match="'loss'"):
+        trial_config(tiny_train_config(), {"loss": "l3"})
+    with pytest.raises(ConfigError, match="nope"):
+        trial_config(tiny_train_config(), {"nope": 1})
 
 
 @pytest.mark.ray
@@ -67,9 +78,13 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
     # The best config is a TOML that `degtrans train --config` reads back to the same [train] section.
     assert load_config(result["best_toml"]).train == result["best_config"]
     assert result["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Each trial ran as a distributed training run with the usual RUN/ layout.
+    # Each trial ran as a distributed training run with the usual RUN/ layout, its loop holding the
+    # base config with the trial's sampled field (config.json is written by the loop).
     for row in rows:
-        assert (tmp_path / "sweep" / "trials" / row["trial"] / "metrics.jsonl").exists()
+        trial = tmp_path / "sweep" / "trials" / row["trial"]
+        assert (trial / "metrics.jsonl").exists()
+        ran = json.loads((trial / "config.json").read_text())
+        assert ran == {**to_dict(base), "learning_rate": float(row["train.learning_rate"])}
 
 
 def test_shipped_example_space_parses():

@@ -110,16 +110,3 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
         # quantisation grows through gains and gamma to ~2e-3 in dark pixels.
         diff = developed.permute(1, 2, 0).numpy() - degraded
         assert np.abs(diff[2:-2, 2:-2]).max() < 1e-2
-
-
-def test_demo_stage_runs_on_bundled_data(ray_session, tmp_path):
-    from degtrans.cluster.synthesize import synthesize_demo
-    from degtrans.restore.data import read_manifest
-
-    config = SimulateConfig(patch_size=32, patches_per_image=1)
-    summary = synthesize_demo(tmp_path, config, workers=2)
-    manifest = read_manifest(tmp_path / "pairs")
-    assert summary["pairs"] == manifest["samples"] == 4 * 2
-    assert sorted(manifest["cameras"]) == ["camA", "camB"]
-    assert (tmp_path / "pairs.png").stat().st_size > 0
-    assert synthesize_demo(tmp_path, config, workers=2)["noop"]

@@ -1,7 +1,9 @@
+"""``degtrans train``, ``evaluate`` and ``restore`` from the command line."""
+
 import numpy as np
 
 from degtrans.cli import main
-from degtrans.restore.infer import read_image, write_image
+from degtrans.io import read_image, write_image
 
 
 def test_train_evaluate_and_restore_from_the_command_line(tmp_path, toy_data, toy_field, capsys):

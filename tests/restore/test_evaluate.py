@@ -43,7 +43,7 @@ def test_reader_reads_a_dataset_written_by_degtrans_simulate(tmp_path):
     import numpy as np
 
     from degtrans.config import SimulateConfig
-    from degtrans.restore.infer import write_image
+    from degtrans.io import write_image
     from degtrans.simulate.dataset import build_dataset
     from degtrans.testing.synthetic import gaussian_field
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.io import read_image, write_image
 from degtrans.metrics import psnr, ssim
 from degtrans.restore.baselines import (
     deconvolve_field,
@@ -11,17 +12,10 @@ from degtrans.restore.baselines import (
     srgb_to_linear,
     wiener_filter,
 )
+from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.infer import (
-    model_tile_fn,
-    ramp_window,
-    read_image,
-    restore_image,
-    restore_tiled,
-    tile_origins,
-    write_image,
-)
-from degtrans.restore.loop import build_model, save_checkpoint
+from degtrans.restore.infer import model_tile_fn, ramp_window, restore_image, restore_tiled, tile_origins
+from degtrans.restore.models import build_model
 from degtrans.testing.synthetic import gaussian_field, identity_field
 
 

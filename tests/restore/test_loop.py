@@ -5,21 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from degtrans.config import TrainConfig
 from degtrans.kernels import sv_conv2d
+from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.loop import (
-    build_model,
-    evaluate,
-    load_checkpoint,
-    make_optimizer,
-    make_scheduler,
-    model_from_checkpoint,
-    save_checkpoint,
-    train_epoch,
-    train_local,
-)
+from degtrans.restore.data import PairReader
+from degtrans.restore.loop import evaluate, fit, make_optimizer, make_scheduler, train_epoch, train_local
+from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame
 
@@ -70,8 +64,6 @@ def _step_and_params(model, optimizer, scheduler, batch):
 
 @pytest.mark.parametrize("name", ["fovkpn", "wiener"])
 def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_data):
-    from degtrans.restore.data import PairReader
-
     config = TrainConfig(model=name, width=8, offset_channels=8, wiener_features=6, learning_rate=1e-3)
     reader = PairReader(toy_data, with_psf=True)
     first, second = list(reader.batches("all", 4, shuffle=False, limit=8))
@@ -124,7 +116,6 @@ def test_train_local_writes_the_run_and_resumes(tmp_path, toy_data):
 
 def test_evaluate_of_an_identity_model_is_the_input_psnr(toy_data):
     from degtrans.metrics import psnr
-    from degtrans.restore.data import PairReader
 
     model = build_model(TINY)  # untrained FOV-KPN is the identity
     batches = list(PairReader(toy_data).batches("all", 8, shuffle=False))
@@ -132,3 +123,28 @@ def test_evaluate_of_an_identity_model_is_the_input_psnr(toy_data):
     expected = torch.cat([psnr(b["degraded"].clamp(0, 1), b["clean"]) for b in batches]).mean()
     assert result["count"] == 16
     assert result["psnr"] == pytest.approx(float(expected), abs=1e-3)
+
+
+class Wrapper(nn.Module):
+    """Hides the network's attributes behind ``.module``, as DDP does."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.module = net
+
+    def forward(self, *args):
+        return self.module(*args)
+
+
+def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
+    """The wiener network needs the PSF; the registry says so, not an attribute the wrapper hides."""
+    config = TrainConfig(model="wiener", width=8, wiener_features=6, epochs=1, batch_size=8)
+    reader = PairReader(toy_data, with_psf=MODELS["wiener"].needs_psf)
+
+    def train_batches(epoch):
+        return reader.batches("train", 8, epoch=epoch)
+
+    summary = fit(config, tmp_path / "run", train_batches, reader.count("train"), reader, wrap=Wrapper)
+    assert MODELS["wiener"].needs_psf and not MODELS["fovkpn"].needs_psf
+    assert summary["best_epoch"] == 0 and math.isfinite(summary["metrics"]["train_loss"])
+    assert load_checkpoint(tmp_path / "run" / "last.pt", build_model(config))["epoch"] == 0

@@ -114,7 +114,7 @@ def test_bad_toml_names_the_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("pattern", ["RGGB", "GBRG"])
 def test_neutral_raw_develops_to_grey(tmp_path, pattern):
-    from degtrans.restore.infer import read_image
+    from degtrans.restore.infer import read_photo
     from degtrans.simulate.camera import develop_raw
 
     black, white, neutral = 512, 16383, (0.5, 1.0, 0.7)
@@ -135,4 +135,4 @@ def test_neutral_raw_develops_to_grey(tmp_path, pattern):
     assert np.ptp(centre) < 2e-3  # flat
     assert np.abs(centre - centre.mean(axis=-1, keepdims=True)).max() < 2e-3  # neutral: R = G = B
     assert 0.3 < centre.mean() < 0.9  # a mid grey after gamma and tone curve
-    np.testing.assert_allclose(read_image(path), developed, atol=1e-6)
+    np.testing.assert_allclose(read_photo(path), developed, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from degtrans.kernels._utils import check_choice
 from degtrans.kernels.deform.reference import deform_conv2d_reference
 
 _BACKENDS = ("auto", "reference", "triton")
@@ -31,7 +32,7 @@ def deform_conv2d(
         dilation: tap spacing in pixels.
         backend: ``"auto"`` (the reference), ``"reference"`` or ``"triton"``. The Triton kernels pass
             their interpreter tests on CPU but have not yet run on a GPU, so ``auto`` does not pick
-            them yet (the GPU-marked tests in ``tests/restore/test_deform_triton.py`` decide that).
+            them yet (the GPU-marked tests in ``tests/kernels/test_deform.py`` decide that).
 
     Returns:
         (B, Cout, H, W), differentiable in ``x``, ``offset``, ``mask``, ``weight`` and ``bias``.
@@ -52,8 +53,7 @@ def deform_conv2d(
         raise ValueError(
             f"deform_conv2d: mask {tuple(mask.shape)} is not (B, {groups * taps}, {height}, {width})"
         )
-    if backend not in _BACKENDS:
-        raise ValueError(f"deform_conv2d: backend must be one of {_BACKENDS}, got {backend!r}")
+    check_choice("deform_conv2d", "backend", backend, _BACKENDS)
     if backend in ("auto", "reference"):
         return deform_conv2d_reference(x, offset, mask, weight, bias, dilation)
     # Imported here so that importing degtrans.kernels never imports triton.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from degtrans.kernels._utils import check_choice, kernel_size
 from degtrans.kernels.pixel_kernels.cpu import apply_pixel_kernels_cpu
 from degtrans.kernels.pixel_kernels.reference import apply_pixel_kernels_reference
 
@@ -23,7 +24,7 @@ def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str
     if not (x.is_floating_point() and kernels.is_floating_point()):
         raise ValueError(f"{name}: x and kernels must be floating point, got {x.dtype} and {kernels.dtype}")
     taps = kernels.shape[-3]
-    k = int(round(taps**0.5))
+    k = kernel_size(taps)
     if k * k != taps or k % 2 == 0:
         raise ValueError(f"{name}: kernel taps {taps} is not the square of an odd k")
     same_channels = kernels.dim() == 4 or kernels.shape[1] == x.shape[1]
@@ -31,10 +32,8 @@ def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str
         raise ValueError(f"{name}: kernels {tuple(kernels.shape)} do not match x {tuple(x.shape)}")
     if kernels.device != x.device:
         raise ValueError(f"{name}: x is on {x.device} but kernels on {kernels.device}")
-    if padding not in _PADDINGS:
-        raise ValueError(f"{name}: padding must be one of {_PADDINGS}, got {padding!r}")
-    if backend not in _BACKENDS:
-        raise ValueError(f"{name}: backend must be one of {_BACKENDS}, got {backend!r}")
+    check_choice(name, "padding", padding, _PADDINGS)
+    check_choice(name, "backend", backend, _BACKENDS)
 
 
 def apply_pixel_kernels(

@@ -11,21 +11,14 @@ channels) or ``C``:
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from degtrans.kernels._triton_utils import block_configs, block_coords, launch_2d
+from degtrans.kernels._utils import kernel_size
 
-if INTERPRET:
-    _CONFIGS = [triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4)]
-else:
-    _CONFIGS = [
-        triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=w)
-        for bh, bw, w in [(16, 32, 4), (32, 32, 4), (16, 64, 4), (32, 64, 8), (8, 128, 4)]
-    ]
+_CONFIGS = block_configs([(16, 32, 4), (32, 32, 4), (16, 64, 4), (32, 64, 8), (8, 128, 4)])
 
 
 @triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
@@ -34,14 +27,9 @@ def _pk_forward_kernel(
     xp_ptr, k_ptr, out_ptr, C, KC, H, W, Hp, Wp,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
     bc = tl.program_id(1)
-    n_bw = tl.cdiv(W, BLOCK_W)
-    oy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
-    ox = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
-    inside = (oy < H)[:, None] & (ox < W)[None, :]
-    oy = tl.where(oy < H, oy, 0)
-    ox = tl.where(ox < W, ox, 0)
+    oy, ox, my, mx = block_coords(tl.program_id(0), H, W, BLOCK_H, BLOCK_W)
+    inside = my[:, None] & mx[None, :]
     b = bc // C
     kc = (bc % C) % KC
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
@@ -63,13 +51,8 @@ def _pk_adjoint_kernel(
     gy_ptr, k_ptr, gxp_ptr, C, KC, H, W, Hp, Wp,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
     bc = tl.program_id(1)
-    n_bw = tl.cdiv(Wp, BLOCK_W)
-    qy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
-    qx = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
-    my = qy < Hp
-    mx = qx < Wp
+    qy, qx, my, mx = block_coords(tl.program_id(0), Hp, Wp, BLOCK_H, BLOCK_W)
     b = bc // C
     kc = (bc % C) % KC
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
@@ -97,14 +80,9 @@ def _pk_kernel_grad_kernel(
     xp_ptr, gy_ptr, gk_ptr, C, KC, H, W, Hp, Wp,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
     bk = tl.program_id(1)
-    n_bw = tl.cdiv(W, BLOCK_W)
-    oy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
-    ox = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
-    inside = (oy < H)[:, None] & (ox < W)[None, :]
-    oy = tl.where(oy < H, oy, 0)
-    ox = tl.where(ox < W, ox, 0)
+    oy, ox, my, mx = block_coords(tl.program_id(0), H, W, BLOCK_H, BLOCK_W)
+    inside = my[:, None] & mx[None, :]
     b = bk // KC
     kc = bk % KC
     # Channels sharing this kernel: all C when KC == 1, else channel kc only.
@@ -124,20 +102,13 @@ def _pk_kernel_grad_kernel(
             tl.store(gk_base + (i * K + j) * H * W, acc.to(gk_ptr.dtype.element_ty), mask=inside)
 
 
-def _launch(kernel, rows: int, cols: int, programs: int, *args, **kw) -> None:
-    def grid(meta):
-        return (triton.cdiv(rows, meta["BLOCK_H"]) * triton.cdiv(cols, meta["BLOCK_W"]), programs)
-
-    kernel[grid](*args, **kw)
-
-
 def forward(x_pad: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` from ``x_pad: (B, C, H+2h, W+2h)`` and ``kernels: (B, KC, k*k, H, W)``."""
     batch, channels, hp, wp = x_pad.shape
     _, kc, taps, height, width = kernels.shape
     out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
-    k = int(round(taps**0.5))
-    _launch(
+    k = kernel_size(taps)
+    launch_2d(
         _pk_forward_kernel, height, width, batch * channels, x_pad, kernels, out,
         channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
     )  # fmt: skip
@@ -150,8 +121,8 @@ def adjoint(grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, in
     _, kc, taps, _, _ = kernels.shape
     hp, wp = pad_hw
     grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
-    k = int(round(taps**0.5))
-    _launch(
+    k = kernel_size(taps)
+    launch_2d(
         _pk_adjoint_kernel, hp, wp, batch * channels, grad_out, kernels, grad,
         channels, kc, height, width, hp, wp, K=k, ACC_FP64=grad_out.dtype == torch.float64,
     )  # fmt: skip
@@ -163,8 +134,8 @@ def kernel_grad(x_pad: torch.Tensor, grad_out: torch.Tensor, kernel_shape: tuple
     batch, channels, hp, wp = x_pad.shape
     _, kc, taps, height, width = kernel_shape
     grad = torch.empty(kernel_shape, dtype=x_pad.dtype, device=x_pad.device)
-    k = int(round(taps**0.5))
-    _launch(
+    k = kernel_size(taps)
+    launch_2d(
         _pk_kernel_grad_kernel, height, width, batch * kc, x_pad, grad_out, grad,
         channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
     )  # fmt: skip

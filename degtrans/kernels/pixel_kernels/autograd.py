@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from degtrans.kernels._utils import kernel_size, pad_image, triton_dtype
 from degtrans.kernels.pixel_kernels import _triton
-from degtrans.kernels.sv_conv.reference import pad_image
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 class PixelKernelsFunction(torch.autograd.Function):
@@ -36,8 +34,8 @@ def apply_pixel_kernels_triton(
     x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros"
 ) -> torch.Tensor:
     """Triton implementation of :func:`degtrans.kernels.apply_pixel_kernels` (same semantics)."""
-    work = torch.float32 if (_triton.INTERPRET and x.dtype in _HALF) else x.dtype
-    k = int(round(kernels.shape[-3] ** 0.5))
+    work = triton_dtype(x.dtype)
+    k = kernel_size(kernels.shape[-3])
     per_channel = kernels.to(work) if kernels.dim() == 5 else kernels.to(work).unsqueeze(1)
     out = PixelKernelsFunction.apply(pad_image(x.to(work), k // 2, padding), per_channel)
     return out.to(x.dtype)

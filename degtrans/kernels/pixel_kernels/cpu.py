@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from degtrans.kernels.sv_conv.reference import pad_image
+from degtrans.kernels._utils import kernel_size, pad_image
 
 
 def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
@@ -24,7 +24,7 @@ def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str
     """
     height, width = x.shape[-2:]
     taps = kernels.shape[-3]
-    k = int(round(taps**0.5))
+    k = kernel_size(taps)
     x_pad = pad_image(x, k // 2, padding)
     kernels = kernels.to(x.dtype)
     if kernels.dim() == 4:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from degtrans.kernels._utils import kernel_size
+
 
 def apply_pixel_kernels_reference(
     x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros"
@@ -25,7 +27,7 @@ def apply_pixel_kernels_reference(
     """
     batch, channels, height, width = x.shape
     taps = kernels.shape[-3]
-    k = int(round(taps**0.5))
+    k = kernel_size(taps)
     halo = k // 2
     if padding == "reflect":
         x = F.pad(x, (halo, halo, halo, halo), mode="reflect")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from degtrans.kernels._utils import check_choice
 from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 
@@ -47,10 +48,8 @@ def _validate(
             f"sv_conv2d: patch of size {(height, width)} at offset {tuple(offset)} "
             f"lies outside frame_size {frame}"
         )
-    if padding not in _PADDINGS:
-        raise ValueError(f"sv_conv2d: padding must be one of {_PADDINGS}, got {padding!r}")
-    if backend not in _BACKENDS:
-        raise ValueError(f"sv_conv2d: backend must be one of {_BACKENDS}, got {backend!r}")
+    check_choice("sv_conv2d", "padding", padding, _PADDINGS)
+    check_choice("sv_conv2d", "backend", backend, _BACKENDS)
 
 
 def sv_conv2d(

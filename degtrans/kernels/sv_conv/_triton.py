@@ -18,26 +18,16 @@ and adds them atomically.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from degtrans.kernels._triton_utils import block_configs, block_coords, launch_2d
+from degtrans.kernels._utils import INTERPRET
 
-if INTERPRET:
-    # The interpreter runs every program in numpy: one large block is fastest and autotuning is moot.
-    _CONFIGS = [triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4)]
-    GRAD_BLOCK = 32
-    _GRAD_CONFIGS = [triton.Config({}, num_warps=4)]
-else:
-    _CONFIGS = [
-        triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=w)
-        for bh, bw, w in [(16, 32, 4), (32, 32, 4), (32, 32, 8), (16, 64, 4), (32, 64, 8), (8, 128, 4)]
-    ]
-    GRAD_BLOCK = 32
-    _GRAD_CONFIGS = [triton.Config({}, num_warps=w) for w in (4, 8)]
+_CONFIGS = block_configs([(16, 32, 4), (32, 32, 4), (32, 32, 8), (16, 64, 4), (32, 64, 8), (8, 128, 4)])
+GRAD_BLOCK = 32
+_GRAD_CONFIGS = [triton.Config({}, num_warps=w) for w in ((4,) if INTERPRET else (4, 8))]
 
 
 @triton.jit
@@ -62,13 +52,8 @@ def _sv_forward_kernel(
     C, H, W, Hp, Wp, cols,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
     bc = tl.program_id(1)
-    n_bw = tl.cdiv(W, BLOCK_W)
-    oy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
-    ox = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
-    my = oy < H
-    mx = ox < W
+    oy, ox, my, mx = block_coords(tl.program_id(0), H, W, BLOCK_H, BLOCK_W)
     c = bc % C
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
@@ -98,15 +83,8 @@ def _sv_adjoint_kernel(
     C, H, W, Hp, Wp, cols,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
     bc = tl.program_id(1)
-    n_bw = tl.cdiv(Wp, BLOCK_W)
-    qy = (pid // n_bw) * BLOCK_H + tl.arange(0, BLOCK_H)
-    qx = (pid % n_bw) * BLOCK_W + tl.arange(0, BLOCK_W)
-    my = qy < Hp
-    mx = qx < Wp
-    qy = tl.where(my, qy, 0)
-    qx = tl.where(mx, qx, 0)
+    qy, qx, my, mx = block_coords(tl.program_id(0), Hp, Wp, BLOCK_H, BLOCK_W)
     c = bc % C
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     ly = tl.load(ly_ptr + qy)
@@ -195,11 +173,8 @@ def forward(x_pad: torch.Tensor, psfs: torch.Tensor, tables: dict, out_hw: tuple
     batch, channels, hp, wp = x_pad.shape
     height, width = out_hw
     out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
-
-    def grid(meta):
-        return (triton.cdiv(height, meta["BLOCK_H"]) * triton.cdiv(width, meta["BLOCK_W"]), batch * channels)
-
-    _sv_forward_kernel[grid](
+    launch_2d(
+        _sv_forward_kernel, height, width, batch * channels,
         x_pad, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"], out,
         channels, height, width, hp, wp, psfs.shape[1],
         K=psfs.shape[-1], ACC_FP64=_acc_fp64(x_pad.dtype),
@@ -214,11 +189,8 @@ def adjoint(
     batch, channels, height, width = grad_out.shape
     hp, wp = pad_hw
     grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
-
-    def grid(meta):
-        return (triton.cdiv(hp, meta["BLOCK_H"]) * triton.cdiv(wp, meta["BLOCK_W"]), batch * channels)
-
-    _sv_adjoint_kernel[grid](
+    launch_2d(
+        _sv_adjoint_kernel, hp, wp, batch * channels,
         grad_out, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"],
         grad,
         channels, height, width, hp, wp, psfs.shape[1],

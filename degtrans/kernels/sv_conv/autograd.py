@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from degtrans.kernels._utils import pad_image, triton_dtype
 from degtrans.kernels.sv_conv import _triton
 from degtrans.kernels.sv_conv.cpu import axis_runs
-from degtrans.kernels.sv_conv.reference import pad_image
 from degtrans.kernels.weights import padded_positions, tile_lower_frac
-
-# The interpreter runs on numpy, which has no bfloat16: half-precision inputs compute in float32 there.
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def _axis_tables(length, halo, offset, frame_len, n_tiles, padding, frac_dtype, device):
@@ -88,7 +85,7 @@ def sv_conv2d_triton(
     halo = k // 2
     height, width = x.shape[-2:]
     frame = tuple(frame_size) if frame_size is not None else (height, width)
-    work = torch.float32 if (_triton.INTERPRET and x.dtype in _HALF) else x.dtype
+    work = triton_dtype(x.dtype)
     frac_dtype = torch.float64 if work == torch.float64 else torch.float32
     tables = interpolation_tables(
         (height, width), (rows, cols), halo, offset, frame, padding, frac_dtype, x.device

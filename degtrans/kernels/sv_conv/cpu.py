@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from degtrans.kernels.sv_conv.reference import pad_image
+from degtrans.kernels._utils import pad_image
 from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac, tile_weights_1d
 
 Method = Literal["auto", "direct", "fft"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from degtrans.kernels._utils import pad_image
 from degtrans.kernels.weights import padded_positions, tile_weights_1d
 
 
@@ -32,20 +33,6 @@ def padded_tile_weights(
         tile_weights_1d(ys, rows, frame_size[0], dtype),
         tile_weights_1d(xs, cols, frame_size[1], dtype),
     )
-
-
-def pad_image(x: torch.Tensor, halo: int, padding: str) -> torch.Tensor:
-    """Pad ``x: (B, C, H, W)`` by ``halo`` on every side; reflect falls back to replicate for tiny images."""
-    if halo == 0:
-        return x
-    if padding == "zeros":
-        return F.pad(x, (halo, halo, halo, halo))
-    if halo < x.shape[-1] and halo < x.shape[-2]:
-        return F.pad(x, (halo, halo, halo, halo), mode="reflect")
-    # Mirror index by index when the halo is wider than the image (torch refuses that case).
-    iy = padded_positions(x.shape[-2], halo, 0, x.shape[-2], "reflect", x.device)
-    ix = padded_positions(x.shape[-1], halo, 0, x.shape[-1], "reflect", x.device)
-    return x[..., iy, :][..., ix]
 
 
 def sv_conv2d_reference(
