@@ -193,7 +193,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         help="folder or file of clean images (PNG/JPEG/TIFF) or a Parquet file of encoded images "
-        "(column 'image', optional 'name'); repeatable; default: the bundled photographs",
+        "(column 'image', optional 'name'); repeatable. Expected: a large set of sharp, clean, "
+        "high-resolution photographs such as DIV2K (800 2K images) or Flickr2K (2,650), each image "
+        "cut into simulate.patches_per_image patches; default: the four bundled photographs (a demo only)",
     )
     p.add_argument("--psf", type=Path, action="append", required=True, help="PSF field .npz, one per camera")
     p.add_argument(

@@ -36,9 +36,11 @@ class SimulateConfig:
     cfa_pattern: Literal["camera", "RGGB", "BGGR", "GRBG", "GBRG"] = "camera"
     demosaic: Literal["bilinear", "malvar"] = "malvar"
     noise: bool = True
-    # The clean target also passes the CFA + demosaicking (pair differs only by optics and noise);
-    # false: a target without demosaicking artefacts.
-    clean_cfa: bool = True
+    # false (the default): the clean target is the original image through the same ISP, without the
+    # CFA and demosaicking, as in the reference (Chen et al.): a target with demosaicking artefacts
+    # teaches the network to reproduce them (colour zippers), and blur and demosaicking do not commute.
+    # true: the target also passes the CFA + demosaicking (the pair differs only by optics and noise).
+    clean_cfa: bool = False
     # log10 shot-noise range sampled per pair (Brooks et al. 2019: 1e-4 .. 1.2e-2).
     log_shot_noise_min: float = -4.0
     log_shot_noise_max: float = -1.92

@@ -18,7 +18,7 @@ from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame
 
 TINY = TrainConfig(
-    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=5e-3, val_fraction=0.25, loss="l2"
+    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=5e-3, val_fraction=0.6, loss="l2"
 )
 
 
