@@ -310,14 +310,16 @@ def zone_map(height: int, width: int) -> list[str]:
 
 
 def frame_scores(
-    restored: torch.Tensor, clean: torch.Tensor, block: int = 32
+    restored: torch.Tensor, clean: torch.Tensor, block: int | None = None
 ) -> dict[str, tuple[float, float]]:
     """``{zone: (PSNR dB, SSIM)}`` of one frame (3, H, W), zones ``all, centre, mid, corner``.
 
     A zone's PSNR is over its pixels; its SSIM the mean over the ``block``-pixel blocks whose
-    centre lies in it (the whole frame's SSIM for ``all``).
+    centre lies in it (the whole frame's SSIM for ``all``; NaN for a zone no block centre reaches).
+    ``block`` defaults to 32 pixels, smaller on small frames (an eighth of the shorter side, >= 8).
     """
     height, width = clean.shape[-2:]
+    block = block or max(8, min(32, height // 8, width // 8))
     squared = ((restored.double() - clean.double()) ** 2).mean(0).flatten()
     zones = np.array(zone_map(height, width))
     whole = (float(psnr(restored[None], clean[None])[0]), float(ssim(restored[None], clean[None])[0]))
@@ -330,10 +332,13 @@ def frame_scores(
     for zone in ZONES[1:]:
         pixels = torch.from_numpy(zones == zone)
         in_zone = [float(v) for v, z in zip(block_ssim, block_zone, strict=True) if z == zone]
-        if not bool(pixels.any()) or not in_zone:
+        if not bool(pixels.any()):
             continue
         mse = float(squared[pixels].mean())
-        scores[zone] = (10.0 * math.log10(1.0 / max(mse, 1e-12)), float(np.mean(in_zone)))
+        scores[zone] = (
+            10.0 * math.log10(1.0 / max(mse, 1e-12)),
+            float(np.mean(in_zone)) if in_zone else math.nan,
+        )
     return scores
 
 
@@ -394,3 +399,42 @@ def evaluate_frames(
     if out_png is not None:
         draw_comparison(crops, list(restorers), out_png)
     return rows
+
+
+def held_out_frames(
+    data_dir: str | Path, images: Sequence[str | Path], val_fraction: float
+) -> tuple[list[Frame], dict[str, PSFField], list[str]]:
+    """Simulate the images a dataset did not train on as whole frames of each of its cameras.
+
+    The dataset's own cameras (fields, profiles) and ``[simulate]`` settings are used. An image whose
+    name is a source of the dataset's training split is left out (it is not held out).
+
+    Returns:
+        The frames, the cameras' fields, and the names left out.
+    """
+    import pyarrow.parquet as pq
+
+    from degtrans.config import from_dict
+    from degtrans.io import read_image
+    from degtrans.pairs import read_manifest, source_of, split_of
+    from degtrans.restore.data import load_fields
+    from degtrans.simulate.sources import list_images
+
+    manifest = read_manifest(data_dir)
+    fields = load_fields(data_dir, manifest)
+    settings = {k: v for k, v in manifest.get("config", {}).items() if k != "workers"}
+    sim = from_dict({"simulate": settings}, f"{data_dir}/manifest.json").simulate
+    trained: set[str] = set()
+    for shard in manifest["shards"]:
+        ids = pq.read_table(Path(data_dir) / shard["path"], columns=["sample_id"]).column("sample_id")
+        trained |= {source_of(s) for s in ids.to_pylist() if split_of(s, val_fraction) == "train"}
+    frames, skipped = [], []
+    for path in list_images([Path(p) for p in images]):
+        if path.stem in trained:
+            skipped.append(path.stem)
+            continue
+        image = read_image(path)
+        for camera, entry in manifest["cameras"].items():
+            profile = CameraProfile.from_dict(entry["profile"])
+            frames.append(simulate_frame(image, path.stem, camera, fields[camera], profile, sim))
+    return frames, fields, skipped
