@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv lint clean chromium
+.PHONY: test demo venv lint clean chromium gpu-check
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ chromium:
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
 		|| echo "could not install chromium: the headless-browser test will be skipped"; \
 	fi
+
+# Everything that needs a GPU in one run (<= 8 min on one GPU): GPU tests, Triton benchmark, GPU
+# synthesis vs CPU, training speed; one summary table in benchmarks/results/gpu-check/. Without CUDA it
+# says so and exits 0.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 demo: $(STAMP)
 	$(BIN)/degtrans demo -o demo

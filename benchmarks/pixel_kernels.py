@@ -62,7 +62,7 @@ def main() -> None:
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     record = {
-        "problem": vars(args) | {"output": str(args.output)},
+        "problem": {k: v for k, v in vars(args).items() if k != "output"},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "results": {},
     }

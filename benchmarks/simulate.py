@@ -1,40 +1,79 @@
-"""Simulation throughput: bare blur vs the full pair pipeline vs written shards, 1 and 2 Ray workers.
+"""Synthesis throughput: cost per pair against the number of cameras, Ray workers, and GPU vs CPU.
 
-256x256 patches, 31x31 PSFs on a 6x8 grid. Every ratio compares numbers measured in this run:
-``pipeline / blur`` (target <= 2: ISP, noise, demosaic, encoding and Parquet cost no more than the
-optics) and ``2 workers / 1 worker`` (scaling). Prints a table and writes
-``benchmarks/results/simulate.json``.
+All numbers come from this run, on the bundled photographs, with PSF fields of a 6x8 grid of 31x31
+PSFs (smooth Gaussian fields of varying width: the blur costs the same as a lens field's, and 100 of
+them are made in a second).
 
-    .venv/bin/python benchmarks/simulate.py [--samples 12] [--patch 256] [--psf 31]
+* ``blur`` / ``pipeline``: the optics alone and the whole pair (unprocess, blur, CFA, noise, demosaic,
+  process, uint16) on one patch, interleaved; ``pipeline / blur`` is the cost of everything but the
+  optics (target <= 2).
+* ``cameras_N``: whole shards written in this process from a catalogue of N cameras, each image x
+  patch drawing its camera (``camera_choice = "draw"``): the same pairs for every N, so pairs/s must
+  stay flat (target: 100 cameras within 15 % of 1), in wall time and in CPU time of this one-thread
+  process (``pairs_per_cpu_s``: the cost of a pair, which other processes on a shared machine do not
+  inflate). The first pass over the catalogue, which reads each field once into the worker's cache, is
+  timed apart (``field_load_cpu_s_per_camera``): a one-off cost per worker, not per pair. Measurements
+  are interleaved over ``--repeats`` rounds and the median kept, so load from other processes hits
+  every N alike.
+* ``ray_1_worker`` / ``ray_2_workers``: the same shards as Ray tasks (1 camera).
+* ``gpu_path`` / ``cpu_path`` (with CUDA): the same shards written with ``device="cuda"`` (Triton blur,
+  ISP on the device) and on the CPU, and the largest pixel difference between them in uint16 DN.
+
+Prints a table and writes ``benchmarks/results/simulate.json``.
+
+    .venv/bin/python benchmarks/simulate.py [--patch 64] [--patches-per-image 48] [--cameras 1,10,100]
+        [--repeats 3] [--no-ray] [--gpu-check] [--output PATH]
+
+``--gpu-check`` (used by ``make gpu-check``) measures only the GPU path against the CPU path.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
+from degtrans.simulate import shards as shard_module
 from degtrans.simulate.camera import CameraProfile
+from degtrans.simulate.catalogue import fields_as_entries
 from degtrans.simulate.degrade import blur, context_window, sample_generator
-from degtrans.simulate.optics import lens_field
 from degtrans.simulate.plan import plan_shards, resolve_cameras, shard_settings
 from degtrans.simulate.shards import simulate_sample, write_shard
 from degtrans.simulate.sources import bundled_images, list_images, load_source, scan_sources
+from degtrans.testing.synthetic import gaussian_field
 
 RESULTS = Path(__file__).resolve().parent / "results"
+GRID, PSF = (6, 8), 31
 
 
 def _rate(count: int, seconds: float, patch: int) -> dict[str, float]:
-    mpix = count * patch * patch / seconds / 1e6
-    return {"pairs_per_s": count / seconds, "mpix_per_s": mpix, "seconds": seconds}
+    return {
+        "pairs_per_s": count / seconds,
+        "mpix_per_s": count * patch * patch / seconds / 1e6,
+        "seconds": seconds,
+    }
+
+
+def make_fields(folder: Path, count: int, frame: tuple[int, int]) -> list[Path]:
+    """``count`` distinct fields (Gaussian PSFs widening towards the corners, a different width each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        centre = 0.7 + 1.5 * i / max(1, count - 1)
+        field = gaussian_field(GRID, PSF, frame, sigma_centre=centre, sigma_corner=centre + 1.2)
+        paths.append(field.save(folder / f"cam{i:03d}.npz"))
+    return paths
 
 
 def _blur_once(image: np.ndarray, field: PSFField, patch: int, sample_id: str) -> None:
@@ -48,100 +87,203 @@ def _blur_once(image: np.ndarray, field: PSFField, patch: int, sample_id: str) -
     blur(crop, field, offset=(top, left), frame_size=(height, width))
 
 
-def bench_blur_vs_pipeline(image, field, camera, settings, samples: int, patch: int) -> dict[str, dict]:
-    """Blur alone and the whole pair (unprocess, blur, mosaic, noise, demosaic, process, uint16),
-    interleaved sample by sample so that load from other processes hits both alike; median times."""
+def bench_blur_vs_pipeline(image, field, settings, samples: int, patch: int) -> dict[str, dict]:
+    """Blur alone and the whole pair, interleaved sample by sample; median times."""
+    camera = CameraProfile.bundled("canon-eos-5d-mark-ii")
     times: dict[str, list[float]] = {"blur": [], "pipeline": []}
     for i in range(samples):
-        sample_id = f"cam/img/p{i:02d}"
+        sample_id = f"img/p{i:02d}"
         start = time.perf_counter()
         _blur_once(image, field, patch, sample_id)
         times["blur"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        simulate_sample(image, field, camera, sample_id, settings)
+        simulate_sample(image, field, camera, sample_id, settings, "cam")
         times["pipeline"].append(time.perf_counter() - start)
-    return {name: _rate(1, float(np.median(t)), patch) for name, t in times.items()}
+    return {name: _rate(1, statistics.median(t), patch) for name, t in times.items()}
 
 
-def bench_shards(specs, patch: int, workers: int | None) -> dict[str, float]:
-    """Whole shards written to Parquet: in-process (``workers=None``) or as Ray tasks."""
-    rows = sum(len(s.samples) for s in specs)
-    if workers is None:
-        start = time.perf_counter()
-        for spec in specs:
-            write_shard(spec)
-        return _rate(rows, time.perf_counter() - start, patch)
+def write_all(specs, device: str = "cpu") -> float:
+    """Seconds to write every shard in this process."""
+    return write_all_timed(specs, device)[0]
+
+
+def write_all_timed(specs, device: str = "cpu") -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all its threads) to write every shard in this process."""
+    start, cpu = time.perf_counter(), time.process_time()
+    for spec in specs:
+        write_shard(spec, device=device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def plans(work: Path, name: str, sources, fields: list[Path], config: SimulateConfig):
+    return plan_shards(work / name, sources, resolve_cameras(fields_as_entries(fields)), config)
+
+
+def bench_cameras(work, sources, frame, counts, config, repeats) -> tuple[dict, dict]:
+    """Pairs/s of the same draw-mode pairs for each catalogue size (median of interleaved rounds), and
+    the one-off CPU seconds per camera of the first pass that fills the field cache.
+
+    Besides wall time, the CPU time of this (single-threaded) process is measured: on a machine shared
+    with other work it is the cost of a pair that other processes do not inflate.
+    """
+    fields = make_fields(work / "fields", max(counts), frame)
+    pairs = len(sources) * config.patches_per_image
+    wall: dict[int, list[float]] = {n: [] for n in counts}
+    cpu: dict[int, list[float]] = {n: [] for n in counts}
+    first_cpu: dict[int, float] = {}
+    for round_ in range(repeats + 1):
+        for n in counts:
+            specs = plans(work, f"c{n}-{round_}", sources, fields[:n], config)
+            if round_ == 0:
+                shard_module.load_field_cached.cache_clear()  # a fresh worker: reads its n fields once
+                first_cpu[n] = write_all_timed(specs)[1]
+                continue
+            seconds, cpu_seconds = write_all_timed(specs)
+            wall[n].append(seconds)
+            cpu[n].append(cpu_seconds)
+    results = {}
+    for n in counts:
+        rate = _rate(pairs, statistics.median(wall[n]), config.patch_size)
+        rate["pairs_per_cpu_s"] = pairs / statistics.median(cpu[n])
+        results[f"cameras_{n}"] = rate
+    one_off = {f"cameras_{n}": (first_cpu[n] - statistics.median(cpu[n])) / n for n in counts}
+    return results, one_off
+
+
+def bench_ray(work, sources, fields, config, patch: int) -> dict[str, dict]:
+    from degtrans.cluster.session import ensure_ray
     from degtrans.cluster.synthesize import ray_map
 
-    start = time.perf_counter()
-    for _ in ray_map(workers)(specs):
-        pass
-    return _rate(rows, time.perf_counter() - start, patch)
+    ensure_ray()
+    pairs = len(sources) * config.patches_per_image
+    two = dataclasses.replace(config, rows_per_file=max(1, pairs // 8))
+    for _ in ray_map(2)(plans(work, "ray-warm", sources, fields, two)[:2]):
+        pass  # start both workers (imports) before timing
+    out = {}
+    for workers in (1, 2):
+        specs = plans(work, f"ray-{workers}", sources, fields, two)
+        start = time.perf_counter()
+        for _ in ray_map(workers)(specs):
+            pass
+        out[f"ray_{workers}_worker{'s' if workers > 1 else ''}"] = _rate(
+            pairs, time.perf_counter() - start, patch
+        )
+    return out
+
+
+def _pixels(specs) -> np.ndarray:
+    """Every clean and degraded uint16 value of the shards, in order."""
+    values = []
+    for spec in specs:
+        table = pq.read_table(spec.path, columns=["clean", "degraded"])
+        values += [table.column(name).combine_chunks().flatten().to_numpy() for name in ("clean", "degraded")]
+    return np.concatenate(values)
+
+
+def bench_gpu(work, sources, fields, config) -> dict:
+    """The same shards on the GPU and on the CPU: pairs/s each and the largest difference in DN."""
+    pairs = len(sources) * config.patches_per_image
+    warm = dataclasses.replace(config, patches_per_image=2)
+    write_all(plans(work, "gpu-warm", sources[:1], fields, warm), "cuda")  # Triton compiles here
+    gpu_specs = plans(work, "gpu", sources, fields, config)
+    cpu_specs = plans(work, "cpu", sources, fields, config)
+    gpu = _rate(pairs, write_all(gpu_specs, "cuda"), config.patch_size)
+    cpu = _rate(pairs, write_all(cpu_specs, "cpu"), config.patch_size)
+    diff = np.abs(_pixels(gpu_specs).astype(np.int32) - _pixels(cpu_specs).astype(np.int32))
+    return {
+        "device": torch.cuda.get_device_name(),
+        "gpu": gpu,
+        "cpu": cpu,
+        "max_abs_diff_dn": int(diff.max()),
+        "mean_abs_diff_dn": float(diff.mean()),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=12, help="pairs per measurement")
-    parser.add_argument("--patch", type=int, default=256)
-    parser.add_argument("--psf", type=int, default=31)
-    parser.add_argument("--grid", default="6x8")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray scaling measurement")
+    parser.add_argument("--patch", type=int, default=64, help="patch side (default 64)")
+    parser.add_argument(
+        "--patches-per-image", type=int, default=48, help="pairs per bundled image (default 48)"
+    )
+    parser.add_argument("--cameras", default="1,10,100", help="catalogue sizes (default 1,10,100)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per catalogue size")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray 1 vs 2 workers measurement")
+    parser.add_argument("--gpu-check", action="store_true", help="only the GPU path against the CPU path")
+    parser.add_argument("--output", type=Path, default=RESULTS / "simulate.json")
     args = parser.parse_args()
-    rows, cols = (int(v) for v in args.grid.split("x"))
     torch.set_num_threads(1)  # one worker = one core, like a Ray task with num_cpus=1
+    if args.gpu_check and not torch.cuda.is_available():
+        parser.error("--gpu-check needs a CUDA device")
 
     work = Path(tempfile.mkdtemp(prefix="degtrans-bench-"))
-    paths = bundled_images()
-    sources, _ = scan_sources(list_images(paths))
+    sources, _ = scan_sources(list_images(bundled_images()))
     frame = (sources[0].height, sources[0].width)
-    field_path = lens_field((rows, cols), args.psf, frame, "dslr-kit").save(work / "cam.npz")
-    field = PSFField.load(field_path)
-    camera = CameraProfile.bundled("canon-eos-5d-mark-ii")
-    config = SimulateConfig(patch_size=args.patch, patches_per_image=args.samples, rows_per_file=args.samples)
-    settings = shard_settings(config)
-    image = load_source(sources[0])
+    config = SimulateConfig(patch_size=args.patch, patches_per_image=args.patches_per_image,
+                            rows_per_file=args.patches_per_image, camera_choice="draw")  # fmt: skip
+    results: dict = {}
+    extra: dict = {}
+    if args.gpu_check:
+        extra["gpu_vs_cpu"] = bench_gpu(work, sources, make_fields(work / "gpu-fields", 10, frame), config)
+    else:
+        counts = [int(n) for n in args.cameras.split(",")]
+        one = make_fields(work / "one", 1, frame)
+        image = load_source(sources[0])
+        field = PSFField.load(one[0])
+        _blur_once(image, field, args.patch, "warm-up")  # allocator and first-call overheads
+        results |= bench_blur_vs_pipeline(image, field, shard_settings(config), 16, args.patch)
+        write_all(plans(work, "warm", sources[:1], one, dataclasses.replace(config, patches_per_image=1)))
+        scaling, one_off = bench_cameras(work, sources, frame, counts, config, args.repeats)
+        results |= scaling
+        extra["field_load_cpu_s_per_camera"] = one_off
+        if not args.no_ray:
+            results |= bench_ray(work, sources, one, config, args.patch)
+        if torch.cuda.is_available():
+            extra["gpu_vs_cpu"] = bench_gpu(
+                work, sources, make_fields(work / "gpu-fields", 10, frame), config
+            )
 
-    _blur_once(image, field, args.patch, "warm-up")  # allocator and first-call overheads
-    results = bench_blur_vs_pipeline(image, field, camera, settings, args.samples, args.patch)
-    cameras, _ = resolve_cameras([field_path], None)
-    one_source = plan_shards(work / "serial", sources[:1], cameras, config)
-    # First shard of a process pays imports (cv2, pandas via pyarrow): not part of the throughput.
-    warm = SimulateConfig(**{**config.__dict__, "patches_per_image": 1, "rows_per_file": 1})
-    bench_shards(plan_shards(work / "warm-serial", sources[:1], cameras, warm), args.patch, None)
-    results["shards_in_process"] = bench_shards(one_source, args.patch, None)
-    if not args.no_ray:
-        from degtrans.cluster.session import ensure_ray
-
-        ensure_ray()
-        two = SimulateConfig(**{**config.__dict__, "rows_per_file": max(1, args.samples // 2)})
-        specs = {name: plan_shards(work / name, sources[:1], cameras, two) for name in ("warm", "r1", "r2")}
-        bench_shards(specs["warm"][:2], args.patch, 2)  # start both workers (torch import) before timing
-        results["ray_1_worker"] = bench_shards(specs["r1"], args.patch, 1)
-        results["ray_2_workers"] = bench_shards(specs["r2"], args.patch, 2)
-
-    ratios = {
-        "pipeline_cost_over_blur": results["blur"]["pairs_per_s"] / results["pipeline"]["pairs_per_s"],
-        "shards_cost_over_blur": results["blur"]["pairs_per_s"] / results["shards_in_process"]["pairs_per_s"],
-    }
+    ratios = {}
+    if "pipeline" in results:
+        ratios["pipeline_cost_over_blur"] = (
+            results["blur"]["pairs_per_s"] / results["pipeline"]["pairs_per_s"]
+        )
+        for key in ("pairs_per_s", "pairs_per_cpu_s"):
+            base = results[f"cameras_{counts[0]}"][key]
+            for n in counts[1:]:
+                ratios[f"cameras_{n}_over_{counts[0]} ({key})"] = results[f"cameras_{n}"][key] / base
     if "ray_2_workers" in results:
-        one, two_workers = results["ray_1_worker"], results["ray_2_workers"]
-        ratios["scaling_2_over_1"] = two_workers["pairs_per_s"] / one["pairs_per_s"]
-    print(f"{'measurement':<20} {'pairs/s':>9} {'MPix/s':>8} {'seconds':>8}")
+        ratios["ray_2_over_1"] = (
+            results["ray_2_workers"]["pairs_per_s"] / results["ray_1_worker"]["pairs_per_s"]
+        )
+    print(f"{'measurement':<16} {'pairs/s':>9} {'MPix/s':>8} {'seconds':>8} {'pairs/CPU-s':>12}")
     for name, r in results.items():
-        print(f"{name:<20} {r['pairs_per_s']:>9.2f} {r['mpix_per_s']:>8.3f} {r['seconds']:>8.2f}")
+        per_cpu = f"{r['pairs_per_cpu_s']:.2f}" if "pairs_per_cpu_s" in r else "-"
+        rates = f"{r['pairs_per_s']:>9.2f} {r['mpix_per_s']:>8.3f} {r['seconds']:>8.3f}"
+        print(f"{name:<16} {rates} {per_cpu:>12}")
     for name, value in ratios.items():
-        print(f"{name:<28} {value:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "simulate.json"
+        print(f"{name:<44} {value:.3f}")
+    for name, value in extra.get("field_load_cpu_s_per_camera", {}).items():
+        print(f"first pass, field load CPU time per camera ({name}): {1e3 * value:.1f} ms")
+    if "gpu_vs_cpu" in extra:
+        g = extra["gpu_vs_cpu"]
+        print(f"GPU path {g['gpu']['pairs_per_s']:.1f} pairs/s vs CPU path {g['cpu']['pairs_per_s']:.1f} "
+              f"on {g['device']}; max |diff| {g['max_abs_diff_dn']} DN")  # fmt: skip
     payload = {
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "output"},
         "config": to_dict(config),
+        "field": {"grid": list(GRID), "psf": PSF, "frame": list(frame)},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
         "results": results,
         "ratios": ratios,
+        **extra,
     }
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(args.output)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

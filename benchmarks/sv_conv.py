@@ -10,16 +10,17 @@ float32. Forward and forward+backward (gradients in the image and in the PSFs) a
   spatially variant method,
 * ``deepinv``    ``deepinv.physics.SpaceVaryingBlur`` (product convolution, direct and FFT) in a
   subprocess of ``--deepinv-python`` (or ``$DEGTRANS_DEEPINV_PYTHON``): deepinv cannot be installed
-  beside our torch pin, so it lives in its own venv; "deepinv: not available" when absent,
-* ``triton``     on a CUDA device only, with the achieved fraction of the H100's memory bandwidth and
-  FP32 rate.
+  beside our torch pin, so it lives in its own venv; skipped when neither is given,
+* ``triton``     on a CUDA device only, beside the reference and our CPU path run on the same device,
+  with the achieved fraction of the device's memory bandwidth (measured by a device-to-device copy in
+  the same run, and of the datasheet peak where the device is in ``PEAKS``) and of its FP32 rate.
 
 Accuracy is the largest absolute difference from the reference output (PSFs sum to 1, image in [0, 1]).
 Prints a table of milliseconds and ratios and writes ``benchmarks/results/sv_conv.json``
 (``sv_conv_<size>.json`` for other sizes).
 
     .venv/bin/python benchmarks/sv_conv.py [--size 1024] [--grid 8] [--psf 31] [--repeats 3]
-        [--deepinv-python deepinv-venv/bin/python]
+        [--deepinv-python PATH/TO/deepinv-venv/bin/python] [--gpu-only]
 
 See benchmarks/README.md for the recorded results and how to make the deepinv venv.
 """
@@ -46,9 +47,18 @@ from degtrans.kernels.weights import tile_weights_1d
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# H100 SXM: HBM3 bandwidth and dense FP32 (non-tensor-core) rate, from NVIDIA's datasheet.
-H100_BYTES_PER_S = 3.35e12
-H100_FP32_FLOPS = 67e12
+# Datasheet memory bandwidth (bytes/s) and dense FP32 non-tensor-core rate (FLOP/s), by device-name
+# substring (first match wins): the denominators of the "fraction of peak" figures.
+PEAKS = {
+    "H200": (4.8e12, 67e12),
+    "H100 PCIe": (2.0e12, 51e12),
+    "H100": (3.35e12, 67e12),
+    "A100-SXM4-80GB": (2.04e12, 19.5e12),
+    "A100": (1.56e12, 19.5e12),
+    "L40S": (0.864e12, 91.6e12),
+    "L4": (0.3e12, 30.3e12),
+    "A10G": (0.6e12, 31.2e12),
+}
 
 _DEEPINV_SCRIPT = r"""
 import json, sys, time
@@ -138,8 +148,10 @@ def _conv_floor(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
 def _run_deepinv(python: str, x, psfs, repeats: int, slow: tuple[int, bool], reference) -> dict | None:
     """deepinv timings (s) and accuracy against our reference, or None when its python is missing."""
     slow_repeats, slow_backward = slow
-    if not python or not Path(python).exists():
+    if not python:
         return None
+    if not Path(python).exists():
+        raise SystemExit(f"--deepinv-python: {python} does not exist")
     height, width = x.shape[-2:]
     rows, cols = psfs.shape[:2]
     with tempfile.TemporaryDirectory() as work:
@@ -182,8 +194,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--deepinv-python",
-        default=os.environ.get("DEGTRANS_DEEPINV_PYTHON", "/work/deepinv-venv/bin/python"),
-        help="python of a separate venv with deepinv installed (default: $DEGTRANS_DEEPINV_PYTHON)",
+        default=os.environ.get("DEGTRANS_DEEPINV_PYTHON"),
+        help="python of a separate venv with deepinv installed (default: $DEGTRANS_DEEPINV_PYTHON; "
+        "without either the deepinv rows are skipped)",
+    )
+    parser.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="time only the CUDA rows (Triton, reference, CPU path on the device): for make gpu-check",
     )
     parser.add_argument(
         "--slow-backward",
@@ -197,6 +215,8 @@ def main() -> None:
         parser.error(f"--psf must be odd, got {args.psf}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gpu_only and not torch.cuda.is_available():
+        parser.error("--gpu-only needs a CUDA device")
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, args.size, args.size, generator=g)
@@ -207,7 +227,8 @@ def main() -> None:
     def ref_op(a, b):
         return sv_conv2d(a, b, backend="reference")
 
-    reference = ref_op(x, psfs)
+    # The full-frame reference takes a while on a CPU: computed only when the CPU rows are timed.
+    reference = None if args.gpu_only else ref_op(x, psfs)
     # (op, repeats, slow): the backward of a slow one is timed only with --slow-backward.
     ops: dict[str, tuple[Callable, int, bool]] = {
         "cpu": (lambda a, b: sv_conv2d(a, b, backend="cpu"), args.repeats, False),
@@ -218,7 +239,7 @@ def main() -> None:
         "fft_floor": (lambda a, b: _fft_floor(a, b[0, 0]), args.repeats, False),
     }
     rows = {}
-    for name, (op, repeats, is_slow) in ops.items():
+    for name, (op, repeats, is_slow) in ({} if args.gpu_only else ops).items():
         fwd = _timed(lambda op=op: op(x, psfs), repeats, no_sync)
         timed_bwd = args.slow_backward or not is_slow
         both = _timed(_fwd_bwd(op, x, psfs), repeats, no_sync) if timed_bwd else None
@@ -227,9 +248,11 @@ def main() -> None:
         print(f"  measured {name}", flush=True)
 
     slow = (args.reference_repeats, args.slow_backward)
-    deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, slow, reference)
+    deepinv = None
+    if not args.gpu_only:
+        deepinv = _run_deepinv(args.deepinv_python, x, psfs, args.repeats, slow, reference)
     if deepinv is None:
-        print("deepinv: not available")
+        print("deepinv: not run (give --deepinv-python)")
     else:
         for mode in ("direct", "fft"):
             rows[f"deepinv_{mode}"] = {
@@ -239,8 +262,9 @@ def main() -> None:
             }
 
     gpu = _gpu_rows(x, psfs, args.repeats) if torch.cuda.is_available() else None
-    _print_table(rows, "CPU", torch.get_num_threads())
-    summary = _ratios(rows, "cpu")
+    if rows:
+        _print_table(rows, "CPU", torch.get_num_threads())
+    summary = _ratios(rows, "cpu") if rows else {}
     for key, value in summary.items():
         print(f"  {key}: {value:.2f}")
     if gpu is not None:
@@ -260,8 +284,6 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
-            # Other processes share the CPU: the 1-minute load average at the end qualifies every timing.
-            "load_average_1min": os.getloadavg()[0],
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "deepinv": None if deepinv is None else deepinv["version"],
@@ -333,16 +355,27 @@ def _gpu_rows(x: torch.Tensor, psfs: torch.Tensor, repeats: int) -> dict:
     # Compulsory traffic: read the padded image once, write the output once (PSFs and tables are tiny).
     traffic = 4 * (batch * channels * (height + k - 1) * (width + k - 1) + pixels)
     seconds = _best(rows["triton"], "forward_s")
-    return {
-        "rows": rows,
-        "device": torch.cuda.get_device_name(),
-        "achieved": {
-            "triton forward GFLOP/s": flops / seconds / 1e9,
-            "fraction of H100 FP32 rate": flops / seconds / H100_FP32_FLOPS,
-            "fraction of H100 bandwidth": traffic / seconds / H100_BYTES_PER_S,
-            "forward: reference / triton": _best(rows["reference"], "forward_s") / seconds,
-        },
+    name = torch.cuda.get_device_name()
+    achieved = {
+        "triton forward GFLOP/s": flops / seconds / 1e9,
+        "triton forward GB/s (compulsory traffic)": traffic / seconds / 1e9,
+        "fraction of copy bandwidth": traffic / seconds / _copy_bandwidth(),
+        "forward: reference / triton": _best(rows["reference"], "forward_s") / seconds,
+        "forward: cpu path on device / triton": _best(rows["cpu_path_on_gpu"], "forward_s") / seconds,
     }
+    peak = next((value for key, value in PEAKS.items() if key in name), None)
+    if peak is not None:
+        achieved["fraction of datasheet bandwidth"] = traffic / seconds / peak[0]
+        achieved["fraction of datasheet FP32 rate"] = flops / seconds / peak[1]
+    return {"rows": rows, "device": name, "achieved": achieved}
+
+
+def _copy_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
+    """Bytes/s of a device-to-device copy (read + write): the bandwidth a streaming kernel can reach."""
+    src = torch.empty(megabytes * 2**20 // 4, device="cuda")
+    dst = torch.empty_like(src)
+    seconds = min(_timed(lambda: dst.copy_(src), repeats, torch.cuda.synchronize))
+    return 2 * src.numel() * 4 / seconds
 
 
 if __name__ == "__main__":

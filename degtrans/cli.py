@@ -45,8 +45,8 @@ def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunCo
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="summarise or draw a PSF field (.npz)")
-    p.add_argument("field", type=Path, help="PSF field file (.npz)")
+    p = sub.add_parser("inspect", help="summarise or draw a PSF field (.npz), or summarise a pair dataset")
+    p.add_argument("field", type=Path, help="PSF field (.npz), or a dataset directory (pairs per camera)")
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="write a PNG of the PSF grid instead of a table"
     )
@@ -56,6 +56,13 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
         from degtrans.calibrate.inspect import draw_field, summary
         from degtrans.field import PSFField
 
+        if args.field.is_dir():
+            from degtrans.simulate.dataset import describe_dataset
+
+            if args.output is not None:
+                raise CLIError(f"{args.field}: -o draws a PSF field; a dataset is summarised as text")
+            print(describe_dataset(args.field))
+            return 0
         field = PSFField.load(args.field)
         if args.output is None:
             print(summary(field))
@@ -130,6 +137,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         report = args.output.with_suffix(".report.png")
         grid = f"{field.grid[0]}x{field.grid[1]}"
         print(f"wrote {args.output} ({grid} tiles, k={field.kernel_size}); report {report}")
+        from degtrans.calibrate.metrics import format_metrics
+
+        print(format_metrics(field.meta.get("metrics", {})))
         return 0
 
     p.set_defaults(func=handler)
@@ -197,7 +207,21 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         "high-resolution photographs such as DIV2K (800 2K images) or Flickr2K (2,650), each image "
         "cut into simulate.patches_per_image patches; default: the four bundled photographs (a demo only)",
     )
-    p.add_argument("--psf", type=Path, action="append", required=True, help="PSF field .npz, one per camera")
+    p.add_argument("--psf", type=Path, action="append", default=None, help="PSF field .npz, one per camera")
+    p.add_argument(
+        "--cameras",
+        type=Path,
+        default=None,
+        help="camera catalogue instead of --psf: a TOML file ([[camera]] field, name, profile, weight) or "
+        "a directory (its cameras.toml, else every *.npz); each image x patch draws one camera",
+    )
+    p.add_argument(
+        "--camera-choice",
+        choices=["all", "draw"],
+        default=None,
+        help="every camera per image x patch, or one drawn by weight (default: all with --psf, draw with "
+        "--cameras)",
+    )
     p.add_argument(
         "--profile",
         action="append",
@@ -211,6 +235,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store-raw", action="store_true", help="also store the noisy Bayer mosaic (camera DN)")
     p.add_argument("--fit-field", action="store_true", help="stretch a field made for another frame size")
     p.add_argument("--workers", type=int, help="shards written at once (default: the cluster's CPUs)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPU fraction per shard task (e.g. 0.25): blur (Triton) and ISP on the GPU; default 0, the CPU",
+    )
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset directory")
     _common(p)
@@ -221,6 +250,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         from degtrans.simulate.dataset import format_summary
         from degtrans.simulate.sources import bundled_images
 
+        if (args.psf is None) == (args.cameras is None):
+            raise CLIError("give the cameras either as --psf fields or as a --cameras catalogue")
         flags = {
             "patch_size": args.patch_size,
             "patches_per_image": args.patches_per_image,
@@ -228,6 +259,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             "workers": args.workers,
             "store_raw": args.store_raw or None,
             "fit_field": args.fit_field or None,
+            "gpus_per_worker": args.gpus_per_worker,
+            "camera_choice": args.camera_choice,
         }
         config = resolve_config(args, [f"simulate.{k}={v}" for k, v in flags.items() if v is not None])
         if not (args.output / "_SUCCESS").exists():
@@ -240,6 +273,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             config.simulate,
             address=args.address,
             profiles=args.profile,
+            catalogue=args.cameras,
         )
         print(format_summary(summary))
         return 0
@@ -260,18 +294,29 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--preset",
         default="phone-wide",
-        help="lens preset (ideal, phone-wide, phone-tele, dslr-kit, vintage) or random-SEED",
+        help="lens preset (ideal, phone-wide, phone-tele, dslr-kit, vintage), random-SEED, or random with "
+        "--count N (N distinct seeded lenses and a cameras.toml in the -o directory)",
     )
+    m.add_argument("--count", type=int, default=None, help="with --preset random: how many lenses")
+    m.add_argument("--seed", type=int, default=0, help="with --count: seed of the lens family (default 0)")
     m.add_argument("--camera", default=None, help="camera name stored in the field (default: the preset)")
     m.add_argument("--profile", default=None, help="camera profile the simulation pairs with this field")
     m.add_argument("--png", type=Path, default=None, help="also draw the field to this PNG")
-    m.add_argument("-o", "--output", type=Path, required=True, help="output .npz")
+    m.add_argument("-o", "--output", type=Path, required=True, help="output .npz (a directory with --count)")
     _common(m)
 
     def make_field(args: argparse.Namespace) -> int:
         from degtrans.calibrate.inspect import draw_field, summary
+        from degtrans.simulate.catalogue import write_random_cameras
         from degtrans.simulate.optics import lens_field
 
+        if args.count is not None:
+            if args.preset != "random" or args.png is not None or args.camera is not None:
+                raise CLIError("--count takes --preset random (no --png or --camera: names are lens-NNNN)")
+            paths = write_random_cameras(args.output, args.count, args.seed, args.grid, args.psf_size,
+                                         args.image_size, args.profile)  # fmt: skip
+            print(f"wrote {len(paths)} lens fields and {args.output / 'cameras.toml'}")
+            return 0
         field = lens_field(args.grid, args.psf_size, args.image_size, args.preset, args.camera, args.profile)
         print(summary(field))
         print(f"wrote {field.save(args.output)}")

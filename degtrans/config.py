@@ -47,6 +47,13 @@ class SimulateConfig:
     rows_per_file: int = 512
     row_group_rows: int = 64
     workers: int = 0
+    # "all": every image x patch is simulated through every camera (sample id CAMERA/IMAGE/pNN);
+    # "draw": each image x patch draws one camera by catalogue weight from (seed, sample_id) (IMAGE/pNN),
+    # so the dataset's size does not grow with the number of cameras; "auto": all for --psf fields,
+    # draw for a --cameras catalogue.
+    camera_choice: Literal["auto", "all", "draw"] = "auto"
+    # GPU fraction per shard task (Ray's num_gpus): > 0 runs the blur (Triton) and the ISP on the GPU.
+    gpus_per_worker: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,14 +69,31 @@ class CalibrateConfig:
     beta_sum2one: float = 1.0
     gamma_boundary: float = 1.0
     delta_symmetry: float = 0.0
-    iterations: int = 100
+    # Adam steps of the optional descent round after the closed form (0: none). The joint closed form is
+    # the estimate; the descent is an L1 polish on sampled pixels whose patch system at k = 31 holds
+    # 3 x 40000 x 961 floats (0.46 GB) per tile, so it is off unless asked for.
+    iterations: int = 0
     learning_rate: float = 1e-3
     # Observations per Adam step (mini-batch of the tile's sampled pixels).
     batch_pixels: int = 4096
     # Tikhonov weight (relative to the mean diagonal) of the closed-form least-squares start.
     wiener_reg: float = 3e-4
-    # Closed-form rounds with the exact interpolated-field model (block Jacobi over tiles) before descent.
-    refine_rounds: int = 1
+    # Closed form: "fourier" (every pixel of a tile's region, conjugate gradients with FFT products; k up
+    # to 41 and more) or "patches" (the k^2 x k^2 normal equations on sampled pixels, non-negative FISTA).
+    solver: Literal["fourier", "patches"] = "fourier"
+    # Fourier solver priors, relative to the data scale: |grad h|^2 and the centroid of the middle
+    # (green) channel ((sum h y)^2 + (sum h x)^2: PSFs are stored centred, geometry is not blur).
+    smooth_reg: float = 1e-3
+    centroid_weight: float = 1.0
+    cg_iterations: int = 400
+    # Sweeps of the exact interpolated-field model (block Gauss-Seidel over four tile colours) before
+    # descent, each update over-relaxed by ``relaxation``.
+    refine_rounds: int = 0
+    relaxation: float = 1.0
+    # Preconditioned CG steps of the joint solve of all tiles (Fourier solver; 0: tile sweeps only).
+    joint_iterations: int = 300
+    # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
+    holdout: int = 0
     # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
     max_pixels: int = 40000
     deep_linear_width: int = 64
@@ -114,12 +138,36 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss: Literal["l1", "l2"] = "l1"
     ssim_weight: float = 0.0
+    # Network sizes: the FOV-KPN reference's are width 32, offset channels 32 (``preset = "paper"``);
+    # width 16 is the small variant for CPU runs.
     width: int = 32
     offset_channels: int = 32
     kpn_kernel: int = 5
+    # Dilations of the predicted per-pixel kernels, fused by a 3x3 conv (the reference: 1-4, 17x17 support).
+    kpn_dilations: tuple[int, ...] = (1, 2, 3, 4)
+    # Factor on the kernel head's correction. 1 (undamped): 0.01 cut that head's effective learning
+    # rate ~100x under Adam and it learnt nothing: +0.31 dB vs +1.81 dB undamped over the input after
+    # 500 CPU steps on a held-out image (benchmarks/README.md).
+    kpn_kernel_scale: float = 1.0
     deform_blocks: int = 2
+    # DCNv2 offset groups (the reference: 8) and decoder levels, from the coarsest, with a deformable
+    # block (3: all, as the reference; the full-resolution one costs most on CPU).
+    offset_groups: int = 8
+    decoder_deform: int = 3
     # Deep Wiener feature channels: a multiple of 3 (each colour channel gets its own features).
     wiener_features: int = 24
+    # Deep Wiener: frequency bands of its learned 1/SNR.
+    wiener_bands: int = 4
+    # Learning-rate schedule: linear warmup over ``warmup_steps``, then "cosine" decay to 1 % over the
+    # run or "step" (times ``lr_step_gamma`` every ``lr_step_epochs`` epochs, the reference's).
+    warmup_steps: int = 0
+    lr_schedule: Literal["cosine", "step"] = "cosine"
+    lr_step_epochs: int = 5
+    lr_step_gamma: float = 0.5
+    # Exponential moving average of the weights (0: off); validation and inference use the average.
+    ema_decay: float = 0.0
+    # "paper": the reference's settings (``PRESETS``), applied where it is set; later keys win.
+    preset: Literal["custom", "paper"] = "custom"
     # Cap on training batches per epoch (0: the whole split), for short demo runs.
     max_steps_per_epoch: int = 0
     amp: bool = True
@@ -161,6 +209,38 @@ class RestoreConfig:
     # ``degtrans evaluate``: crops in its picture, and a cap on evaluated samples (0: all of the split).
     eval_crops: int = 4
     eval_max_samples: int = 0
+
+
+# Settings a ``train.preset`` stands for, by section. "paper": FOV-KPN as Chen et al. trained it
+# (TanGeeGo/DegradationTransfer): 32 channels, 32 offset channels (8 groups), KPN 5 at dilations 1-4,
+# patch 128, batch 16, 50 epochs, lr 1e-4 halved every 5 epochs, L2 (their VGG term needs weights
+# we cannot download), no weight decay, no EMA. The model itself is left to ``train.model``.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "custom": {},
+    "paper": {
+        "train": {
+            "width": 32,
+            "offset_channels": 32,
+            "offset_groups": 8,
+            "kpn_kernel": 5,
+            "kpn_dilations": (1, 2, 3, 4),
+            "kpn_kernel_scale": 1.0,
+            "decoder_deform": 3,
+            "batch_size": 16,
+            "epochs": 50,
+            "learning_rate": 1e-4,
+            "lr_schedule": "step",
+            "lr_step_epochs": 5,
+            "lr_step_gamma": 0.5,
+            "warmup_steps": 0,
+            "ema_decay": 0.0,
+            "weight_decay": 0.0,
+            "loss": "l2",
+            "ssim_weight": 0.0,
+        },
+        "simulate": {"patch_size": 128},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -258,12 +338,15 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(f"{source}: unknown section '{unknown[0]}' (known: {', '.join(sections)})")
+    train = data.get("train", {})
+    preset = train.get("preset", "custom") if isinstance(train, dict) else "custom"
+    preset_values = PRESETS.get(preset, {})  # an unknown name is reported by the train section
     built = {}
     for name, cls in sections.items():
         values = data.get(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: '{name}' must be a table, got {values!r}")
-        built[name] = _build_section(cls, values, source, name)
+        built[name] = _build_section(cls, {**preset_values.get(name, {}), **values}, source, name)
     return RunConfig(**built)
 
 
@@ -309,8 +392,13 @@ def replace_field(
     if key not in hints:
         raise ConfigError(f"{where}: unknown key '{section}.{key}' (known: {', '.join(sorted(hints))})")
     current = getattr(config, section)
-    updated = dataclasses.replace(current, **{key: coerce(value, hints[key], where)})
-    return dataclasses.replace(config, **{section: updated})
+    value = coerce(value, hints[key], where)
+    config = dataclasses.replace(config, **{section: dataclasses.replace(current, **{key: value})})
+    if section == "train" and key == "preset":
+        for name, values in PRESETS[value].items():
+            updated = dataclasses.replace(getattr(config, name), **values)
+            config = dataclasses.replace(config, **{name: updated})
+    return config
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -65,6 +65,8 @@ DEMO_OVERRIDES = (
     "train.width=16",
     "train.offset_channels=8",
     "train.deform_blocks=1",
+    # FOV-KPN's small CPU variant: a deformable block at the coarsest decoder level only.
+    "train.decoder_deform=1",
     "train.learning_rate=2e-3",
     "train.val_fraction=0.2",
     "train.workers=2",

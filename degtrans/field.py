@@ -1,7 +1,16 @@
-"""The PSF field: one PSF per FOV tile and colour channel, the object every stage passes around."""
+"""The PSF field: one PSF per FOV tile and colour channel, the object every stage passes around.
+
+Convention (geometry vs blur): PSFs are stored *centred* — the green channel's centroid at the
+kernel centre, each other channel keeping its offset from green (lateral colour). Where the image
+of a point lands (distortion, coma's centroid shift) is geometry, kept apart in the optional
+``distortion`` map: an object point that an ideal lens images at ``p`` lands at ``p + D(p)``. The
+photograph is then ``blur(distort(ideal))``; ``distort`` applies the map, and a simulation that
+wants aligned clean/degraded pairs simply skips it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -28,6 +37,9 @@ class PSFField:
         channels: channel order, e.g. ``("R", "G", "B")``.
         domain: the domain the PSFs act in (``"linear_rgb"`` of the camera).
         meta: free metadata (camera name, source, diagnostics); must be JSON-serialisable.
+        distortion: optional (ny, nx, 2) float32 displacement ``(dy, dx)`` in pixels on a grid of
+            nodes spanning the frame, node ``(i, j)`` at sensor point ``(i H / (ny - 1), j W / (nx - 1))``
+            (interpolated bicubically in between); ``None``: no geometric part.
     """
 
     psfs: np.ndarray
@@ -35,6 +47,7 @@ class PSFField:
     channels: tuple[str, ...] = ("R", "G", "B")
     domain: str = "linear_rgb"
     meta: dict[str, Any] = field(default_factory=dict)
+    distortion: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "psfs", np.ascontiguousarray(self.psfs, dtype=np.float32))
@@ -43,6 +56,11 @@ class PSFField:
         problem = validation_problem(self.psfs, self.image_size, self.channels)
         if problem:
             raise ValueError(f"invalid PSF field: {problem}")
+        if self.distortion is not None:
+            object.__setattr__(self, "distortion", np.ascontiguousarray(self.distortion, dtype=np.float32))
+            problem = distortion_problem(self.distortion)
+            if problem:
+                raise ValueError(f"invalid PSF field: {problem}")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -77,6 +95,59 @@ class PSFField:
         bottom = (1 - fx) * p[r1, c0] + fx * p[r1, c1]
         return ((1 - fy) * top + fy * bottom).astype(np.float32)
 
+    def displacement(self) -> np.ndarray:
+        """(H, W, 2) displacement ``(dy, dx)`` in pixels at every pixel centre (zeros without a map)."""
+        height, width = self.image_size
+        if self.distortion is None:
+            return np.zeros((height, width, 2), np.float32)
+        from scipy.interpolate import RectBivariateSpline
+
+        ny, nx = self.distortion.shape[:2]
+        node_y = np.linspace(0.0, height, ny)
+        node_x = np.linspace(0.0, width, nx)
+        ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+        order_y, order_x = min(3, ny - 1), min(3, nx - 1)
+        out = np.empty((height, width, 2), np.float32)
+        for axis in range(2):
+            spline = RectBivariateSpline(node_y, node_x, self.distortion[..., axis], kx=order_y, ky=order_x)
+            out[..., axis] = spline(ys, xs)
+        return out
+
+    def distort(self, image: np.ndarray, iterations: int = 4) -> np.ndarray:
+        """Apply the distortion map to an ideal image ``(H, W)`` or ``(H, W, C)`` on this frame.
+
+        The output at ``q`` is the input at ``u`` with ``u + D(u) = q`` (fixed-point iterations
+        ``u <- q - D(u)``; the map is smooth and small, so a few suffice), sampled bicubically with
+        reflected borders. Without a map the image comes back unchanged.
+        """
+        if tuple(image.shape[:2]) != self.image_size:
+            raise ValueError(f"distort: image is {image.shape[:2]}, the field's frame is {self.image_size}")
+        if self.distortion is None:
+            return image
+        import cv2
+        from scipy.ndimage import map_coordinates
+
+        displacement = self.displacement()
+        height, width = self.image_size
+        qy, qx = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        qy, qx = qy.astype(np.float32), qx.astype(np.float32)
+        uy, ux = qy, qx
+        for _ in range(iterations):
+            d = cv2.remap(displacement, ux, uy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            uy, ux = qy - d[..., 0], qx - d[..., 1]
+        # A cubic B-spline (scipy) rather than cv2.remap: remap quantises coordinates to 1/32 px and
+        # its cubic convolution moves a blurred spot's centroid by up to 0.05 px at quarter shifts.
+        source = np.asarray(image, dtype=np.float32)
+        planes = source[..., None] if source.ndim == 2 else source
+        out = np.stack(
+            [
+                map_coordinates(planes[..., ch], [uy, ux], order=3, mode="mirror")
+                for ch in range(planes.shape[-1])
+            ],
+            axis=-1,
+        ).astype(np.float32)
+        return out[..., 0] if source.ndim == 2 else out
+
     def meta_json(self) -> str:
         return json.dumps(
             {
@@ -92,7 +163,10 @@ class PSFField:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as ``.npz`` with arrays ``psfs`` and ``meta`` (a JSON string)."""
         buffer = io.BytesIO()
-        np.savez(buffer, psfs=self.psfs, meta=np.array(self.meta_json()))
+        arrays = {"psfs": self.psfs, "meta": np.array(self.meta_json())}
+        if self.distortion is not None:
+            arrays["distortion"] = self.distortion
+        np.savez(buffer, **arrays)
         return write_atomic(path, buffer.getvalue())
 
     @classmethod
@@ -107,6 +181,8 @@ class PSFField:
                     raise ValueError(f"{path}: not a PSF field: missing key(s) {sorted(missing)}")
                 psfs = np.array(data["psfs"])
                 meta_text = str(data["meta"])
+                # Optional (files written before the distortion map have none).
+                distortion = np.array(data["distortion"]) if "distortion" in keys else None
         except (OSError, EOFError) as error:
             raise ValueError(f"{path}: cannot read PSF field: {error}") from error
         except ValueError as error:
@@ -123,13 +199,24 @@ class PSFField:
             raise ValueError(f"{path}: PSF field has invalid 'meta' JSON: {error}") from error
         if len(image_size) != 2:
             raise ValueError(f"{path}: PSF field 'image_size' must be (H, W), got {image_size}")
-        problem = validation_problem(psfs, image_size, channels)
+        problem = validation_problem(psfs, image_size, channels) or (
+            distortion_problem(distortion) if distortion is not None else None
+        )
         if problem:
             raise ValueError(f"{path}: invalid PSF field: {problem}")
-        return cls(psfs=psfs, image_size=image_size, channels=channels, domain=domain, meta=meta)
+        return cls(psfs, image_size, channels, domain, meta, distortion)
 
     def with_meta(self, **updates: Any) -> PSFField:
-        return PSFField(self.psfs, self.image_size, self.channels, self.domain, {**self.meta, **updates})
+        return dataclasses.replace(self, meta={**self.meta, **updates})
+
+
+def distortion_problem(distortion: np.ndarray) -> str | None:
+    """Describe what is wrong with a distortion map, or ``None``."""
+    if distortion.ndim != 3 or distortion.shape[-1] != 2 or min(distortion.shape[:2]) < 2:
+        return f"'distortion' must be (ny >= 2, nx >= 2, 2), got shape {distortion.shape}"
+    if not np.all(np.isfinite(distortion)):
+        return "'distortion' contains NaN or infinite values"
+    return None
 
 
 def validation_problem(

@@ -88,10 +88,14 @@ class TileFit:
     Attributes:
         psf: (C, k, k) float32, non-negative, each channel summing to 1.
         loss: final total loss of the descent (closed-form fits: the fidelity term).
-        residual: mean |re-blurred target - photo| over the tile's observations (linear RGB).
+        residual: re-blur error over the tile's observations (linear RGB): RMS for the Fourier and joint
+            solves, mean |error| for the patch solver and the descent.
         pairs: number of pairs that cover the tile.
         pixels: observations used.
         seconds: wall time of this fit.
+        condition: the regularised normal matrix's condition number, estimated from the spectra
+            (Fourier solver; NaN otherwise).
+        observed_fraction: share of the kernel's frequencies where the targets, not the prior, decide.
     """
 
     row: int
@@ -102,6 +106,8 @@ class TileFit:
     pairs: int
     pixels: int
     seconds: float
+    condition: float = float("nan")
+    observed_fraction: float = float("nan")
 
 
 def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int, col: int) -> np.ndarray:
@@ -243,6 +249,264 @@ def solve_least_squares(
     full = torch.zeros(system.a.shape[0], k * k, dtype=torch.float64, device=system.a.device)
     full[:, inside] = x.squeeze(-1)
     return _normalise(full.reshape(-1, k, k).flip(-1, -2).float())
+
+
+@dataclass(frozen=True)
+class FourierSystem:
+    """Every observation of one tile, as FFTs over a crop of its region of influence (``solver="fourier"``).
+
+    The model of a pair's crop is ``photo = W * ((s * h) + fixed)`` with ``s`` the source (``x`` for the
+    single-PSF init, ``w_rc x`` for the exact model), ``W`` the row weights (the init's ``w_rc``, or 1)
+    times the mask. Products with the normal matrix cost a few FFTs, whatever ``k`` and the number of
+    pixels, so all pixels of the region are used and ``k = 41`` costs what ``k = 11`` does.
+
+    ``sources``: (P, C, Hf, Wf//2+1) complex; ``weights``: (P, 1, Hf, Wf); ``rhs``: (C, k, k) ``A^T W b``;
+    ``scale``: (C,) mean diagonal of ``A^T W A``; ``power``: (C, Hf, Wf//2+1) weighted source power.
+    """
+
+    sources: torch.Tensor
+    weights: torch.Tensor
+    rhs: torch.Tensor
+    scale: torch.Tensor
+    power: torch.Tensor
+    shape: tuple[int, int]
+    k: int
+    pairs: int
+    pixels: int
+    data_norm: torch.Tensor
+
+    def _embed(self, h: torch.Tensor) -> torch.Tensor:
+        """(C, k, k) kernel → (C, Hf, Wf//2+1) spectrum, offset ``o`` stored at ``o mod (Hf, Wf)``."""
+        r = self.k // 2
+        padded = h.new_zeros(h.shape[0], *self.shape)
+        padded[:, : self.k, : self.k] = h
+        return torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1)))
+
+    def _extract(self, image: torch.Tensor) -> torch.Tensor:
+        """(C, Hf, Wf) correlation → (C, k, k) at offsets ``-r..r``."""
+        r = self.k // 2
+        return torch.roll(image, shifts=(r, r), dims=(-2, -1))[:, : self.k, : self.k]
+
+    def normal(self, h: torch.Tensor) -> torch.Tensor:
+        """``A^T W A h`` for ``h: (C, k, k)``."""
+        spectrum = self._embed(h)[None] * self.sources
+        predicted = torch.fft.irfft2(spectrum, s=self.shape) * self.weights
+        back = torch.fft.rfft2(predicted) * self.sources.conj()
+        return self._extract(torch.fft.irfft2(back.sum(dim=0), s=self.shape))
+
+
+def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndarray | None) -> FourierSystem:
+    """Gather all observations of tile ``(row, col)`` (see ``FourierSystem``)."""
+    k = problem.psf_size
+    r = k // 2
+    weight_map = tile_weight_map(problem.grid, problem.frame_size, row, col)
+    region = weight_map > 1e-6
+    field_zeroed = None
+    if field is not None:
+        field_zeroed = torch.from_numpy(np.array(field, dtype=np.float32))
+        field_zeroed[row, col] = 0.0
+    crops = []
+    for pair in range(problem.targets.shape[0]):
+        ys, xs = np.nonzero(region & problem.masks[pair])
+        if ys.size:
+            y0, y1 = int(ys.min()) - r, int(ys.max()) + r + 1
+            x0, x1 = int(xs.min()) - r, int(xs.max()) + r + 1
+            crops.append((pair, y0, y1, x0, x1))
+    if not crops:
+        raise TileFitError(f"tile ({row}, {col}): no registered pair covers it")
+    height = max(y1 - y0 for _, y0, y1, _, _ in crops)
+    width = max(x1 - x0 for _, _, _, x0, x1 in crops)
+    shape = (_fast_size(height + r), _fast_size(width + r))
+    channels = problem.channels
+    sources = torch.zeros(len(crops), channels, *shape)
+    targets = torch.zeros(len(crops), channels, *shape)
+    weights = torch.zeros(len(crops), 1, *shape)
+    for index, (pair, y0, y1, x0, x1) in enumerate(crops):
+        x = torch.from_numpy(problem.targets[pair, :, y0:y1, x0:x1])
+        w = torch.from_numpy(weight_map[y0:y1, x0:x1])
+        observed = torch.from_numpy(problem.photos[pair, :, y0:y1, x0:x1])
+        valid = torch.from_numpy(region[y0:y1, x0:x1] & problem.masks[pair, y0:y1, x0:x1]).float()
+        if field_zeroed is None:
+            sources[index, :, : y1 - y0, : x1 - x0] = x
+            weights[index, 0, : y1 - y0, : x1 - x0] = valid * w
+            targets[index, :, : y1 - y0, : x1 - x0] = observed
+        else:
+            sources[index, :, : y1 - y0, : x1 - x0] = x * w
+            weights[index, 0, : y1 - y0, : x1 - x0] = valid
+            with torch.no_grad():
+                rest = sv_conv2d(
+                    x[None], field_zeroed, offset=(y0, x0), frame_size=problem.frame_size, padding="zeros"
+                )[0]
+            targets[index, :, : y1 - y0, : x1 - x0] = observed - rest
+    spectra = torch.fft.rfft2(sources)
+    weighted = torch.fft.rfft2(targets * weights) * spectra.conj()
+    rhs_full = torch.fft.irfft2(weighted.sum(dim=0), s=shape)
+    rhs = torch.roll(rhs_full, shifts=(r, r), dims=(-2, -1))[:, :k, :k]
+    # Mean diagonal of A^T W A: sum over observations of W s^2 (the shift of s by o changes it little).
+    scale = (weights * sources**2).sum(dim=(0, 2, 3)).clamp(min=1e-12)
+    fraction = weights.sum(dim=(1, 2, 3)) / (shape[0] * shape[1])
+    power = (spectra.abs() ** 2 * fraction[:, None, None, None]).sum(dim=0) / (shape[0] * shape[1])
+    return FourierSystem(
+        sources=spectra,
+        weights=weights,
+        rhs=rhs,
+        scale=scale,
+        power=power,
+        shape=shape,
+        k=k,
+        pairs=len(crops),
+        pixels=int((weights > 0).sum()),
+        data_norm=(weights * targets**2).sum(dim=(0, 2, 3)),
+    )
+
+
+def _fast_size(n: int) -> int:
+    """Smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        rest = m
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return m
+        m += 1
+
+
+FOURIER_TENSORS = ("sources", "weights", "rhs", "scale", "power", "data_norm")
+
+
+def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
+    """Root-mean-square weighted residual ``sqrt(|W^(1/2) (A h - b)|^2 / sum W)`` over channels, from the
+    normal equations (``h^T A^T W A h - 2 h^T A^T W b + b^T W b``), no extra pass over the pixels."""
+    quadratic = (h * system.normal(h)).sum() - 2 * (h * system.rhs).sum() + system.data_norm.sum()
+    count = system.weights.sum() * h.shape[0]
+    return float((quadratic.clamp(min=0) / count).sqrt())
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """Quadratic prior of the Fourier solve, weights relative to each channel's data scale.
+
+    ``ridge``: ``|h|^2``; ``smooth``: ``|grad h|^2`` (the tails of a real PSF are smooth, the noise is
+    not); ``centroid``: ``(sum h y)^2 + (sum h x)^2`` on ``centroid_channels`` — the stored convention
+    that PSFs are centred (the reference's ``Centralized`` loss), the other channels keep their offset.
+    """
+
+    ridge: float
+    smooth: float
+    centroid: float
+    centroid_channels: tuple[int, ...]
+
+    def apply(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``R h`` for ``h: (C, k, k)`` (the gradient of half the penalty)."""
+        out = self.ridge * h
+        if self.smooth > 0:
+            out = out + self.smooth * _neumann_laplacian(h)
+        if self.centroid > 0 and self.centroid_channels:
+            k = h.shape[-1]
+            coords = torch.arange(k, dtype=h.dtype, device=h.device) - k // 2
+            yy, xx = coords[:, None].expand(k, k), coords[None, :].expand(k, k)
+            for ch in self.centroid_channels:
+                my, mx = (h[ch] * yy).sum(), (h[ch] * xx).sum()
+                out[ch] = out[ch] + self.centroid * (my * yy + mx * xx)
+        return out * scale[:, None, None]
+
+    def power(self, shape: tuple[int, int]) -> torch.Tensor:
+        """(Hf, Wf//2+1) the prior's strength per frequency (ridge + smooth), relative to the scale."""
+        fy = torch.fft.fftfreq(shape[0])[:, None]
+        fx = torch.fft.rfftfreq(shape[1])[None, :]
+        laplacian = 4 * torch.sin(torch.pi * fy) ** 2 + 4 * torch.sin(torch.pi * fx) ** 2
+        return self.ridge + self.smooth * laplacian
+
+
+def tile_prior(config: CalibrateConfig, channels: int) -> Regulariser:
+    """The prior of ``config``; the centroid term on the middle channel (green of R, G, B)."""
+    return Regulariser(
+        ridge=config.wiener_reg,
+        smooth=config.smooth_reg,
+        centroid=config.centroid_weight,
+        centroid_channels=(channels // 2,),
+    )
+
+
+def _neumann_laplacian(h: torch.Tensor) -> torch.Tensor:
+    """``D^T D h`` for forward differences ``D`` inside the ``k x k`` kernel (no wrap)."""
+    out = torch.zeros_like(h)
+    dy = h[..., 1:, :] - h[..., :-1, :]
+    dx = h[..., :, 1:] - h[..., :, :-1]
+    out[..., 1:, :] += dy
+    out[..., :-1, :] -= dy
+    out[..., :, 1:] += dx
+    out[..., :, :-1] -= dx
+    return out
+
+
+@dataclass(frozen=True)
+class Solve:
+    """A Fourier solve: ``psf`` (C, k, k) normalised, CG ``iterations``, ``condition`` (of the regularised
+    normal matrix, from the spectra, worst channel), ``observed_fraction`` (share of frequencies where the
+    data outweigh the prior: 1 = the targets decide every frequency), ``relative_residual``."""
+
+    psf: torch.Tensor
+    iterations: int
+    condition: float
+    observed_fraction: float
+    residual: float
+
+
+def solve_fourier(
+    system: FourierSystem,
+    prior: Regulariser,
+    start: torch.Tensor | None,
+    support: torch.Tensor,
+    iterations: int,
+    tolerance: float = 1e-5,
+) -> Solve:
+    """Conjugate gradients on ``(A^T W A + R) h = A^T W b`` per channel (batched), from ``start``.
+
+    Energy outside the allowed ``support`` (mask 1 = forbidden) is removed by restricting the unknowns.
+    The result is clipped at zero and normalised.
+    """
+    allowed = (1.0 - support)[None]
+    scale = system.scale
+
+    def apply(h: torch.Tensor) -> torch.Tensor:
+        h = h * allowed
+        return (system.normal(h) + prior.apply(h, scale)) * allowed
+
+    x = (start if start is not None else torch.zeros_like(system.rhs)) * allowed
+    b = system.rhs * allowed
+    residual = b - apply(x)
+    direction = residual.clone()
+    rho = (residual**2).sum(dim=(1, 2))
+    b_norm = (b**2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)
+    steps = 0
+    for _ in range(iterations):
+        steps += 1
+        q = apply(direction)
+        alpha = rho / (direction * q).sum(dim=(1, 2)).clamp(min=1e-30)
+        x = x + alpha[:, None, None] * direction
+        residual = residual - alpha[:, None, None] * q
+        rho_next = (residual**2).sum(dim=(1, 2))
+        beta = rho_next / rho.clamp(min=1e-30)
+        direction = residual + beta[:, None, None] * direction
+        rho = rho_next
+        if float((rho.sqrt() / b_norm).max()) < tolerance:
+            break
+    # Conditioning from the spectra (the normal matrix is nearly a convolution): data power per
+    # frequency, relative to its mean (the scale), against the prior's power at the same frequency.
+    data = system.power / system.power.mean(dim=(1, 2), keepdim=True)
+    regularised = data + prior.power(system.shape)[None]
+    condition = float((regularised.amax(dim=(1, 2)) / regularised.amin(dim=(1, 2))).max())
+    observed = data > prior.power(system.shape)[None]
+    return Solve(
+        psf=_normalise(x * allowed),
+        iterations=steps,
+        condition=condition,
+        observed_fraction=float(observed.float().mean()),
+        residual=float((rho.sqrt() / b_norm).max()),
+    )
 
 
 def _normalise(h: torch.Tensor) -> torch.Tensor:
@@ -436,31 +700,52 @@ def fit_tile(
     Raises:
         TileFitError: no pair covers the tile.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     torch.manual_seed(config.seed)
     k = problem.psf_size
     # Observations are gathered on the CPU; an actor given a GPU fraction solves and descends there.
     device = torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
     support = losses.support_mask(k, config.support_radius).to(device)
+    condition = observed = float("nan")
     with torch.no_grad():
-        system = build_system(problem, row, col, field, config.max_pixels, config.seed)
-        system = TileSystem(*(t.to(device) for t in dataclasses.astuple(system)[:4]), system.pairs)
-        h = solve_least_squares(system, k, support, config.wiener_reg)
-    if descend and field is not None and config.iterations > 0:
+        if config.solver == "fourier":
+            fourier = build_fourier_system(problem, row, col, field)
+            fourier = dataclasses.replace(
+                fourier, **{name: getattr(fourier, name).to(device) for name in FOURIER_TENSORS}
+            )
+            prior = tile_prior(config, problem.channels)
+            start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32))
+            start = None if start is None else start.to(device)
+            solved = solve_fourier(fourier, prior, start, support, config.cg_iterations)
+            h, condition, observed = solved.psf, solved.condition, solved.observed_fraction
+        descent = descend and field is not None and config.iterations > 0
+        if config.solver == "patches" or descent:
+            system = build_system(problem, row, col, field, config.max_pixels, config.seed)
+            system = TileSystem(*(t.to(device) for t in dataclasses.astuple(system)[:4]), system.pairs)
+        if config.solver == "patches":
+            h = solve_least_squares(system, k, support, config.wiener_reg)
+    if descent:
         if config.psf_param == "deep-linear":
             h, _ = descend_deep_linear(h, system, support, config, seed=config.seed * 7919 + row * 131 + col)
         else:
             h, _ = descend_direct(h, system, support, config)
         h = _normalise(h * (1.0 - support))
-    with torch.no_grad():
-        loss, fidelity = total_loss(h, system, support, config)
+    if config.solver == "fourier" and not descent:
+        loss = fidelity = fourier_fidelity(fourier, h)
+        pairs, pixels = fourier.pairs, fourier.pixels
+    else:
+        with torch.no_grad():
+            loss, fidelity = total_loss(h, system, support, config)
+        pairs, pixels = system.pairs, int(system.observed.shape[1])
     return TileFit(
         row=row,
         col=col,
         psf=h.cpu().numpy().astype(np.float32),
         loss=float(loss),
         residual=float(fidelity),
-        pairs=system.pairs,
-        pixels=int(system.observed.shape[1]),
-        seconds=time.perf_counter() - start,
+        pairs=pairs,
+        pixels=pixels,
+        seconds=time.perf_counter() - began,
+        condition=condition,
+        observed_fraction=observed,
     )

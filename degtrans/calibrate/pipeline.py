@@ -6,6 +6,7 @@ both share everything here except how the per-pair and per-tile functions are ma
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, tile_prior
+from degtrans.calibrate.joint import solve_joint
+from degtrans.calibrate.losses import support_mask
 from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
 from degtrans.calibrate.register import (
@@ -43,7 +46,7 @@ from degtrans.calibrate.transfer import (
     to_camera,
 )
 from degtrans.config import CalibrateConfig
-from degtrans.field import PSFField
+from degtrans.field import PSFField, normalise_psfs
 from degtrans.io import read_image
 
 log = logging.getLogger(__name__)
@@ -290,6 +293,15 @@ def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProbl
     )
 
 
+def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
+    """The fitted problem and, with ``config.holdout`` pairs set aside (the last ones; never all but
+    one), the held-out problem that the re-blur check uses."""
+    holdout = min(max(config.holdout, 0), max(len(pairs) - 1, 0))
+    if holdout == 0:
+        return make_problem(pairs, config), None
+    return make_problem(pairs[:-holdout], config), make_problem(pairs[-holdout:], config)
+
+
 def local_mapper(problem: FitProblem, config: CalibrateConfig, progress: bool = True) -> TileMapper:
     """Fit tiles one after the other in this process."""
 
@@ -328,7 +340,16 @@ class FieldSolution:
 
 
 def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper) -> FieldSolution:
-    """Init (centre-weighted closed form) → ``refine_rounds`` exact closed-form rounds → descent round."""
+    """Init (centre-weighted closed form) → ``refine_rounds`` sweeps of the exact model → the joint
+    solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``) → descent round.
+
+    A sweep visits the tiles in four colour classes (row and column parity): a tile's eight neighbours
+    all have other colours, so each class is fitted against the newest neighbours (block Gauss-Seidel,
+    tiles of a class in parallel), and the update is over-relaxed by ``relaxation``. Measured on the
+    triplet lens (3x4 tiles, k = 31, noise-free, true geometry): Jacobi rounds left 0.086 median pixel
+    error after 2 rounds and 0.062 after 7; two sweeps 0.073; the joint solve 0.078 in one pass, so it
+    is the default and sweeps are optional. A tile that failed (no pair covers it) leaves the joint solve out.
+    """
     start = time.perf_counter()
     rows, cols = problem.grid
     tiles = [(r, c) for r in range(rows) for c in range(cols)]
@@ -336,16 +357,47 @@ def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper
     psfs = np.zeros((rows, cols, channels, k, k), np.float32)
     failed: dict[Tile, str] = {}
     fits: dict[Tile, TileFit] = {}
-    stages = [(None, False)] + [("field", False)] * config.refine_rounds + [("field", True)]
-    for use_field, descend in stages:
-        current = None if use_field is None else fill_from_neighbours(psfs, set(failed))
-        results = mapper(tiles, current, descend)
-        failed = {t: v for t, v in results.items() if isinstance(v, str)}
-        fits = {t: v for t, v in results.items() if not isinstance(v, str)}
-        for (r, c), fit in fits.items():
-            psfs[r, c] = fit.psf
-    psfs = fill_from_neighbours(psfs, set(failed)) if failed else psfs
-    return FieldSolution(psfs, fits, failed, time.perf_counter() - start)
+
+    def run(subset: list[Tile], use_field: bool, descend: bool, relaxation: float = 1.0) -> None:
+        current = fill_from_neighbours(psfs, set(failed)) if use_field else None
+        results = mapper(subset, current, descend)
+        for tile, value in results.items():
+            if isinstance(value, str):
+                failed[tile] = value
+                fits.pop(tile, None)
+                continue
+            failed.pop(tile, None)
+            fits[tile] = value
+            new = value.psf
+            if relaxation != 1.0 and current is not None:
+                new = normalise_psfs(current[tile] + relaxation * (value.psf - current[tile]))
+            psfs[tile] = new
+
+    run(tiles, use_field=False, descend=False)
+    parities = ((0, 0), (0, 1), (1, 0), (1, 1))
+    colours = [[t for t in tiles if (t[0] % 2, t[1] % 2) == parity] for parity in parities]
+    for _ in range(config.refine_rounds):
+        for subset in colours:
+            if subset:
+                run(subset, use_field=True, descend=False, relaxation=config.relaxation)
+    if config.joint_iterations > 0 and config.solver == "fourier" and not failed:
+        joint = solve_joint(
+            problem,
+            psfs,
+            tile_prior(config, channels),
+            support_mask(k, config.support_radius),
+            config.joint_iterations,
+        )
+        psfs[:] = joint.psfs
+        log.info(
+            "joint solve: %d CG steps, relative residual %.2e", joint.iterations, joint.relative_residual
+        )
+        for tile, fit in fits.items():
+            fits[tile] = dataclasses.replace(fit, psf=joint.psfs[tile], residual=float(joint.residual[tile]))
+    if config.iterations > 0:
+        run(tiles, use_field=True, descend=True)
+    psfs_out = fill_from_neighbours(psfs, set(failed)) if failed else psfs
+    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - start)
 
 
 def build_field(
@@ -370,6 +422,12 @@ def build_field(
         "residual": grid_of(fit_value("residual")),
         "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
         "fit_seconds": grid_of(fit_value("seconds")),
+        # Conditioning of each tile's closed form (Fourier solver): the regularised normal matrix's
+        # condition number, and the share of the kernel's frequencies the targets (not the prior) decide.
+        "condition": grid_of(lambda t: _finite(solution.fits[t].condition) if t in solution.fits else None),
+        "observed_fraction": grid_of(
+            lambda t: _finite(solution.fits[t].observed_fraction) if t in solution.fits else None
+        ),
         "registration_error_px": grid_of(
             lambda t: None if tile_error is None or np.isnan(tile_error[t]) else float(tile_error[t])
         ),
@@ -403,6 +461,10 @@ def build_field(
             "config": to_dict(config),
         },
     )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def split_prepared(
@@ -440,12 +502,21 @@ def split_prepared(
     return prepared, rejected
 
 
-def write_outputs(field: PSFField, problem: FitProblem, output: Path, config: CalibrateConfig) -> PSFField:
-    """Save the field (.npz), its report PNG beside it and the resolved config."""
+def write_outputs(
+    field: PSFField,
+    problem: FitProblem,
+    output: Path,
+    config: CalibrateConfig,
+    heldout: FitProblem | None = None,
+) -> PSFField:
+    """Add the metrics (``calibrate.metrics.field_metrics``) to the field's meta, save it (.npz), its
+    report PNG beside it and the resolved config."""
+    from degtrans.calibrate.metrics import field_metrics
     from degtrans.calibrate.report import draw_report
     from degtrans.config import write_resolved
 
     output = Path(output)
+    field = field.with_meta(metrics=field_metrics(field, problem, heldout))
     field.save(output)
     draw_report(field, problem, output.with_suffix(".report.png"))
     write_resolved(config, output)
@@ -467,10 +538,10 @@ def calibrate_local(
         for name, t, p in tqdm(pairs, desc="register", disable=not progress)
     ]
     prepared, rejected = split_prepared(results, config.focus_ratio)
-    problem = make_problem(prepared, config)
+    problem, heldout = make_problems(prepared, config)
     solution = solve_field(problem, config, local_mapper(problem, config, progress))
     field = build_field(solution, prepared, rejected, config)
-    return write_outputs(field, problem, Path(output), config)
+    return write_outputs(field, problem, Path(output), config, heldout)
 
 
 def psf_error(recovered: PSFField, truth: PSFField, align: bool = False) -> np.ndarray:

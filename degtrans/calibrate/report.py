@@ -59,7 +59,7 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
         for c in range(cols):
             label = "filled" if filled.size and bool(filled[r, c]) else f"{residual[r, c] * 1e3:.2f}"
             ax.text(c, r, label, ha="center", va="center", fontsize=7, color="white")
-    ax.set_title("fit residual per tile (mean |error| x1e3)")
+    ax.set_title("fit residual per tile (RMS error x1e3)")
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
     fig.colorbar(heat, ax=ax, shrink=0.7)
@@ -77,5 +77,9 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
         ax.set_title(f"{label} tile ({r},{c}): photo | target re-blurred | target", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"calibration report: {field.camera}  ({height}x{width} px, pair {problem.names[pair]})")
+    from degtrans.calibrate.metrics import format_metrics
+
+    metrics = format_metrics(field.meta.get("metrics", {}))
+    title = f"calibration report: {field.camera}  ({height}x{width} px, pair {problem.names[pair]})"
+    fig.suptitle(title + ("\n" + metrics if metrics else ""), fontsize=9 if metrics else None)
     return save_figure(fig, path, dpi=100)

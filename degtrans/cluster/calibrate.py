@@ -25,7 +25,7 @@ from degtrans.calibrate.pipeline import (
     Tile,
     TileMapper,
     build_field,
-    make_problem,
+    make_problems,
     prepare_pair,
     solve_field,
     split_prepared,
@@ -165,7 +165,7 @@ def calibrate_camera(
     for ref in tqdm(refs, desc="register", unit="pair", disable=not progress):
         results.append(ray.get(ref))
     prepared, rejected = split_prepared(results, config.focus_ratio)
-    problem = make_problem(prepared, config)
+    problem, heldout = make_problems(prepared, config)
     actors = start_fitters(problem, config)
     try:
         solution = solve_field(problem, config, ray_mapper(actors, config, progress, on_result))
@@ -173,4 +173,4 @@ def calibrate_camera(
         for actor in actors:
             ray.kill(actor)
     field = build_field(solution, prepared, rejected, config)
-    return write_outputs(field, problem, Path(output), config)
+    return write_outputs(field, problem, Path(output), config, heldout)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.train
 import torch
@@ -29,9 +30,8 @@ from ray.train.torch import TorchTrainer, prepare_model
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import TrainConfig
 from degtrans.restore.data import (
-    META_COLUMNS,
-    PIXEL_COLUMNS,
     PairReader,
+    batch_columns,
     load_fields,
     read_manifest,
     rows_to_batch,
@@ -57,8 +57,10 @@ def pair_dataset(data_dir: Path, split: str, val_fraction: float) -> ray.data.Da
     """A Ray Dataset of one split of ``data_dir``, over exactly the shards the manifest lists."""
     manifest = read_manifest(data_dir)
     paths = [str((data_dir / shard["path"]).resolve()) for shard in manifest["shards"]]
-    # select_columns is pushed down into the Parquet read (column projection).
-    ds = ray.data.read_parquet(paths, shuffle="files").select_columns([*META_COLUMNS, *PIXEL_COLUMNS])
+    # select_columns is pushed down into the Parquet read (column projection); the noise and ISP
+    # columns reach the non-blind models as in the local reader.
+    columns = batch_columns(pq.read_schema(paths[0]).names)
+    ds = ray.data.read_parquet(paths, shuffle="files").select_columns(columns)
     ds = ds.map_batches(
         _keep_split, batch_format="pyarrow", fn_kwargs={"split": split, "val_fraction": val_fraction}
     )

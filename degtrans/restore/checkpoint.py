@@ -104,5 +104,7 @@ def model_from_checkpoint(
     if expect is not None and config.model != expect:
         raise ValueError(f"{path}: checkpoint is for model {config.model!r}, expected {expect!r}")
     model = build_model(config)
-    load_checkpoint(path, model)
+    state = load_checkpoint(path, model)
+    if state["extra"].get("ema") is not None:
+        model.load_state_dict(state["extra"]["ema"])  # the averaged weights are the ones validated
     return model.to(device).eval(), config

@@ -9,7 +9,7 @@ seed, and ``uint16`` pixels become float32 in [0, 1].
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,15 +24,28 @@ from degtrans.pairs import META_COLUMNS, PIXEL_COLUMNS, decode_u16, read_manifes
 from degtrans.restore.coords import fov_coords
 
 __all__ = [
+    "ISP_COLUMNS",
     "META_COLUMNS",
+    "NOISE_COLUMNS",
     "PIXEL_COLUMNS",
     "PairReader",
     "load_fields",
+    "patch_corner_psfs",
     "patch_psfs",
     "read_manifest",
     "rows_to_batch",
     "split_of",
 ]
+
+# Per-pair noise variances (linear raw units, ``var = shot * x + read``) and ISP draw that
+# ``degtrans simulate`` stores; read when a shard has them (non-blind models use them).
+NOISE_COLUMNS = ("noise_shot", "noise_read")
+ISP_COLUMNS = (
+    "isp_rgb_gain",
+    "isp_red_gain",
+    "isp_blue_gain",
+    *(f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)),
+)
 
 Split = Literal["train", "val", "all"]
 
@@ -50,6 +63,24 @@ def patch_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[int, int
     return field.at(y0 + height / 2.0, x0 + width / 2.0)
 
 
+def patch_corner_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[int, int]) -> np.ndarray:
+    """The PSFs (4, C, k, k) at the patch's corners (top-left, top-right, bottom-left, bottom-right).
+
+    Blended bilinearly across the patch they give the field's PSF at every pixel (exactly when the
+    patch lies between four tile centres, as a bilinear approximation when it spans more).
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    corners = ((0.5, 0.5), (0.5, width - 0.5), (height - 0.5, 0.5), (height - 0.5, width - 0.5))
+    return np.stack([field.at(y0 + dy, x0 + dx) for dy, dx in corners])
+
+
+def batch_columns(available: Sequence[str]) -> list[str]:
+    """The columns a training batch is decoded from: metadata, pixels, and the noise and ISP columns
+    that a shard with the names ``available`` stores (older datasets and toy data lack some)."""
+    optional = [name for name in (*NOISE_COLUMNS, *ISP_COLUMNS) if name in available]
+    return [*META_COLUMNS, *PIXEL_COLUMNS, *optional]
+
+
 def rows_to_batch(
     columns: Mapping[str, Any],
     fields: Mapping[str, PSFField] | None = None,
@@ -64,8 +95,10 @@ def rows_to_batch(
 
     Returns:
         ``{"degraded", "clean": (B, C, H, W) float32 in [0, 1], "coords": (B, 3, H, W) (x, y, r),
-        "psf": (B, C, k, k) (with fields), "camera", "sample_id": lists, "y0", "x0", "frame_h",
-        "frame_w": (B,) int64}``.
+        "psf": (B, C, k, k) at the patch centre and "psf_corners": (B, 4, C, k, k) (with fields),
+        "noise": (B, 2) float32 ``(shot, read)`` variances (when the rows have ``noise_*``; a missing
+        one is 0), "isp": (B, 12) float32 ``ISP_COLUMNS`` (when the rows have all of them),
+        "camera", "sample_id": lists, "y0", "x0", "frame_h", "frame_w": (B,) int64}``.
     """
 
     def ints(name: str) -> np.ndarray:
@@ -91,13 +124,30 @@ def rows_to_batch(
     batch["coords"] = fov_coords(
         batch["y0"], batch["x0"], batch["frame_h"], batch["frame_w"], shape[0], shape[1], device=device
     )
+    batch_size = len(batch["sample_id"])
+
+    def floats(names: Sequence[str]) -> torch.Tensor:
+        values = [
+            np.asarray(columns[n].to_numpy() if hasattr(columns[n], "to_numpy") else columns[n], np.float32)
+            if n in columns
+            else np.zeros(batch_size, np.float32)
+            for n in names
+        ]
+        return torch.from_numpy(np.stack(values, axis=1)).to(device)
+
+    if any(name in columns for name in NOISE_COLUMNS):
+        batch["noise"] = floats(NOISE_COLUMNS)
+    if all(name in columns for name in ISP_COLUMNS):
+        batch["isp"] = floats(ISP_COLUMNS)
     if fields is not None:
-        psfs = []
+        psfs, corners = [], []
         for camera, y0, x0 in zip(batch["camera"], batch["y0"].tolist(), batch["x0"].tolist(), strict=True):
             if camera not in fields:
                 raise ValueError(f"rows_to_batch: no PSF field for camera {camera!r} (have {sorted(fields)})")
             psfs.append(patch_psfs(fields[camera], y0, x0, shape[:2]))
+            corners.append(patch_corner_psfs(fields[camera], y0, x0, shape[:2]))
         batch["psf"] = torch.from_numpy(np.stack(psfs)).to(device)
+        batch["psf_corners"] = torch.from_numpy(np.stack(corners)).to(device)
     return batch
 
 
@@ -143,7 +193,9 @@ class PairReader:
             shard = self.shards[int(index)]
             try:
                 parquet = pq.ParquetFile(shard)
-                record_batches = parquet.iter_batches(batch_size=64, columns=[*META_COLUMNS, *PIXEL_COLUMNS])
+                record_batches = parquet.iter_batches(
+                    batch_size=64, columns=batch_columns(parquet.schema_arrow.names)
+                )
                 for record_batch in record_batches:
                     table = pa.Table.from_batches([record_batch])
                     keep = self._keep(table.column("sample_id").to_pylist(), split)

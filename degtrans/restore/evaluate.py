@@ -44,6 +44,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
     if method in ("wiener", "rl"):
 
         def baseline(batch: dict[str, Any]) -> torch.Tensor:
+            known = "noise" in batch and "isp" in batch  # the pair's own noise level and ISP draw
             outs = []
             for i, camera in enumerate(batch["camera"]):
                 outs.append(
@@ -53,6 +54,8 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
                         method,
                         offset=(int(batch["y0"][i]), int(batch["x0"][i])),
                         frame_size=(int(batch["frame_h"][i]), int(batch["frame_w"][i])),
+                        noise=SensorNoise(*batch["noise"][i].tolist()) if known else None,
+                        isp=isp_params(batch["isp"][i]) if known else None,
                         discrepancy=config.discrepancy,
                         rl_discrepancy=config.rl_discrepancy,
                         iterations=config.rl_iterations,
@@ -63,14 +66,13 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
         return baseline
     if method.startswith("ckpt:"):
         from degtrans.restore.checkpoint import model_from_checkpoint
+        from degtrans.restore.loop import _forward as forward
 
         model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
 
         @torch.no_grad()
         def network(batch: dict[str, Any]) -> torch.Tensor:
-            psf = batch["psf"].to(device) if model.needs_psf else None
-            out = model(batch["degraded"].to(device), batch["coords"].to(device), psf)
-            return out.float().clamp(0.0, 1.0).cpu()
+            return forward(model.eval(), batch, device).float().clamp(0.0, 1.0).cpu()
 
         return network
     raise ValueError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
@@ -218,6 +220,21 @@ class Frame:
 Restorer = Callable[[Frame], torch.Tensor]
 
 
+def isp_vector(isp: ISPParams) -> torch.Tensor:
+    """(12,) an ISP draw in the dataset's column order (``degtrans.restore.data.ISP_COLUMNS``)."""
+    from degtrans.restore.data import ISP_COLUMNS
+
+    columns = isp.columns(0)
+    return torch.tensor([columns[name] for name in ISP_COLUMNS])
+
+
+def isp_params(vector: torch.Tensor) -> ISPParams:
+    """Inverse of :func:`isp_vector`: one sample's ``ISPParams`` (float64)."""
+    from degtrans.restore.data import ISP_COLUMNS
+
+    return ISPParams.from_columns(dict(zip(ISP_COLUMNS, vector.double().tolist(), strict=True)))
+
+
 def simulate_frame(
     image: np.ndarray, name: str, camera: str, field: PSFField, profile: CameraProfile, config: SimulateConfig
 ) -> Frame:
@@ -282,7 +299,8 @@ def frame_restorers(
 
         def restore(frame: Frame) -> torch.Tensor:
             size = tuple(frame.degraded.shape[-2:])
-            fn = model_tile_fn(model, size, field_of(frame), device)
+            noise = torch.tensor([frame.noise.shot, frame.noise.read])
+            fn = model_tile_fn(model, size, field_of(frame), device, noise, isp_vector(frame.isp))
             image = frame.degraded.permute(1, 2, 0).numpy()
             tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)
             out = restore_tiled(image, fn, *tiles, progress=False)

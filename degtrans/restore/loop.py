@@ -29,6 +29,7 @@ from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.losses import restoration_loss
 from degtrans.restore.models import build_model, model_spec
+from degtrans.restore.recipe import WeightEMA, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,16 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay over ``total_steps`` optimizer steps to 1 % of the initial learning rate."""
-    base = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, total_steps), eta_min=0.01 * base
-    )
-
-
 def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-    """``model(degraded, coords, psf)``; batches carry ``psf`` for models whose registry entry needs it."""
-    degraded = batch["degraded"].to(device, non_blocking=True)
-    coords = batch["coords"].to(device, non_blocking=True)
-    psf = batch["psf"].to(device, non_blocking=True) if "psf" in batch else None
-    return model(degraded, coords, psf)
+    """``model(degraded, coords, psf, noise=, isp=)``; batches carry ``psf`` (and ``psf_corners``) for
+    models whose registry entry needs it, ``noise`` and ``isp`` when the dataset stores them."""
+
+    def get(name: str) -> torch.Tensor | None:
+        return batch[name].to(device, non_blocking=True) if name in batch else None
+
+    # The PSFs at the patch corners describe the field across the patch; the centre's is the fallback.
+    psf = get("psf_corners") if "psf_corners" in batch else get("psf")
+    return model(get("degraded"), get("coords"), psf, get("noise"), get("isp"))
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -78,6 +73,7 @@ def train_epoch(
     amp: bool = True,
     max_steps: int = 0,
     progress: bool | str = False,
+    ema: WeightEMA | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches``: L1 or L2 (+ SSIM) loss, clipped gradients, a scheduler step per batch.
 
@@ -89,6 +85,7 @@ def train_epoch(
         report: called after every step with ``{"step", "loss", "lr"}``.
         max_steps: stop after this many batches (0: all).
         progress: show a tqdm bar (a string is its description).
+        ema: a weight average updated after every optimizer step.
 
     Returns:
         ``{"loss": mean loss, "patches": n, "seconds": s, "patches_per_s": n / s, "steps": steps}``.
@@ -120,6 +117,8 @@ def train_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update(model)
         value = float(loss.detach())
         total += value * clean.shape[0]
         patches += clean.shape[0]
@@ -199,16 +198,18 @@ def record_epoch(
     record: dict[str, Any],
     best_psnr: float,
     best_epoch: int,
+    ema: WeightEMA | None = None,
 ) -> tuple[float, int]:
     """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves, ``last.pt``,
-    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``."""
+    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
+    With ``ema`` the checkpoints also hold the averaged weights (``extra["ema"]``)."""
     epoch = record["epoch"]
+    averaged = {"ema": ema.state_dict()} if ema is not None else {}
     if record["val_psnr"] > best_psnr or best_epoch < 0:
         best_psnr, best_epoch = record["val_psnr"], epoch
-        save_checkpoint(
-            run_dir / "best.pt", model, optimizer, scheduler, epoch, config, {"best_psnr": best_psnr}
-        )
-    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch}
+        best_extra = {"best_psnr": best_psnr, **averaged}
+        save_checkpoint(run_dir / "best.pt", model, optimizer, scheduler, epoch, config, best_extra)
+    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch, **averaged}
     save_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, epoch, config, extra)
     _append_jsonl(run_dir / "metrics.jsonl", record)
     draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
@@ -277,7 +278,8 @@ def fit(
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
+    scheduler = make_scheduler(optimizer, config, steps)
+    ema = WeightEMA(net, config.ema_decay) if config.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
     start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
     if resume_from is not None:
@@ -285,6 +287,8 @@ def fit(
         start_epoch = state["epoch"] + 1
         best_psnr = state["extra"].get("best_psnr", -math.inf)
         best_epoch = state["extra"].get("best_epoch", -1)
+        if ema is not None and state["extra"].get("ema") is not None:
+            ema.load_state_dict(state["extra"]["ema"])
         log.info("resuming %s from epoch %d", resume_from, start_epoch)
     baseline = math.nan
     if main:
@@ -298,13 +302,13 @@ def fit(
             model, train_batches(epoch), optimizer, scheduler=scheduler, scaler=scaler,
             grad_clip=config.grad_clip, ssim_weight=config.ssim_weight, loss_kind=config.loss,
             amp=config.amp, max_steps=config.max_steps_per_epoch,
-            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False,
+            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False, ema=ema,
         )  # fmt: skip
         record = {"epoch": epoch, "train_loss": stats["loss"]}
         checkpoint = None
         if main:
             val_batches = val_reader.batches("val", config.batch_size, shuffle=False)
-            val = evaluate(net, val_batches, config.ssim_weight, config.loss)
+            val = evaluate(ema.module if ema else net, val_batches, config.ssim_weight, config.loss)
             record = {
                 "epoch": epoch, "train_loss": stats["loss"],
                 "patches_per_s": stats["patches_per_s"] * world_size, "seconds": stats["seconds"],
@@ -312,7 +316,7 @@ def fit(
                 "val_ssim": val["ssim"], "identity_psnr": baseline, "workers": world_size,
             }  # fmt: skip
             best_psnr, best_epoch = record_epoch(
-                run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch
+                run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch, ema
             )
             checkpoint = run_dir / "last.pt"
         if report is not None:

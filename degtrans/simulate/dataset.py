@@ -10,10 +10,12 @@ dataset is left untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from degtrans.atomic import atomic_path
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.pairs import SHARD_PREFIX, file_sha256, is_complete, read_manifest, write_manifest
+from degtrans.simulate.catalogue import CameraEntry, fields_as_entries, load_catalogue
 from degtrans.simulate.plan import ShardSpec, check_frames, plan_shards, resolve_cameras
 from degtrans.simulate.shards import ShardResult, existing_shard, write_shard
 from degtrans.simulate.sources import list_images, scan_sources
@@ -37,13 +40,27 @@ def serial_map(specs: Sequence[ShardSpec]) -> Iterator[ShardResult]:
 MapShards = Callable[[Sequence[ShardSpec]], Iterable[ShardResult]]
 
 
+def camera_entries(
+    fields: Sequence[str | os.PathLike] | None,
+    profiles: Sequence[str | os.PathLike] | None = None,
+    catalogue: str | os.PathLike | None = None,
+) -> list[CameraEntry]:
+    """The cameras of a run: ``--psf`` fields (with ``--profile``) or a ``--cameras`` catalogue, not both."""
+    if catalogue is not None:
+        if fields or profiles:
+            raise ValueError("--cameras: give either a catalogue or --psf/--profile, not both")
+        return load_catalogue(catalogue)
+    return fields_as_entries(fields or [], profiles)
+
+
 def build_dataset(
     images: Sequence[str | os.PathLike] | str | os.PathLike,
-    fields: Sequence[str | os.PathLike],
+    fields: Sequence[str | os.PathLike] | None,
     output: str | os.PathLike,
     config: SimulateConfig,
     *,
     profiles: Sequence[str | os.PathLike] | None = None,
+    catalogue: str | os.PathLike | None = None,
     map_shards: MapShards = serial_map,
     on_shard: Callable[[ShardResult], None] | None = None,
 ) -> dict[str, Any]:
@@ -52,11 +69,13 @@ def build_dataset(
     Args:
         images: folder(s) or files of clean images (PNG/JPEG/TIFF), or Parquet files with an
             ``image`` column of encoded images (and optional ``name``).
-        fields: PSF field files, one camera each (named after the file).
+        fields: PSF field files, one camera each (named after the file); ``None`` with ``catalogue``.
         output: dataset directory.
-        config: the ``[simulate]`` section.
+        config: the ``[simulate]`` section (``camera_choice``: every camera per patch, or one drawn).
         profiles: camera profile per field (bundled name, TOML or RAW file); one for all; default
             the field's ``meta["profile"]`` or ``canon-eos-5d-mark-ii``.
+        catalogue: a camera catalogue (TOML file or directory, ``degtrans.simulate.catalogue``)
+            instead of ``fields``.
         map_shards: runs shard specs, yielding results as they finish (serial here, Ray in cluster).
         on_shard: called after every finished shard (progress, tests).
 
@@ -71,8 +90,10 @@ def build_dataset(
     sources, skipped = scan_sources(list_images(images))
     if not sources:
         raise ValueError(f"--images: none of the images could be read ({len(skipped)} skipped)")
-    cameras, loaded = resolve_cameras(fields, profiles)
-    check_frames(sources, cameras, loaded, config)
+    if config.camera_choice == "auto":
+        config = dataclasses.replace(config, camera_choice="all" if catalogue is None else "draw")
+    cameras = resolve_cameras(camera_entries(fields, profiles, catalogue))
+    check_frames(sources, cameras, config)
     specs = plan_shards(output, sources, cameras, config)
     print_ = specs[0].fingerprint
     if is_complete(output):
@@ -107,6 +128,9 @@ def build_dataset(
             if on_shard is not None:
                 on_shard(result)
     ordered = [results[s.index] for s in specs]
+    counts: Counter[str] = Counter()
+    for result in ordered:
+        counts.update(result.cameras)
     manifest = {
         "fingerprint": print_,
         "patch_size": config.patch_size,
@@ -118,9 +142,11 @@ def build_dataset(
             c.name: {
                 "field": f"fields/{c.name}.npz",
                 "sha256": c.field_sha256,
-                "frame_h": loaded[c.name].image_size[0],
-                "frame_w": loaded[c.name].image_size[1],
+                "frame_h": c.frame[0],
+                "frame_w": c.frame[1],
                 "profile": c.profile,
+                "weight": c.weight,
+                "samples": counts[c.name],
             }
             for c in cameras
         },
@@ -169,5 +195,37 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['output']}: {summary['pairs']} pairs in {summary['shards']} shards "
         f"({summary['pairs_written']} written now, {summary['mpix_written']:.1f} MPix, "
         f"{summary['pairs_per_s']:.2f} pairs/s over {summary['seconds']:.1f} s), "
-        f"{summary['skipped']} skipped image(s), cameras {', '.join(summary['cameras'])}"
+        f"{summary['skipped']} skipped image(s), {_cameras_text(summary['cameras'])}"
     )
+
+
+def _cameras_text(names: list[str], most: int = 6) -> str:
+    if len(names) <= most:
+        return f"cameras {', '.join(names)}"
+    return f"{len(names)} cameras ({', '.join(names[:3])}, ...)"
+
+
+def describe_dataset(data_dir: str | os.PathLike, top: int = 20) -> str:
+    """What ``degtrans inspect DATASET`` prints: size, patch, shards, and pairs per camera."""
+    manifest = read_manifest(data_dir)
+    cameras = manifest["cameras"]
+    config = manifest.get("config", {})
+    lines = [
+        f"{data_dir}: {manifest['samples']} pairs of {manifest['patch_size']}x{manifest['patch_size']} "
+        f"in {len(manifest['shards'])} shards, {manifest.get('sources', '?')} images, "
+        f"{len(cameras)} cameras ({config.get('camera_choice', 'all')}), "
+        f"{len(manifest.get('skipped', []))} skipped image(s)",
+        f"{'camera':<24}{'pairs':>8}{'share':>8}{'weight':>8}  frame",
+    ]
+    ranked = sorted(cameras.items(), key=lambda item: (-item[1].get("samples", 0), item[0]))
+    total = max(1, manifest["samples"])
+    for name, entry in ranked[:top]:
+        count = entry.get("samples", 0)
+        lines.append(
+            f"{name:<24}{count:>8}{count / total:>8.1%}{entry.get('weight', 1.0):>8.3g}  "
+            f"{entry['frame_h']}x{entry['frame_w']}"
+        )
+    if len(ranked) > top:
+        rest = sum(entry.get("samples", 0) for _, entry in ranked[top:])
+        lines.append(f"... {len(ranked) - top} more cameras with {rest} pairs")
+    return "\n".join(lines)

@@ -7,6 +7,13 @@ axis, 1 in the corner) is the Seidel sum
 adds defocus per wavelength; lateral chromatic aberration is a tilt that grows with ``h``. The PSF
 is ``|FFT(pupil * exp(2 pi i W))|^2``, sampled at ``pixel_pitch / s`` and integrated over pixels.
 An aberration-free pupil gives the Airy pattern of its f-number.
+
+Geometry vs PSF (the convention of ``degtrans.field``): a PSF's centroid is the mean wavefront
+slope over the pupil. Coma (``W131 h rho^3 cos``, mean slope ``W131 h``) and distortion move the
+image of a point; blur does not. ``lens_field`` therefore renders *centred* PSFs (the green channel's
+coma tilt is taken out of every channel, so each channel keeps its offset from green: lateral colour)
+and stores the displacement of the green centroid, plus the lens's radial distortion, as the field's
+distortion map. Bilinear mixing of neighbouring centred PSFs then stays single-peaked.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class LensSpec:
         field_curvature: W220 at the corner (quadratic in h).
         axial_ca: extra defocus of R (+) and B (-) relative to G, waves.
         lateral_ca_px: radial shift of R relative to G at the corner, pixels (B shifts the other way).
+        distortion_px: radial distortion at the corner in pixels (Seidel ``W311``, cubic in h;
+            negative: barrel). Stored in the field's distortion map, never inside the PSFs.
     """
 
     name: str = "custom"
@@ -50,6 +59,7 @@ class LensSpec:
     field_curvature: float = 0.0
     axial_ca: float = 0.0
     lateral_ca_px: float = 0.0
+    distortion_px: float = 0.0
 
     def __post_init__(self) -> None:
         if self.f_number <= 0 or self.pixel_pitch_um <= 0:
@@ -106,6 +116,24 @@ PRESETS: dict[str, LensSpec] = {
         axial_ca=1.0,
         lateral_ca_px=1.5,
     ),
+    # The character of a classic three-element (Cooke triplet) design: on axis a defocused, spherically
+    # aberrated disc (second-moment radius ~3.5-4.5 px), toward the corners astigmatic, comatic,
+    # elongated/cross-shaped PSFs up to ~6 px (k = 31 holds them with their tails), lateral colour,
+    # barrel distortion. Pixels of 1 um at f/4 sample it near Nyquist, so targets up to 0.45 cycles/px
+    # see all but ~3 % of it (pixel L2 of the out-of-band part).
+    "triplet": LensSpec(
+        "triplet",
+        f_number=4.0,
+        pixel_pitch_um=1.0,
+        defocus=0.2,
+        spherical=0.3,
+        coma=0.7,
+        astigmatism=1.8,
+        field_curvature=-0.9,
+        axial_ca=0.15,
+        lateral_ca_px=1.0,
+        distortion_px=-5.0,
+    ),
 }
 
 
@@ -116,6 +144,7 @@ PRESET_PROFILES = {
     "phone-tele": "sony-rx100m4",
     "dslr-kit": "nikon-d700",
     "vintage": "canon-eos-5d-mark-ii",
+    "triplet": "nikon-d700",
 }
 
 
@@ -146,8 +175,14 @@ def _oversampling(spec: LensSpec) -> int:
     return s if s % 2 == 1 else s + 1
 
 
-def wavefront(spec: LensSpec, rho: np.ndarray, theta: np.ndarray, height: float, channel: int) -> np.ndarray:
-    """Wavefront error in waves of ``channel`` at normalised field height ``height`` over the unit pupil."""
+def wavefront(
+    spec: LensSpec, rho: np.ndarray, theta: np.ndarray, height: float, channel: int, centred: bool = False
+) -> np.ndarray:
+    """Wavefront error in waves of ``channel`` at normalised field height ``height`` over the unit pupil.
+
+    ``centred``: take out the tilt equal to green's mean coma slope, so that the green PSF is centred
+    and the other channels keep their offset from green (see the module docstring).
+    """
     defocus = spec.defocus + spec.axial_ca * (1 - channel)
     w = (defocus + (spec.astigmatism * np.cos(theta) ** 2 + spec.field_curvature) * height**2) * rho**2
     w = w + spec.spherical * rho**4 + spec.coma * height * rho**3 * np.cos(theta)
@@ -155,17 +190,67 @@ def wavefront(spec: LensSpec, rho: np.ndarray, theta: np.ndarray, height: float,
     shift_um = spec.lateral_ca_px * height * (1 - channel) * spec.pixel_pitch_um
     wavelength_um = spec.wavelengths_nm[channel] * 1e-3
     tilt = shift_um / (2 * wavelength_um * spec.f_number)
+    if centred:
+        # Coma's mean slope over the unit disc is W131 h (in this channel's waves); green's, in µm,
+        # is the same for every channel once scaled by the wavelengths.
+        tilt -= spec.coma * height * spec.wavelengths_nm[1] / spec.wavelengths_nm[channel]
     return w + tilt * rho * np.cos(theta)
 
 
+def radial_displacement_px(spec: LensSpec, height: float) -> float:
+    """Outward displacement in pixels of the green image point at normalised field height ``height``:
+    coma's centroid shift (``2 N lambda W131 h``) plus the lens's cubic distortion."""
+    coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * height
+    return coma_um / spec.pixel_pitch_um + spec.distortion_px * height**3
+
+
+def distortion_map(
+    spec: LensSpec,
+    image_size: tuple[int, int],
+    nodes: tuple[int, int] = (17, 25),
+    tile_shifts: np.ndarray | None = None,
+) -> np.ndarray:
+    """(ny, nx, 2) displacement (dy, dx) in pixels on the nodes of ``PSFField.distortion``
+    (node ``(i, j)`` at sensor point ``(i H / (ny - 1), j W / (nx - 1))``): the analytic radial
+    displacement plus ``tile_shifts`` (rows, cols, 2), bilinear between tile centres and clamped."""
+    height_px, width_px = image_size
+    half_diagonal = math.hypot(height_px / 2, width_px / 2)
+    ys = np.linspace(0.0, height_px, nodes[0])
+    xs = np.linspace(0.0, width_px, nodes[1])
+    out = np.zeros((*nodes, 2), dtype=np.float64)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            dy, dx = y - height_px / 2, x - width_px / 2
+            radius = math.hypot(dy, dx)
+            if radius > 0:
+                shift = radial_displacement_px(spec, radius / half_diagonal)
+                out[i, j] = shift * dy / radius, shift * dx / radius
+    if tile_shifts is not None:
+        rows, cols = tile_shifts.shape[:2]
+        ty = np.clip(ys * rows / height_px - 0.5, 0, rows - 1)
+        tx = np.clip(xs * cols / width_px - 0.5, 0, cols - 1)
+        for axis in range(2):
+            along_x = np.stack([np.interp(tx, np.arange(cols), row) for row in tile_shifts[..., axis]])
+            out[..., axis] += np.stack([np.interp(ty, np.arange(rows), col) for col in along_x.T], axis=1)
+    return out.astype(np.float32)
+
+
 def oversampled_psf(
-    spec: LensSpec, kernel_size: int, height: float, direction: float, channel: int
+    spec: LensSpec,
+    kernel_size: int,
+    height: float,
+    direction: float,
+    channel: int,
+    centred: bool = False,
+    shift_px: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, int]:
     """PSF intensity sampled at ``pixel_pitch / s`` on ``(k s, k s)`` points, centred; returns ``(psf, s)``.
 
     Args:
         height: normalised field height in [0, 1].
         direction: angle (radians) of the field point from the optical axis, image coordinates (y down).
+        centred: green's coma centroid shift taken out (``wavefront``).
+        shift_px: an extra shift ``(dy, dx)`` of the PSF in pixels (a wavefront tilt).
     """
     s = _oversampling(spec)
     crop = kernel_size * s
@@ -183,7 +268,8 @@ def oversampled_psf(
     # theta from the field direction: the meridional plane points toward the field point.
     theta = np.arctan2(v, u) - direction
     pupil = (rho <= 1.0).astype(np.float64)
-    w = wavefront(spec, rho, theta, height, channel)
+    w = wavefront(spec, rho, theta, height, channel, centred)
+    w = w + (shift_px[0] * v + shift_px[1] * u) * spec.pixel_pitch_um / (2 * wavelength_um * spec.f_number)
     field = pupil * np.exp(2j * np.pi * w)
     amplitude = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(field)))
     start = (n - crop) // 2
@@ -191,9 +277,17 @@ def oversampled_psf(
     return psf / psf.sum(), s
 
 
-def pixel_psf(spec: LensSpec, kernel_size: int, height: float, direction: float, channel: int) -> np.ndarray:
+def pixel_psf(
+    spec: LensSpec,
+    kernel_size: int,
+    height: float,
+    direction: float,
+    channel: int,
+    centred: bool = False,
+    shift_px: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
     """(k, k) PSF integrated over square pixels, summing to 1."""
-    psf, s = oversampled_psf(spec, kernel_size, height, direction, channel)
+    psf, s = oversampled_psf(spec, kernel_size, height, direction, channel, centred, shift_px)
     binned = psf.reshape(kernel_size, s, kernel_size, s).sum(axis=(1, 3))
     return binned / binned.sum()
 
@@ -205,6 +299,7 @@ def lens_field(
     preset: str | LensSpec = "phone-wide",
     camera: str | None = None,
     profile: str | None = None,
+    centred: bool = True,
 ) -> PSFField:
     """A physically plausible PSF field of a virtual lens.
 
@@ -215,6 +310,8 @@ def lens_field(
         preset: a name in ``PRESETS``, ``"random-<seed>"``, or a ``LensSpec``.
         camera: camera name stored in the field's metadata (default: the preset's name).
         profile: camera profile (bundled name or TOML path) the simulation should pair with it.
+        centred: centred PSFs plus a distortion map (coma's centroid shift and the lens's
+            distortion); ``False``: the centroid shifts stay inside the PSFs and no map is stored.
 
     Returns:
         ``PSFField`` with per-channel PSFs (R, G, B), ``meta`` recording the lens.
@@ -228,14 +325,24 @@ def lens_field(
     height_px, width_px = image_size
     half_diagonal = math.hypot(height_px / 2, width_px / 2)
     psfs = np.zeros((rows, cols, 3, psf_size, psf_size), dtype=np.float64)
+    # Window-centring shifts taken out of each tile's PSFs on top of the analytic coma tilt: they are
+    # geometry too, so they join the map (interpolated between tile centres like the PSFs).
+    extra = np.zeros((rows, cols, 2))
     for r in range(rows):
         for c in range(cols):
             dy = (r + 0.5) * height_px / rows - height_px / 2
             dx = (c + 0.5) * width_px / cols - width_px / 2
             h = math.hypot(dy, dx) / half_diagonal
             direction = math.atan2(dy, dx)
-            for ch in range(3):
-                psfs[r, c, ch] = pixel_psf(spec, psf_size, h, direction, ch)
+            tile = [pixel_psf(spec, psf_size, h, direction, ch, centred) for ch in range(3)]
+            residual = -_centroid(tile[1])
+            extra[r, c] = -residual
+            if centred and np.abs(residual).max() > 0.005:
+                # The analytic tilt centres the untruncated PSF; the k x k window's centroid differs by
+                # the cut tails, so one more tilt centres green exactly where the field is defined.
+                shift = (float(residual[0]), float(residual[1]))
+                tile = [pixel_psf(spec, psf_size, h, direction, ch, centred, shift) for ch in range(3)]
+            psfs[r, c] = tile
     meta = {
         "camera": camera or spec.name,
         "source": "degtrans.simulate.optics.lens_field",
@@ -244,7 +351,19 @@ def lens_field(
     profile = profile or PRESET_PROFILES.get(spec.name)
     if profile:
         meta["profile"] = profile
-    return PSFField(psfs=normalise_psfs(psfs), image_size=(height_px, width_px), meta=meta)
+    distortion = distortion_map(spec, image_size, tile_shifts=extra) if centred else None
+    if distortion is not None and not np.any(distortion):
+        distortion = None
+    return PSFField(
+        psfs=normalise_psfs(psfs), image_size=(height_px, width_px), meta=meta, distortion=distortion
+    )
+
+
+def _centroid(psf: np.ndarray) -> np.ndarray:
+    """(dy, dx) centroid in pixels about the centre of a ``(k, k)`` PSF."""
+    coords = np.arange(psf.shape[-1]) - psf.shape[-1] // 2
+    total = psf.sum()
+    return np.array([(psf.sum(1) * coords).sum() / total, (psf.sum(0) * coords).sum() / total])
 
 
 def resolve_preset(preset: str | LensSpec) -> LensSpec:

@@ -1,14 +1,18 @@
-"""The plan of a dataset: its cameras (PSF field + profile), every sample id, and fixed shards.
+"""The plan of a dataset: its cameras (PSF field + profile + weight), every sample id, and fixed shards.
 
 The full list of ``sample_id``s is planned up front and cut into fixed shards, so a pair depends only on
 ``(seed, sample_id)`` and the plan's fingerprint names the inputs and settings its pixels depend on.
+With ``camera_choice = "draw"`` each image x patch draws its camera from ``(seed, sample_id)`` by weight;
+a shard carries only the cameras and sources its samples use, so its cost does not grow with the
+size of the catalogue.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
 from degtrans.pairs import FORMAT_VERSION, file_sha256, shard_path
 from degtrans.simulate.camera import load_profile
+from degtrans.simulate.catalogue import CameraEntry
 from degtrans.simulate.sources import Source
 
 DEFAULT_PROFILE = "canon-eos-5d-mark-ii"
@@ -25,12 +30,14 @@ DEFAULT_PROFILE = "canon-eos-5d-mark-ii"
 
 @dataclass(frozen=True)
 class Camera:
-    """A virtual camera of the dataset: PSF field file and profile."""
+    """A virtual camera of the dataset: PSF field file, profile, sampling weight, the field's frame."""
 
     name: str
     field_path: str
     field_sha256: str
     profile: dict[str, Any]
+    weight: float = 1.0
+    frame: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -50,40 +57,42 @@ class ShardSpec:
         return shard_path(self.output, self.index)
 
 
-def resolve_cameras(
-    fields: Sequence[str | os.PathLike], profiles: Sequence[str | os.PathLike] | None
-) -> tuple[list[Camera], dict[str, PSFField]]:
-    """Cameras named after their field files; profile per field (one for all, or from the field's meta)."""
-    if not fields:
-        raise ValueError("--psf: give at least one PSF field (.npz)")
-    if profiles and len(profiles) not in (1, len(fields)):
-        raise ValueError(
-            f"--profile: give one profile, or one per --psf ({len(fields)}), got {len(profiles)}"
-        )
-    cameras, loaded = [], {}
-    for i, path in enumerate(fields):
-        psf_field = PSFField.load(path)
+def resolve_cameras(entries: Sequence[CameraEntry]) -> list[Camera]:
+    """Check every camera's field (RGB, readable) and profile once; names must be unique.
+
+    Args:
+        entries: from ``fields_as_entries`` (``--psf``) or ``load_catalogue`` (``--cameras``).
+    """
+    if not entries:
+        raise ValueError("simulate: no cameras")
+    cameras: list[Camera] = []
+    seen: set[str] = set()
+    profiles: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry.name in seen:
+            raise ValueError(f"{entry.field}: two cameras are named {entry.name!r} (names must be unique)")
+        seen.add(entry.name)
+        try:
+            psf_field = PSFField.load(entry.field)
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"{entry.field}: cannot read the PSF field of camera {entry.name!r}: {error}"
+            ) from error
         if psf_field.psfs.shape[2] != 3:
             raise ValueError(
-                f"{path}: the simulation needs an RGB field, got {psf_field.psfs.shape[2]} channels"
+                f"{entry.field}: the simulation needs an RGB field, got {psf_field.psfs.shape[2]} channels"
             )
-        name = Path(path).stem
-        if name in loaded:
-            raise ValueError(f"--psf: two fields are named {name!r} (camera names come from the file names)")
-        choice = (
-            profiles[i if len(profiles) > 1 else 0]
-            if profiles
-            else psf_field.meta.get("profile", DEFAULT_PROFILE)
-        )
-        profile = load_profile(choice)
-        cameras.append(Camera(name, str(Path(path).resolve()), file_sha256(path), profile.to_dict()))
-        loaded[name] = psf_field
-    return cameras, loaded
+        choice = entry.profile or psf_field.meta.get("profile", DEFAULT_PROFILE)
+        if choice not in profiles:  # hundreds of cameras often share a few profiles
+            profiles[choice] = load_profile(choice).to_dict()
+        cameras.append(
+            Camera(entry.name, str(Path(entry.field).resolve()), file_sha256(entry.field), profiles[choice],
+                   entry.weight, psf_field.image_size)
+        )  # fmt: skip
+    return cameras
 
 
-def check_frames(
-    sources: Sequence[Source], cameras: Sequence[Camera], fields: dict[str, PSFField], config: SimulateConfig
-) -> None:
+def check_frames(sources: Sequence[Source], cameras: Sequence[Camera], config: SimulateConfig) -> None:
     """Patch size fits every image; every field fits every frame unless ``fit_field``."""
     if config.patch_size < 1 or config.patches_per_image < 1:
         raise ValueError(
@@ -100,7 +109,7 @@ def check_frames(
         if config.fit_field:
             continue
         for camera in cameras:
-            size = fields[camera.name].image_size
+            size = camera.frame
             if size != (source.height, source.width):
                 raise ValueError(
                     f"{where}: frame {source.height}x{source.width} does not match "
@@ -109,22 +118,47 @@ def check_frames(
                 )
 
 
+def draw_camera(seed: int, sample_id: str, cumulative: Sequence[float]) -> int:
+    """The camera index a sample draws: weight-proportional, depends only on ``(seed, sample_id)``.
+
+    Args:
+        cumulative: running sums of the cameras' weights (the last is the total).
+    """
+    digest = hashlib.sha256(f"{seed}:{sample_id}:camera".encode()).digest()
+    u = int.from_bytes(digest[:8], "little") / 2**64 * cumulative[-1]
+    return min(bisect.bisect_right(cumulative, u), len(cumulative) - 1)
+
+
 def plan_samples(
-    sources: Sequence[Source], cameras: Sequence[Camera], patches_per_image: int
-) -> list[tuple[str, int, int, int]]:
-    """Every ``(sample_id, source index, camera index, patch)``, in a fixed order."""
-    return [
-        (f"{camera.name}/{source.name}/p{p:02d}", s, c, p)
-        for s, source in enumerate(sources)
-        for c, camera in enumerate(cameras)
-        for p in range(patches_per_image)
-    ]
+    sources: Sequence[Source], cameras: Sequence[Camera], patches_per_image: int,
+    camera_choice: str = "all", seed: int = 0,
+) -> list[tuple[str, int, int, int]]:  # fmt: skip
+    """Every ``(sample_id, source index, camera index, patch)``, in a fixed order.
+
+    ``"draw"``: one per image and patch (``IMAGE/pNN``), its camera drawn by ``draw_camera``; otherwise
+    (``"all"``) one per image, camera and patch (``CAMERA/IMAGE/pNN``).
+    """
+    if camera_choice != "draw":
+        return [
+            (f"{camera.name}/{source.name}/p{p:02d}", s, c, p)
+            for s, source in enumerate(sources)
+            for c, camera in enumerate(cameras)
+            for p in range(patches_per_image)
+        ]
+    cumulative = list(itertools.accumulate(c.weight for c in cameras))
+    samples = []
+    for s, source in enumerate(sources):
+        for p in range(patches_per_image):
+            sample_id = f"{source.name}/p{p:02d}"
+            samples.append((sample_id, s, draw_camera(seed, sample_id, cumulative), p))
+    return samples
 
 
 def shard_settings(config: SimulateConfig) -> dict[str, Any]:
-    """What the pixels depend on (``workers`` does not)."""
+    """What the pixels depend on (``workers`` does not; ``gpus_per_worker`` only within kernel tolerance)."""
     settings = to_dict(config)
     settings.pop("workers", None)
+    settings.pop("gpus_per_worker", None)
     return settings
 
 
@@ -133,7 +167,7 @@ def fingerprint(settings: dict[str, Any], sources: Sequence[Source], cameras: Se
         "format_version": FORMAT_VERSION,
         "settings": settings,
         "sources": [[s.name, s.height, s.width] for s in sources],
-        "cameras": [[c.name, c.field_sha256, c.profile] for c in cameras],
+        "cameras": [[c.name, c.field_sha256, c.profile, c.weight] for c in cameras],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -146,19 +180,21 @@ def plan_shards(
         raise ValueError("simulate: rows_per_file and patches_per_image must be positive")
     settings = shard_settings(config)
     print_ = fingerprint(settings, sources, cameras)
-    samples = plan_samples(sources, cameras, config.patches_per_image)
+    samples = plan_samples(sources, cameras, config.patches_per_image, config.camera_choice, config.seed)
     specs = []
     for index, start in enumerate(range(0, len(samples), config.rows_per_file)):
         chunk = samples[start : start + config.rows_per_file]
         used = sorted({s for _, s, _, _ in chunk})
+        used_cameras = sorted({c for _, _, c, _ in chunk})
         remap = {s: i for i, s in enumerate(used)}
+        remap_camera = {c: i for i, c in enumerate(used_cameras)}
         specs.append(
             ShardSpec(
                 index=index,
                 output=str(output),
-                samples=tuple((sid, remap[s], c, p) for sid, s, c, p in chunk),
+                samples=tuple((sid, remap[s], remap_camera[c], p) for sid, s, c, p in chunk),
                 sources=tuple(sources[s] for s in used),
-                cameras=tuple(cameras),
+                cameras=tuple(cameras[c] for c in used_cameras),
                 settings=settings,
                 fingerprint=print_,
             )

@@ -1,15 +1,22 @@
 """The shard writer: simulate the samples of one planned shard and write them atomically.
 
 A shard is a Parquet file of the pair format (``degtrans.pairs``) written under a temporary name and
-renamed; its metadata carries the plan's fingerprint and, at close, its row count and skipped images,
-so a rerun can tell a complete shard of this plan from a partial one or one of another dataset.
+renamed; its metadata carries the plan's fingerprint and, at close, its row count, rows per camera and
+skipped images, so a rerun can tell a complete shard of this plan from a partial one or one of another
+dataset.
+
+Samples are simulated a row group at a time, ordered by camera inside the group (on a GPU a camera's
+patches run back to back), and written in the planned order. PSF fields are loaded once per worker
+process (``load_field_cached``), so the cost of a pair does not depend on the size of the catalogue.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -38,11 +45,13 @@ from degtrans.simulate.sources import Source, load_source
 log = logging.getLogger(__name__)
 
 MAX_ROW_GROUP_BYTES = 100 * 1000 * 1000
+# PSF fields a worker process keeps (a 6x8 grid of 3x31x31 float32 PSFs is 0.55 MB).
+FIELD_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
 class ShardResult:
-    """A written (or already complete) shard: its rows, checksum and the images it had to skip."""
+    """A written (or already complete) shard: its rows, checksum, rows per camera and skipped images."""
 
     index: int
     path: str
@@ -50,6 +59,13 @@ class ShardResult:
     sha256: str
     skipped: list[dict[str, str]] = field(default_factory=list)
     written: bool = True
+    cameras: dict[str, int] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=FIELD_CACHE_SIZE)
+def load_field_cached(path: str, sha256: str) -> PSFField:
+    """A camera's PSF field, read once per process (keyed by content: a changed file is read again)."""
+    return PSFField.load(path)
 
 
 def _schema(spec: ShardSpec, store_raw: bool) -> pa.Schema:
@@ -72,7 +88,7 @@ def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
     """(C, H, W) tensor -> (H, W, C) float64 array: pixels are quantised to uint16 from double precision."""
-    return image.detach().permute(1, 2, 0).double().numpy()
+    return image.detach().permute(1, 2, 0).double().cpu().numpy()
 
 
 def simulate_sample(
@@ -81,8 +97,14 @@ def simulate_sample(
     camera: CameraProfile,
     sample_id: str,
     settings: dict[str, Any],
+    camera_name: str,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """One row of the dataset from its clean frame; depends only on ``(seed, sample_id)`` and inputs."""
+    """One row of the dataset from its clean frame; depends only on ``(seed, sample_id)`` and inputs.
+
+    On a CUDA ``device`` the patch is blurred by the Triton kernel and developed there; the random draws
+    stay on the CPU generator, so the row equals the CPU one within the kernels' tolerance.
+    """
     patch = settings["patch_size"]
     height, width = image.shape[:2]
     generator = sample_generator(settings["seed"], sample_id)
@@ -98,6 +120,7 @@ def simulate_sample(
     params = sample_params(generator, camera, ISPRanges(), noise_model)
     top, bottom, left, right = context_window(y0, x0, (patch, patch), (height, width), psf_field.kernel_size)
     crop = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right])).permute(2, 0, 1)[None]
+    crop = crop.to(device)
     pattern = camera.cfa_pattern if settings["cfa_pattern"] == "camera" else settings["cfa_pattern"]
     pair = simulate_pair(
         crop,
@@ -115,7 +138,7 @@ def simulate_sample(
     )
     row: dict[str, Any] = {
         "sample_id": sample_id,
-        "camera": sample_id.split("/", 1)[0],
+        "camera": camera_name,
         "y0": y0,
         "x0": x0,
         "frame_h": height,
@@ -131,7 +154,7 @@ def simulate_sample(
         from degtrans.simulate.cfa import phase_pattern
 
         black = float(np.mean(camera.black_level))
-        dn = black + pair.raw[0, 0].detach().double().numpy() * (camera.white_level - black)
+        dn = black + pair.raw[0, 0].detach().double().cpu().numpy() * (camera.white_level - black)
         row["raw"] = np.clip(np.rint(dn), 0, 65535).astype(np.uint16).ravel()
         row["raw_pattern"] = phase_pattern(pattern, (y0, x0))
         row["raw_black_level"] = black
@@ -139,18 +162,60 @@ def simulate_sample(
     return row
 
 
-def write_shard(spec: ShardSpec) -> ShardResult:
-    """Simulate and write one shard atomically; an unreadable image is skipped and recorded."""
+def _simulate_group(
+    spec: ShardSpec,
+    group: list[tuple[str, int, int, int]],
+    images: dict[int, np.ndarray | None],
+    skipped: list[dict[str, str]],
+    device: torch.device | str,
+) -> list[dict[str, Any]]:
+    """The rows of one row group, computed camera by camera and returned in the planned order."""
     settings = spec.settings
-    cameras = [CameraProfile.from_dict(c.profile) for c in spec.cameras]
-    fields = [PSFField.load(c.field_path) for c in spec.cameras]
+    profiles = {c: CameraProfile.from_dict(spec.cameras[c].profile) for c in {c for _, _, c, _ in group}}
+    rows: dict[int, dict[str, Any]] = {}
+    for i in sorted(range(len(group)), key=lambda i: group[i][2]):
+        sample_id, s, c, _ = group[i]
+        source = spec.sources[s]
+        if s not in images:
+            try:
+                images[s] = load_source(source)
+            except ValueError as error:
+                log.warning("skipping %s", error)
+                skipped.append({"source": source.where, "reason": str(error)})
+                images[s] = None
+        if images[s] is None:
+            continue
+        camera = spec.cameras[c]
+        psf_field = load_field_cached(camera.field_path, camera.field_sha256)
+        row = simulate_sample(
+            images[s],
+            _shard_field(psf_field, source, settings["fit_field"]),
+            profiles[c],
+            sample_id,
+            settings,
+            camera.name,
+            device,
+        )
+        row["source"] = source.name
+        rows[i] = row
+    return [rows[i] for i in sorted(rows)]
+
+
+def write_shard(spec: ShardSpec, device: torch.device | str = "cpu") -> ShardResult:
+    """Simulate and write one shard atomically; an unreadable image is skipped and recorded.
+
+    Args:
+        spec: the planned shard.
+        device: where the patches are blurred and developed (``"cuda"``: the Triton path).
+    """
+    settings = spec.settings
     schema = _schema(spec, settings["store_raw"])
     group = _row_group_rows(settings)
     final = spec.path
     skipped: list[dict[str, str]] = []
-    rows: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
     total = 0
-    current: tuple[int, np.ndarray | None] = (-1, None)
+    images: dict[int, np.ndarray | None] = {}
     with atomic_path(final) as tmp:
         writer = pq.ParquetWriter(
             tmp,
@@ -163,37 +228,21 @@ def write_shard(spec: ShardSpec) -> ShardResult:
             write_statistics=[n for n in schema.names if n not in IMAGE_COLUMNS],
         )
         try:
-            for sample_id, s, c, _ in spec.samples:
-                source = spec.sources[s]
-                if current[0] != s:
-                    try:
-                        current = (s, load_source(source))
-                    except ValueError as error:
-                        log.warning("skipping %s", error)
-                        skipped.append({"source": source.where, "reason": str(error)})
-                        current = (s, None)
-                if current[1] is None:
-                    continue
-                row = simulate_sample(
-                    current[1],
-                    _shard_field(fields[c], source, settings["fit_field"]),
-                    cameras[c],
-                    sample_id,
-                    settings,
-                )
-                row["source"] = source.name
-                rows.append(row)
-                if len(rows) == group:
+            for start in range(0, len(spec.samples), group):
+                chunk = list(spec.samples[start : start + group])
+                rows = _simulate_group(spec, chunk, images, skipped, device)
+                # Decoded frames are kept only while the next group may still need them.
+                keep = {s for _, s, _, _ in spec.samples[start + group : start + 2 * group]}
+                images = {s: image for s, image in images.items() if s in keep}
+                if rows:
                     writer.write_table(rows_to_table(rows, schema), row_group_size=group)
                     total += len(rows)
-                    rows = []
-            if rows:
-                writer.write_table(rows_to_table(rows, schema), row_group_size=group)
-                total += len(rows)
-            writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps({"rows": total, "skipped": skipped})})
+                    counts.update(row["camera"] for row in rows)
+            info = {"rows": total, "skipped": skipped, "cameras": dict(sorted(counts.items()))}
+            writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps(info)})
         finally:
             writer.close()
-    return ShardResult(spec.index, str(final), total, file_sha256(final), skipped)
+    return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
 
 
 def existing_shard(spec: ShardSpec) -> ShardResult | None:
@@ -223,5 +272,6 @@ def existing_shard(spec: ShardSpec) -> ShardResult | None:
         path.unlink()
         return None
     return ShardResult(
-        spec.index, str(path), int(info["rows"]), file_sha256(path), list(info["skipped"]), written=False
-    )
+        spec.index, str(path), int(info["rows"]), file_sha256(path), list(info["skipped"]), written=False,
+        cameras=dict(info["cameras"]),
+    )  # fmt: skip

@@ -64,7 +64,8 @@ def write_toy_dataset(
         patches_per_frame: patches cut from each frame at random positions.
         patch_size: P, patch side in pixels.
         shards: Parquet files to spread the rows over.
-        noise: standard deviation of the added Gaussian noise.
+        noise: standard deviation of the added Gaussian noise (linear light; stored as the
+            variance ``noise_read``, with the toy frame's sRGB curve standing in for the ISP).
         seed: all randomness.
 
     Returns:
@@ -103,7 +104,7 @@ def write_toy_dataset(
                     "channels": 3,
                     "clean": encode_u16(clean[window]),
                     "degraded": encode_u16(degraded[window]),
-                    "noise_read": float(noise),
+                    "noise_read": float(noise) ** 2,  # a variance, as degtrans simulate stores it
                 }
             )
     schema = shard_schema(["noise_read"])

@@ -135,3 +135,45 @@ def test_second_moment_radius_of_gaussian():
 def test_summary_mentions_grid_and_widths(field):
     text = summary(field)
     assert "3 x 4 tiles" in text and "psf size k    9" in text
+
+
+def _with_map(field, shift):
+    distortion = np.zeros((3, 5, 2), np.float32)
+    distortion[...] = shift
+    return PSFField(field.psfs, field.image_size, meta=field.meta, distortion=distortion)
+
+
+def test_distortion_map_round_trip_and_old_files_load(tmp_path, field):
+    moved = _with_map(field, (0.5, -1.0))
+    loaded = PSFField.load(moved.save(tmp_path / "moved.npz"))
+    np.testing.assert_array_equal(loaded.distortion, moved.distortion)
+    # A file written without the map (the format before it) still loads, with no geometric part.
+    plain = PSFField.load(field.save(tmp_path / "plain.npz"))
+    assert plain.distortion is None
+    with np.load(tmp_path / "plain.npz") as data:
+        assert "distortion" not in data.files
+    image = np.random.default_rng(0).random((60, 80, 3)).astype(np.float32)
+    assert plain.distort(image) is image
+
+
+def test_bad_distortion_map_is_rejected(field):
+    with pytest.raises(ValueError, match="distortion"):
+        PSFField(field.psfs, field.image_size, distortion=np.zeros((1, 5, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        PSFField(field.psfs, field.image_size, distortion=np.full((2, 2, 2), np.nan))
+
+
+def test_distort_moves_a_spot_by_the_map():
+    psfs = np.zeros((1, 1, 1, 3, 3), np.float32)
+    psfs[..., 1, 1] = 1.0
+    image = np.zeros((64, 64), np.float32)
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.exp(-((yy - 30.0) ** 2 + (xx - 32.0) ** 2) / (2 * 2.0**2)).astype(np.float32)
+    distortion = np.zeros((4, 4, 2), np.float32)
+    distortion[..., 0], distortion[..., 1] = 1.5, -0.75
+    field = PSFField(psfs, (64, 64), channels=("Y",), distortion=distortion)
+    out = field.distort(image)
+    total = out.sum()
+    centroid = ((out * yy).sum() / total, (out * xx).sum() / total)
+    np.testing.assert_allclose(centroid, (31.5, 31.25), atol=0.005)
+    np.testing.assert_allclose(field.displacement()[10, 20], (1.5, -0.75), atol=1e-5)

@@ -22,3 +22,37 @@ def tiny_train_config(**changes) -> TrainConfig:
                   learning_rate=1e-3, val_fraction=0.45, shuffle_buffer=8, workers=2, amp=False)  # fmt: skip
     values.update(changes)
     return TrainConfig(**values)
+
+
+SYNTH_FRAME = (40, 48)
+
+
+def synthesis_inputs(root: Path, images: int = 3) -> tuple[Path, list[Path]]:
+    """``images`` random 40x48 PNGs in ``root/images`` and two Gaussian lens fields (camA, camB)."""
+    import cv2
+    import numpy as np
+
+    from degtrans.testing.synthetic import gaussian_field
+
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(images):
+        image = cv2.resize(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8), SYNTH_FRAME[::-1])
+        cv2.imwrite(str(root / "images" / f"img{i:04d}.png"), image)
+    fields = [
+        gaussian_field((2, 2), 5, SYNTH_FRAME).save(root / "camA.npz"),
+        gaussian_field((2, 3), 7, SYNTH_FRAME, sigma_centre=1.5).save(root / "camB.npz"),
+    ]
+    return root / "images", fields
+
+
+def dataset_rows(output: Path):
+    """The manifest and every row of a finished pair dataset, sorted by ``sample_id``."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((output / "manifest.json").read_text())
+    table = pa.concat_tables([pq.read_table(output / s["path"]) for s in manifest["shards"]])
+    return manifest, table.sort_by("sample_id")

@@ -1,42 +1,21 @@
 """Dataset synthesis on Ray: worker count never changes the data; a killed run resumes cleanly."""
 
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+import torch
 
 from degtrans.config import SimulateConfig
-from degtrans.testing.synthetic import gaussian_field
+from tests.cluster.helpers import dataset_rows, synthesis_inputs
 
 pytestmark = pytest.mark.ray
 
-FRAME = (40, 48)
 CONFIG = SimulateConfig(patch_size=16, patches_per_image=3, rows_per_file=4, row_group_rows=4)
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    import cv2
-
     root = tmp_path_factory.mktemp("synth")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        image = cv2.resize(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8), (FRAME[1], FRAME[0]))
-        cv2.imwrite(str(root / "images" / f"img{i:04d}.png"), image)
-    fields = [
-        gaussian_field((2, 2), 5, FRAME).save(root / "camA.npz"),
-        gaussian_field((2, 3), 7, FRAME, sigma_centre=1.5).save(root / "camB.npz"),
-    ]
-    return root, root / "images", fields
-
-
-def _table(output):
-    manifest = json.loads((output / "manifest.json").read_text())
-    table = pa.concat_tables([pq.read_table(output / s["path"]) for s in manifest["shards"]])
-    return manifest, table.sort_by("sample_id")
+    return (root, *synthesis_inputs(root))
 
 
 def test_one_and_two_workers_write_identical_rows(ray_session, inputs):
@@ -46,8 +25,8 @@ def test_one_and_two_workers_write_identical_rows(ray_session, inputs):
     one = synthesize_dataset(images, fields, root / "one", CONFIG, workers=1)
     two = synthesize_dataset(images, fields, root / "two", CONFIG, workers=2)
     assert one["pairs"] == two["pairs"] == 3 * 2 * 3
-    manifest_one, rows_one = _table(root / "one")
-    manifest_two, rows_two = _table(root / "two")
+    manifest_one, rows_one = dataset_rows(root / "one")
+    manifest_two, rows_two = dataset_rows(root / "two")
     assert rows_one.equals(rows_two)
     assert [s["sha256"] for s in manifest_one["shards"]] == [s["sha256"] for s in manifest_two["shards"]]
 
@@ -71,7 +50,7 @@ def test_killed_run_completes_on_rerun_without_duplicates(ray_session, inputs):
     assert 1 <= len(finished_before) < 5
 
     summary = synthesize_dataset(images, fields, out, CONFIG, workers=2)
-    manifest, rows = _table(out)
+    manifest, rows = dataset_rows(out)
     ids = rows.column("sample_id").to_pylist()
     expected = {f"{cam}/img{i:04d}/p{p:02d}" for cam in ("camA", "camB") for i in range(3) for p in range(3)}
     assert len(ids) == len(set(ids)) and set(ids) == expected
@@ -94,7 +73,7 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
     args += ["--patch-size", "16", "--patches-per-image", "1", "--store-raw", "-o", str(out)]
     assert main(args) == 0
     assert "3 pairs" in capsys.readouterr().out
-    manifest, rows = _table(out)
+    manifest, rows = dataset_rows(out)
     assert manifest["config"]["store_raw"] and (out / "config.json").exists()
     camera = CameraProfile.bundled("sony-rx100m4")
     for row in rows.to_pylist():
@@ -110,3 +89,38 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
         # quantisation grows through gains and gamma to ~2e-3 in dark pixels.
         diff = developed.permute(1, 2, 0).numpy() - degraded
         assert np.abs(diff[2:-2, 2:-2]).max() < 1e-2
+
+
+def test_gpu_request_without_cuda_falls_back_to_the_cpu_path(caplog):
+    from degtrans.cluster.synthesize import shard_device, task_options
+
+    assert task_options(0.25) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert shard_device(0.0) == "cpu"
+    with pytest.raises(ValueError, match="gpus_per_worker"):
+        task_options(-1)
+    if torch.cuda.is_available():
+        assert shard_device(0.25) == "cuda"
+    else:
+        assert shard_device(0.25) == "cpu" and "sees no CUDA device" in caplog.text
+
+
+def test_cli_with_a_camera_catalogue(ray_session, inputs, capsys):
+    from degtrans.cli import main
+
+    root, images, fields = inputs
+    catalogue = root / "cameras.toml"
+    catalogue.write_text(
+        f'[[camera]]\nfield = "{fields[0].name}"\n\n[[camera]]\nfield = "{fields[1].name}"\nweight = 3\n'
+    )
+    out = root / "catalogue"
+    args = ["simulate", "--images", str(images), "--cameras", str(catalogue), "--patch-size", "16"]
+    assert main([*args, "--patches-per-image", "2", "-o", str(out)]) == 0
+    manifest, rows = dataset_rows(out)
+    assert rows.column("sample_id").to_pylist() == [
+        f"img{i:04d}/p{p:02d}" for i in range(3) for p in range(2)
+    ]
+    counts = {name: entry["samples"] for name, entry in manifest["cameras"].items()}
+    assert sum(counts.values()) == 6 and manifest["cameras"]["camB"]["weight"] == 3.0
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "6 pairs" in capsys.readouterr().out

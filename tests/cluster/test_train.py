@@ -114,3 +114,13 @@ def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
     assert summary["best_psnr"] == max(r["val_psnr"] for r in records)
     # Training helped: the loss went down from the first epoch.
     assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+
+def test_ray_dataset_carries_the_noise_columns_the_local_reader_reads(ray_session, tmp_path):
+    from degtrans.cluster.train import pair_dataset
+    from degtrans.restore.data import NOISE_COLUMNS
+
+    data = tiny_dataset(tmp_path)
+    names = pair_dataset(data, "train", 0.25).schema().names
+    assert set(NOISE_COLUMNS) & set(names) == {"noise_read"}  # what the toy writer stores
+    assert {"sample_id", "clean", "degraded"} <= set(names)

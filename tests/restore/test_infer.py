@@ -51,7 +51,7 @@ def test_every_tile_gets_its_true_field_coordinates():
     class CoordsEcho(torch.nn.Module):
         needs_psf = False
 
-        def forward(self, degraded, coords, psf=None):
+        def forward(self, degraded, coords, psf=None, noise=None, isp=None):
             return (coords + 1.0) / 2.0  # x, y in [-1, 1] -> [0, 1]; r is already in [0, 1]
 
     image = _photo(40, 52)
@@ -136,3 +136,19 @@ def test_baselines_improve_a_blurred_patch(toy_data):
         )
         assert psnr(restored, batch["clean"]).mean() > before + gain, method
         assert ssim(restored, batch["clean"]).mean() > 0.5
+
+
+def test_tiles_get_the_frames_noise_level_and_isp():
+    """Simulated frames know their noise and ISP: every tile is given them, as in training."""
+
+    class NoiseEcho(torch.nn.Module):
+        needs_psf = False
+
+        def forward(self, degraded, coords, psf=None, noise=None, isp=None):
+            value = noise[:, 0] * 100 + isp[:, 0]
+            return value[:, None, None, None].expand_as(degraded)
+
+    noise, isp = torch.tensor([0.003, 1e-5]), torch.full((12,), 0.2)
+    fn = model_tile_fn(NoiseEcho(), (40, 52), None, torch.device("cpu"), noise, isp)
+    out = restore_tiled(_photo(40, 52), fn, tile=16, overlap=6, max_tiles=4, progress=False)
+    np.testing.assert_allclose(out, 0.5, atol=1e-6)

@@ -17,8 +17,10 @@ from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame
 
+# lr 2e-3: the undamped multi-dilation kernel head (issue 12) spikes at 5e-3 without warmup and
+# reached a tenth of the loss in 400 steps at 2e-3 (8.6x in 500 steps at 5e-3).
 TINY = TrainConfig(
-    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=5e-3, val_fraction=0.6, loss="l2"
+    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=2e-3, val_fraction=0.6, loss="l2"
 )
 
 
@@ -64,19 +66,21 @@ def _step_and_params(model, optimizer, scheduler, batch):
 
 @pytest.mark.parametrize("name", ["fovkpn", "wiener"])
 def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_data):
-    config = TrainConfig(model=name, width=8, offset_channels=8, wiener_features=6, learning_rate=1e-3)
+    config = TrainConfig(
+        model=name, width=8, offset_channels=8, wiener_features=6, learning_rate=1e-3, warmup_steps=3
+    )
     reader = PairReader(toy_data, with_psf=True)
     first, second = list(reader.batches("all", 4, shuffle=False, limit=8))
     model = build_model(config)
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, total_steps=10)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
     _step_and_params(model, optimizer, scheduler, first)
     path = save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 0, config)
     expected = _step_and_params(model, optimizer, scheduler, second)
 
     fresh = build_model(dataclasses.replace(config, seed=123))
     fresh_optimizer = make_optimizer(fresh, config)
-    fresh_scheduler = make_scheduler(fresh_optimizer, total_steps=10)
+    fresh_scheduler = make_scheduler(fresh_optimizer, config, steps_per_epoch=10)
     state = load_checkpoint(path, fresh, fresh_optimizer, fresh_scheduler)
     assert state["epoch"] == 0 and state["train_config"] == config
     resumed = _step_and_params(fresh, fresh_optimizer, fresh_scheduler, second)

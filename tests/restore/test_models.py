@@ -6,7 +6,12 @@ from degtrans.restore.coords import fov_coords
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock
 from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d, deform_conv2d
 from degtrans.restore.models.fovkpn import FOVKPN
-from degtrans.restore.models.wiener import DeepWiener, psf_to_otf, wiener_deconv
+from degtrans.restore.models.kpn import MultiDilationKPN, apply_dilated_pixel_kernels, polyphase_pixel_kernels
+from degtrans.restore.models.wiener import (
+    DeepWiener,
+    psf_to_otf,
+    wiener_deconv,
+)
 
 
 def _grads_finite(module: torch.nn.Module) -> None:
@@ -116,13 +121,74 @@ def test_fovkpn_shapes_gradients_and_identity_start():
     assert out.shape == x.shape
     torch.testing.assert_close(out, x)  # identity kernel head, zero residual
     (out - 0.5).square().mean().backward()
-    assert model.kernel_head.weight.grad.abs().sum() > 0
+    assert model.kpn.predict.weight.grad.abs().sum() > 0
     assert model.residual_head.weight.grad.abs().sum() > 0
 
 
 def test_fovkpn_rejects_even_kernels():
     with pytest.raises(ValueError, match="odd"):
         FOVKPN(kernel_size=4)
+
+
+def _dilated_reference(x: torch.Tensor, kernels: torch.Tensor, dilation: int, padding: str) -> torch.Tensor:
+    k = int(round(kernels.shape[2] ** 0.5))
+    halo = (k // 2) * dilation
+    mode = {"reflect": "reflect", "zeros": "constant"}[padding]
+    xp = F.pad(x, (halo,) * 4, mode=mode)
+    height, width = x.shape[-2:]
+    out = torch.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            window = xp[..., i * dilation : i * dilation + height, j * dilation : j * dilation + width]
+            out += kernels[:, :, i * k + j] * window
+    return out
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_dilated_pixel_kernels_match_the_definition_on_both_paths(dilation, padding, tolerance):
+    gen = torch.Generator().manual_seed(dilation)
+    x = torch.randn(2, 3, 13, 17, dtype=torch.float64, generator=gen)
+    kernels = torch.randn(2, 3, 25, 13, 17, dtype=torch.float64, generator=gen)
+    expected = _dilated_reference(x, kernels, dilation, padding)
+    tol = tolerance(torch.float64)
+    torch.testing.assert_close(apply_dilated_pixel_kernels(x, kernels, dilation, padding), expected, **tol)
+    # The polyphase path (what CUDA runs, on the Triton kernel) computes the same on CPU.
+    torch.testing.assert_close(polyphase_pixel_kernels(x, kernels, dilation, padding), expected, **tol)
+
+
+def test_dilated_pixel_kernels_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    kernels = torch.randn(1, 2, 9, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: apply_dilated_pixel_kernels(a, b, 2), (x, kernels))
+
+
+def test_multi_dilation_head_starts_as_identity_and_reaches_17_pixels():
+    head = MultiDilationKPN(features=4, channels=3, kernel_size=5, dilations=(1, 2, 3, 4))
+    image, features = torch.rand(1, 3, 24, 24), torch.randn(1, 4, 24, 24)
+    torch.testing.assert_close(head(image, features), image)
+    # Weight 1 on the last tap (offset +2, +2) of the dilation-4 kernels: every pixel also reads the
+    # pixel 8 rows and columns further, at the fusion's 1/4.
+    with torch.no_grad():
+        head.predict.bias.view(4, 3, 25)[3, :, 24] = 1.0
+    impulse = torch.zeros(1, 3, 24, 24)
+    impulse[..., 12, 12] = 1.0
+    with torch.no_grad():
+        out = head(impulse, torch.zeros(1, 4, 24, 24))
+    torch.testing.assert_close(out[0, :, 4, 4], torch.full((3,), 0.25))
+    torch.testing.assert_close(out[0, :, 12, 12], torch.ones(3))
+    assert float(out.abs().sum()) == pytest.approx(3 * 1.25)
+
+
+def test_fovkpn_has_deformable_blocks_at_every_decoder_level_with_offset_groups():
+    model = FOVKPN(width=8, offset_channels=4, deform_blocks=1, offset_groups=8)
+    blocks = [m for m in model.modules() if isinstance(m, DeformResBlock)]
+    assert len(blocks) == 1 + 3
+    assert {b.dcn.offset_groups for b in blocks} == {8}
+    cpu = FOVKPN(width=8, offset_channels=4, deform_blocks=1, decoder_deform=1)
+    assert sum(isinstance(m, DeformResBlock) for m in cpu.modules()) == 2
+    assert isinstance(cpu.dec_deform[0], torch.nn.Identity) and isinstance(cpu.dec_deform[2], DeformResBlock)
 
 
 # deep Wiener

@@ -92,6 +92,7 @@ def test_dataset_format_and_contents(reference):
         profile,
         row["sample_id"],
         {**manifest["config"], "workers": 0},
+        row["camera"],
     )
     assert np.array_equal(again["degraded"], np.asarray(row["degraded"], np.uint16))
     assert (row["y0"], row["x0"]) == (again["y0"], again["x0"])

@@ -74,3 +74,38 @@ def test_random_family_is_seedable_and_meta_recorded():
     with pytest.raises(ValueError, match="unknown lens preset"):
         lens_field(preset="fisheye")
     assert {"phone-wide", "ideal"} <= set(PRESETS)
+
+
+def _centroids(psfs: np.ndarray) -> np.ndarray:
+    k = psfs.shape[-1]
+    coords = np.arange(k) - k // 2
+    total = psfs.sum(axis=(-1, -2))
+    return np.stack([(psfs.sum(-1) * coords).sum(-1) / total, (psfs.sum(-2) * coords).sum(-1) / total], -1)
+
+
+def test_triplet_psfs_are_centred_and_the_geometry_is_in_the_map():
+    grid, k, size = (3, 3), 31, (240, 320)
+    centred = lens_field(grid, k, size, "triplet")
+    raw = lens_field(grid, k, size, "triplet", centred=False)
+    assert raw.distortion is None and centred.distortion is not None
+    green = _centroids(centred.psfs)[:, :, 1]
+    assert np.abs(green).max() < 0.01
+    # Lateral colour stays in the PSFs as each channel's offset from green, growing toward the corner.
+    offsets = _centroids(centred.psfs) - _centroids(centred.psfs)[:, :, 1:2]
+    assert np.linalg.norm(offsets[0, 0, 0]) > 0.4 and np.linalg.norm(offsets[1, 1, 0]) < 1e-6
+    # The map holds what was taken out of the PSFs: coma's centroid shift (the uncentred PSFs' green
+    # centroid) plus the lens's distortion, at every tile centre.
+    spec = PRESETS["triplet"]
+    displacement = centred.displacement()
+    half_diagonal = np.hypot(size[0] / 2, size[1] / 2)
+    for r in range(3):
+        for c in range(3):
+            y, x = centred.tile_centre(r, c)
+            radius = np.hypot(y - size[0] / 2, x - size[1] / 2)
+            cubic = spec.distortion_px * (radius / half_diagonal) ** 3
+            unit = np.array([y - size[0] / 2, x - size[1] / 2]) / max(radius, 1e-9)
+            expected = _centroids(raw.psfs)[r, c, 1] + cubic * unit
+            np.testing.assert_allclose(displacement[int(y), int(x)], expected, atol=0.12)
+    radius = second_moment_radius(centred.psfs)
+    assert 3.0 < radius.min() and radius.max() < 7.0
+    assert _asymmetry(centred.psfs[0, 0, 1]) > 5 * _asymmetry(centred.psfs[1, 1, 1])

@@ -38,9 +38,15 @@ MODELS: dict[str, ModelSpec] = {
             offset_channels=c.offset_channels,
             kernel_size=c.kpn_kernel,
             deform_blocks=c.deform_blocks,
+            offset_groups=c.offset_groups,
+            dilations=c.kpn_dilations,
+            kernel_scale=c.kpn_kernel_scale,
+            decoder_deform=c.decoder_deform,
         ),
     ),
-    "wiener": ModelSpec(DeepWiener, lambda c: DeepWiener(features=c.wiener_features, width=c.width)),
+    "wiener": ModelSpec(
+        DeepWiener, lambda c: DeepWiener(features=c.wiener_features, width=c.width, bands=c.wiener_bands)
+    ),
 }
 
 

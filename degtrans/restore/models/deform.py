@@ -45,15 +45,25 @@ class ModulatedDeformConv2d(nn.Module):
         """x: (B, C, H, W) -> (B, out_channels, H, W)."""
         head = self.offset_head(F.leaky_relu(self.offset_features(x), 0.1))
         split = 2 * self.offset_groups * self.kernel_size**2
-        return deform_conv2d(x, head[:, :split], torch.sigmoid(head[:, split:]), self.weight, self.bias)
+        # Contiguous: the reference views the offsets per group, which a channel slice does not allow.
+        offset = head[:, :split].contiguous()
+        return deform_conv2d(x, offset, torch.sigmoid(head[:, split:]), self.weight, self.bias)
 
 
 class DeformResBlock(nn.Module):
-    """``x + conv(act(dcn(x)))``: the bottleneck block of FOV-KPN."""
+    """``x + conv(act(dcn(x)))``: FOV-KPN's block in the bottleneck and at every decoder level.
 
-    def __init__(self, channels: int, offset_channels: int = 32) -> None:
+    ``offset_groups`` (which must divide ``channels``) groups of channels sample at their own offsets
+    (the reference uses 8).
+    """
+
+    def __init__(self, channels: int, offset_channels: int = 32, offset_groups: int = 1) -> None:
         super().__init__()
-        self.dcn = ModulatedDeformConv2d(channels, channels, 3, offset_channels)
+        if channels % offset_groups:
+            raise ValueError(
+                f"DeformResBlock: offset_groups ({offset_groups}) must divide the channels ({channels})"
+            )
+        self.dcn = ModulatedDeformConv2d(channels, channels, 3, offset_channels, offset_groups)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
