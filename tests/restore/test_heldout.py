@@ -21,15 +21,16 @@ def six_frames(tmp_path_factory):
     return write_toy_dataset(out, field, frames=6, patches_per_frame=8, patch_size=24, seed=2)
 
 
-# FOV-KPN's kernel head is damped 100x (KERNEL_SCALE): +0.05 dB after these 80 steps. Issue 12
-# item 1 (branch wt-nets) removes the damping; drop the mark when it lands.
-DAMPED = pytest.mark.xfail(reason="FOV-KPN kernel head damped (issue 12 item 1)", strict=False)
+# FOV-KPN learns too slowly for this budget: +0.05 dB after these 80 steps with the damped kernel
+# head, +0.13 dB with the paper's undamped multi-dilation head (lr 1e-3); deep Wiener clears +0.5 dB.
+SLOW = pytest.mark.xfail(reason="FOV-KPN: +0.13 dB in 80 steps, below the +0.5 dB bar", strict=False)
 
 
-@pytest.mark.parametrize("model", ["wiener", pytest.param("fovkpn", marks=DAMPED)])
+@pytest.mark.parametrize("model", ["wiener", pytest.param("fovkpn", marks=SLOW)])
 def test_a_short_run_beats_the_identity_on_held_out_images(six_frames, tmp_path, model):
+    lr = {"wiener": 3e-3, "fovkpn": 1e-3}[model]  # the undamped kernel head spikes above ~2e-3 without warmup
     config = TrainConfig(model=model, width=8, offset_channels=8, wiener_features=6, batch_size=8,
-                         learning_rate=3e-3, amp=False)  # fmt: skip
+                         learning_rate=lr, amp=False)  # fmt: skip
     reader = PairReader(six_frames, val_fraction=VAL_FRACTION, with_psf=True)
     train_sources = {s.split("/")[1] for b in reader.batches("train", 64) for s in b["sample_id"]}
     val_sources = {s.split("/")[1] for b in reader.batches("val", 64) for s in b["sample_id"]}
