@@ -203,7 +203,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         help="folder or file of clean images (PNG/JPEG/TIFF) or a Parquet file of encoded images "
-        "(column 'image', optional 'name'); repeatable; default: the bundled photographs",
+        "(column 'image', optional 'name'); repeatable. Expected: a large set of sharp, clean, "
+        "high-resolution photographs such as DIV2K (800 2K images) or Flickr2K (2,650), each image "
+        "cut into simulate.patches_per_image patches; default: the four bundled photographs (a demo only)",
     )
     p.add_argument("--psf", type=Path, action="append", default=None, help="PSF field .npz, one per camera")
     p.add_argument(
@@ -421,6 +423,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="PNG of the same crops restored by each method (default: none)")  # fmt: skip
     p.add_argument("--max-samples", type=int, default=None, help="evaluate at most N samples")
+    p.add_argument("--frames", type=Path, action="append", default=None, metavar="IMAGES",
+                   help="held-out clean images (folder or files): simulate each as a whole frame of every "
+                   "camera of --data and restore it whole (images of its training split are left out); "
+                   "-o then shows corner and centre crops")  # fmt: skip
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
@@ -428,6 +434,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
         extra = [f"restore.eval_max_samples={args.max_samples}"] if args.max_samples is not None else []
         config = resolve_config(args, extra)
+        if args.frames:
+            from degtrans.restore.evaluate import evaluate_frames, frame_restorers, held_out_frames
+
+            frames, fields, skipped = held_out_frames(args.data, args.frames, config.train.val_fraction)
+            if skipped:
+                print(f"left out (in the training split): {', '.join(skipped)}")
+            if not frames:
+                raise CLIError("--frames: no held-out image left to evaluate")
+            restorers = frame_restorers(args.methods, fields, config.restore)
+            print(format_table(evaluate_frames(frames, restorers, args.output)))
+            if args.output is not None:
+                print(f"wrote {args.output}")
+            return 0
         rows = evaluate_methods(args.data, args.methods, args.split, args.output, config.restore,
                                 val_fraction=config.train.val_fraction)  # fmt: skip
         print(format_table(rows))

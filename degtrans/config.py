@@ -36,9 +36,11 @@ class SimulateConfig:
     cfa_pattern: Literal["camera", "RGGB", "BGGR", "GRBG", "GBRG"] = "camera"
     demosaic: Literal["bilinear", "malvar"] = "malvar"
     noise: bool = True
-    # The clean target also passes the CFA + demosaicking (pair differs only by optics and noise);
-    # false: a target without demosaicking artefacts.
-    clean_cfa: bool = True
+    # false (the default): the clean target is the original image through the same ISP, without the
+    # CFA and demosaicking, as in the reference (Chen et al.): a target with demosaicking artefacts
+    # teaches the network to reproduce them (colour zippers), and blur and demosaicking do not commute.
+    # true: the target also passes the CFA + demosaicking (the pair differs only by optics and noise).
+    clean_cfa: bool = False
     # log10 shot-noise range sampled per pair (Brooks et al. 2019: 1e-4 .. 1.2e-2).
     log_shot_noise_min: float = -4.0
     log_shot_noise_max: float = -1.92
@@ -197,10 +199,13 @@ class RestoreConfig:
     tile_size: int = 256
     overlap: int = 32
     max_tiles_in_memory: int = 8
-    wiener_snr: float = 100.0
-    rl_iterations: int = 30
-    # Classical baselines deconvolve in linear light: undo / redo the sRGB transfer curve around them.
-    linearize: bool = True
+    # Classical baselines (noise-aware): the residual they may leave, in units of the noise variance
+    # (Morozov's principle is 1; 0.5 measured best on noisy frames through the camera chain: the
+    # principle oversmooths there), and the most Richardson-Lucy iterations.
+    discrepancy: float = 0.5
+    # Richardson-Lucy's stop (noise variances; see degtrans.restore.baselines.RL_DISCREPANCY).
+    rl_discrepancy: float = 4.0
+    rl_iterations: int = 50
     # ``degtrans evaluate``: crops in its picture, and a cap on evaluated samples (0: all of the split).
     eval_crops: int = 4
     eval_max_samples: int = 0

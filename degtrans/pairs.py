@@ -113,9 +113,19 @@ def decode_u16(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, 
     return pixel_array(column, shape).astype(np.float32) / 65535.0
 
 
+def source_of(sample_id: str) -> str:
+    """The source image of a sample: the middle of ``camera/source/pNN`` (the whole id otherwise)."""
+    parts = sample_id.split("/")
+    return parts[1] if len(parts) >= 3 else sample_id
+
+
 def split_of(sample_id: str, val_fraction: float) -> str:
-    """``"val"`` or ``"train"``, from a hash of ``sample_id`` (stable across runs and hosts)."""
-    digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
+    """``"val"`` or ``"train"``, from a hash of the sample's source image (stable across runs and hosts).
+
+    Whole images are held out: every crop of one source image, through every camera, lands in the
+    same split, so validation never sees a scene the network trained on.
+    """
+    digest = hashlib.sha256(source_of(sample_id).encode("utf-8")).digest()
     return "val" if int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction else "train"
 
 

@@ -118,3 +118,13 @@ def test_split_of_is_a_stable_hash():
     val = [s for s in ids if split_of(s, 0.25) == "val"]
     assert 60 < len(val) < 140 and val == [s for s in ids if split_of(s, 0.25) == "val"]
     assert all(split_of(s, 0.0) == "train" for s in ids) and all(split_of(s, 1.0) == "val" for s in ids)
+
+
+def test_split_holds_out_whole_source_images():
+    """Every crop of an image, through every camera, is in the same split (no scene in both)."""
+    ids = [f"{cam}/img{i}/p{p:02d}" for cam in ("camA", "camB") for i in range(100) for p in range(6)]
+    by_source: dict[str, set[str]] = {}
+    for s in ids:
+        by_source.setdefault(s.split("/")[1], set()).add(split_of(s, 0.3))
+    assert all(len(splits) == 1 for splits in by_source.values())
+    assert 15 < sum(splits == {"val"} for splits in by_source.values()) < 45

@@ -1,12 +1,21 @@
-"""Compare restoration methods on a dataset split: PSNR / SSIM overall and by field zone, and a picture.
+"""Compare restoration methods: PSNR / SSIM overall and by field zone, and a picture.
 
-Methods: ``identity`` (the degraded input), ``wiener`` and ``rl`` (classical baselines with the
-dataset's PSF field), and ``ckpt:PATH`` (a trained FOV-KPN or deep Wiener checkpoint).
+Two modes: patches of a dataset split (:func:`evaluate_methods`), and whole held-out frames
+(:func:`evaluate_frames`): clean images simulated through a camera as full sensor frames, restored
+whole (networks tile by tile with their true sensor coordinates), scored over the frame and over
+its centre, mid and corner zones, with a picture of corner crops.
+
+Methods: ``identity`` (the degraded input), ``wiener`` and ``rl`` (noise-aware classical baselines
+with the PSF field; on frames with the frame's own ISP and noise level), and ``ckpt:PATH`` (a
+trained FOV-KPN or deep Wiener checkpoint).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from degtrans.config import RestoreConfig
+from degtrans.config import RestoreConfig, SimulateConfig
+from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
-from degtrans.restore.baselines import deconvolve_field
-from degtrans.restore.coords import patch_radius, zone_of
+from degtrans.restore.baselines import SensorNoise, deconvolve_field
+from degtrans.restore.coords import fov_coords, patch_radius, zone_of
 from degtrans.restore.data import PairReader
+from degtrans.simulate.camera import CameraProfile
+from degtrans.simulate.isp import ISPParams
 
 ZONES = ("all", "centre", "mid", "corner")
 DEFAULT_CONFIG = RestoreConfig()
@@ -32,6 +44,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
     if method in ("wiener", "rl"):
 
         def baseline(batch: dict[str, Any]) -> torch.Tensor:
+            known = "noise" in batch and "isp" in batch  # the pair's own noise level and ISP draw
             outs = []
             for i, camera in enumerate(batch["camera"]):
                 outs.append(
@@ -41,9 +54,11 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
                         method,
                         offset=(int(batch["y0"][i]), int(batch["x0"][i])),
                         frame_size=(int(batch["frame_h"][i]), int(batch["frame_w"][i])),
-                        snr=config.wiener_snr,
+                        noise=SensorNoise(*batch["noise"][i].tolist()) if known else None,
+                        isp=isp_params(batch["isp"][i]) if known else None,
+                        discrepancy=config.discrepancy,
+                        rl_discrepancy=config.rl_discrepancy,
                         iterations=config.rl_iterations,
-                        linearize=config.linearize,
                     )  # fmt: skip
                 )
             return torch.stack(outs)
@@ -51,14 +66,13 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
         return baseline
     if method.startswith("ckpt:"):
         from degtrans.restore.checkpoint import model_from_checkpoint
+        from degtrans.restore.loop import _forward as forward
 
         model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
 
         @torch.no_grad()
         def network(batch: dict[str, Any]) -> torch.Tensor:
-            psf = batch["psf"].to(device) if model.needs_psf else None
-            out = model(batch["degraded"].to(device), batch["coords"].to(device), psf)
-            return out.float().clamp(0.0, 1.0).cpu()
+            return forward(model.eval(), batch, device).float().clamp(0.0, 1.0).cpu()
 
         return network
     raise ValueError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
@@ -186,3 +200,259 @@ def draw_comparison(crops: list[dict[str, Any]], methods: list[str], png: str | 
         axes[row][0].set_ylabel(f"{crop['zone']}\n{crop['sample_id']}", fontsize=7)
     fig.tight_layout()
     return save_figure(fig, png, dpi=90)
+
+
+# ---------------------------------------------------------------- whole frames
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A held-out frame through a camera: ``degraded``/``clean`` (3, H, W) in [0, 1] and its ISP draw."""
+
+    name: str
+    camera: str
+    degraded: torch.Tensor
+    clean: torch.Tensor
+    isp: ISPParams
+    noise: SensorNoise
+
+
+Restorer = Callable[[Frame], torch.Tensor]
+
+
+def isp_vector(isp: ISPParams) -> torch.Tensor:
+    """(12,) an ISP draw in the dataset's column order (``degtrans.restore.data.ISP_COLUMNS``)."""
+    from degtrans.restore.data import ISP_COLUMNS
+
+    columns = isp.columns(0)
+    return torch.tensor([columns[name] for name in ISP_COLUMNS])
+
+
+def isp_params(vector: torch.Tensor) -> ISPParams:
+    """Inverse of :func:`isp_vector`: one sample's ``ISPParams`` (float64)."""
+    from degtrans.restore.data import ISP_COLUMNS
+
+    return ISPParams.from_columns(dict(zip(ISP_COLUMNS, vector.double().tolist(), strict=True)))
+
+
+def simulate_frame(
+    image: np.ndarray, name: str, camera: str, field: PSFField, profile: CameraProfile, config: SimulateConfig
+) -> Frame:
+    """Simulate ``image (H, W, 3)`` as one whole sensor frame (the dataset's chain, its noise range).
+
+    The field is stretched over the frame when the sizes differ. Randomness depends only on
+    ``(config.seed, camera, name)``.
+    """
+    from degtrans.simulate.degrade import sample_generator, sample_params, simulate_pair
+    from degtrans.simulate.isp import ISPRanges
+    from degtrans.simulate.noise import NoiseModel
+
+    height, width = image.shape[:2]
+    if field.image_size != (height, width):
+        field = PSFField(field.psfs, (height, width), field.channels, field.domain, field.meta)
+    generator = sample_generator(config.seed, f"frame/{camera}/{name}")
+    noise_model = NoiseModel(
+        shot_min=10.0**config.log_shot_noise_min, shot_max=10.0**config.log_shot_noise_max,
+        read_slope=profile.noise.read_slope, read_intercept=profile.noise.read_intercept,
+        read_sigma=profile.noise.read_sigma,
+    )  # fmt: skip
+    params = sample_params(generator, profile, ISPRanges(), noise_model)
+    pattern = profile.cfa_pattern if config.cfa_pattern == "camera" else config.cfa_pattern
+    clean = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    pair = simulate_pair(
+        clean, field, profile, params, generator, cfa_pattern=pattern, demosaic_method=config.demosaic,
+        noise=config.noise, clean_cfa=config.clean_cfa,
+    )  # fmt: skip
+    shot, read = (float(v[0]) for v in (params.noise.shot, params.noise.read))
+    noise = SensorNoise(shot, read) if config.noise else SensorNoise(0.0, 0.0)
+    return Frame(name, camera, pair.degraded[0].float(), pair.clean[0].float(), params.isp, noise)
+
+
+def frame_restorers(
+    methods: Sequence[str],
+    fields: dict[str, PSFField],
+    config: RestoreConfig = DEFAULT_CONFIG,
+    device: torch.device | str | None = None,
+) -> dict[str, Restorer]:
+    """``{label: restore(frame) -> (3, H, W)}`` for ``identity``, ``wiener``, ``rl`` and ``ckpt:PATH``."""
+    from degtrans.restore.infer import model_tile_fn, restore_tiled
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def field_of(frame: Frame) -> PSFField:
+        field = fields[frame.camera]
+        size = tuple(frame.degraded.shape[-2:])
+        return field if field.image_size == size else PSFField(field.psfs, size, field.channels)
+
+    def baseline(method: str) -> Restorer:
+        return lambda frame: deconvolve_field(
+            frame.degraded, field_of(frame), method, noise=frame.noise, isp=frame.isp,
+            discrepancy=config.discrepancy, rl_discrepancy=config.rl_discrepancy,
+            iterations=config.rl_iterations,
+        )  # fmt: skip
+
+    def network(path: str) -> Restorer:
+        from degtrans.restore.checkpoint import model_from_checkpoint
+
+        model, _ = model_from_checkpoint(path, device=device)
+        model = model.eval()
+
+        def restore(frame: Frame) -> torch.Tensor:
+            size = tuple(frame.degraded.shape[-2:])
+            noise = torch.tensor([frame.noise.shot, frame.noise.read])
+            fn = model_tile_fn(model, size, field_of(frame), device, noise, isp_vector(frame.isp))
+            image = frame.degraded.permute(1, 2, 0).numpy()
+            tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)
+            out = restore_tiled(image, fn, *tiles, progress=False)
+            return torch.from_numpy(out).permute(2, 0, 1)
+
+        return restore
+
+    restorers: dict[str, Restorer] = {}
+    for method in methods:
+        if method == "identity":
+            restorers[method] = lambda frame: frame.degraded
+        elif method in ("wiener", "rl"):
+            restorers[method] = baseline(method)
+        elif method.startswith("ckpt:"):
+            restorers[_label(method)] = network(method[len("ckpt:") :])
+        else:
+            raise ValueError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
+    return restorers
+
+
+def zone_map(height: int, width: int) -> list[str]:
+    """Zone of every pixel of a frame, row-major (``zone_of`` of its normalised radius)."""
+    radius = fov_coords(0, 0, height, width, height, width)[0, 2].flatten().tolist()
+    return [zone_of(r) for r in radius]
+
+
+def frame_scores(
+    restored: torch.Tensor, clean: torch.Tensor, block: int | None = None
+) -> dict[str, tuple[float, float]]:
+    """``{zone: (PSNR dB, SSIM)}`` of one frame (3, H, W), zones ``all, centre, mid, corner``.
+
+    A zone's PSNR is over its pixels; its SSIM the mean over the ``block``-pixel blocks whose
+    centre lies in it (the whole frame's SSIM for ``all``; NaN for a zone no block centre reaches).
+    ``block`` defaults to 32 pixels, smaller on small frames (an eighth of the shorter side, >= 8).
+    """
+    height, width = clean.shape[-2:]
+    block = block or max(8, min(32, height // 8, width // 8))
+    squared = ((restored.double() - clean.double()) ** 2).mean(0).flatten()
+    zones = np.array(zone_map(height, width))
+    whole = (float(psnr(restored[None], clean[None])[0]), float(ssim(restored[None], clean[None])[0]))
+    scores = {"all": whole}
+    starts = [(y, x) for y in range(0, height - block + 1, block) for x in range(0, width - block + 1, block)]
+    blocks_r = torch.stack([restored[:, y : y + block, x : x + block] for y, x in starts])
+    blocks_c = torch.stack([clean[:, y : y + block, x : x + block] for y, x in starts])
+    block_ssim = ssim(blocks_r, blocks_c)
+    block_zone = [zone_of(patch_radius(y, x, block, block, height, width)) for y, x in starts]
+    for zone in ZONES[1:]:
+        pixels = torch.from_numpy(zones == zone)
+        in_zone = [float(v) for v, z in zip(block_ssim, block_zone, strict=True) if z == zone]
+        if not bool(pixels.any()):
+            continue
+        mse = float(squared[pixels].mean())
+        scores[zone] = (
+            10.0 * math.log10(1.0 / max(mse, 1e-12)),
+            float(np.mean(in_zone)) if in_zone else math.nan,
+        )
+    return scores
+
+
+def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> list[dict[str, Any]]:
+    """Crops of the top-left corner and the centre of a frame, for :func:`draw_comparison`."""
+    height, width = frame.clean.shape[-2:]
+    size = min(size, height // 2, width // 2)
+    places = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
+    return [
+        {
+            "sample_id": frame.name,
+            "zone": zone,
+            "degraded": frame.degraded[:, y : y + size, x : x + size],
+            "clean": frame.clean[:, y : y + size, x : x + size],
+            "restored": {m: out[:, y : y + size, x : x + size] for m, out in outputs.items()},
+        }  # fmt: skip
+        for zone, (y, x) in places.items()
+    ]
+
+
+def evaluate_frames(
+    frames: Sequence[Frame],
+    restorers: dict[str, Restorer],
+    out_png: str | Path | None = None,
+    crop: int = 96,
+    max_pictures: int = 2,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """PSNR / SSIM of each restorer on whole frames, overall and per zone (means over frames).
+
+    Args:
+        frames: held-out frames (:func:`simulate_frame`).
+        restorers: ``{label: restore(frame)}`` (:func:`frame_restorers`).
+        out_png: picture of the corner and centre crops of the first ``max_pictures`` frames.
+        crop: side of those crops in pixels.
+
+    Returns:
+        Rows ``{"method", "zone", "psnr", "ssim", "count"}`` (count: frames), as :func:`evaluate_methods`.
+    """
+    if not frames:
+        raise ValueError("evaluate_frames: no frames to evaluate")
+    scores: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    crops: list[dict[str, Any]] = []
+    for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame", disable=not progress)):
+        outputs = {m: fn(frame).float().clamp(0.0, 1.0) for m, fn in restorers.items()}
+        for method, restored in outputs.items():
+            for zone, value in frame_scores(restored, frame.clean).items():
+                scores[(method, zone)].append(value)
+        if index < max_pictures:
+            crops += corner_crops(frame, outputs, crop)
+    rows = []
+    for method in restorers:
+        for zone in ZONES:
+            values = scores.get((method, zone), [])
+            mean = np.mean(values, axis=0) if values else (float("nan"), float("nan"))
+            rows.append({"method": method, "zone": zone, "count": len(values),
+                         "psnr": float(mean[0]), "ssim": float(mean[1])})  # fmt: skip
+    if out_png is not None:
+        draw_comparison(crops, list(restorers), out_png)
+    return rows
+
+
+def held_out_frames(
+    data_dir: str | Path, images: Sequence[str | Path], val_fraction: float
+) -> tuple[list[Frame], dict[str, PSFField], list[str]]:
+    """Simulate the images a dataset did not train on as whole frames of each of its cameras.
+
+    The dataset's own cameras (fields, profiles) and ``[simulate]`` settings are used. An image whose
+    name is a source of the dataset's training split is left out (it is not held out).
+
+    Returns:
+        The frames, the cameras' fields, and the names left out.
+    """
+    import pyarrow.parquet as pq
+
+    from degtrans.config import from_dict
+    from degtrans.io import read_image
+    from degtrans.pairs import read_manifest, source_of, split_of
+    from degtrans.restore.data import load_fields
+    from degtrans.simulate.sources import list_images
+
+    manifest = read_manifest(data_dir)
+    fields = load_fields(data_dir, manifest)
+    settings = {k: v for k, v in manifest.get("config", {}).items() if k != "workers"}
+    sim = from_dict({"simulate": settings}, f"{data_dir}/manifest.json").simulate
+    trained: set[str] = set()
+    for shard in manifest["shards"]:
+        ids = pq.read_table(Path(data_dir) / shard["path"], columns=["sample_id"]).column("sample_id")
+        trained |= {source_of(s) for s in ids.to_pylist() if split_of(s, val_fraction) == "train"}
+    frames, skipped = [], []
+    for path in list_images([Path(p) for p in images]):
+        if path.stem in trained:
+            skipped.append(path.stem)
+            continue
+        image = read_image(path)
+        for camera, entry in manifest["cameras"].items():
+            profile = CameraProfile.from_dict(entry["profile"])
+            frames.append(simulate_frame(image, path.stem, camera, fields[camera], profile, sim))
+    return frames, fields, skipped

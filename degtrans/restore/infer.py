@@ -21,7 +21,7 @@ from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
 from degtrans.restore.baselines import deconvolve_field
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.data import patch_psfs
+from degtrans.restore.data import patch_corner_psfs
 
 Method = Literal["model", "identity", "wiener", "rl"]
 TileFn = Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor]
@@ -94,9 +94,19 @@ def restore_tiled(
 
 
 def model_tile_fn(
-    model: torch.nn.Module, frame_size: tuple[int, int], field: PSFField | None, device: torch.device
+    model: torch.nn.Module,
+    frame_size: tuple[int, int],
+    field: PSFField | None,
+    device: torch.device,
+    noise: torch.Tensor | None = None,
+    isp: torch.Tensor | None = None,
 ) -> TileFn:
-    """A :data:`TileFn` running a restoration network with each tile's field coordinates (and PSF)."""
+    """A :data:`TileFn` running a restoration network with each tile's field coordinates (and PSFs).
+
+    Args:
+        noise: (2,) ``(shot, read)`` of the frame, when known (simulated frames); isp: (12,) its ISP
+            draw (``degtrans.restore.data.ISP_COLUMNS``). Both are given to every tile.
+    """
 
     @torch.no_grad()
     def fn(tiles: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
@@ -106,10 +116,14 @@ def model_tile_fn(
         coords = fov_coords(y0, x0, frame_size[0], frame_size[1], size[0], size[1], device=device)
         psf = None
         if getattr(model, "needs_psf", False):
-            psf = torch.from_numpy(np.stack([patch_psfs(field, y, x, tuple(size)) for y, x in origins])).to(
-                device
-            )
-        return model(tiles.to(device), coords, psf).clamp(0.0, 1.0)
+            # The PSFs at the tile's corners describe the field across it (as in training).
+            corners = [patch_corner_psfs(field, y, x, tuple(size)) for y, x in origins]
+            psf = torch.from_numpy(np.stack(corners)).to(device)
+
+        def per_tile(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value.float().to(device).expand(len(origins), -1)
+
+        return model(tiles.to(device), coords, psf, per_tile(noise), per_tile(isp)).clamp(0.0, 1.0)
 
     return fn
 
@@ -147,10 +161,15 @@ def restore_array(
         if field is None:
             raise ValueError(f"method {method!r} needs a PSF field (--field camera.npz)")
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        # A photograph's ISP and noise level are unknown: sRGB curve undone, noise estimated per tile.
         out = deconvolve_field(
-            tensor, field, method, snr=config.wiener_snr, iterations=config.rl_iterations,
-            linearize=config.linearize,
-        )  # fmt: skip
+            tensor,
+            field,
+            method,
+            discrepancy=config.discrepancy,
+            rl_discrepancy=config.rl_discrepancy,
+            iterations=config.rl_iterations,
+        )
         return out.permute(1, 2, 0).numpy()
     if method == "identity":
         fn: TileFn = lambda tiles, origins: tiles  # noqa: E731

@@ -39,7 +39,7 @@ def test_reader_decodes_pixels_and_coordinates(toy_data, toy_field):
 
 
 def test_shuffle_is_seeded_complete_and_split_disjoint(toy_data):
-    reader = PairReader(toy_data, val_fraction=0.3)
+    reader = PairReader(toy_data, val_fraction=0.6)  # the split is by frame: one of two frames
 
     def order(**kw):
         return [s for b in reader.batches(batch_size=3, **kw) for s in b["sample_id"]]
@@ -50,7 +50,7 @@ def test_shuffle_is_seeded_complete_and_split_disjoint(toy_data):
     assert sorted(train) == sorted(order(split="train", shuffle=False))
     val = order(split="val", shuffle=False)
     assert set(train).isdisjoint(val) and len(train) + len(val) == 16
-    assert len(train) == reader.count("train") and all(split_of(s, 0.3) == "val" for s in val)
+    assert len(train) == reader.count("train") and all(split_of(s, 0.6) == "val" for s in val) and val
     assert len(order(split="all", limit=7, shuffle=False)) == 7
 
 

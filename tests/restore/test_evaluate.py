@@ -59,3 +59,51 @@ def test_reader_reads_a_dataset_written_by_degtrans_simulate(tmp_path):
     assert batch["degraded"].shape == (4, 3, 16, 16) and batch["psf"].shape == (4, 3, 5, 5)
     assert torch.all((batch["clean"] >= 0) & (batch["clean"] <= 1))
     assert reader.count("train") == 4
+
+
+def test_frame_scores_partition_the_frame_into_zones():
+    from degtrans.restore.evaluate import frame_scores, zone_map
+
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 64, 96, generator=gen)
+    noisy = (clean + 0.05 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
+    scores = frame_scores(noisy, clean)
+    assert set(scores) == set(ZONES)
+    assert scores["all"][0] == pytest.approx(float(psnr(noisy[None], clean[None])[0]), abs=1e-4)
+    zones = zone_map(64, 96)
+    assert zones[0] == "corner" and zones[32 * 96 + 48] == "centre"
+    # The zones' squared errors add up to the frame's.
+    mse = {z: 10 ** (-scores[z][0] / 10) for z in ZONES[1:]}
+    counts = {z: zones.count(z) for z in ZONES[1:]}
+    total = sum(mse[z] * counts[z] for z in mse) / len(zones)
+    assert 10 * math.log10(1 / total) == pytest.approx(scores["all"][0], abs=1e-3)
+
+
+def test_held_out_frames_from_the_command_line(tmp_path, capsys):
+    """``degtrans evaluate --frames``: whole frames of the dataset's camera, training images left out."""
+    import numpy as np
+
+    from degtrans.cli import main
+    from degtrans.config import SimulateConfig
+    from degtrans.io import write_image
+    from degtrans.simulate.dataset import build_dataset
+    from degtrans.testing.synthetic import gaussian_field
+    from degtrans.testing.toydata import toy_frame
+
+    rng = np.random.default_rng(0)
+    images = [write_image(tmp_path / "img" / f"i{i}.png", toy_frame(48, 64, rng)) for i in range(2)]
+    for i in range(2):
+        write_image(tmp_path / "held" / f"h{i}.png", toy_frame(48, 64, rng))
+    field = gaussian_field(grid=(2, 2), psf_size=5, image_size=(48, 64), camera="camA").save(
+        tmp_path / "camA.npz"
+    )
+    config = SimulateConfig(patch_size=16, patches_per_image=2, rows_per_file=4, row_group_rows=4)
+    build_dataset([tmp_path / "img"], [field], tmp_path / "data", config)
+    png = tmp_path / "crops.png"
+    args = ["evaluate", "--data", str(tmp_path / "data"), "--method", "identity", "--method", "wiener",
+            "--frames", str(tmp_path / "held"), "--frames", str(images[0]), "--set", "train.val_fraction=0",
+            "-o", str(png)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "left out (in the training split): i0" in out
+    assert "(n=2)" in out and "wiener" in out and png.read_bytes()[:4] == b"\x89PNG"
