@@ -119,8 +119,10 @@ def stage_targets(demo: Demo) -> Section:
                               "A target and the hidden camera's photograph of it."))  # fmt: skip
     return Section(
         "Targets and photographs",
-        text="Random-phase noise, slanted-edge and checker targets, photographed by a hidden camera "
-        "(phone-wide lens, colour matrix, tone curve, noise, slight misregistration).",
+        text="Calibration charts (ArUco markers for the geometry, grey and colour patches for tone and "
+        "colour, broadband noise between them), each followed by a band-limited noise pattern shown in "
+        "the same pose; photographed by a hidden camera (phone-wide lens, colour matrix, black offset, "
+        "noise, a slightly tilted and shifted pose).",
         numbers={
             "targets": len(targets),
             "frame": f"{CAL_FRAME[0]}x{CAL_FRAME[1]}",

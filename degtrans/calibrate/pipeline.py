@@ -528,14 +528,13 @@ def calibrate_local(
     output: str | Path,
     config: CalibrateConfig,
     progress: bool = True,
-    register_rounds: int = 1,
 ) -> PSFField:
     """Calibrate in this process (no Ray): same result as ``degtrans.cluster.calibrate.calibrate_camera``.
 
     Registration and the PSFs are solved in turns: the first round registers on the low-pass alone,
     which a large, asymmetric lens PSF still biases (the triplet lens, 256x384: up to 1.2 px of radial
     error at the corners, taken up by the red and blue PSFs against green's centroid prior); each of
-    ``register_rounds`` further rounds re-registers against the target blurred by the previous field,
+    ``config.register_rounds`` further rounds re-registers against the target blurred by the previous field,
     re-centred on green (:func:`centred_field`: the convention), and solves the PSFs again. Rounds before
     the last solve without the centroid prior (:func:`round_config`).
 
@@ -545,13 +544,21 @@ def calibrate_local(
     grid = (config.rows, config.cols)
     pairs = find_pairs(pairs_dir)
     estimate: PSFField | None = None
-    rounds = 1 + max(register_rounds, 0)
+    rounds = 1 + max(config.register_rounds, 0)
+    first_rejected: list[Rejected] = []
     for round_ in range(rounds):
+        # The photo checks (focus, clipping, right target) are decided in the first round; later rounds
+        # only re-register the pairs it kept (a lens near the focus threshold must not flip in and out).
+        prepare_config = config if round_ == 0 else dataclasses.replace(config, min_sharpness=0.0)
         results = [
-            prepare_pair(name, t, p, config, grid, estimate)
+            prepare_pair(name, t, p, prepare_config, grid, estimate)
             for name, t, p in tqdm(pairs, desc=f"register ({round_ + 1})", disable=not progress)
         ]
-        prepared, rejected = split_prepared(results, config.focus_ratio)
+        prepared, rejected = split_prepared(results, config.focus_ratio if round_ == 0 else 0.0)
+        if round_ == 0:
+            first_rejected = rejected
+            pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
+        rejected = first_rejected + [r for r in rejected if r not in first_rejected]
         problem, heldout = make_problems(prepared, config)
         solve_config = round_config(config, round_ == rounds - 1)
         solution = solve_field(problem, solve_config, local_mapper(problem, solve_config, progress))
