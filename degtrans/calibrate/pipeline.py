@@ -570,8 +570,9 @@ def calibrate_local(
 def round_config(config: CalibrateConfig, last: bool) -> CalibrateConfig:
     """The stage II config of one registration round: before the last round the PSFs are solved
     without the centroid prior, so that they take up the geometry's error as a shift and keep their
-    true shape (re-centring then hands registration a faithful PSF); the last round uses ``config``."""
-    return config if last else dataclasses.replace(config, centroid_weight=0.0)
+    true shape (re-centring then hands registration a faithful PSF), and without the descent round
+    (``iterations``: only the last field is kept); the last round uses ``config``."""
+    return config if last else dataclasses.replace(config, centroid_weight=0.0, iterations=0)
 
 
 def centred_field(psfs: np.ndarray, frame: tuple[int, int], reference: int = 1) -> PSFField:
