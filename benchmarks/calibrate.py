@@ -4,8 +4,9 @@ The ``triplet`` lens (``lens_field``: astigmatic and comatic cross-shaped PSFs, 
 distortion map), 5x7 tiles, k = 31, 512x768 by default; photographs of ``make-targets`` noise targets
 (homography, the lens's distortion, the centred PSF field, noise σ = 0.003). With ``--geometry true``
 (default) stage II gets the true registered targets and tone (``degtrans.testing.calibration``), so it
-is judged alone; ``--geometry registered`` runs the whole pipeline (charts, registration, stage I) on
-the same lens. One more photograph is held out for the re-blur PSNR. For each number of targets it
+is judged alone; ``--geometry registered`` runs the whole pipeline (charts, registration, stage I,
+registration and PSFs in turns: ``--register-rounds``, default the config's 2) on the same lens.
+One more photograph is held out for the re-blur PSNR. For each number of targets it
 prints the pixel error (raw, centroid-aligned), the in-band error and the floor the targets' band
 implies, the held-out re-blur PSNR and seconds per tile; then the same calibration with 1 and 2 Ray
 actors. Writes ``benchmarks/results/calibrate.json`` (rows and the command).
@@ -93,10 +94,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--geometry", choices=["true", "registered"], default="true")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--register-rounds", type=int, default=CalibrateConfig.register_rounds)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     rows, cols = (int(v) for v in args.grid.split("x"))
-    config = CalibrateConfig(rows=rows, cols=cols, psf_size=args.k, iterations=0, min_inliers=20)
+    config = CalibrateConfig(
+        rows=rows,
+        cols=cols,
+        psf_size=args.k,
+        iterations=0,
+        min_inliers=20,
+        register_rounds=args.register_rounds,
+    )
     truth = lens_field((rows, cols), args.k, size, args.lens)
     report: dict = {"problem": vars(args), "rows": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -119,8 +119,10 @@ def stage_targets(demo: Demo) -> Section:
                               "A target and the hidden camera's photograph of it."))  # fmt: skip
     return Section(
         "Targets and photographs",
-        text="Random-phase noise, slanted-edge and checker targets, photographed by a hidden camera "
-        "(phone-wide lens, colour matrix, tone curve, noise, slight misregistration).",
+        text="Calibration charts (ArUco markers for the geometry, grey and colour patches for tone and "
+        "colour, broadband noise between them), each followed by a band-limited noise pattern shown in "
+        "the same pose; photographed by a hidden camera (phone-wide lens, colour matrix, black offset, "
+        "noise, a slightly tilted and shifted pose).",
         numbers={
             "targets": len(targets),
             "frame": f"{CAL_FRAME[0]}x{CAL_FRAME[1]}",
@@ -149,10 +151,12 @@ def stage_calibrate(demo: Demo) -> Section:
         figures.append(Figure(report_png, "Calibration report (registration, residuals)."))
     return Section(
         "Calibration (degradation transfer)",
-        text="The PSF field is fitted tile by tile from the registered target/photo pairs (Ray actors). "
-        "Registration cannot tell a PSF's centroid offset from geometric distortion (the homography "
-        "absorbs the radial shift of the lens's coma), so the error is also given with each true tile "
-        "PSF re-centred on the recovered one (lateral colour between channels still counts).",
+        text="The PSF field is fitted from the registered target/photo pairs (Ray actors). PSFs are "
+        "stored centred on green: where a point lands (distortion, coma's centroid shift) is the "
+        "registration's geometry, so the error is also given with each true tile PSF re-centred on the "
+        "recovered one (lateral colour between channels still counts). Part of the error is a floor: "
+        "this undersampled phone lens has PSF detail above the frequencies the targets reach on the "
+        "sensor (about 0.44 cycles/px), which no calibration from these photographs can see.",
         numbers={
             "mean relative PSF error": float(errors.mean()),
             "mean relative PSF error, centroid-aligned": float(aligned.mean()),
