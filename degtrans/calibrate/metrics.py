@@ -59,11 +59,13 @@ def lowpass_psfs(psfs: np.ndarray, band: float) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(padded) * keep).real[..., :k, :k]
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(rows, cols) relative L2 error of PSF stacks ``a`` against ``b`` (both (rows, cols, C, k, k))."""
     return np.sqrt(((a - b) ** 2).sum(axis=(2, 3, 4)) / (b**2).sum(axis=(2, 3, 4)))
 
 
-def _padded(recovered: PSFField, truth: PSFField) -> tuple[np.ndarray, np.ndarray]:
+def padded_psfs(recovered: PSFField, truth: PSFField) -> tuple[np.ndarray, np.ndarray]:
+    """Both fields' PSFs in float64, the smaller kernel zero-padded to the larger one's size."""
     a, b = recovered.psfs.astype(np.float64), truth.psfs.astype(np.float64)
     pad = (a.shape[-1] - b.shape[-1]) // 2
     if pad > 0:
@@ -75,14 +77,14 @@ def _padded(recovered: PSFField, truth: PSFField) -> tuple[np.ndarray, np.ndarra
 
 def in_band_error(recovered: PSFField, truth: PSFField, band: float) -> np.ndarray:
     """(rows, cols) relative L2 between both fields low-passed to ``band`` cycles/px."""
-    a, b = _padded(recovered, truth)
-    return _relative(lowpass_psfs(a, band), lowpass_psfs(b, band))
+    a, b = padded_psfs(recovered, truth)
+    return relative_l2(lowpass_psfs(a, band), lowpass_psfs(b, band))
 
 
 def band_floor(truth: PSFField, band: float) -> np.ndarray:
     """(rows, cols) pixel error that knowing the field exactly up to ``band`` still leaves."""
     b = truth.psfs.astype(np.float64)
-    return _relative(lowpass_psfs(b, band), b)
+    return relative_l2(lowpass_psfs(b, band), b)
 
 
 def out_of_band_share(field: PSFField, band: float) -> np.ndarray:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, tile_prior
 from degtrans.calibrate.joint import solve_joint
 from degtrans.calibrate.losses import support_mask
+from degtrans.calibrate.metrics import padded_psfs, relative_l2
 from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
 from degtrans.calibrate.register import (
@@ -598,15 +599,10 @@ def psf_error(recovered: PSFField, truth: PSFField, align: bool = False) -> np.n
             f"psf_error: grids/channels differ: {recovered.grid}x{len(recovered.channels)} vs"
             f" {truth.grid}x{len(truth.channels)}"
         )
-    a, b = recovered.psfs.astype(np.float64), truth.psfs.astype(np.float64)
-    pad = (a.shape[-1] - b.shape[-1]) // 2
-    if pad > 0:
-        b = np.pad(b, [(0, 0)] * 3 + [(pad, pad)] * 2)
-    elif pad < 0:
-        a = np.pad(a, [(0, 0)] * 3 + [(-pad, -pad)] * 2)
+    a, b = padded_psfs(recovered, truth)
     if align:
         b = _shift_psfs(b, mean_centroid(a) - mean_centroid(b))
-    return np.sqrt(((a - b) ** 2).sum(axis=(2, 3, 4)) / (b**2).sum(axis=(2, 3, 4)))
+    return relative_l2(a, b)
 
 
 def mean_centroid(psfs: np.ndarray) -> np.ndarray:
