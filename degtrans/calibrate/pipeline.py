@@ -524,13 +524,19 @@ def write_outputs(
     return field
 
 
-def calibrate_local(
-    pairs_dir: str | Path,
-    output: str | Path,
-    config: CalibrateConfig,
-    progress: bool = True,
+Pairs = list[tuple[str, Path, Path]]
+# (pairs, config, estimate or None) -> one result per pair: how a runner registers the pairs (in this
+# process, or as Ray tasks).
+PrepareAll = Callable[[Pairs, CalibrateConfig, PSFField | None], list[PreparedPair | Rejected]]
+# (problem, config) -> the solved field: how a runner maps the tiles (in this process, or Ray actors).
+SolveTiles = Callable[[FitProblem, CalibrateConfig], FieldSolution]
+
+
+def calibrate_in_rounds(
+    pairs: Pairs, output: str | Path, config: CalibrateConfig, prepare_all: PrepareAll, solve: SolveTiles
 ) -> PSFField:
-    """Calibrate in this process (no Ray): same result as ``degtrans.cluster.calibrate.calibrate_camera``.
+    """The calibration loop, shared by the local and the Ray runner (which supply ``prepare_all`` and
+    ``solve``).
 
     Registration and the PSFs are solved in turns: the first round registers on the low-pass alone,
     which a large, asymmetric lens PSF still biases (the triplet lens, 256x384: up to 1.2 px of radial
@@ -542,8 +548,6 @@ def calibrate_local(
     Returns:
         The recovered field, also written to ``output`` with ``<output>.report.png``.
     """
-    grid = (config.rows, config.cols)
-    pairs = find_pairs(pairs_dir)
     estimate: PSFField | None = None
     rounds = 1 + max(config.register_rounds, 0)
     first_rejected: list[Rejected] = []
@@ -551,21 +555,45 @@ def calibrate_local(
         # The photo checks (focus, clipping, right target) are decided in the first round; later rounds
         # only re-register the pairs it kept (a lens near the focus threshold must not flip in and out).
         prepare_config = config if round_ == 0 else dataclasses.replace(config, min_sharpness=0.0)
-        results = [
-            prepare_pair(name, t, p, prepare_config, grid, estimate)
-            for name, t, p in tqdm(pairs, desc=f"register ({round_ + 1})", disable=not progress)
-        ]
+        results = prepare_all(pairs, prepare_config, estimate)
         prepared, rejected = split_prepared(results, config.focus_ratio if round_ == 0 else 0.0)
         if round_ == 0:
             first_rejected = rejected
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
         rejected = first_rejected + [r for r in rejected if r not in first_rejected]
         problem, heldout = make_problems(prepared, config)
-        solve_config = round_config(config, round_ == rounds - 1)
-        solution = solve_field(problem, solve_config, local_mapper(problem, solve_config, progress))
+        solution = solve(problem, round_config(config, round_ == rounds - 1))
         estimate = centred_field(solution.psfs, prepared[0].photo.shape[:2])
     field = build_field(solution, prepared, rejected, config)
     return write_outputs(field, problem, Path(output), config, heldout)
+
+
+def calibrate_local(
+    pairs_dir: str | Path,
+    output: str | Path,
+    config: CalibrateConfig,
+    progress: bool = True,
+) -> PSFField:
+    """Calibrate in this process (no Ray): same result as ``degtrans.cluster.calibrate.calibrate_camera``
+    (:func:`calibrate_in_rounds` with in-process registration and tile fits).
+
+    Returns:
+        The recovered field, also written to ``output`` with ``<output>.report.png``.
+    """
+    grid = (config.rows, config.cols)
+    round_number = iter(range(1, 1 << 30))
+
+    def prepare_all(pairs: Pairs, cfg: CalibrateConfig, estimate: PSFField | None) -> list:
+        desc = f"register ({next(round_number)})"
+        return [
+            prepare_pair(name, t, p, cfg, grid, estimate)
+            for name, t, p in tqdm(pairs, desc=desc, disable=not progress)
+        ]
+
+    def solve(problem: FitProblem, cfg: CalibrateConfig) -> FieldSolution:
+        return solve_field(problem, cfg, local_mapper(problem, cfg, progress))
+
+    return calibrate_in_rounds(find_pairs(pairs_dir), output, config, prepare_all, solve)
 
 
 def round_config(config: CalibrateConfig, last: bool) -> CalibrateConfig:

@@ -22,14 +22,13 @@ from tqdm import tqdm
 from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
 from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.pipeline import (
+    FieldSolution,
+    Pairs,
     Tile,
     TileMapper,
-    build_field,
-    make_problems,
+    calibrate_in_rounds,
     prepare_pair,
     solve_field,
-    split_prepared,
-    write_outputs,
 )
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import CalibrateConfig
@@ -41,8 +40,10 @@ MAX_TILE_ATTEMPTS = 2
 
 
 @ray.remote(num_cpus=1)
-def _prepare_pair_task(name: str, target: str, photo: str, config: CalibrateConfig, grid: tuple[int, int]):
-    return prepare_pair(name, Path(target), Path(photo), config, grid)
+def _prepare_pair_task(
+    name: str, target: str, photo: str, config: CalibrateConfig, grid: tuple[int, int], estimate=None
+):
+    return prepare_pair(name, Path(target), Path(photo), config, grid, estimate)
 
 
 @ray.remote(max_restarts=2, max_task_retries=2)
@@ -146,7 +147,8 @@ def calibrate_camera(
 ) -> PSFField:
     """Calibrate a camera from ``PAIRS_DIR`` (``NAME.target.png`` + ``NAME.photo.*``) on Ray.
 
-    Registration runs as one Ray task per pair; tiles are fitted by ``config.actors`` actors.
+    Registration runs as one Ray task per pair and tiles are fitted by ``config.actors`` actors, in the
+    rounds of :func:`degtrans.calibrate.pipeline.calibrate_in_rounds` (the local runner's loop).
 
     Args:
         pairs_dir: directory of pairs.
@@ -157,20 +159,20 @@ def calibrate_camera(
     Returns:
         The recovered ``PSFField`` (diagnostics in its ``meta``).
     """
-    pairs = find_pairs(Path(pairs_dir).resolve())
     ensure_ray(address)
     grid = (config.rows, config.cols)
-    refs = [_prepare_pair_task.remote(name, str(t), str(p), config, grid) for name, t, p in pairs]
-    results = []
-    for ref in tqdm(refs, desc="register", unit="pair", disable=not progress):
-        results.append(ray.get(ref))
-    prepared, rejected = split_prepared(results, config.focus_ratio)
-    problem, heldout = make_problems(prepared, config)
-    actors = start_fitters(problem, config)
-    try:
-        solution = solve_field(problem, config, ray_mapper(actors, config, progress, on_result))
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    field = build_field(solution, prepared, rejected, config)
-    return write_outputs(field, problem, Path(output), config, heldout)
+
+    def prepare_all(pairs: Pairs, cfg: CalibrateConfig, estimate: PSFField | None) -> list:
+        estimate_ref = ray.put(estimate)  # one copy in the object store per round, not one per task
+        refs = [_prepare_pair_task.remote(n, str(t), str(p), cfg, grid, estimate_ref) for n, t, p in pairs]
+        return [ray.get(ref) for ref in tqdm(refs, desc="register", unit="pair", disable=not progress)]
+
+    def solve(problem: FitProblem, cfg: CalibrateConfig) -> FieldSolution:
+        actors = start_fitters(problem, cfg)
+        try:
+            return solve_field(problem, cfg, ray_mapper(actors, cfg, progress, on_result))
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+    return calibrate_in_rounds(find_pairs(Path(pairs_dir).resolve()), output, config, prepare_all, solve)
