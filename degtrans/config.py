@@ -207,6 +207,10 @@ class RestoreConfig:
     # (Morozov's principle is 1; 0.5 measured best on noisy frames through the camera chain: the
     # principle oversmooths there), and the most Richardson-Lucy iterations.
     discrepancy: float = 0.5
+    # The Wiener filter's weakest prior weight (see degtrans.restore.baselines.MIN_LAMBDA): model
+    # errors (demosaicking, clipping) that the noise level does not show need a floor; its best value
+    # depends on the lens (``benchmarks/restore.py`` tunes it and the discrepancy on training frames).
+    wiener_min_lambda: float = 0.1
     # Richardson-Lucy's stop (noise variances; see degtrans.restore.baselines.RL_DISCREPANCY).
     rl_discrepancy: float = 4.0
     rl_iterations: int = 50

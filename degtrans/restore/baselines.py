@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from degtrans.config import RestoreConfig
 from degtrans.field import PSFField
 from degtrans.kernels.weights import tile_weights_1d
 from degtrans.restore.models.wiener import psf_to_otf, symmetric_extend
@@ -50,6 +51,16 @@ RL_DISCREPANCY = 4.0
 # (demosaicking smooths it): measured on phone-wide frames with Brooks et al.'s noise range, the
 # sensor model's variance is a median 4x the Haar estimate (0.2x..60x per tile), so the estimate is scaled.
 ESTIMATE_GAIN = 4.0
+
+
+def baseline_settings(config: RestoreConfig) -> dict[str, float | int]:
+    """The ``[restore]`` settings of :func:`deconvolve_field` as its keyword arguments."""
+    return {
+        "discrepancy": config.discrepancy,
+        "min_lambda": config.wiener_min_lambda,
+        "rl_discrepancy": config.rl_discrepancy,
+        "iterations": config.rl_iterations,
+    }
 
 
 @dataclass(frozen=True)
@@ -103,13 +114,18 @@ def estimate_noise_variance(image: torch.Tensor) -> torch.Tensor:
 
 
 def wiener_filter(
-    image: torch.Tensor, psf: torch.Tensor, noise_variance: torch.Tensor, discrepancy: float = 0.5
+    image: torch.Tensor,
+    psf: torch.Tensor,
+    noise_variance: torch.Tensor,
+    discrepancy: float = 0.5,
+    min_lambda: float = MIN_LAMBDA,
 ) -> torch.Tensor:
     """Wiener deconvolution with a gradient prior, its weight set by the discrepancy principle.
 
     Args:
         image: (C, H, W) linear; psf: (C, k, k); noise_variance: (C,) per-pixel noise variance.
         discrepancy: residual allowed, in units of the noise variance (1: Morozov; 0.5 measured better).
+        min_lambda: the weakest prior weight allowed (:data:`MIN_LAMBDA`).
 
     Returns:
         (C, H, W).
@@ -130,7 +146,7 @@ def wiener_filter(
         residual = ((lam * grad / (otf2 + lam * grad)) ** 2 * power).sum((-2, -1), keepdim=True)
         below = residual <= target
         lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    lam = (10.0**lo).clamp(min=MIN_LAMBDA)
+    lam = (10.0**lo).clamp(min=min_lambda)
     gain = otf.conj() / (otf2 + lam * grad)
     gain[:, 0, 0] = 1.0 / otf[:, 0, 0].real  # the mean is kept (the prior says nothing about it)
     out = torch.fft.irfft2(gain * spectrum, s=(h, w))
@@ -185,6 +201,7 @@ def deconvolve_field(
     discrepancy: float = 0.5,
     rl_discrepancy: float = RL_DISCREPANCY,
     iterations: int = 50,
+    min_lambda: float = MIN_LAMBDA,
 ) -> torch.Tensor:
     """Spatially variant, noise-aware deconvolution: per-tile Wiener or RL, blended between tiles.
 
@@ -199,6 +216,7 @@ def deconvolve_field(
             camera RGB; ``None``: undo the sRGB curve only.
         discrepancy, rl_discrepancy: residual the Wiener filter / RL may leave, in noise variances.
         iterations: the most RL updates per tile.
+        min_lambda: the Wiener filter's weakest prior weight.
 
     Returns:
         (C, H, W) in [0, 1].
@@ -243,7 +261,7 @@ def deconvolve_field(
                 # model is a floor, not the whole budget.
                 variance = torch.maximum(variance, noise.variance(region))
             if method == "wiener":
-                result = wiener_filter(region, psf, variance, discrepancy)
+                result = wiener_filter(region, psf, variance, discrepancy, min_lambda)
             else:
                 result = richardson_lucy(region, psf, iterations, variance, rl_discrepancy)
             result = result[:, : ry1 - ry0, : rx1 - rx0].double()

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from degtrans.config import RestoreConfig
 from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
-from degtrans.restore.baselines import deconvolve_field
+from degtrans.restore.baselines import baseline_settings, deconvolve_field
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_corner_psfs
 
@@ -166,9 +166,7 @@ def restore_array(
             tensor,
             field,
             method,
-            discrepancy=config.discrepancy,
-            rl_discrepancy=config.rl_discrepancy,
-            iterations=config.rl_iterations,
+            **baseline_settings(config),
         )
         return out.permute(1, 2, 0).numpy()
     if method == "identity":

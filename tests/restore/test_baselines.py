@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.config import SimulateConfig
+from degtrans.config import RestoreConfig, SimulateConfig
 from degtrans.metrics import psnr
-from degtrans.restore.baselines import SensorNoise, deconvolve_field, estimate_noise_variance, wiener_filter
-from degtrans.restore.evaluate import simulate_frame
+from degtrans.restore.baselines import (
+    SensorNoise,
+    baseline_settings,
+    deconvolve_field,
+    estimate_noise_variance,
+    wiener_filter,
+)
+from degtrans.restore.evaluate import simulate_frame, tune_baselines
 from degtrans.simulate.camera import load_profile
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame
@@ -76,3 +82,21 @@ def test_sensor_noise_needs_the_isp():
     field = gaussian_field((1, 1), 5, (16, 16), 1.0, 1.0)
     with pytest.raises(ValueError, match="isp"):
         deconvolve_field(torch.rand(3, 16, 16), field, "wiener", noise=SensorNoise(1e-3, 1e-6))
+
+
+def test_tuning_picks_the_best_grid_point_on_the_tuning_frames(noisy_frames):
+    field, frames = noisy_frames
+    # A residual of 1e-6 noise variances asks for an almost inverse filter: only the floor can stop it.
+    grid = {"discrepancy": (1e-6,), "wiener_min_lambda": (1e-4, 0.1)}
+    rl_grid = {"rl_discrepancy": (4.0,)}
+    tuned, trials = tune_baselines(frames[2:], {"cam": field}, RestoreConfig(), grid, rl_grid)
+    wiener = {t["wiener_min_lambda"]: t["psnr"] for t in trials if t["method"] == "wiener"}
+    assert set(wiener) == {1e-4, 0.1} and [t["method"] for t in trials].count("rl") == 1
+    # The inverse filter amplifies the noise: the floor must win, and the config carries it.
+    assert wiener[0.1] > wiener[1e-4] + 1.0, wiener
+    assert tuned.wiener_min_lambda == 0.1 and tuned.discrepancy == 1e-6 and tuned.rl_discrepancy == 4.0
+    frame = frames[2]
+    restored = deconvolve_field(frame.degraded, field, "wiener", noise=frame.noise, isp=frame.isp,
+                                **baseline_settings(tuned))  # fmt: skip
+    direct = float(psnr(restored[None].clamp(0, 1), frame.clean[None])[0])
+    assert direct > float(psnr(frame.degraded[None], frame.clean[None])[0])
