@@ -162,6 +162,11 @@ class TrainConfig:
     wiener_features: int = 24
     # Deep Wiener: frequency bands of its learned 1/SNR.
     wiener_bands: int = 4
+    # Deep Wiener: whether it is told each pair's ISP draw and noise level. True suits simulated frames
+    # and RAW photos whose metadata gives them; an sRGB photograph gives neither, so a network meant
+    # for photographs trains without them (sRGB curve undone, noise estimated from the image), as it
+    # will restore.
+    wiener_known_isp: bool = True
     # Learning-rate schedule: linear warmup over ``warmup_steps``, then "cosine" decay to 1 % over the
     # run or "step" (times ``lr_step_gamma`` every ``lr_step_epochs`` epochs, the reference's).
     warmup_steps: int = 0

@@ -373,7 +373,8 @@ def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
     clean_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     # The true field stretched over this frame, as simulate.fit_field does for the dataset.
     field = PSFField(truth.psfs, image.shape[:2], truth.channels, truth.domain, truth.meta)
-    degraded, clean = degrade(clean_t, field, profile, params, generator)
+    degraded, clean = degrade(clean_t, field, profile, params, generator,
+                              clean_cfa=demo.config.simulate.clean_cfa)  # fmt: skip
     photo = write_image(demo.output / "photo.png", degraded[0].permute(1, 2, 0).numpy())
     write_image(demo.output / "photo_reference.png", clean[0].permute(1, 2, 0).numpy())
     return photo, clean[0].permute(1, 2, 0).numpy()

@@ -100,7 +100,7 @@ def simulate_pair(
     cfa_pattern: str | None = None,
     demosaic_method: str = "malvar",
     noise: bool = True,
-    clean_cfa: bool = True,
+    clean_cfa: bool = False,
     backend: str = "auto",
 ) -> Pair:
     """Like :func:`degrade`, also returning the noisy Bayer mosaic."""
@@ -152,7 +152,7 @@ def degrade(
     cfa_pattern: str | None = None,
     demosaic_method: str = "malvar",
     noise: bool = True,
-    clean_cfa: bool = True,
+    clean_cfa: bool = False,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate the camera on a clean image: returns the aligned ``(degraded, clean)`` pair.
@@ -170,8 +170,9 @@ def degrade(
         cfa_pattern: Bayer pattern at the sensor origin; defaults to the camera's.
         demosaic_method: ``"malvar"`` or ``"bilinear"``.
         noise: add sensor noise (False: optics only).
-        clean_cfa: the clean image also passes the CFA and demosaicking (the default: the pair
-            differs only by optics and noise); False gives a target free of demosaicking artefacts.
+        clean_cfa: the clean image also passes the CFA and demosaicking (the pair then differs
+            only by optics and noise, but the label carries demosaicking artefacts that a network
+            learns to reproduce); False (the default, as ``simulate.clean_cfa``): an artefact-free label.
 
     Returns:
         ``(degraded, clean)``, each (B, 3, h, w) in [0, 1], processed identically.

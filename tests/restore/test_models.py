@@ -233,3 +233,15 @@ def test_deep_wiener_shapes_gradients_and_needs_the_psf():
         model(x, coords)
     with pytest.raises(ValueError, match="multiple"):
         DeepWiener(features=7)
+
+
+def test_deep_wiener_for_photographs_ignores_the_isp_and_noise_it_is_given():
+    x = 0.1 + 0.8 * torch.rand(2, 3, 16, 16)
+    coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 16, 16)
+    psf, noise = _psf(2, 3, 5), torch.tensor([[1e-2, 1e-4], [1e-3, 1e-5]])
+    isp = torch.tensor([[2.0, 1.0, 1.5, 1, 0, 0, 0, 1, 0, 0, 0, 1]] * 2)
+    told, blind = DeepWiener(features=6, width=4), DeepWiener(features=6, width=4, known_isp=False)
+    blind.load_state_dict(told.state_dict())
+    with torch.no_grad():
+        assert torch.equal(blind(x, coords, psf, noise, isp), told(x, coords, psf))
+        assert not torch.allclose(told(x, coords, psf, noise, isp), told(x, coords, psf))

@@ -29,7 +29,8 @@ def test_identity_field_without_noise_gives_identical_images(dtype, tolerance):
     image = _image().to(dtype)
     field = identity_field((2, 3), 5, tuple(image.shape[-2:]))
     gen = sample_generator(0, "camA/img/p00")
-    degraded, clean = degrade(image, field, CAMERA, sample_params(gen, CAMERA), gen, noise=False)
+    params = sample_params(gen, CAMERA)
+    degraded, clean = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=True)
     # Equal up to rounding: the blur blends the (identical) tile results with weights summing to 1.
     assert torch.allclose(degraded, clean, **tolerance(dtype))
     assert degraded.shape == image.shape and 0 <= float(clean.min()) and float(clean.max()) <= 1
@@ -114,7 +115,9 @@ def test_clean_target_without_cfa_has_no_demosaicking_error():
     gen = sample_generator(0, "c")
     params = sample_params(gen, CAMERA)
     _, ideal = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=False)
-    _, through_cfa = degrade(image, field, CAMERA, params, gen, noise=False)
+    _, through_cfa = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=True)
+    _, default = degrade(image, field, CAMERA, params, gen, noise=False)
+    assert torch.equal(default, ideal)  # the default label is the artefact-free one (simulate.clean_cfa)
     reference = process(unprocess(image, params.isp), params.isp)
     assert torch.allclose(ideal, reference, atol=1e-12)
     assert (through_cfa - reference).abs().max() > 1e-3

@@ -45,7 +45,10 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ),
     "wiener": ModelSpec(
-        DeepWiener, lambda c: DeepWiener(features=c.wiener_features, width=c.width, bands=c.wiener_bands)
+        DeepWiener,
+        lambda c: DeepWiener(
+            features=c.wiener_features, width=c.width, bands=c.wiener_bands, known_isp=c.wiener_known_isp
+        ),
     ),
 }
 

@@ -157,11 +157,16 @@ class DeepWiener(nn.Module):
         features: m feature channels (a multiple of C).
         width: decoder UNet width.
         bands: frequency bands of the learned 1/SNR.
+        known_isp: use the ``noise`` and ``isp`` given to :meth:`forward`; False ignores them (sRGB
+            curve, noise estimated from the image), so that training matches photographs, which
+            have neither.
     """
 
     needs_psf = True
 
-    def __init__(self, channels: int = 3, features: int = 24, width: int = 32, bands: int = 4) -> None:
+    def __init__(
+        self, channels: int = 3, features: int = 24, width: int = 32, bands: int = 4, known_isp: bool = True
+    ) -> None:
         super().__init__()
         if features % channels or features < 2 * channels:
             raise ValueError(
@@ -170,6 +175,7 @@ class DeepWiener(nn.Module):
         if bands < 1:
             raise ValueError(f"DeepWiener: bands must be >= 1, got {bands}")
         self.channels, self.features, self.bands = channels, features, bands
+        self.known_isp = known_isp
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, features - channels, 3, padding=1, groups=channels),
             nn.LeakyReLU(0.1),
@@ -226,7 +232,8 @@ class DeepWiener(nn.Module):
             coords: (B, 3, H, W) FOV coordinates.
             psf: (B, C, k, k) the PSF at the patch centre (``degtrans.restore.data.patch_psfs``) or
                 (B, 4, C, k, k) at its corners (``patch_corner_psfs``), blended across the patch.
-            noise: (B, 2) ``(shot, read)`` noise variances in linear units; estimated when ``None``.
+            noise: (B, 2) ``(shot, read)`` noise variances in linear units; estimated when ``None``
+                (or when the model was built with ``known_isp=False``).
             isp: (B, 12) the pair's ISP draw (``degtrans.restore.data.ISP_COLUMNS``); ``None``: sRGB.
 
         Returns:
@@ -236,6 +243,8 @@ class DeepWiener(nn.Module):
             raise ValueError("DeepWiener needs the patch PSF: call model(degraded, coords, psf)")
         if psf.dim() == 5 and psf.shape[1] not in (1, 4):
             raise ValueError(f"DeepWiener: psf must be (B, C, k, k) or (B, 4, C, k, k): {tuple(psf.shape)}")
+        if not self.known_isp:
+            noise = isp = None
         height, width = degraded.shape[-2:]
         per_channel = self.features // self.channels
         with torch.autocast(device_type=degraded.device.type, enabled=False):
