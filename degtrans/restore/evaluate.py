@@ -66,7 +66,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
         return baseline
     if method.startswith("ckpt:"):
         from degtrans.restore.checkpoint import model_from_checkpoint
-        from degtrans.restore.loop import _forward as forward
+        from degtrans.restore.loop import forward_batch as forward
 
         model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
 

@@ -44,7 +44,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def _forward(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
     """``model(degraded, coords, psf, noise=, isp=)``; batches carry ``psf`` (and ``psf_corners``) for
     models whose registry entry needs it, ``noise`` and ``isp`` when the dataset stores them."""
 
@@ -100,7 +100,7 @@ def train_epoch(
     for batch in batches:
         clean = batch["clean"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-            restored = _forward(model, batch, device)
+            restored = forward_batch(model, batch, device)
             loss = restoration_loss(restored, clean, ssim_weight, loss_kind)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -152,7 +152,7 @@ def evaluate(
     count = 0
     for batch in batches:
         clean = batch["clean"].to(device)
-        restored = _forward(model, batch, device).float().clamp(0.0, 1.0)
+        restored = forward_batch(model, batch, device).float().clamp(0.0, 1.0)
         n = clean.shape[0]
         sums["psnr"] += float(psnr(restored, clean).sum())
         sums["ssim"] += float(ssim(restored, clean).sum())
