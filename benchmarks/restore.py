@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--psf-size", type=int, default=31, help="k (the triplet needs 31)")
     parser.add_argument("--patches-per-image", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--keep", type=Path, default=None, help="keep the trained checkpoints in this folder")
     parser.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps (0: end)")
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -200,10 +201,15 @@ def main() -> None:
 
         def score(checkpoint: Path) -> dict:
             restorer = frame_restorers([f"ckpt:{checkpoint}"], {"cam": field}, restore_config, args.device)
-            row = evaluate_frames(held_out, restorer, None, progress=False)[0]  # zone "all"
-            return {"psnr": row["psnr"], "ssim": row["ssim"]}
+            # Zone "all" of each frame alone, then their mean (as the final table).
+            rows = [evaluate_frames([f], restorer, None, progress=False)[0] for f in held_out]
+            per_frame = {f.name: round(r["psnr"], 3) for f, r in zip(held_out, rows, strict=True)}
+            return {"psnr": float(np.mean([r["psnr"] for r in rows])),
+                    "ssim": float(np.mean([r["ssim"] for r in rows])), "frames": per_frame}  # fmt: skip
 
-        trained = {name: train_for(config, reader, args.steps, tmp / f"{name}.pt", args.device,
+        keep = args.keep or tmp
+        keep.mkdir(parents=True, exist_ok=True)
+        trained = {name: train_for(config, reader, args.steps, keep / f"{name}.pt", args.device,
                                    args.eval_every, score)
                    for name, config in models.items()}  # fmt: skip
         results["training"] = {k: {"seconds": v["seconds"], "patches_per_s": v["patches_per_s"],
