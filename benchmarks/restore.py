@@ -6,7 +6,8 @@ noise-tuned classical baselines, on whole held-out frames of a realistic lens wi
     .venv/bin/python benchmarks/restore.py --recipe paper   # the reference's sizes (a GPU run)
 
 Training frames are 256x384 cuts of scikit-image's sample images (other scenes than the held-out
-ones), simulated by ``degtrans simulate``'s own writer through the lens preset's PSF field and camera
+ones) and as many dead-leaves frames (``degtrans.simulate.deadleaves``, ``--dead-leaves``),
+simulated by ``degtrans simulate``'s own writer through the lens preset's PSF field and camera
 profile (Brooks et al.'s noise range, clean labels without demosaicking). Held out: the four bundled
 photographs, simulated as whole frames and restored whole (networks tile by tile with their true
 sensor coordinates; Wiener and RL per tile with each frame's noise level, their settings tuned on
@@ -40,6 +41,7 @@ from degtrans.restore.models import build_model
 from degtrans.restore.recipe import WeightEMA, make_scheduler
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.dataset import build_dataset
+from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.optics import PRESET_PROFILES, lens_field
 from degtrans.simulate.sources import bundled_images
 
@@ -149,6 +151,7 @@ def main() -> None:
     parser.add_argument("--psf-size", type=int, default=31, help="k (the triplet needs 31)")
     parser.add_argument("--patches-per-image", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--dead-leaves", type=int, default=38, help="dead-leaves training frames added")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trained checkpoints in this folder")
     parser.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps (0: end)")
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
@@ -190,6 +193,8 @@ def main() -> None:
         tmp = Path(tmp)
         field_path = field.save(tmp / "cam.npz")
         frames = training_frames(tmp / "frames")
+        # Dead-leaves frames: whites, blacks and saturated colours that the sample images lack.
+        frames += write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0)
         start = time.perf_counter()
         summary = build_dataset(frames, [field_path], tmp / "data", sim, profiles=[profile.name])
         results["dataset"] = {"frames": len(frames), "pairs": summary["pairs"],
