@@ -421,7 +421,7 @@ def evaluate_frames(
 # Settings :func:`tune_baselines` searches: the Wiener filter's residual and prior floor, RL's stop.
 WIENER_GRID: dict[str, tuple[float, ...]] = {
     "discrepancy": (0.5, 1.0, 2.0),
-    "wiener_min_lambda": (0.03, 0.1, 0.3, 1.0),
+    "wiener_min_lambda": (0.03, 0.1, 0.3, 1.0, 3.0),
 }
 RL_GRID: dict[str, tuple[float, ...]] = {"rl_discrepancy": (1.0, 2.0, 4.0, 8.0)}
 
