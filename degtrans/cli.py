@@ -195,7 +195,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         return a, b
 
     p = sub.add_parser(
-        "simulate", help="synthesise degraded/clean pairs as Parquet shards (also: simulate make-field)"
+        "simulate",
+        help="synthesise degraded/clean pairs as Parquet shards "
+        "(also: simulate make-field, simulate make-dead-leaves)",
     )
     p.add_argument(
         "--images",
@@ -325,6 +327,27 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         return 0
 
     m.set_defaults(func=make_field)
+
+    d = sub.add_parser(
+        "simulate-make-dead-leaves",
+        help="synthetic clean training images (dead leaves: 1/f² spectrum, sharp edges, full tonal range)",
+    )
+    d.add_argument("-n", "--count", type=int, required=True, help="images to write")
+    d.add_argument("--size", type=size, default=(256, 384), help="HxW of each image (default 256x384)")
+    d.add_argument("--seed", type=int, default=0, help="seed: image i depends only on (seed, i)")
+    d.add_argument("-o", "--output", type=Path, required=True, help="folder of PNGs (for simulate --images)")
+    _common(d)
+
+    def make_dead_leaves(args: argparse.Namespace) -> int:
+        from degtrans.simulate.deadleaves import write_dead_leaves
+
+        if args.count < 1:
+            raise CLIError(f"--count must be at least 1, got {args.count}")
+        paths = write_dead_leaves(args.output, args.count, args.size, args.seed)
+        print(f"wrote {len(paths)} dead-leaves images to {args.output}")
+        return 0
+
+    d.set_defaults(func=make_dead_leaves)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -534,7 +557,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 # Two-word subcommands (``calibrate make-targets``) are parsers of their own, named with a dash.
-TWO_WORD = {("calibrate", "make-targets"), ("simulate", "make-field")}
+TWO_WORD = {("calibrate", "make-targets"), ("simulate", "make-field"), ("simulate", "make-dead-leaves")}
 
 ADDERS = [
     _add_calibrate,

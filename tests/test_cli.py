@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from degtrans.cli import build_parser, main
+from degtrans.io import read_image
 from degtrans.testing.synthetic import gaussian_field
 
 SUBCOMMANDS = ["calibrate", "simulate", "train", "sweep", "restore", "evaluate", "submit", "inspect", "demo"]
@@ -51,3 +52,14 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
 def test_module_entry_points(module):
     out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "degtrans" in out.stdout
+
+
+def test_make_dead_leaves_writes_images_simulate_can_read(tmp_path, capsys):
+    from degtrans.simulate.sources import list_images
+
+    assert main(["simulate", "make-dead-leaves", "-n", "2", "--size", "24x40", "-o", str(tmp_path)]) == 0
+    images = list_images(tmp_path)
+    assert len(images) == 2 and read_image(images[0]).shape == (24, 40, 3)
+    assert "wrote 2 dead-leaves images" in capsys.readouterr().out
+    assert main(["simulate", "make-dead-leaves", "-n", "0", "-o", str(tmp_path)]) == 2
+    assert "--count" in capsys.readouterr().err
