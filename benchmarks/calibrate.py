@@ -14,7 +14,12 @@ in-band error and the floor the targets' band implies, the held-out re-blur PSNR
 tile; then the first number of targets again with 1 and 2 Ray actors (``calibrate_camera``, the
 demo's runner). Writes ``benchmarks/results/calibrate.json`` (rows and the command).
 
+``--demo [SCALE ...]`` instead repeats the demo's calibration (``degtrans demo``'s hidden phone-wide
+camera, 3x4 tiles, k = 15, 256x384, 4 targets; the local runner) at the demo's target size and with
+targets SCALE times the frame, and writes ``benchmarks/results/calibrate_demo.json``.
+
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate.py [--targets 4 8] [--skip-ray]
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate.py --demo 1 1.25
 """
 
 from __future__ import annotations
@@ -99,8 +104,68 @@ def _solve_registered(pairs_dir: Path, output: Path, config: CalibrateConfig, ac
     return field, metrics["target_band_cycles_per_px"], min(metrics["reblur_psnr_heldout_db"]), seconds
 
 
+def demo_calibration(root: Path, target_scale: float | None) -> dict:
+    """The demo's hidden camera as ``degtrans demo`` makes and calibrates it (``stage_targets`` and
+    ``stage_calibrate``, with the local runner instead of Ray: the same rounds), its targets
+    ``target_scale`` times the frame (``None``: the demo's own size); the demo's mean errors."""
+    from degtrans.calibrate.metrics import band_floor, in_band_error
+    from degtrans.calibrate.pipeline import psf_error
+    from degtrans.demo import CAL_FRAME, CAL_TARGET, demo_config
+
+    config = demo_config().calibrate
+    truth = lens_field((config.rows, config.cols), config.psf_size, CAL_FRAME, "phone-wide", camera="hidden")
+    size = CAL_TARGET if target_scale is None else tuple(round(v * target_scale) for v in CAL_FRAME)
+    targets = make_targets(root / "demo_targets", n=4, size=size, seed=config.seed)
+    pairs = synthesize_pairs(targets, truth, root / "demo_pairs", seed=config.seed)
+    start = time.perf_counter()
+    field = calibrate_local(pairs, root / "demo.npz", config, False)
+    seconds = time.perf_counter() - start
+    band = field.meta["metrics"]["target_band_cycles_per_px"]
+    raw, aligned = psf_error(field, truth), psf_error(field, truth, align=True)
+    return {
+        "target_size": list(size),
+        "raw_mean": float(raw.mean()),
+        "raw_max": float(raw.max()),
+        "aligned_mean": float(aligned.mean()),
+        "aligned_max": float(aligned.max()),
+        "band_cycles_per_px": band,
+        "in_band_mean": float(in_band_error(field, truth, band).mean()),
+        "floor_mean": float(band_floor(truth, band).mean()),
+        "seconds": seconds,
+    }
+
+
+def demo_main(scales: list[float]) -> None:
+    """``--demo``: the demo's calibration at the demo's target size, then at each of ``scales``."""
+    report: dict = {"rows": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in [None, *scales]:
+            row = demo_calibration(Path(tmp) / str(scale), scale)
+            label = f"targets {row['target_size'][0]}x{row['target_size'][1]}"
+            report["rows"][label] = row
+            print(
+                f"demo, {label}: mean pixel error raw {row['raw_mean']:.3f} (max {row['raw_max']:.3f}),"
+                f" aligned {row['aligned_mean']:.3f} (max {row['aligned_max']:.3f}), in-band"
+                f" {row['in_band_mean']:.3f}, floor {row['floor_mean']:.3f} (band"
+                f" {row['band_cycles_per_px']:.2f} c/px), {row['seconds']:.0f} s"
+            )
+    report["command"] = "PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/calibrate.py " + " ".join(
+        sys.argv[1:]
+    )
+    path = write_atomic(RESULTS / "calibrate_demo.json", json.dumps(report, indent=2, default=float))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--demo",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="SCALE",
+        help="instead: the demo's hidden camera, targets at the demo's size and at each SCALE x the frame",
+    )
     parser.add_argument("--size", default="512x768")
     parser.add_argument("--grid", default="5x7")
     parser.add_argument("--k", type=int, default=31)
@@ -112,6 +177,9 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--register-rounds", type=int, default=CalibrateConfig.register_rounds)
     args = parser.parse_args()
+    if args.demo is not None:
+        demo_main(args.demo)
+        return
     size = tuple(int(v) for v in args.size.split("x"))
     rows, cols = (int(v) for v in args.grid.split("x"))
     config = CalibrateConfig(
