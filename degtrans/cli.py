@@ -166,8 +166,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "--band-limit",
         type=float,
         default=None,
-        help="roll-off of the broadband content in cycles per target pixel (default 0.45; the sensor's"
-        " Nyquist is 0.5 cycles per photo pixel: scale by the photo pixels per target pixel)",
+        help="roll-off of the broadband content in cycles per target pixel, in each axis (default 0.5; the"
+        " sensor's Nyquist is 0.5 cycles per photo pixel: make targets about 1.5x the photo's size)",
     )
     t.add_argument("--seed", type=int, default=0)
     _common(t)

@@ -117,9 +117,11 @@ class CalibrateConfig:
     max_clipped: float = 0.001
     # Steepest chart tilt (degrees, assuming a 30-degree half-diagonal field); hand-held jitter is < 1.
     max_tilt_deg: float = 20.0
-    # Mid-band (0.1 cycles/px) contrast transfer below which a photo is out of focus: 0.55-0.68 for
-    # the phone-wide and dslr-kit lenses at k = 31, 0.065 with an extra 5-px defocus disc.
-    min_sharpness: float = 0.15
+    # Contrast transfer at 0.08-0.12 cycles/px (quality.sharpness) below which a photo is out of focus.
+    # Measured at k = 31, 256x384, charts and noise patterns alike: 0.37-0.41 for the blurry triplet
+    # lens in focus, 0.75-0.86 for the phone, dslr-kit and vintage lenses, 0.13-0.18 for those behind
+    # an extra 5-px defocus disc (0.08 for the triplet): about the geometric mean of the two.
+    min_sharpness: float = 0.25
     # ... and relative to the run's median sharpness.
     focus_ratio: float = 0.5
     # Low-passed correlation of photo and registered target below which it is the wrong target.

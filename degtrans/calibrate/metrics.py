@@ -2,8 +2,9 @@
 re-blurs a photograph it was not fitted on.
 
 - ``psf_error`` (pipeline): per-tile pixel relative L2, raw and centroid-aligned.
-- ``target_band``: the radial frequency (cycles/px, photo grid) up to which the registered targets
-  carry content. Above it the photographs say nothing about the PSF: the prior decides.
+- ``target_band``: the half-side (cycles/px, photo grid) of the frequency square ``|fx|, |fy| <= band``
+  in which the registered targets carry content. Outside it the photographs say nothing about the PSF:
+  the prior decides.
 - ``in_band_error``: the pixel error of both fields low-passed to that band (what calibration is
   responsible for); ``band_floor``: the error a perfect in-band calibration would still have
   (``||h - lowpass(h)|| / ||h||`` of the true field). Without the truth, ``out_of_band_share`` of the
@@ -20,42 +21,58 @@ from degtrans.field import PSFField
 from degtrans.metrics import psnr_array
 
 
-def target_band(problem: FitProblem, threshold: float = 0.01) -> float:
-    """Largest radial frequency (cycles/px) whose radially averaged target power is at least
-    ``threshold`` times its mean over 0.05-0.2 cycles/px (all pairs and channels, masked crops)."""
+def target_band(problem: FitProblem, threshold: float = 0.01, quantile: float = 0.05) -> float:
+    """Half-side (cycles/px, photo grid) of the largest centred frequency square ``|fx|, |fy| <= band``
+    that the registered targets cover (all pairs and channels, masked crops).
+
+    A square, not a disc: a PSF on the pixel grid has a spectrum on the whole square up to 0.5, and
+    targets with a square band (``targets.random_phase_noise``) fill it. A square ring counts as
+    covered when ``quantile`` of its power is at least ``threshold`` times the mean
+    over the square 0.05-0.2 cycles/px, so a radially band-limited target (empty corners) gets the
+    square inscribed in its disc: the floor it implies errs on the high side, never the low one.
+    """
     targets = problem.targets
     masks = problem.masks
     height, width = problem.frame_size
     window = np.outer(np.hanning(height), np.hanning(width))
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
-    radius = np.hypot(fy, fx)
-    power = np.zeros_like(radius)
+    ring = np.maximum(np.abs(fy), fx)
+    power = np.zeros_like(ring)
     for pair in range(targets.shape[0]):
         valid = masks[pair]
         for channel in targets[pair]:
             mean = channel[valid].mean() if valid.any() else channel.mean()
             image = np.where(valid, channel - mean, 0.0) * window
             power += np.abs(np.fft.rfft2(image)) ** 2
-    bins = np.linspace(0.0, np.sqrt(0.5), 72)
-    index = np.digitize(radius.ravel(), bins)
-    radial = np.array(
-        [power.ravel()[index == i].mean() if np.any(index == i) else 0.0 for i in range(1, len(bins))]
+    bins = np.linspace(0.0, 0.5, 51)
+    # Rings of width 0.01; the Nyquist row and column (exactly 0.5) belong to the last one.
+    index = np.minimum(np.digitize(ring.ravel(), bins), len(bins) - 1) - 1
+    flat = power.ravel()
+    reference = power[(ring >= 0.05) & (ring <= 0.2)].mean()
+    # Rings below the reference band (a few bins each, next to the removed mean) and rings a small frame
+    # has no frequency in do not end the square.
+    covered = np.array(
+        [
+            bins[i] < 0.05
+            or not np.any(index == i)
+            or np.quantile(flat[index == i], quantile) >= threshold * reference
+            for i in range(len(bins) - 1)
+        ]
     )
-    centres = 0.5 * (bins[1:] + bins[:-1])
-    reference = radial[(centres >= 0.05) & (centres <= 0.2)].mean()
-    above = np.nonzero(radial >= threshold * reference)[0]
-    return float(centres[above.max()]) if above.size else 0.0
+    # The first uncovered ring ends the square: its inner edge is the band.
+    return float(bins[len(covered) if covered.all() else int(np.argmin(covered))])
 
 
 def lowpass_psfs(psfs: np.ndarray, band: float) -> np.ndarray:
-    """``(..., k, k)`` PSFs with every frequency above ``band`` cycles/px removed (on a 2k zero-padded
-    grid, so nothing wraps)."""
+    """``(..., k, k)`` PSFs with every frequency outside the square ``|fx|, |fy| <= band`` cycles/px
+    removed (on a 2k zero-padded grid, so nothing wraps)."""
     k = psfs.shape[-1]
     n = 2 * k
     padded = np.zeros((*psfs.shape[:-2], n, n))
     padded[..., :k, :k] = psfs
-    keep = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :]) <= band
+    f = np.abs(np.fft.fftfreq(n))
+    keep = np.maximum(f[:, None], f[None, :]) <= band + 1e-9
     return np.fft.ifft2(np.fft.fft2(padded) * keep).real[..., :k, :k]
 
 
@@ -141,9 +158,10 @@ def format_metrics(metrics: dict, truth: dict | None = None) -> str:
     band = metrics.get("target_band_cycles_per_px")
     if band is not None:
         lines.append(
-            f"targets cover up to {band:.2f} cycles/px; the recovered PSFs hold"
-            f" {metrics['out_of_band_share_median']:.3f} (median, max {metrics['out_of_band_share_max']:.3f})"
-            " of their pixel L2 above it: the prior's, not the photographs' (an estimate of the floor)"
+            f"targets cover the frequency square up to {band:.2f} cycles/px in each axis; the recovered"
+            f" PSFs hold {metrics['out_of_band_share_median']:.3f} (median, max"
+            f" {metrics['out_of_band_share_max']:.3f}) of their pixel L2 outside it: the prior's, not the"
+            " photographs' (an estimate of the floor)"
         )
     held = metrics.get("reblur_psnr_heldout_db")
     if held:

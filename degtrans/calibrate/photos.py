@@ -112,10 +112,13 @@ def photograph(
     geometry = Geometry(
         np.asarray(homography, np.float64), field.image_size, np.asarray(distortion or (0.0,) * 4)
     )
-    warped = remap(np.ascontiguousarray(target, dtype=np.float32), geometry.target_coords())
     # The field's own geometric part (``PSFField.distortion``: e.g. coma's centroid shift of a lens
-    # whose PSFs are stored centred); nothing without a map.
-    warped = field.distort(warped)
+    # whose PSFs are stored centred; nothing without a map) is composed into the sampling coordinates
+    # (a smooth map, interpolated exactly enough), so that the target is resampled once, as the fit
+    # resamples it: a second bicubic pass would damp the last octave by an amount that varies with
+    # the sub-pixel phase of the displacement, which no PSF of the fit's model reproduces.
+    coords = field.distort(geometry.target_coords())
+    warped = remap(np.ascontiguousarray(target, dtype=np.float32), coords)
     camera_rgb = warped @ np.asarray(camera.colour_matrix, dtype=np.float32).T + np.asarray(camera.offset)
     x = torch.from_numpy(np.ascontiguousarray(camera_rgb.transpose(2, 0, 1), dtype=np.float32))[None]
     with torch.no_grad():
