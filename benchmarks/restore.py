@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -120,22 +121,24 @@ def train_for(
     # One "epoch" of ``steps`` steps sizes the schedule: the budget is in steps, not dataset passes.
     scheduler = make_scheduler(optimizer, dataclasses.replace(config, epochs=1), steps)
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    seconds, epoch, done, curve = 0.0, 0, 0, []
+    if reader.steps_per_epoch(config.batch_size, "all", drop_last=True) == 0:
+        raise ValueError("benchmark dataset has no training batches")
+
+    def stream() -> Iterator[dict]:  # epoch after epoch, so that a pause to score resumes mid-epoch
+        for epoch in itertools.count():
+            yield from reader.batches("all", config.batch_size, seed=0, epoch=epoch, drop_last=True)
+
+    batches = stream()
+    seconds, done, curve = 0.0, 0, []
     while done < steps:
         stop = min(steps, done + every) if every > 0 else steps
         start = time.perf_counter()
-        while done < stop:
-            batches = reader.batches("all", config.batch_size, seed=0, epoch=epoch, drop_last=True)
-            stats = train_epoch(model, batches, optimizer, scheduler=scheduler, grad_clip=config.grad_clip,
-                                amp=config.amp, max_steps=stop - done, ema=ema)  # fmt: skip
-            if stats["steps"] == 0:
-                raise ValueError("benchmark dataset has no training batches")
-            done += stats["steps"]
-            if done < stop:  # the epoch ran out of batches before the stop: the next one starts
-                epoch += 1
+        stats = train_epoch(model, itertools.islice(batches, stop - done), optimizer, scheduler=scheduler,
+                            grad_clip=config.grad_clip, amp=config.amp, ema=ema)  # fmt: skip
+        done += stats["steps"]
         seconds += time.perf_counter() - start
         kept = ema.module if ema is not None else model
-        checkpoint = save_checkpoint(path, kept, optimizer, None, epoch, config)
+        checkpoint = save_checkpoint(path, kept, optimizer, None, 0, config)
         if score is not None and every > 0:
             curve.append({"step": done, **score(checkpoint)})
             print(f"  {config.model} step {done}: {curve[-1]}", flush=True)
