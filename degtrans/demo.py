@@ -194,12 +194,13 @@ def stage_dataset(demo: Demo) -> Section:
         first = "hidden_true (calibration did not run)"
     dslr = lens_field((cal.rows, cal.cols), cal.psf_size, FRAME, "dslr-kit", camera="dslr")
     dslr = dslr.save(cameras / "dslr.npz")
-    images = [p for p in bundled_images() if p.stem != HELD_OUT]
+    photos = [p for p in bundled_images() if p.stem != HELD_OUT]
     # As many dead-leaves images: the whites, blacks and colours that three photographs lack (on the
     # realistic lens they took a deep Wiener network from +3.3 to +4.3 dB; benchmarks/README.md).
-    images += write_dead_leaves(
-        demo.output / "dead_leaves", len(images), FRAME, seed=demo.config.simulate.seed
+    leaves = write_dead_leaves(
+        demo.output / "dead_leaves", len(photos), FRAME, seed=demo.config.simulate.seed
     )
+    images = photos + leaves
     out = demo.output / "dataset"
     summary = synthesize_dataset(images, [Path(calibrated), dslr], out, demo.config.simulate)
     demo.products.update(dataset=out, images=images)
@@ -207,7 +208,7 @@ def stage_dataset(demo: Demo) -> Section:
     numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return Section(
         "Synthetic dataset (Parquet)",
-        text=f"{len(images) // 2} bundled images and as many dead-leaves images, "
+        text=f"{len(photos)} bundled images and {len(leaves)} dead-leaves images, "
         f"two cameras ({first}, dslr), "
         f"{demo.config.simulate.patch_size}px patches with sampled ISP and noise.",
         numbers=numbers,
