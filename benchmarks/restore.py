@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from degtrans.atomic import write_atomic
-from degtrans.config import RestoreConfig, SimulateConfig, TrainConfig
+from degtrans.config import RestoreConfig, SimulateConfig, TrainConfig, replace_checked
 from degtrans.io import read_image, write_image
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.data import PairReader
@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="fovkpn,wiener", help="comma-separated networks to train")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train.KEY for every network over the recipe's (typed; repeatable)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "restore.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -183,6 +185,9 @@ def main() -> None:
         )  # fmt: skip
         for name in args.models.split(",")
     }
+    if args.set:
+        overrides = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in args.set)}
+        models = {name: replace_checked(config, overrides, "--set") for name, config in models.items()}
     field = lens_field((4, 6), args.psf_size, FRAME, args.preset, camera="cam")
     profile = load_profile(PRESET_PROFILES.get(args.preset, "canon-eos-5d-mark-ii"))
     results: dict = {

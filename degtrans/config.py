@@ -142,7 +142,7 @@ class TrainConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    loss: Literal["l1", "l2"] = "l1"
+    loss: Literal["l1", "l2", "psnr"] = "l1"
     ssim_weight: float = 0.0
     # Network sizes: the FOV-KPN reference's are width 32, offset channels 32 (``preset = "paper"``);
     # width 16 is the small variant for CPU runs.
@@ -164,6 +164,8 @@ class TrainConfig:
     wiener_features: int = 24
     # Deep Wiener: frequency bands of its learned 1/SNR.
     wiener_bands: int = 4
+    # Deep Wiener: levels of its refinement UNet (each halves the resolution, doubles the width).
+    wiener_levels: int = 2
     # Deep Wiener: whether it is told each pair's ISP draw and noise level. True suits simulated frames
     # and RAW photos whose metadata gives them; an sRGB photograph gives neither, so a network meant
     # for photographs trains without them (sRGB curve undone, noise estimated from the image), as it

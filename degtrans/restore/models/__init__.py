@@ -47,7 +47,11 @@ MODELS: dict[str, ModelSpec] = {
     "wiener": ModelSpec(
         DeepWiener,
         lambda c: DeepWiener(
-            features=c.wiener_features, width=c.width, bands=c.wiener_bands, known_isp=c.wiener_known_isp
+            features=c.wiener_features,
+            width=c.width,
+            bands=c.wiener_bands,
+            known_isp=c.wiener_known_isp,
+            levels=c.wiener_levels,
         ),
     ),
 }

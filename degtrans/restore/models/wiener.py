@@ -155,17 +155,24 @@ class DeepWiener(nn.Module):
     Args:
         channels: image channels C.
         features: m feature channels (a multiple of C).
-        width: decoder UNet width.
+        width: refinement UNet width at full resolution.
         bands: frequency bands of the learned 1/SNR.
         known_isp: use the ``noise`` and ``isp`` given to :meth:`forward`; False ignores them (sRGB
             curve, noise estimated from the image), so that training matches photographs, which
             have neither.
+        levels: levels of the refinement UNet (each halves the resolution and doubles the width).
     """
 
     needs_psf = True
 
     def __init__(
-        self, channels: int = 3, features: int = 24, width: int = 32, bands: int = 4, known_isp: bool = True
+        self,
+        channels: int = 3,
+        features: int = 24,
+        width: int = 32,
+        bands: int = 4,
+        known_isp: bool = True,
+        levels: int = 2,
     ) -> None:
         super().__init__()
         if features % channels or features < 2 * channels:
@@ -174,8 +181,10 @@ class DeepWiener(nn.Module):
             )
         if bands < 1:
             raise ValueError(f"DeepWiener: bands must be >= 1, got {bands}")
+        if levels < 1:
+            raise ValueError(f"DeepWiener: levels must be >= 1, got {levels}")
         self.channels, self.features, self.bands = channels, features, bands
-        self.known_isp = known_isp
+        self.known_isp, self.levels = known_isp, levels
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, features - channels, 3, padding=1, groups=channels),
             nn.LeakyReLU(0.1),
@@ -198,10 +207,13 @@ class DeepWiener(nn.Module):
         refine_in = features + channels + 1
         self.fov = FOVBlock(refine_in)
         self.enc1 = ConvBlock(refine_in, width)
-        self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
-        self.enc2 = ConvBlock(2 * width, 2 * width)
-        self.up = nn.Conv2d(2 * width, width, 3, padding=1)
-        self.dec1 = ConvBlock(2 * width, width)
+        widths = [width * 2**level for level in range(levels)]
+        pairs = list(zip(widths[:-1], widths[1:], strict=True))
+        # Level l + 1 halves level l's resolution; its decoder joins the upsampled coarser level to the skip.
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
+        self.enc = nn.ModuleList(ConvBlock(b, b) for _, b in pairs)
+        self.up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
+        self.dec = nn.ModuleList(ConvBlock(2 * a, a) for a in widths[:-1])
         self.out = nn.Conv2d(width, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -264,10 +276,15 @@ class DeepWiener(nn.Module):
         noise_level = noise_std.clamp(min=1e-6).log10() / 4.0 + 1.0
         refine = torch.cat([base, deconv[:, self.channels :], degraded, noise_level], dim=1)
         refine = refine.to(degraded.dtype)
-        x, (height, width) = pad_to_multiple(refine, 2)
-        c, _ = pad_to_multiple(coords.to(x.dtype), 2)
-        f1 = self.enc1(self.fov(x, c))
-        f2 = self.enc2(F.leaky_relu(self.down(f1), 0.1))
-        up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
-        f = self.dec1(torch.cat([F.leaky_relu(self.up(up), 0.1), f1], dim=1))
+        multiple = 2 ** (self.levels - 1)
+        x, (height, width) = pad_to_multiple(refine, multiple)
+        c, _ = pad_to_multiple(coords.to(x.dtype), multiple)
+        skips = [self.enc1(self.fov(x, c))]
+        for down, enc in zip(self.down, self.enc, strict=True):
+            skips.append(enc(F.leaky_relu(down(skips[-1]), 0.1)))
+        f = skips.pop()
+        for up, dec in zip(reversed(self.up), reversed(self.dec), strict=True):
+            skip = skips.pop()
+            f = F.interpolate(f, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            f = dec(torch.cat([F.leaky_relu(up(f), 0.1), skip], dim=1))
         return base + self.out(f)[..., :height, :width]
