@@ -235,6 +235,37 @@ def test_deep_wiener_shapes_gradients_and_needs_the_psf():
         DeepWiener(features=7)
 
 
+@pytest.mark.parametrize("levels", [1, 3])
+def test_deep_wiener_refinement_depth_keeps_shapes_and_starts_as_its_wiener_layer(levels):
+    x = torch.rand(2, 3, 15, 21)
+    coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 15, 21)
+    deep, shallow = DeepWiener(features=6, width=4, levels=levels), DeepWiener(features=6, width=4, levels=2)
+    unet = ("down", "enc.", "up", "dec")
+    shared = {k: v for k, v in shallow.state_dict().items() if not k.startswith(unet)}
+    deep.load_state_dict(shared, strict=False)
+    with torch.no_grad():  # zero-initialised output conv: both are the feature-space Wiener filter
+        assert torch.allclose(deep(x, coords, _psf(2, 3, 5)), shallow(x, coords, _psf(2, 3, 5)))
+    assert len(deep.dec) == levels - 1
+    deep(x, coords, _psf(2, 3, 5)).square().mean().backward()
+    assert deep.out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="levels"):
+        DeepWiener(features=6, levels=0)
+
+
+def test_deep_wiener_loads_a_checkpoint_from_before_the_depth_option():
+    model = DeepWiener(features=6, width=4)
+    old_names = {"enc.0.": "enc2.", "down.0.": "down.", "up.0.": "up.", "dec.0.": "dec1."}
+    state = {}
+    for key, value in model.state_dict().items():
+        for new, old in old_names.items():
+            key = old + key[len(new) :] if key.startswith(new) else key
+        state[key] = value
+    assert "enc2.conv1.weight" in state and "dec1.conv2.bias" in state
+    restored = DeepWiener(features=6, width=4)
+    restored.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(restored.parameters(), model.parameters(), strict=True))
+
+
 def test_deep_wiener_for_photographs_ignores_the_isp_and_noise_it_is_given():
     x = 0.1 + 0.8 * torch.rand(2, 3, 16, 16)
     coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 16, 16)

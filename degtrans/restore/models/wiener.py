@@ -218,6 +218,16 @@ class DeepWiener(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before ``levels`` named the one coarser level enc2/down/up/dec1.
+        renames = {"enc2.": "enc.0.", "down.": "down.0.", "up.": "up.0.", "dec1.": "dec.0."}
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix) :]
+            for old, new in renames.items():
+                if rest.startswith(old) and not rest[len(old)].isdigit():
+                    state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def snr(self, linear: torch.Tensor, variance: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
         """(B, M, bands) 1/SNR: the classical value of each feature's channel times a learned correction."""
         batch = linear.shape[0]
