@@ -82,8 +82,10 @@ RECIPES = {
 }
 
 
-def training_frames(folder: Path) -> list[Path]:
-    """Cut every training source into non-overlapping FRAME-sized frames, written as PNGs in ``folder``."""
+def training_frames(folder: Path, overlap: float = 0.0) -> list[Path]:
+    """Cut every training source into FRAME-sized frames overlapping by ``overlap`` (a fraction of
+    FRAME), written as PNGs in ``folder``. Overlapping frames put the same content at other sensor
+    positions, under other PSFs."""
     import skimage
 
     data = Path(skimage.__file__).parent / "data"
@@ -96,10 +98,12 @@ def training_frames(folder: Path) -> list[Path]:
             height, width = image.shape[:2]
             if height < FRAME[0] or width < FRAME[1]:
                 continue
-        for i, y in enumerate(range(0, height - FRAME[0] + 1, FRAME[0])):
-            for j, x in enumerate(range(0, width - FRAME[1] + 1, FRAME[1])):
+        step_y, step_x = (max(1, round(size * (1.0 - overlap))) for size in FRAME)
+        for i, y in enumerate(range(0, height - FRAME[0] + 1, step_y)):
+            for j, x in enumerate(range(0, width - FRAME[1] + 1, step_x)):
                 crop = image[y : y + FRAME[0], x : x + FRAME[1]]
-                paths.append(write_image(folder / f"{Path(name).stem}-{i}{j}.png", crop))
+                index = f"{i}{j}" if overlap == 0 else f"{i}_{j}"  # the recorded runs' names when 0
+                paths.append(write_image(folder / f"{Path(name).stem}-{index}.png", crop))
     return paths
 
 
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--psf-size", type=int, default=31, help="k (the triplet needs 31)")
     parser.add_argument("--patches-per-image", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--frame-overlap", type=float, default=0.0,
+                        help="overlap of the training frames cut from a source, in frames")  # fmt: skip
     parser.add_argument("--dead-leaves", type=int, default=38, help="dead-leaves training frames added")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trained checkpoints in this folder")
     parser.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps (0: end)")
@@ -200,7 +206,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         field_path = field.save(tmp / "cam.npz")
-        frames = training_frames(tmp / "frames")
+        frames = training_frames(tmp / "frames", args.frame_overlap)
         # Dead-leaves frames: whites, blacks and saturated colours that the sample images lack.
         frames += write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0)
         start = time.perf_counter()
