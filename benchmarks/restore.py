@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--frame-overlap", type=float, default=0.0,
                         help="overlap of the training frames cut from a source, in frames")  # fmt: skip
     parser.add_argument("--dead-leaves", type=int, default=38, help="dead-leaves training frames added")
+    parser.add_argument("--texture", type=float, default=0.0, help="fraction of textured dead-leaves discs")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trained checkpoints in this folder")
     parser.add_argument("--eval-every", type=int, default=500, help="held-out PSNR every N steps (0: end)")
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
@@ -208,7 +209,7 @@ def main() -> None:
         field_path = field.save(tmp / "cam.npz")
         frames = training_frames(tmp / "frames", args.frame_overlap)
         # Dead-leaves frames: whites, blacks and saturated colours that the sample images lack.
-        frames += write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0)
+        frames += write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0, texture=args.texture)
         start = time.perf_counter()
         summary = build_dataset(frames, [field_path], tmp / "data", sim, profiles=[profile.name])
         results["dataset"] = {"frames": len(frames), "pairs": summary["pairs"],

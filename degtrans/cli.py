@@ -335,6 +335,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     d.add_argument("-n", "--count", type=int, required=True, help="images to write")
     d.add_argument("--size", type=size, default=(256, 384), help="HxW of each image (default 256x384)")
     d.add_argument("--seed", type=int, default=0, help="seed: image i depends only on (seed, i)")
+    d.add_argument("--texture", type=float, default=0.0,
+                   help="fraction of textured discs: gratings, shading, 1/f noise (0: flat)")  # fmt: skip
     d.add_argument("-o", "--output", type=Path, required=True, help="folder of PNGs (for simulate --images)")
     _common(d)
 
@@ -343,7 +345,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
         if args.count < 1:
             raise CLIError(f"--count must be at least 1, got {args.count}")
-        paths = write_dead_leaves(args.output, args.count, args.size, args.seed)
+        if not 0.0 <= args.texture <= 1.0:
+            raise CLIError(f"--texture must be a fraction in [0, 1], got {args.texture}")
+        paths = write_dead_leaves(args.output, args.count, args.size, args.seed, args.texture)
         print(f"wrote {len(paths)} dead-leaves images to {args.output}")
         return 0
 

@@ -37,6 +37,25 @@ def test_written_set_is_extended_not_changed_by_a_larger_count(tmp_path):
     assert read_image(large[2]).shape == (32, 48, 3)
 
 
+def _flat_fraction(image: np.ndarray) -> float:
+    """Fraction of pixels equal to their right and lower neighbours (inside a flat disc)."""
+    same_x = np.all(image[:-1, :-1] == image[:-1, 1:], axis=-1)
+    same_y = np.all(image[:-1, :-1] == image[1:, :-1], axis=-1)
+    return float((same_x & same_y).mean())
+
+
+def test_textured_discs_add_texture_and_keep_the_range_and_reproducibility():
+    flat = dead_leaves(96, 128, np.random.default_rng(3))
+    assert np.array_equal(flat, dead_leaves(96, 128, np.random.default_rng(3), texture=0.0))
+    textured = dead_leaves(96, 128, np.random.default_rng(3), texture=1.0)
+    assert np.array_equal(textured, dead_leaves(96, 128, np.random.default_rng(3), texture=1.0))
+    assert textured.min() >= 0.0 and textured.max() <= 1.0
+    # Flat discs leave most pixels equal to their neighbours; textured ones almost none.
+    assert _flat_fraction(flat) > 0.3 and _flat_fraction(textured) < 0.5 * _flat_fraction(flat)
+    with pytest.raises(ValueError, match="texture"):
+        dead_leaves(10, 10, np.random.default_rng(0), texture=1.5)
+
+
 def test_bad_sizes_are_errors():
     with pytest.raises(ValueError, match="positive"):
         dead_leaves(0, 10, np.random.default_rng(0))
