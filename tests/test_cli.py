@@ -65,19 +65,8 @@ def test_make_dead_leaves_writes_images_simulate_can_read(tmp_path, capsys):
     assert main(["simulate", "make-dead-leaves", "-n", "0", "-o", str(tmp_path)]) == 2
     assert "--count" in capsys.readouterr().err
     textured = tmp_path / "textured"
-    args = [
-        "simulate",
-        "make-dead-leaves",
-        "-n",
-        "1",
-        "--size",
-        "24x40",
-        "--texture",
-        "1",
-        "-o",
-        str(textured),
-    ]
-    assert main(args) == 0
+    args = ["simulate", "make-dead-leaves", "-n", "1", "--size", "24x40", "--texture", "1"]
+    assert main([*args, "-o", str(textured)]) == 0
     assert not np.array_equal(read_image(list_images(textured)[0]), read_image(images[0]))
     assert main(["simulate", "make-dead-leaves", "-n", "1", "--texture", "2", "-o", str(textured)]) == 2
     assert "--texture" in capsys.readouterr().err
