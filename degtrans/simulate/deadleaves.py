@@ -98,6 +98,7 @@ def dead_leaves(
     noise = _pink_noise(big_h, big_w, rng) if texture > 0 else None
     image = np.zeros((big_h, big_w, 3), dtype=np.float32)
     covered = np.zeros((big_h, big_w), dtype=bool)
+    rows, cols = np.arange(big_h)[:, None], np.arange(big_w)[None, :]  # sliced: np.ogrid costs more
     remaining = big_h * big_w
     colour = np.zeros(3, dtype=np.float32)
     for _ in range(max_discs):
@@ -111,9 +112,12 @@ def dead_leaves(
         x0, x1 = max(0, int(cx - radius)), min(big_w, int(cx + radius) + 1)
         if y0 >= y1 or x0 >= x1:
             continue
-        yy, xx = np.ogrid[y0:y1, x0:x1]
+        window = covered[y0:y1, x0:x1]
+        if window.all():  # hidden under earlier discs: most late ones (same images, fewer operations)
+            continue
+        yy, xx = rows[y0:y1], cols[:, x0:x1]
         disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-        free = disc & ~covered[y0:y1, x0:x1]
+        free = disc & ~window
         if not free.any():
             continue
         colour = _random_colour(rng)
