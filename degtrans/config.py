@@ -166,6 +166,9 @@ class TrainConfig:
     wiener_bands: int = 4
     # Deep Wiener: levels of its refinement UNet (each halves the resolution, doubles the width).
     wiener_levels: int = 2
+    # Deep Wiener: refinement stages; each after the first makes the estimate consistent with the
+    # observation (a half-quadratic-splitting step with the known PSFs) and refines it again.
+    wiener_stages: int = 1
     # Deep Wiener: whether it is told each pair's ISP draw and noise level. True suits simulated frames
     # and RAW photos whose metadata gives them; an sRGB photograph gives neither, so a network meant
     # for photographs trains without them (sRGB curve undone, noise estimated from the image), as it

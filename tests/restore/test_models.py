@@ -8,7 +8,9 @@ from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.kpn import MultiDilationKPN, apply_dilated_pixel_kernels, polyphase_pixel_kernels
 from degtrans.restore.models.wiener import (
+    LEGACY_REFINE_NAMES,
     DeepWiener,
+    data_consistency,
     psf_to_otf,
     wiener_deconv,
 )
@@ -235,32 +237,54 @@ def test_deep_wiener_shapes_gradients_and_needs_the_psf():
         DeepWiener(features=7)
 
 
-@pytest.mark.parametrize("levels", [1, 3])
-def test_deep_wiener_refinement_depth_keeps_shapes_and_starts_as_its_wiener_layer(levels):
+@pytest.mark.parametrize(("levels", "stages"), [(1, 1), (3, 1), (2, 2)])
+def test_deep_wiener_depth_and_stages_keep_shapes_and_start_as_its_first_stage(levels, stages):
     x = torch.rand(2, 3, 15, 21)
     coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 15, 21)
-    deep, shallow = DeepWiener(features=6, width=4, levels=levels), DeepWiener(features=6, width=4, levels=2)
-    unet = ("down", "enc.", "up", "dec")
-    shared = {k: v for k, v in shallow.state_dict().items() if not k.startswith(unet)}
+    deep = DeepWiener(features=6, width=4, levels=levels, stages=stages)
+    shallow = DeepWiener(features=6, width=4, levels=2, stages=1)
+    shared = {k: v for k, v in shallow.state_dict().items() if not k.startswith(("refine", "log_estimate"))}
     deep.load_state_dict(shared, strict=False)
-    with torch.no_grad():  # zero-initialised output conv: both are the feature-space Wiener filter
+    with torch.no_grad():  # zero-initialised output convs: both are the feature-space Wiener filter
         assert torch.allclose(deep(x, coords, _psf(2, 3, 5)), shallow(x, coords, _psf(2, 3, 5)))
-    assert len(deep.dec) == levels - 1
+    assert len(deep.refine) == stages and len(deep.refine[0].dec) == levels - 1
     deep(x, coords, _psf(2, 3, 5)).square().mean().backward()
-    assert deep.out.weight.grad.abs().sum() > 0
+    assert all(stage.out.weight.grad.abs().sum() > 0 for stage in deep.refine)
     with pytest.raises(ValueError, match="levels"):
         DeepWiener(features=6, levels=0)
 
 
-def test_deep_wiener_loads_a_checkpoint_from_before_the_depth_option():
+def test_data_consistency_with_a_delta_psf_is_the_weighted_mean_and_recovers_a_known_blur(tolerance):
+    generator = torch.Generator().manual_seed(1)
+    y, z = torch.rand(2, 3, 12, 14, generator=generator, dtype=torch.float64)
+    delta = torch.zeros(1, 3, 5, 5, dtype=torch.float64)
+    delta[..., 2, 2] = 1.0
+    rho = torch.tensor([[0.5, 1.0, 3.0]], dtype=torch.float64)
+    expected = (y + rho[..., None, None] * z) / (1 + rho[..., None, None])
+    consistent = data_consistency(y[None], z[None], delta, rho).double()
+    torch.testing.assert_close(consistent, expected, **tolerance(torch.float32))
+    # Blurred with the kernel it is given, at a mirror boundary as its extension (exact for a symmetric
+    # kernel): a tiny rho recovers the image.
+    kernel = torch.tensor([[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]], dtype=torch.float64)
+    kernel = kernel.expand(1, 3, 3, 3)  # its OTF stays >= 0.2: invertible
+    sharp = torch.rand(1, 3, 12, 14, generator=generator, dtype=torch.float64)
+    blurred = F.conv2d(
+        F.pad(sharp, (1, 1, 1, 1), mode="replicate"), kernel.flip(-1, -2).transpose(0, 1), groups=3
+    )
+    recovered = data_consistency(blurred, torch.zeros_like(sharp), kernel, torch.full((1, 3), 1e-9))
+    assert (recovered.double() - sharp).abs().max() < 1e-4
+
+
+def test_deep_wiener_loads_a_checkpoint_from_before_the_refinement_module():
     model = DeepWiener(features=6, width=4)
-    old_names = {"enc.0.": "enc2.", "down.0.": "down.", "up.0.": "up.", "dec.0.": "dec1."}
+    new_to_old = {new: old for old, new in LEGACY_REFINE_NAMES.items()}
     state = {}
     for key, value in model.state_dict().items():
-        for new, old in old_names.items():
-            key = old + key[len(new) :] if key.startswith(new) else key
+        new = next((n for n in new_to_old if key.startswith(n)), None)
+        if new is not None:
+            key = new_to_old[new] + key[len(new) :]
         state[key] = value
-    assert "enc2.conv1.weight" in state and "dec1.conv2.bias" in state
+    assert "enc2.conv1.weight" in state and "dec1.conv2.bias" in state and "out.weight" in state
     restored = DeepWiener(features=6, width=4)
     restored.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(restored.parameters(), model.parameters(), strict=True))

@@ -52,6 +52,7 @@ MODELS: dict[str, ModelSpec] = {
             bands=c.wiener_bands,
             known_isp=c.wiener_known_isp,
             levels=c.wiener_levels,
+            stages=c.wiener_stages,
         ),
     ),
 }

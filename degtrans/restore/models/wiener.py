@@ -149,6 +149,97 @@ def gradient_prior_phi(linear: torch.Tensor, variance: torch.Tensor) -> torch.Te
     return variance.mean(dim=(-2, -1)).clamp(min=1e-10) / gradient.clamp(min=1e-10)
 
 
+def data_consistency(
+    observed: torch.Tensor,
+    estimate: torch.Tensor,
+    psf: torch.Tensor,
+    rho: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The image closest to ``estimate`` that explains ``observed``: ``argmin |k * x - y|² + ρ |x - z|²``.
+
+    ``F⁻¹((conj(F(k)) F(y) + ρ F(z)) / (|F(k)|² + ρ))`` per PSF, mirror-extended as
+    :func:`wiener_deconv`; the half-quadratic-splitting step that puts back what a denoiser's estimate
+    ``z`` lost but the observation ``y`` still holds.
+
+    Args:
+        observed, estimate: (B, C, H, W) linear images y and z.
+        psf: (B, C, k, k) or (B, T, C, k, k) blended by ``weights`` (B or 1, T, H, W).
+        rho: (B, C) positive weight of the estimate.
+
+    Returns:
+        (B, C, H, W) float32.
+    """
+    height, width = observed.shape[-2:]
+    psf = psf.float()
+    if psf.dim() == 4:
+        psf = psf[:, None]
+    if psf.shape[1] > 1 and weights is None:
+        raise ValueError(f"data_consistency: {psf.shape[1]} PSFs need blending weights")
+    observed_spectrum = torch.fft.rfft2(symmetric_extend(observed.float()))
+    estimate_spectrum = torch.fft.rfft2(symmetric_extend(estimate.float()))
+    eh, ew = 2 * height, 2 * width
+    rho = rho.float()[..., None, None]
+    out = observed.new_zeros(observed.shape, dtype=torch.float32)
+    for t in range(psf.shape[1]):
+        otf = psf_to_otf(psf[:, t], eh, ew)
+        spectrum = (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho)
+        result = torch.fft.irfft2(spectrum, s=(eh, ew))[..., :height, :width]
+        out = out + (result if weights is None else weights[:, t : t + 1].float() * result)
+    return out
+
+
+class RefineUNet(nn.Module):
+    """FOV-modulated UNet predicting a residual image, zero at initialisation.
+
+    Args:
+        channels_in: input channels; channels_out: residual channels.
+        width: channels at full resolution; levels: resolutions (each halves the one above and
+            doubles its width).
+    """
+
+    def __init__(self, channels_in: int, channels_out: int, width: int, levels: int) -> None:
+        super().__init__()
+        self.levels = levels
+        self.fov = FOVBlock(channels_in)
+        self.enc1 = ConvBlock(channels_in, width)
+        widths = [width * 2**level for level in range(levels)]
+        pairs = list(zip(widths[:-1], widths[1:], strict=True))
+        # Level l + 1 halves level l's resolution; its decoder joins the upsampled coarser level to the skip.
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
+        self.enc = nn.ModuleList(ConvBlock(b, b) for _, b in pairs)
+        self.up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
+        self.dec = nn.ModuleList(ConvBlock(2 * a, a) for a in widths[:-1])
+        self.out = nn.Conv2d(width, channels_out, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """x: (B, channels_in, H, W), coords: (B, 3, H, W) -> (B, channels_out, H, W)."""
+        multiple = 2 ** (self.levels - 1)
+        x, (height, width) = pad_to_multiple(x, multiple)
+        c, _ = pad_to_multiple(coords.to(x.dtype), multiple)
+        skips = [self.enc1(self.fov(x, c))]
+        for down, enc in zip(self.down, self.enc, strict=True):
+            skips.append(enc(F.leaky_relu(down(skips[-1]), 0.1)))
+        f = skips.pop()
+        for up, dec in zip(reversed(self.up), reversed(self.dec), strict=True):
+            skip = skips.pop()
+            f = F.interpolate(f, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            f = dec(torch.cat([F.leaky_relu(up(f), 0.1), skip], dim=1))
+        return self.out(f)[..., :height, :width]
+
+
+# State-dict names of the refinement UNet before it was a module (and before ``levels``).
+LEGACY_REFINE_NAMES = {
+    "fov.": "refine.0.fov.", "enc1.": "refine.0.enc1.", "down.": "refine.0.down.0.",
+    "enc2.": "refine.0.enc.0.", "up.": "refine.0.up.0.", "dec1.": "refine.0.dec.0.",
+    "out.": "refine.0.out.",
+}  # fmt: skip
+# Start of the data-consistency weight's prior: the refined estimate's error variance (linear units).
+ESTIMATE_VARIANCE = 1e-3
+
+
 class DeepWiener(nn.Module):
     """Non-blind restoration: noise-aware feature-space Wiener deconvolution with the local PSFs, then a UNet.
 
@@ -161,6 +252,10 @@ class DeepWiener(nn.Module):
             curve, noise estimated from the image), so that training matches photographs, which
             have neither.
         levels: levels of the refinement UNet (each halves the resolution and doubles the width).
+        stages: refinement stages. Each after the first is a half-quadratic-splitting step: the
+            previous estimate ``z`` is made consistent with the observation
+            (:func:`data_consistency`, weight ρ = noise variance / a learned error variance), and a
+            further UNet, given both, corrects ``z`` (from zero: an untrained stage changes nothing).
     """
 
     needs_psf = True
@@ -173,6 +268,7 @@ class DeepWiener(nn.Module):
         bands: int = 4,
         known_isp: bool = True,
         levels: int = 2,
+        stages: int = 1,
     ) -> None:
         super().__init__()
         if features % channels or features < 2 * channels:
@@ -181,10 +277,10 @@ class DeepWiener(nn.Module):
             )
         if bands < 1:
             raise ValueError(f"DeepWiener: bands must be >= 1, got {bands}")
-        if levels < 1:
-            raise ValueError(f"DeepWiener: levels must be >= 1, got {levels}")
+        if levels < 1 or stages < 1:
+            raise ValueError(f"DeepWiener: levels and stages must be >= 1, got {levels} and {stages}")
         self.channels, self.features, self.bands = channels, features, bands
-        self.known_isp, self.levels = known_isp, levels
+        self.known_isp = known_isp
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, features - channels, 3, padding=1, groups=channels),
             nn.LeakyReLU(0.1),
@@ -204,28 +300,20 @@ class DeepWiener(nn.Module):
         nn.init.zeros_(self.snr_head.weight)
         nn.init.zeros_(self.snr_head.bias)
         self.eta = nn.Parameter(torch.ones(features))
-        refine_in = features + channels + 1
-        self.fov = FOVBlock(refine_in)
-        self.enc1 = ConvBlock(refine_in, width)
-        widths = [width * 2**level for level in range(levels)]
-        pairs = list(zip(widths[:-1], widths[1:], strict=True))
-        # Level l + 1 halves level l's resolution; its decoder joins the upsampled coarser level to the skip.
-        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in pairs)
-        self.enc = nn.ModuleList(ConvBlock(b, b) for _, b in pairs)
-        self.up = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in pairs)
-        self.dec = nn.ModuleList(ConvBlock(2 * a, a) for a in widths[:-1])
-        self.out = nn.Conv2d(width, channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        # Stage 1 sees the deconvolved features; later ones their data-consistent estimate and the last one.
+        stage_in = [features + channels + 1] + [3 * channels + 1] * (stages - 1)
+        self.refine = nn.ModuleList(RefineUNet(n, channels, width, levels) for n in stage_in)
+        self.log_estimate_variance = (
+            nn.Parameter(torch.full((stages - 1,), math.log(ESTIMATE_VARIANCE))) if stages > 1 else None
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints from before ``levels`` named the one coarser level enc2/down/up/dec1.
-        renames = {"enc2.": "enc.0.", "down.": "down.0.", "up.": "up.0.", "dec1.": "dec.0."}
+        # Checkpoints from before RefineUNet: its layers sat on the model itself.
         for key in [k for k in state_dict if k.startswith(prefix)]:
             rest = key[len(prefix) :]
-            for old, new in renames.items():
-                if rest.startswith(old) and not rest[len(old)].isdigit():
-                    state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
+            old = next((name for name in LEGACY_REFINE_NAMES if rest.startswith(name)), None)
+            if old is not None:
+                state_dict[prefix + LEGACY_REFINE_NAMES[old] + rest[len(old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def snr(self, linear: torch.Tensor, variance: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
@@ -285,16 +373,12 @@ class DeepWiener(nn.Module):
         # The noise level as a feature map: log10 of the standard deviation, 1e-4 -> 0 and 1 -> 1.
         noise_level = noise_std.clamp(min=1e-6).log10() / 4.0 + 1.0
         refine = torch.cat([base, deconv[:, self.channels :], degraded, noise_level], dim=1)
-        refine = refine.to(degraded.dtype)
-        multiple = 2 ** (self.levels - 1)
-        x, (height, width) = pad_to_multiple(refine, multiple)
-        c, _ = pad_to_multiple(coords.to(x.dtype), multiple)
-        skips = [self.enc1(self.fov(x, c))]
-        for down, enc in zip(self.down, self.enc, strict=True):
-            skips.append(enc(F.leaky_relu(down(skips[-1]), 0.1)))
-        f = skips.pop()
-        for up, dec in zip(reversed(self.up), reversed(self.dec), strict=True):
-            skip = skips.pop()
-            f = F.interpolate(f, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            f = dec(torch.cat([F.leaky_relu(up(f), 0.1), skip], dim=1))
-        return base + self.out(f)[..., :height, :width]
+        restored = base + self.refine[0](refine.to(degraded.dtype), coords)
+        for index, stage in enumerate(self.refine[1:]):
+            with torch.autocast(device_type=degraded.device.type, enabled=False):
+                estimate = to_linear(restored.float().clamp(0.0, 1.0), isp)
+                rho = variance.mean(dim=(-2, -1)) / self.log_estimate_variance[index].exp()
+                consistent = to_display(data_consistency(linear, estimate, psf, rho, weights), isp)
+            inputs = torch.cat([consistent, restored, degraded, noise_level], dim=1).to(degraded.dtype)
+            restored = restored + stage(inputs, coords)
+        return restored
