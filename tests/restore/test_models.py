@@ -254,6 +254,19 @@ def test_deep_wiener_depth_and_stages_keep_shapes_and_start_as_its_first_stage(l
         DeepWiener(features=6, levels=0)
 
 
+def test_deep_wiener_stages_keep_gradients_finite_on_saturated_and_black_pixels():
+    model = DeepWiener(features=6, width=4, stages=2)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained second stage: its gradient reaches the first estimate
+        model.refine[1].out.weight.normal_(0.0, 0.1, generator=generator)
+    x = torch.rand(2, 3, 24, 24, generator=generator)
+    x[:, :, :6], x[:, :, -6:] = 1.0, 0.0  # the first estimate is exactly 1 and 0 there
+    coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 24, 24)
+    isp = torch.tensor([[2.0, 1.0, 1.5, 1, 0, 0, 0, 1, 0, 0, 0, 1]] * 2)
+    model(x, coords, _psf(2, 3, 5), torch.tensor([[1e-2, 1e-4]] * 2), isp).sum().backward()
+    _grads_finite(model)
+
+
 def test_data_consistency_with_a_delta_psf_is_the_weighted_mean_and_recovers_a_known_blur(tolerance):
     generator = torch.Generator().manual_seed(1)
     y, z = torch.rand(2, 3, 12, 14, generator=generator, dtype=torch.float64)

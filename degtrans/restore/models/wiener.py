@@ -238,6 +238,7 @@ LEGACY_REFINE_NAMES = {
 }  # fmt: skip
 # Start of the data-consistency weight's prior: the refined estimate's error variance (linear units).
 ESTIMATE_VARIANCE = 1e-3
+ESTIMATE_MARGIN = 1e-4
 
 
 class DeepWiener(nn.Module):
@@ -376,7 +377,8 @@ class DeepWiener(nn.Module):
         restored = base + self.refine[0](refine.to(degraded.dtype), coords)
         for index, stage in enumerate(self.refine[1:]):
             with torch.autocast(device_type=degraded.device.type, enabled=False):
-                estimate = to_linear(restored.float().clamp(0.0, 1.0), isp)
+                # Inside (0, 1): the inverse tone curve's asin has an infinite slope at 0 and 1.
+                estimate = to_linear(restored.float().clamp(ESTIMATE_MARGIN, 1.0 - ESTIMATE_MARGIN), isp)
                 rho = variance.mean(dim=(-2, -1)) / self.log_estimate_variance[index].exp()
                 consistent = to_display(data_consistency(linear, estimate, psf, rho, weights), isp)
             inputs = torch.cat([consistent, restored, degraded, noise_level], dim=1).to(degraded.dtype)
