@@ -286,6 +286,10 @@ def test_data_consistency_with_a_delta_psf_is_the_weighted_mean_and_recovers_a_k
     )
     recovered = data_consistency(blurred, torch.zeros_like(sharp), kernel, torch.full((1, 3), 1e-9))
     assert (recovered.double() - sharp).abs().max() < 1e-4
+    # Noise-free pairs give rho = 0: a kernel whose OTF vanishes (a 2-px box) must stay finite.
+    box = torch.zeros(1, 3, 3, 3)
+    box[..., 1, 1:] = 0.5
+    assert torch.isfinite(data_consistency(sharp.float(), sharp.float(), box, torch.zeros(1, 3))).all()
 
 
 def test_deep_wiener_loads_a_checkpoint_from_before_the_refinement_module():

@@ -155,6 +155,7 @@ def data_consistency(
     psf: torch.Tensor,
     rho: torch.Tensor,
     weights: torch.Tensor | None = None,
+    eps: float = 1e-8,
 ) -> torch.Tensor:
     """The image closest to ``estimate`` that explains ``observed``: ``argmin |k * x - y|² + ρ |x - z|²``.
 
@@ -165,7 +166,8 @@ def data_consistency(
     Args:
         observed, estimate: (B, C, H, W) linear images y and z.
         psf: (B, C, k, k) or (B, T, C, k, k) blended by ``weights`` (B or 1, T, H, W).
-        rho: (B, C) positive weight of the estimate.
+        rho: (B, C) non-negative weight of the estimate (0 when the pairs were simulated noise-free).
+        eps: added to the denominator, so that ``rho = 0`` with a vanishing OTF stays finite.
 
     Returns:
         (B, C, H, W) float32.
@@ -183,7 +185,7 @@ def data_consistency(
     out = observed.new_zeros(observed.shape, dtype=torch.float32)
     for t in range(psf.shape[1]):
         otf = psf_to_otf(psf[:, t], eh, ew)
-        spectrum = (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho)
+        spectrum = (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho + eps)
         result = torch.fft.irfft2(spectrum, s=(eh, ew))[..., :height, :width]
         out = out + (result if weights is None else weights[:, t : t + 1].float() * result)
     return out
