@@ -22,6 +22,7 @@ extension has no jumps at the patch borders and the FFT does not ring.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +84,34 @@ def corner_weights(height: int, width: int, device: torch.device | None = None) 
     return torch.stack([(1 - v) * (1 - u), (1 - v) * u, v * (1 - u), v * u])[None]
 
 
+def _blend_per_psf(
+    filtered: Callable[[torch.Tensor], torch.Tensor],
+    psf: torch.Tensor,
+    weights: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """``Σ_t weights_t · F⁻¹(filtered(OTF_t))`` cropped to ``height x width``: one Fourier-domain filter per
+    PSF on the mirror-extended (2H x 2W) grid, the results blended across the patch.
+
+    Args:
+        filtered: the filtered ``rfft2`` spectrum for one OTF (B, M, 2H, W + 1).
+        psf: (B, M, k, k) or (B, T, M, k, k); weights: (B or 1, T, H, W), required when T > 1.
+    """
+    psf = psf.float()
+    if psf.dim() == 4:
+        psf = psf[:, None]
+    if psf.shape[1] > 1 and weights is None:
+        raise ValueError(f"{psf.shape[1]} PSFs need blending weights")
+    out = None
+    for t in range(psf.shape[1]):
+        otf = psf_to_otf(psf[:, t], 2 * height, 2 * width)
+        result = torch.fft.irfft2(filtered(otf), s=(2 * height, 2 * width))[..., :height, :width]
+        result = result if weights is None else weights[:, t : t + 1].float() * result
+        out = result if out is None else out + result
+    return out
+
+
 def wiener_deconv(
     features: torch.Tensor,
     psf: torch.Tensor,
@@ -106,24 +135,16 @@ def wiener_deconv(
     Returns:
         (B, M, H, W) deconvolved features (float32, whatever the input dtype).
     """
+    features, phi = features.float(), phi.float()
     height, width = features.shape[-2:]
-    features, psf, phi = features.float(), psf.float(), phi.float()
-    if psf.dim() == 4:
-        psf = psf[:, None]
-    if psf.shape[1] > 1 and weights is None:
-        raise ValueError(f"wiener_deconv: {psf.shape[1]} PSFs need blending weights")
-    extended = symmetric_extend(features)
-    eh, ew = extended.shape[-2:]
-    spectrum = torch.fft.rfft2(extended)
+    spectrum = torch.fft.rfft2(symmetric_extend(features))
+    eh, ew = 2 * height, 2 * width
     prior = (psf_to_otf(DERIVATIVE_FILTERS.to(features.device), eh, ew).abs() ** 2).sum(0)
     bands = frequency_bands(eh, ew, phi.shape[-1], features.device) * prior
     regulariser = torch.einsum("bmj,jhw->bmhw", phi, bands)
-    out = features.new_zeros(features.shape)
-    for t in range(psf.shape[1]):
-        otf = psf_to_otf(psf[:, t], eh, ew)
-        gain = otf.conj() / (otf.abs() ** 2 + regulariser + eps)
-        result = torch.fft.irfft2(gain * spectrum, s=(eh, ew))[..., :height, :width]
-        out = out + (result if weights is None else weights[:, t : t + 1].float() * result)
+    out = _blend_per_psf(
+        lambda otf: otf.conj() * spectrum / (otf.abs() ** 2 + regulariser + eps), psf, weights, height, width
+    )
     if eta is not None:
         out = out * (eta.view(1, -1, 1, 1) if eta.dim() == 1 else eta[..., None, None])
     return out
@@ -173,22 +194,13 @@ def data_consistency(
         (B, C, H, W) float32.
     """
     height, width = observed.shape[-2:]
-    psf = psf.float()
-    if psf.dim() == 4:
-        psf = psf[:, None]
-    if psf.shape[1] > 1 and weights is None:
-        raise ValueError(f"data_consistency: {psf.shape[1]} PSFs need blending weights")
     observed_spectrum = torch.fft.rfft2(symmetric_extend(observed.float()))
     estimate_spectrum = torch.fft.rfft2(symmetric_extend(estimate.float()))
-    eh, ew = 2 * height, 2 * width
     rho = rho.float()[..., None, None]
-    out = observed.new_zeros(observed.shape, dtype=torch.float32)
-    for t in range(psf.shape[1]):
-        otf = psf_to_otf(psf[:, t], eh, ew)
-        spectrum = (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho + eps)
-        result = torch.fft.irfft2(spectrum, s=(eh, ew))[..., :height, :width]
-        out = out + (result if weights is None else weights[:, t : t + 1].float() * result)
-    return out
+    return _blend_per_psf(
+        lambda otf: (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho + eps),
+        psf, weights, height, width,
+    )  # fmt: skip
 
 
 class RefineUNet(nn.Module):
