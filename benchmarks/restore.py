@@ -192,6 +192,8 @@ def main() -> None:
         )  # fmt: skip
         for name in args.models.split(",")
     }
+    if bad := [item for item in args.set if "=" not in item]:
+        parser.error(f"--set {bad[0]!r}: expected KEY=VALUE (a train. key)")
     if args.set:
         overrides = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in args.set)}
         models = {name: replace_checked(config, overrides, "--set") for name, config in models.items()}
