@@ -431,10 +431,11 @@ def tune_baselines(
     fields: dict[str, PSFField],
     config: RestoreConfig = DEFAULT_CONFIG,
     wiener_grid: dict[str, tuple[float, ...]] = WIENER_GRID,
-    rl_grid: dict[str, tuple[float, ...]] = RL_GRID,
+    rl_grid: dict[str, tuple[float, ...]] | None = RL_GRID,
 ) -> tuple[RestoreConfig, list[dict[str, Any]]]:
     """The classical baselines at their best for a lens: the grid point of each with the highest mean
     whole-frame PSNR on ``frames`` (tuning frames: never the frames the comparison is scored on).
+    A grid of ``None`` leaves that method untuned (and unrun).
 
     Returns:
         ``config`` with the chosen ``[restore]`` settings, and one row per trial
@@ -445,6 +446,8 @@ def tune_baselines(
     trials: list[dict[str, Any]] = []
     chosen: dict[str, Any] = {}
     for method, grid in (("wiener", wiener_grid), ("rl", rl_grid)):
+        if grid is None:
+            continue
         best = -math.inf
         for values in itertools.product(*grid.values()):
             settings = dict(zip(grid, values, strict=True))
