@@ -101,5 +101,7 @@ def test_tuning_picks_the_best_grid_point_on_the_tuning_frames(noisy_frames):
     direct = float(psnr(restored[None].clamp(0, 1), frame.clean[None])[0])
     assert direct > float(psnr(frame.degraded[None], frame.clean[None])[0])
     # rl_grid=None leaves RL untuned: no RL trial, and the config keeps its RL setting.
-    again, wiener_only = tune_baselines(frames[2:3], {"cam": field}, tuned, {"wiener_min_lambda": (0.1,)}, None)
+    again, wiener_only = tune_baselines(
+        frames[2:3], {"cam": field}, tuned, {"wiener_min_lambda": (0.1,)}, None
+    )
     assert [t["method"] for t in wiener_only] == ["wiener"] and again.rl_discrepancy == 4.0
