@@ -130,7 +130,7 @@ def train_for(
 
     def stream() -> Iterator[dict]:  # epoch after epoch, so that a pause to score resumes mid-epoch
         for epoch in itertools.count():
-            yield from reader.batches("all", config.batch_size, seed=0, epoch=epoch, drop_last=True)
+            yield from reader.batches("all", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True)
 
     batches = stream()
     seconds, done, curve = 0.0, 0, []
