@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="fovkpn,wiener", help="comma-separated networks to train")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="also score each network with restore.self_ensemble (4x the time)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.KEY for every network over the recipe's (typed; repeatable)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "restore.json")
@@ -261,6 +263,13 @@ def main() -> None:
         restorers = {labels[k]: v for k, v in restorers.items()}
         best = frame_restorers(["wiener"], {"cam": field}, best_config, args.device)
         restorers["wiener-best"] = best["wiener"]
+        if args.self_ensemble:
+            flips = dataclasses.replace(restore_config, self_ensemble=True)
+            for name, value in trained.items():
+                ensembled = frame_restorers(
+                    [f"ckpt:{value['checkpoint']}"], {"cam": field}, flips, args.device
+                )
+                restorers[f"{names[name]}+flips"] = next(iter(ensembled.values()))
         png = args.output.with_name("restore_crops.png")
         start = time.perf_counter()
         rows = evaluate_frames(held_out, restorers, png, progress=False)
@@ -272,11 +281,12 @@ def main() -> None:
     budget = f"{args.steps} steps of {recipe['batch']}x{recipe['patch']}²"
     print(f"{args.preset}, {len(held_out)} held-out {FRAME[0]}x{FRAME[1]} frames; {budget} "
           f"on {args.device} ({args.threads} threads)")  # fmt: skip
-    print(f"{'method':<12}" + "".join(f"{z:>22}" for z in ZONES) + "    gain (all)")
+    column = max(12, *(len(m) + 1 for m in restorers))
+    print(f"{'method':<{column}}" + "".join(f"{z:>22}" for z in ZONES) + "    gain (all)")
     for method in restorers:
         cells = {r["zone"]: r for r in rows if r["method"] == method}
         line = "".join(f"{cells[z]['psnr']:>12.2f} dB {cells[z]['ssim']:.3f}" for z in ZONES)
-        print(f"{method:<12}{line}    {cells['all']['psnr'] - base['all']:+.2f} dB")
+        print(f"{method:<{column}}{line}    {cells['all']['psnr'] - base['all']:+.2f} dB")
     print(f"baselines tuned on {len(results['baseline_tuning']['frames'])} training frames: "
           f"{results['baseline_tuning']['chosen']}; wiener-best: the Wiener filter's best setting for the "
           f"held-out frames themselves, {results['baseline_tuning']['held_out_best']}")  # fmt: skip

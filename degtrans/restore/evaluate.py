@@ -299,7 +299,8 @@ def frame_restorers(
         def restore(frame: Frame) -> torch.Tensor:
             size = tuple(frame.degraded.shape[-2:])
             noise = torch.tensor([frame.noise.shot, frame.noise.read])
-            fn = model_tile_fn(model, size, field_of(frame), device, noise, isp_vector(frame.isp))
+            fn = model_tile_fn(model, size, field_of(frame), device, noise, isp_vector(frame.isp),
+                               config.self_ensemble)  # fmt: skip
             image = frame.degraded.permute(1, 2, 0).numpy()
             tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)
             out = restore_tiled(image, fn, *tiles, progress=False)

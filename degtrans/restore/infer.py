@@ -23,6 +23,10 @@ from degtrans.restore.baselines import baseline_settings, deconvolve_field
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_corner_psfs
 
+# Where the corners (top-left, top-right, bottom-left, bottom-right) of patch_corner_psfs go when the
+# tile is flipped along these dims.
+FLIPPED_CORNERS = {(-1,): [1, 0, 3, 2], (-2,): [2, 3, 0, 1], (-2, -1): [3, 2, 1, 0]}
+
 Method = Literal["model", "identity", "wiener", "rl"]
 TileFn = Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor]
 DEFAULT_CONFIG = RestoreConfig()
@@ -93,6 +97,41 @@ def restore_tiled(
     return (accumulated / weights).astype(np.float32)
 
 
+def flip_ensemble(
+    model: torch.nn.Module,
+    tiles: torch.Tensor,
+    coords: torch.Tensor,
+    psf: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    isp: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mean of ``model`` over the tiles and their three mirror images, each flipped back.
+
+    A mirror image is restored as the tile at the mirrored sensor position (coordinates reflected
+    through the frame centre) under the mirrored PSFs (each flipped, the corners swapped). For the
+    PSFs that is exact; for the coordinates it assumes a lens mirror-symmetric about the frame's
+    centre lines, as a centred lens is. Four forward passes.
+
+    Args:
+        tiles: (B, C, H, W); coords: (B, 3, H, W) ``(x, y, r)``; psf: (B, C, k, k) or (B, 4, C, k, k)
+            (corners); noise, isp: per tile, as the model takes them.
+
+    Returns:
+        (B, C, H, W).
+    """
+    total = model(tiles, coords, psf, noise, isp)
+    for dims, corners in FLIPPED_CORNERS.items():
+        sign = [-1.0 if -1 in dims else 1.0, -1.0 if -2 in dims else 1.0, 1.0]  # x, y reflect; r stays
+        mirrored = (
+            coords.flip(dims) * torch.tensor(sign, dtype=coords.dtype, device=coords.device)[:, None, None]
+        )
+        flipped_psf = None
+        if psf is not None:
+            flipped_psf = (psf[:, corners] if psf.dim() == 5 and psf.shape[1] == 4 else psf).flip(dims)
+        total = total + model(tiles.flip(dims), mirrored, flipped_psf, noise, isp).flip(dims)
+    return total / (1 + len(FLIPPED_CORNERS))
+
+
 def model_tile_fn(
     model: torch.nn.Module,
     frame_size: tuple[int, int],
@@ -100,13 +139,16 @@ def model_tile_fn(
     device: torch.device,
     noise: torch.Tensor | None = None,
     isp: torch.Tensor | None = None,
+    self_ensemble: bool = False,
 ) -> TileFn:
     """A :data:`TileFn` running a restoration network with each tile's field coordinates (and PSFs).
 
     Args:
         noise: (2,) ``(shot, read)`` of the frame, when known (simulated frames); isp: (12,) its ISP
             draw (``degtrans.restore.data.ISP_COLUMNS``). Both are given to every tile.
+        self_ensemble: restore every tile with :func:`flip_ensemble` (4x the time).
     """
+    run = flip_ensemble if self_ensemble else (lambda m, *inputs: m(*inputs))
 
     @torch.no_grad()
     def fn(tiles: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
@@ -123,7 +165,7 @@ def model_tile_fn(
         def per_tile(value: torch.Tensor | None) -> torch.Tensor | None:
             return None if value is None else value.float().to(device).expand(len(origins), -1)
 
-        return model(tiles.to(device), coords, psf, per_tile(noise), per_tile(isp)).clamp(0.0, 1.0)
+        return run(model, tiles.to(device), coords, psf, per_tile(noise), per_tile(isp)).clamp(0.0, 1.0)
 
     return fn
 
@@ -176,7 +218,7 @@ def restore_array(
             raise ValueError("method 'model' needs a checkpoint (--checkpoint RUN/best.pt)")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(device).eval()
-        fn = model_tile_fn(model, (height, width), field, device)
+        fn = model_tile_fn(model, (height, width), field, device, self_ensemble=config.self_ensemble)
     else:
         raise ValueError(f"method must be one of model, identity, wiener, rl; got {method!r}")
     return restore_tiled(image, fn, config.tile_size, config.overlap, config.max_tiles_in_memory, progress)

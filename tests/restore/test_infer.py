@@ -14,7 +14,14 @@ from degtrans.restore.baselines import (
 )
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.infer import model_tile_fn, ramp_window, restore_image, restore_tiled, tile_origins
+from degtrans.restore.infer import (
+    flip_ensemble,
+    model_tile_fn,
+    ramp_window,
+    restore_image,
+    restore_tiled,
+    tile_origins,
+)
 from degtrans.restore.models import build_model
 from degtrans.testing.synthetic import gaussian_field, identity_field
 
@@ -59,6 +66,50 @@ def test_every_tile_gets_its_true_field_coordinates():
     out = restore_tiled(image, fn, tile=16, overlap=6, max_tiles=4, progress=False)
     expected = ((fov_coords(0, 0, 40, 52, 40, 52)[0] + 1.0) / 2.0).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_self_ensemble_restores_mirror_images_at_the_mirrored_coordinates():
+    """Echoed coordinates average out in x and y (each mirror sits at -x or -y); r is unchanged."""
+
+    class CoordsEcho(torch.nn.Module):
+        def forward(self, degraded, coords, psf=None, noise=None, isp=None):
+            return (coords + 1.0) / 2.0
+
+    fn = model_tile_fn(CoordsEcho(), (40, 52), None, torch.device("cpu"), self_ensemble=True)
+    out = restore_tiled(_photo(40, 52), fn, tile=16, overlap=6, max_tiles=4, progress=False)
+    radius = ((fov_coords(0, 0, 40, 52, 40, 52)[0, 2] + 1.0) / 2.0).numpy()
+    np.testing.assert_allclose(out[..., :2], 0.5, atol=1e-6)
+    np.testing.assert_allclose(out[..., 2], radius, atol=1e-6)
+
+
+def test_self_ensemble_of_a_model_that_follows_its_psfs_is_exact():
+    """A 'model' that blurs with the bilinear blend of its (asymmetric) corner PSFs and adds a radial
+    term is mirror-equivariant: each mirror image, restored under flipped and swapped corner PSFs and
+    flipped back, gives the same result, so the ensemble equals one pass. Swapping the corners wrongly
+    (or not flipping the PSFs) breaks it."""
+    from degtrans.restore.models.wiener import corner_weights
+
+    class BlendedBlur(torch.nn.Module):
+        def forward(self, degraded, coords, psf=None, noise=None, isp=None):
+            batch, channels, height, width = degraded.shape
+            padded = torch.nn.functional.pad(degraded, (2, 2, 2, 2), mode="reflect")
+            out = 0.1 * coords[:, 2:]
+            for corner, weight in enumerate(corner_weights(height, width).unbind(1)):
+                kernels = psf[:, corner].reshape(batch * channels, 1, 5, 5)
+                blurred = torch.nn.functional.conv2d(padded.reshape(1, -1, height + 4, width + 4), kernels,
+                                                     groups=batch * channels)  # fmt: skip
+                out = out + weight * blurred.view(batch, channels, height, width)
+            return out
+
+    generator = torch.Generator().manual_seed(0)
+    tiles = torch.rand(2, 3, 11, 14, generator=generator)
+    coords = fov_coords(torch.tensor([0, 20]), torch.tensor([5, 30]), 40, 52, 11, 14)
+    psf = torch.rand(2, 4, 3, 5, 5, generator=generator)
+    model = BlendedBlur()
+    plain = model(tiles, coords, psf)
+    torch.testing.assert_close(flip_ensemble(model, tiles, coords, psf), plain, atol=1e-5, rtol=0)
+    unswapped = torch.stack([model(tiles.flip(-1), coords, psf.flip(-1)).flip(-1), plain]).mean(0)
+    assert (unswapped - plain).abs().max() > 1e-2
 
 
 def test_restore_image_round_trips_16_bit_png_and_tiff(tmp_path):
