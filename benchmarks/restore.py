@@ -25,7 +25,7 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from degtrans.simulate.camera import load_profile
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.optics import PRESET_PROFILES, lens_field
-from degtrans.simulate.sources import bundled_images
+from degtrans.simulate.sources import bundled_images, list_images
 
 FRAME = (256, 384)
 # scikit-image sample images whose scenes differ from the bundled (held-out) photographs.
@@ -86,16 +86,17 @@ RECIPES = {
 }
 
 
-def training_frames(folder: Path, overlap: float = 0.0) -> list[Path]:
+def training_frames(folder: Path, overlap: float = 0.0, sources: Sequence[Path] | None = None) -> list[Path]:
     """Cut every training source into FRAME-sized frames overlapping by ``overlap`` (a fraction of
     FRAME), written as PNGs in ``folder``. Overlapping frames put the same content at other sensor
-    positions, under other PSFs."""
-    import skimage
+    positions, under other PSFs. ``sources``: image files (default: scikit-image's TRAIN_SOURCES)."""
+    if sources is None:
+        import skimage
 
-    data = Path(skimage.__file__).parent / "data"
+        sources = [Path(skimage.__file__).parent / "data" / name for name in TRAIN_SOURCES]
     paths = []
-    for name in TRAIN_SOURCES:
-        image = read_image(data / name)
+    for name in sources:
+        image = read_image(name)
         height, width = image.shape[:2]
         if height < FRAME[0] or width < FRAME[1]:  # small or portrait sources: rotate or skip
             image = np.ascontiguousarray(np.rot90(image))
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--frame-overlap", type=float, default=0.0,
                         help="overlap of the training frames cut from a source, in frames")  # fmt: skip
+    parser.add_argument("--train-images", type=Path, default=None,
+                        help="folder of training photographs (DIV2K, ...) for the sample images")  # fmt: skip
     parser.add_argument("--dead-leaves", type=int, default=38, help="dead-leaves training frames added")
     parser.add_argument("--texture", type=float, default=0.0, help="fraction of textured dead-leaves discs")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trained checkpoints in this folder")
@@ -204,6 +207,17 @@ def main() -> None:
     if args.set:
         overrides = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in args.set)}
         models = {name: replace_checked(config, overrides, "--set") for name, config in models.items()}
+    sources = None
+    if args.train_images is not None:
+        try:
+            sources = [p for p in list_images(args.train_images) if p.suffix.lower() != ".parquet"]
+        except ValueError as error:
+            parser.error(str(error))
+        held_out_names = {p.stem for p in bundled_images()}
+        if not sources:
+            parser.error(f"--train-images {args.train_images}: no image files there")
+        if clash := sorted({p.stem for p in sources} & held_out_names):
+            parser.error(f"--train-images {args.train_images}: {clash} are the held-out frames")
     field = lens_field((4, 6), args.psf_size, FRAME, args.preset, camera="cam")
     profile = load_profile(PRESET_PROFILES.get(args.preset, "canon-eos-5d-mark-ii"))
     results: dict = {
@@ -216,7 +230,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         field_path = field.save(tmp / "cam.npz")
-        photos = training_frames(tmp / "frames", args.frame_overlap)
+        photos = training_frames(tmp / "frames", args.frame_overlap, sources)
         # Dead-leaves frames: whites, blacks and saturated colours that the sample images lack.
         leaves = write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0, texture=args.texture)
         frames = photos + leaves
