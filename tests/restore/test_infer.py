@@ -121,13 +121,13 @@ def test_restore_image_round_trips_16_bit_png_and_tiff(tmp_path):
         np.testing.assert_array_equal(read_image(out), read_image(path))
 
 
-def test_restore_image_with_an_untrained_fovkpn_checkpoint_is_the_input(tmp_path):
+@pytest.mark.parametrize("self_ensemble", [False, True])
+def test_restore_image_with_an_untrained_fovkpn_checkpoint_is_the_input(tmp_path, self_ensemble):
     config = TrainConfig(width=4, offset_channels=4)
     checkpoint = save_checkpoint(tmp_path / "best.pt", build_model(config), None, None, 0, config)
     photo = write_image(tmp_path / "photo.png", _photo())
-    out = restore_image(
-        photo, tmp_path / "out.png", checkpoint, config=RestoreConfig(tile_size=32, overlap=8), progress=False
-    )
+    restore = RestoreConfig(tile_size=32, overlap=8, self_ensemble=self_ensemble)
+    out = restore_image(photo, tmp_path / "out.png", checkpoint, config=restore, progress=False)
     assert np.abs(read_image(out) - read_image(photo)).max() <= 1.0 / 65535
 
 
