@@ -1,9 +1,10 @@
 """Full-resolution restoration of photographs by overlapping tiles with smooth blending.
 
-Each tile is restored with its true field coordinates (and, for non-blind models, the PSF at its
-centre); tiles are blended with a separable ramp window normalised by the accumulated weights, so
-an identity restorer reproduces the input exactly and no seams show. At most
-``max_tiles_in_memory`` tiles are in flight at once.
+Each tile is restored with its true field coordinates (and, for non-blind models, the PSFs at its
+corners), optionally averaged with its mirror images (``restore.self_ensemble``); tiles are
+blended with a separable ramp window normalised by the accumulated weights, so an identity restorer
+reproduces the input exactly and no seams show. At most ``max_tiles_in_memory`` tiles are in flight
+at once.
 """
 
 from __future__ import annotations
