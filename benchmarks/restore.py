@@ -60,10 +60,10 @@ RECIPES = {
         "width": 16,
         "offset_channels": 16,
         "wiener_features": 12,
-        # Deep Wiener's half-quadratic-splitting stages: 1 stage 25.72 dB on the held-out frames at
-        # 2,000 steps, 2 stages 26.10 and 26.13 (lr 1e-3, 2e-3), 3 stages 26.23 and 25.93 (two seeds):
-        # a third is not better within the seed spread and costs ~20 % more time (benchmarks/README.md).
-        "wiener_stages": 2,
+        # Deep Wiener's half-quadratic-splitting stages, held-out dB at 2,000 steps: 1 stage 25.72;
+        # 2 stages 26.10 / 25.90 (seeds 0 / 1); 3 stages 26.23 / 25.93, better on both seeds by a
+        # little, for ~20 % more time per step (benchmarks/README.md).
+        "wiener_stages": 3,
         "lr": 1e-3,
         "warmup": 100,
         "ema": 0.995,
