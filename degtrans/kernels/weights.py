@@ -19,21 +19,23 @@ def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def tile_lower_frac(
-    positions: torch.Tensor, n_tiles: int, frame_len: int
+    positions: torch.Tensor, n_tiles: int, frame_len: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear interpolation coordinates of tile centres at integer sensor ``positions``.
 
     Args:
-        positions: (N,) integer pixel positions on the sensor, in ``[0, frame_len)``.
+        positions: (N,) integer pixel positions on the sensor, in ``[0, frame_len)`` (or any shape that
+            broadcasts with a tensor ``frame_len``, e.g. (P, N) with (P, 1) frame lengths).
         n_tiles: number of equal tiles along this axis.
-        frame_len: sensor length along this axis in pixels.
+        frame_len: sensor length along this axis in pixels (an int, or an integer tensor).
 
     Returns:
         ``lower`` (N,) int64, ``upper`` (N,) int64 and ``frac`` (N,) float64: the position's weight is
         ``1 - frac`` on tile ``lower`` and ``frac`` on tile ``upper`` (``upper == lower`` and ``frac == 0``
         when there is one tile); clamped (constant) outside the outer centres.
     """
-    t = (positions.to(torch.float64) + 0.5) * (n_tiles / frame_len) - 0.5
+    scale = n_tiles / frame_len.to(torch.float64) if torch.is_tensor(frame_len) else n_tiles / frame_len
+    t = (positions.to(torch.float64) + 0.5) * scale - 0.5
     t = t.clamp(0.0, n_tiles - 1.0)
     lower = t.floor().clamp(max=max(n_tiles - 2, 0)).long()
     frac = t - lower.to(torch.float64)
@@ -82,6 +84,14 @@ def padded_positions(
     With ``reflect`` a padded sample takes the position of its mirror inside the patch; with
     ``zeros`` its weight does not matter (the sample is zero), so it is clamped to the patch.
     """
-    local = torch.arange(-halo, length + halo, device=device)
+    offsets, frames = torch.tensor([offset], device=device), torch.tensor([frame_len], device=device)
+    return padded_positions_batch(length, halo, offsets, frames, padding)[0]
+
+
+def padded_positions_batch(
+    length: int, halo: int, offsets: torch.Tensor, frame_lens: torch.Tensor, padding: str
+) -> torch.Tensor:
+    """:func:`padded_positions` of P patches: ``offsets``, ``frame_lens`` (P,) -> (P, length + 2*halo)."""
+    local = torch.arange(-halo, length + halo, device=offsets.device)
     local = reflect_index(local, length) if padding == "reflect" else local.clamp(0, length - 1)
-    return (local + offset).clamp(0, frame_len - 1)
+    return torch.minimum((local[None, :] + offsets[:, None]).clamp(min=0), frame_lens[:, None] - 1)

@@ -51,7 +51,7 @@ def _scatter_zeros(x: torch.Tensor, psfs: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("padding", PADDINGS)
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fft"])
 def test_constant_field_equals_conv2d(padding, backend, tolerance):
     k = 5
     psf = _field(1, 1, 3, k)[0, 0]
@@ -66,7 +66,7 @@ def test_constant_field_equals_conv2d(padding, backend, tolerance):
     torch.testing.assert_close(out, expected, **tolerance(torch.float64))
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fft"])
 def test_zero_padding_equals_scatter_definition(backend, tolerance):
     x = _image(1, 2, 11, 13)
     psfs = _field(3, 2, 2, 5)
@@ -89,7 +89,7 @@ def test_point_source_reproduces_interpolated_psf(padding, tolerance):
         assert float(out.sum()) == pytest.approx(float(expected.sum()), rel=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fft"])
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_patch_with_offset_equals_crop_of_frame(backend, padding, tolerance):
     frame = (40, 37)
@@ -126,7 +126,7 @@ def test_adjoint_matches_first_principles_correlation(padding, tolerance):
         torch.testing.assert_close(grad, expected, **tolerance(torch.float64))
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fft"])
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_gradcheck(backend, padding):
     x = _image(1, 2, 7, 9).requires_grad_(True)
@@ -160,6 +160,13 @@ def test_energy_is_conserved_with_normalised_psfs():
         ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"padding": "circular"}, "padding"),
         ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"backend": "cuda"}, "backend"),
         ((1, 3, 8, 8), (2, 2, 3, 3, 3), {"offset": (4, 0), "frame_size": (10, 10)}, "outside frame_size"),
+        ((2, 3, 8, 8), (2, 2, 3, 3, 3), {"offset": [(0, 0), (3, 0)], "frame_size": (10, 10)}, "outside"),
+        ((2, 3, 8, 8), (2, 2, 3, 3, 3), {"offset": torch.zeros(3, 2, dtype=torch.long)}, r"\(2, 2\)"),
+        ((2, 3, 8, 8), (2, 2, 3, 3, 3), {"offset": torch.zeros(2, 2)}, "integers"),
+        ((2, 3, 8, 8), (4, 2, 2, 3, 3, 3), {}, "give field_index"),
+        ((2, 3, 8, 8), (4, 2, 2, 3, 3, 3), {"field_index": [0, 4]}, r"\[0, 4\)"),
+        ((2, 3, 8, 8), (4, 2, 2, 3, 3, 3), {"field_index": [0, 1, 2]}, "1 or 2 entries"),
+        ((2, 3, 8, 8), (4, 2, 2, 3, 3, 3), {"field_index": torch.zeros(2)}, "integers"),
     ],
 )
 def test_bad_input_is_rejected(x_shape, psf_shape, kwargs, match):
@@ -212,7 +219,7 @@ CPU_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("method", ["direct", "fft", "batched"])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("case", CPU_CASES)
 def test_cpu_path_matches_reference(case, padding, method, dtype, tolerance):
@@ -223,11 +230,120 @@ def test_cpu_path_matches_reference(case, padding, method, dtype, tolerance):
     psfs = psfs / psfs.sum((-1, -2), keepdim=True)
 
     def fn(x, psfs, **kw):
+        if method == "batched":  # the "fft" backend: every block in one batched transform
+            return sv_conv2d(x, psfs, backend="fft", **kw)
         return sv_conv2d_cpu(x, psfs, method=method, **kw)
 
     _compare_with_reference(
         fn, x, psfs, tolerance, offset=offset or (0, 0), frame_size=frame, padding=padding
     )
+
+
+# --- batches at several sensor positions, frames and fields -------------------------------------------
+
+
+def _loop_of_calls(x, fields, offsets, frames, index, backend, padding):
+    """The specification of a per-sample batch: one call per image with its own geometry and field."""
+    return torch.cat([
+        sv_conv2d(x[b : b + 1], fields[int(index[b])], offset=tuple(offsets[b]), frame_size=tuple(frames[b]),
+                  padding=padding, backend=backend)
+        for b in range(x.shape[0])
+    ])  # fmt: skip
+
+
+def _per_sample_case(dtype=torch.float64, batch=5, size=(13, 17), k=5):
+    g = torch.Generator().manual_seed(11)
+    fields = torch.rand(4, 3, 3, 2, k, k, generator=g, dtype=dtype)
+    fields = fields / fields.sum((-1, -2), keepdim=True)
+    frames = [(40, 50), (40, 50), (31, 60), (40, 50), (25, 20)][:batch]
+    offsets = [(int(torch.randint(0, fh - size[0] + 1, (1,), generator=g)),
+                int(torch.randint(0, fw - size[1] + 1, (1,), generator=g))) for fh, fw in frames]  # fmt: skip
+    index = torch.tensor([2, 0, 3, 2, 1][:batch])
+    return _image(batch, 2, *size, dtype), fields, offsets, frames, index
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("backend", ["reference", "cpu", "fft"])
+def test_per_sample_geometry_equals_loop_of_calls(backend, padding, tolerance):
+    x, fields, offsets, frames, index = _per_sample_case()
+    x = x.requires_grad_(True)
+    fields = fields.requires_grad_(True)
+    upstream = _image(*x.shape, seed=5)
+    got = sv_conv2d(x, fields, offset=offsets, frame_size=torch.tensor(frames), field_index=index,
+                    padding=padding, backend=backend)  # fmt: skip
+    want = _loop_of_calls(x, fields, offsets, frames, index, "reference", padding)
+    grads_got = torch.autograd.grad(got, (x, fields), upstream)
+    grads_want = torch.autograd.grad(want, (x, fields), upstream)
+    for a, b in zip((got, *grads_got), (want, *grads_want), strict=True):
+        torch.testing.assert_close(a, b, **tolerance(torch.float64))
+    assert all(float(g.abs().sum()) > 0 for g in grads_got[1])  # every field is used by some image
+
+
+def test_per_sample_gradcheck_of_the_batched_backend():
+    x, fields, offsets, frames, index = _per_sample_case(batch=3, size=(6, 7), k=3)
+    x = x.requires_grad_(True)
+    fields = fields.requires_grad_(True)
+
+    def fn(x, fields):
+        return sv_conv2d(x, fields, offset=offsets, frame_size=frames, field_index=index, backend="fft")
+
+    assert torch.autograd.gradcheck(fn, (x, fields), fast_mode=True)
+
+
+def test_shared_geometry_given_per_sample_is_the_shared_call():
+    x = _image(3, 3, 19, 23)
+    psfs = _field(2, 3, 3, 5)
+    shared = sv_conv2d(x, psfs, offset=(4, 6), frame_size=(40, 40), backend="fft")
+    per_sample = sv_conv2d(
+        x, psfs[None], offset=[(4, 6)] * 3, frame_size=[(40, 40)] * 3, field_index=[0, 0, 0], backend="fft"
+    )
+    assert torch.equal(shared, per_sample)
+
+
+def test_batched_plan_uses_two_slots_on_a_frame_and_covers_patches_with_their_own_tiles():
+    from degtrans.kernels.sv_conv.batched import make_plan
+    from degtrans.kernels.sv_conv.geometry import make_geometry
+
+    frame = make_geometry("t", (1, 3, 300, 400), (0, 0), None, None, 1)
+    plan = make_plan((1, 3, 300, 400), (5, 7), 31, frame, "reflect")
+    # The runs between tile centres: 2 tiles per block along each axis, blocks about one tile long.
+    assert (plan.y.slots, plan.x.slots) == (2, 2) and plan.y.blocks == 6 and plan.x.blocks == 8
+    offsets = torch.tensor([[0, 0], [140, 300], [250, 10]])
+    patches = make_geometry("t", (3, 3, 40, 40), offsets, (300, 400), torch.tensor([1, 0, 1]), 2)
+    plan = make_plan((3, 3, 40, 40), (5, 7), 31, patches, "reflect")
+    # Every slot weight of a sample sums (over slots) to 1 inside its blocks, and the tiles are its own.
+    assert plan.y.tiles.shape[0] == 3 and int(plan.y.tiles[0].min()) == 0 and int(plan.y.tiles[2].max()) == 4
+    total = plan.y.weights.sum(2)
+    assert torch.allclose(total[total > 0], torch.ones(()).double())
+
+
+def test_batched_backend_under_bf16_autocast(tolerance):
+    x = _image(2, 3, 21, 26, torch.float32)
+    psfs = _field(3, 2, 3, 7, torch.float32)
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    xb, pb = x.bfloat16().requires_grad_(True), psfs.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sv_conv2d(xb, pb, offset=[(0, 0), (5, 3)], frame_size=(40, 40), backend="fft")
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert xb.grad is not None and xb.grad.dtype == torch.bfloat16
+    want = _loop_of_calls(xb.detach().double(), pb.double()[None], [(0, 0), (5, 3)], [(40, 40)] * 2, [0, 0],
+                          "reference", "reflect")  # fmt: skip
+    # Computed in float32; only the bfloat16 rounding of the output differs.
+    torch.testing.assert_close(out.double(), want, **tolerance(torch.bfloat16))
+
+
+def test_auto_on_cuda_is_chosen_by_the_cost_model():
+    from degtrans.kernels.sv_conv.batched import cuda_choice
+    from degtrans.kernels.sv_conv.geometry import make_geometry
+
+    def choice(h, w, k):
+        return cuda_choice((1, 3, h, w), (5, 7), k, make_geometry("t", (1, 3, h, w), (0, 0), None, None, 1),
+                           "reflect")  # fmt: skip
+
+    # The FFT floor does not grow with k, the direct kernel grows with k^2: large k -> fft, small -> triton.
+    assert choice(3000, 4000, 31) == "fft" and choice(3000, 4000, 63) == "fft"
+    assert choice(3000, 4000, 3) == "triton"
 
 
 def test_auto_backend_on_cpu_is_the_cpu_path(tolerance):
@@ -309,6 +425,16 @@ def test_triton_half_precision_on_gpu(dtype, tolerance):
     got = sv_conv2d(x.to(dtype), psfs.to(dtype), backend="triton")
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, **tolerance(dtype))
+
+
+def test_module_with_several_fields_equals_function():
+    from degtrans.kernels import SVConv2d
+
+    x, fields, offsets, frames, index = _per_sample_case(batch=3)
+    module = SVConv2d(fields, frame_size=(40, 50))
+    offsets = [(1, 2), (20, 9), (3, 30)]
+    want = sv_conv2d(x, fields, offset=offsets, frame_size=(40, 50), field_index=index[:3])
+    assert torch.equal(module(x, offsets, index[:3]), want)
 
 
 def test_module_equals_function():

@@ -1,53 +1,40 @@
-"""Spatially variant PSF convolution: dispatch between the reference, the CPU path and Triton."""
+"""Spatially variant PSF convolution: dispatch between the reference, CPU path, Triton and batched FFTs."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from degtrans.kernels._utils import check_choice
+from degtrans.kernels.sv_conv.batched import cuda_choice, sv_conv2d_batched
 from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
+from degtrans.kernels.sv_conv.geometry import Geometry, PairArg, make_geometry
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 
 _PADDINGS = ("reflect", "zeros")
-_BACKENDS = ("auto", "reference", "cpu", "triton")
+_BACKENDS = ("auto", "reference", "cpu", "triton", "fft")
 
 
-def _validate(
-    x: torch.Tensor,
-    field_psfs: torch.Tensor,
-    offset: tuple[int, int],
-    frame_size: tuple[int, int] | None,
-    padding: str,
-    backend: str,
-) -> None:
+def _validate(x: torch.Tensor, field_psfs: torch.Tensor, padding: str, backend: str) -> None:
     if x.dim() != 4:
         raise ValueError(f"sv_conv2d: x must be (B, C, H, W), got shape {tuple(x.shape)}")
     if not (x.is_floating_point() and field_psfs.is_floating_point()):
         raise ValueError(
             f"sv_conv2d: x and field_psfs must be floating point, got {x.dtype} and {field_psfs.dtype}"
         )
-    if field_psfs.dim() != 5 or field_psfs.shape[-1] != field_psfs.shape[-2]:
+    if field_psfs.dim() not in (5, 6) or field_psfs.shape[-1] != field_psfs.shape[-2]:
         raise ValueError(
-            f"sv_conv2d: field_psfs must be (rows, cols, C, k, k), got shape {tuple(field_psfs.shape)}"
+            "sv_conv2d: field_psfs must be (rows, cols, C, k, k) or (F, rows, cols, C, k, k), "
+            f"got shape {tuple(field_psfs.shape)}"
         )
     if field_psfs.shape[-1] % 2 == 0:
         raise ValueError(f"sv_conv2d: PSF size k must be odd, got {field_psfs.shape[-1]}")
-    if field_psfs.shape[2] != x.shape[1]:
-        raise ValueError(f"sv_conv2d: field has {field_psfs.shape[2]} channels but x has {x.shape[1]}")
+    if field_psfs.shape[-3] != x.shape[1]:
+        raise ValueError(f"sv_conv2d: field has {field_psfs.shape[-3]} channels but x has {x.shape[1]}")
     if field_psfs.device != x.device:
         raise ValueError(f"sv_conv2d: x is on {x.device} but field_psfs on {field_psfs.device}")
-    height, width = x.shape[-2:]
-    frame = tuple(frame_size) if frame_size is not None else (height, width)
-    if len(frame) != 2 or len(offset) != 2:
-        raise ValueError(f"sv_conv2d: offset and frame_size must be pairs, got {offset}, {frame_size}")
-    inside_y = 0 <= offset[0] and offset[0] + height <= frame[0]
-    inside_x = 0 <= offset[1] and offset[1] + width <= frame[1]
-    if not (inside_y and inside_x):
-        raise ValueError(
-            f"sv_conv2d: patch of size {(height, width)} at offset {tuple(offset)} "
-            f"lies outside frame_size {frame}"
-        )
     check_choice("sv_conv2d", "padding", padding, _PADDINGS)
     check_choice("sv_conv2d", "backend", backend, _BACKENDS)
 
@@ -56,8 +43,9 @@ def sv_conv2d(
     x: torch.Tensor,
     field_psfs: torch.Tensor,
     *,
-    offset: tuple[int, int] = (0, 0),
-    frame_size: tuple[int, int] | None = None,
+    offset: PairArg = (0, 0),
+    frame_size: PairArg | None = None,
+    field_index: torch.Tensor | Sequence[int] | None = None,
     padding: str = "reflect",
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -67,36 +55,80 @@ def sv_conv2d(
 
     Args:
         x: (B, C, H, W) image in linear intensities.
-        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres (``PSFField.psfs``), k odd.
-        offset: (y0, x0) of the patch on the sensor, for patches cut from a larger frame.
-        frame_size: (H, W) of the sensor frame; defaults to ``x``'s own size.
+        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres (``PSFField.psfs``), k odd; or
+            (F, rows, cols, C, k, k), F fields of the same grid, each image picking one by ``field_index``.
+        offset: (y0, x0) of the patch on the sensor, for patches cut from a larger frame; or (B, 2), one
+            offset per image (a tensor or a sequence of pairs).
+        frame_size: (H, W) of the sensor frame, or (B, 2) one per image; defaults to ``x``'s own size.
+        field_index: (B,) field of each image in a stacked ``field_psfs`` (or one index for all);
+            ``None`` with a single field.
         padding: ``"reflect"`` (mirror pixels use the PSF of their mirror) or ``"zeros"``.
-        backend: ``"auto"`` (Triton on CUDA tensors, the CPU path otherwise), ``"reference"``, ``"cpu"``
-            (the support-restricted product convolution, any device) or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"cpu"`` (the support-restricted product convolution, any
+            device), ``"triton"`` (direct, PSFs interpolated on the fly) or ``"fft"`` (the batched
+            product convolution, any device). ``"auto"``: on CUDA, ``"fft"`` or ``"triton"`` by a cost
+            model (``"fft"`` unless k is small); on the CPU, ``"cpu"``; for images at different
+            positions, frames or fields, ``"fft"`` on any device (the one batched backend: the others
+            run once per distinct geometry).
 
     Returns:
-        (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``.
+        (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``; image ``b`` equals the
+        call on ``x[b:b+1]`` with its own offset, frame size and field.
     """
-    _validate(x, field_psfs, offset, frame_size, padding, backend)
-    offset = (int(offset[0]), int(offset[1]))
+    _validate(x, field_psfs, padding, backend)
+    fields = field_psfs if field_psfs.dim() == 6 else field_psfs.unsqueeze(0)
+    geometry = make_geometry("sv_conv2d", tuple(x.shape), offset, frame_size, field_index, fields.shape[0])
     if backend == "auto":
-        backend = "triton" if x.is_cuda else "cpu"
-    if backend == "reference":
-        return sv_conv2d_reference(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
-    if backend == "cpu":
-        return sv_conv2d_cpu(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+        backend = choose_backend(x, fields, geometry, padding)
+    if backend == "fft":
+        return sv_conv2d_batched(x, fields, geometry, padding)
+    if geometry.count == 1:
+        return _IMPLEMENTATIONS[backend](
+            x, fields[int(geometry.fields[0])], tuple(geometry.offsets[0].tolist()),
+            tuple(geometry.frames[0].tolist()), padding,
+        )  # fmt: skip
+    # One call per distinct geometry, put back in the batch's order.
+    order, parts = [], []
+    for members, offset_g, frame_g, field_g in geometry.groups():
+        part = x.index_select(0, members.to(x.device))
+        parts.append(_IMPLEMENTATIONS[backend](part, fields[field_g], offset_g, frame_g, padding))
+        order.append(members)
+    inverse = torch.argsort(torch.cat(order)).to(x.device)
+    return torch.cat(parts).index_select(0, inverse)
+
+
+def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: Geometry, padding: str) -> str:
+    """The backend ``"auto"`` runs (see :func:`sv_conv2d`)."""
+    if geometry.count > 1:
+        return "fft"
+    if not x.is_cuda:
+        return "cpu"
+    return cuda_choice(tuple(x.shape), tuple(fields.shape[1:3]), fields.shape[-1], geometry, padding)
+
+
+def _reference_backend(x, psfs, offset, frame, padding):
+    return sv_conv2d_reference(x, psfs, offset=offset, frame_size=frame, padding=padding)
+
+
+def _cpu_backend(x, psfs, offset, frame, padding):
+    return sv_conv2d_cpu(x, psfs, offset=offset, frame_size=frame, padding=padding)
+
+
+def _triton_backend(x, psfs, offset, frame, padding):
     # Imported here so that importing degtrans.kernels never imports triton.
     from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
 
-    return sv_conv2d_triton(x, field_psfs, offset=offset, frame_size=frame_size, padding=padding)
+    return sv_conv2d_triton(x, psfs, offset=offset, frame_size=frame, padding=padding)
+
+
+_IMPLEMENTATIONS = {"reference": _reference_backend, "cpu": _cpu_backend, "triton": _triton_backend}
 
 
 class SVConv2d(nn.Module):
     """:func:`sv_conv2d` with the field held by the module (a buffer, or a parameter to learn it).
 
     Args:
-        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres.
-        frame_size: (H, W) of the sensor frame; ``None`` means each input is a whole frame.
+        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres, or (F, rows, cols, C, k, k) fields.
+        frame_size: (H, W) of the sensor frame (or (B, 2)); ``None`` means each input is a whole frame.
         padding: ``"reflect"`` or ``"zeros"``.
         backend: see :func:`sv_conv2d`.
         learnable: register the PSFs as an ``nn.Parameter`` (calibration by gradient descent).
@@ -121,13 +153,20 @@ class SVConv2d(nn.Module):
         self.padding = padding
         self.backend = backend
 
-    def forward(self, x: torch.Tensor, offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
-        """Blur ``x: (B, C, H, W)`` whose top-left pixel sits at ``offset`` on the sensor."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        offset: PairArg = (0, 0),
+        field_index: torch.Tensor | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Blur ``x: (B, C, H, W)`` whose top-left pixel sits at ``offset`` on the sensor (or (B, 2) offsets,
+        and ``field_index`` when the module holds several fields)."""
         return sv_conv2d(
             x,
             self.psfs,
             offset=offset,
             frame_size=self.frame_size,
+            field_index=field_index,
             padding=self.padding,
             backend=self.backend,
         )
