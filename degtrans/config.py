@@ -52,7 +52,7 @@ class SimulateConfig:
     # so the dataset's size does not grow with the number of cameras; "auto": all for --psf fields,
     # draw for a --cameras catalogue.
     camera_choice: Literal["auto", "all", "draw"] = "auto"
-    # GPU fraction per shard task (Ray's num_gpus): > 0 runs the blur (Triton) and the ISP on the GPU.
+    # GPU fraction per shard task (Ray's num_gpus): > 0 develops each row group on the GPU in one pass.
     gpus_per_worker: float = 0.0
 
 

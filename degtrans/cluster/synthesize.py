@@ -6,8 +6,9 @@ the same shard under a fresh temporary name, then renames: idempotent), at most 
 once, and results come back as they finish so the progress bar moves and a failure stops the run early.
 
 ``gpus_per_worker > 0`` asks Ray for that fraction of a GPU per shard task (``num_gpus``): such a task
-blurs and develops its patches on the GPU (the Triton kernel), camera by camera; on a node whose GPUs
-are only logical (no CUDA device) it falls back to the CPU path with a warning.
+develops each row group on the GPU in one pass (``degtrans.simulate.batch``: batched blur and ISP, CPU
+threads decoding and encoding beside it); on a node whose GPUs are only logical (no CUDA device) it
+falls back to the CPU path with a warning.
 """
 
 from __future__ import annotations

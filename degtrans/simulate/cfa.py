@@ -9,6 +9,7 @@ both demosaicking methods are exact on constant images, borders included.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -48,10 +49,28 @@ def cfa_masks(
     return masks
 
 
+def cfa_masks_batch(
+    patterns: Sequence[str],
+    offsets: Sequence[tuple[int, int]],
+    height: int,
+    width: int,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """(B, 3, H, W) :func:`cfa_masks` of B patches, each with its own pattern and sensor offset."""
+    local = [phase_pattern(p, (int(o[0]), int(o[1]))) for p, o in zip(patterns, offsets, strict=True)]
+    distinct = sorted(set(local))
+    masks = torch.stack([cfa_masks(p, height, width, device=device) for p in distinct])
+    return masks[torch.tensor([distinct.index(p) for p in local], device=device)]
+
+
 def mosaic(rgb: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Sample ``rgb (B, 3, H, W)`` through the CFA -> ``(B, 1, H, W)`` Bayer mosaic."""
-    masks = cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], offset, rgb.device).to(rgb.dtype)
-    return (rgb * masks).sum(dim=1, keepdim=True)
+    return mosaic_masked(rgb, cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], offset, rgb.device))
+
+
+def mosaic_masked(rgb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """:func:`mosaic` with the CFA given as masks, (3, H, W) or (B, 3, H, W) (:func:`cfa_masks_batch`)."""
+    return (rgb * masks.to(rgb.dtype)).sum(dim=1, keepdim=True)
 
 
 def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -66,8 +85,11 @@ def demosaic_bilinear(
     raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
 ) -> torch.Tensor:
     """Bilinear demosaicking: ``raw (B, 1, H, W)`` -> ``(B, 3, H, W)``."""
-    masks = cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device).to(raw.dtype)
-    planes = raw * masks[None]
+    return _bilinear(raw, cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device))
+
+
+def _bilinear(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    planes = raw * masks.to(raw.dtype)
     rb = (
         torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=raw.dtype, device=raw.device)
         / 4
@@ -99,8 +121,11 @@ def demosaic_malvar(
     raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
 ) -> torch.Tensor:
     """Malvar-He-Cutler gradient-corrected linear demosaicking: ``(B, 1, H, W)`` -> ``(B, 3, H, W)``."""
-    height, width = raw.shape[-2:]
-    m = cfa_masks(pattern, height, width, offset, raw.device).to(raw.dtype)
+    return _malvar(raw, cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device))
+
+
+def _malvar(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    m = masks.to(raw.dtype).unbind(-3)
     g_at_rb, along_row, along_col, diagonal = F.conv2d(
         _reflect(raw, 2), _malvar_kernels(raw.dtype, raw.device)
     ).unbind(1)
@@ -116,7 +141,7 @@ def demosaic_malvar(
     return torch.stack([red, green, blue], dim=1)
 
 
-DEMOSAIC = {"bilinear": demosaic_bilinear, "malvar": demosaic_malvar}
+DEMOSAIC = {"bilinear": _bilinear, "malvar": _malvar}
 
 
 def demosaic(
@@ -126,6 +151,13 @@ def demosaic(
     method: Literal["bilinear", "malvar"] = "malvar",
 ) -> torch.Tensor:
     """Demosaic ``raw (B, 1, H, W)`` with ``method`` -> ``(B, 3, H, W)``."""
+    return demosaic_masked(raw, cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device), method)
+
+
+def demosaic_masked(
+    raw: torch.Tensor, masks: torch.Tensor, method: Literal["bilinear", "malvar"] = "malvar"
+) -> torch.Tensor:
+    """:func:`demosaic` with the CFA given as masks, (3, H, W) or (B, 3, H, W) (:func:`cfa_masks_batch`)."""
     if method not in DEMOSAIC:
         raise ValueError(f"demosaic method must be one of {list(DEMOSAIC)}, got {method!r}")
-    return DEMOSAIC[method](raw, pattern, offset)
+    return DEMOSAIC[method](raw, masks)

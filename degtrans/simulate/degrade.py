@@ -7,17 +7,27 @@ the CFA) and gets sensor noise. With an identity field and no noise the pair is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
+from degtrans.kernels.sv_conv.geometry import PairArg
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.cfa import demosaic, mosaic
+from degtrans.simulate.cfa import cfa_masks, demosaic_masked, mosaic_masked
 from degtrans.simulate.isp import DEFAULT_RANGES, ISPParams, ISPRanges, process, sample_isp_params, unprocess
-from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
+from degtrans.simulate.noise import (
+    NoiseModel,
+    NoiseParams,
+    add_standard_noise,
+    sample_noise_params,
+    standard_noise,
+)
 
 # Context the demosaicking filters need on each side of a patch (Malvar's 5x5 reaches 2 pixels).
 DEMOSAIC_HALO = 2
@@ -111,23 +121,103 @@ def simulate_pair(
     pattern = cfa_pattern or camera.cfa_pattern
     frame = tuple(frame_size) if frame_size is not None else field.image_size
     top, left, height, width = crop if crop is not None else (0, 0, *clean_srgb.shape[-2:])
+    batch, _, full_h, full_w = clean_srgb.shape
+    masks = cfa_masks(pattern, full_h, full_w, offset, clean_srgb.device)
+    # The sample's next draws after its parameters: one standard normal per raw pixel.
+    z = standard_noise((batch, 1, full_h, full_w), generator, clean_srgb.dtype) if noise else None
+    psfs = torch.as_tensor(field.psfs, dtype=clean_srgb.dtype, device=clean_srgb.device)
+    return develop_pair(
+        clean_srgb, psfs, masks, params, z, offset=offset, frame_size=frame, crop_at=(top, left),
+        crop_size=(height, width), demosaic_method=demosaic_method, clean_cfa=clean_cfa, backend=backend,
+    )  # fmt: skip
+
+
+def develop_pair(
+    clean_srgb: torch.Tensor,
+    field_psfs: torch.Tensor,
+    masks: torch.Tensor,
+    params: DegradeParams,
+    noise_z: torch.Tensor | None,
+    *,
+    offset: PairArg,
+    frame_size: PairArg,
+    crop_at: PairArg,
+    crop_size: tuple[int, int],
+    field_index: torch.Tensor | None = None,
+    demosaic_method: str = "malvar",
+    clean_cfa: bool = False,
+    backend: str = "auto",
+) -> Pair:
+    """The camera chain on a batch whose draws are made: unprocess, blur, CFA, noise, demosaic, process.
+
+    Every geometry argument is one value for the batch or one per image (a (B, 2) tensor), so a batch of
+    patches from different frames, positions and cameras runs in one pass (the device path of
+    ``degtrans.simulate.batch``); :func:`simulate_pair` is the one-geometry case.
+
+    Args:
+        clean_srgb: (B, 3, H, W) sRGB-like clean crops in [0, 1].
+        field_psfs: (rows, cols, 3, k, k) PSF field, or (F, rows, cols, 3, k, k) with ``field_index``.
+        masks: CFA masks, (3, H, W) or (B, 3, H, W) (``cfa_masks`` / ``cfa_masks_batch``).
+        params: B parameter sets.
+        noise_z: (B, 1, H, W) standard normal draws, or ``None`` for no noise.
+        offset, frame_size: the crops' sensor positions and frame sizes (see ``sv_conv2d``).
+        crop_at: (top, left) of the returned window inside the crops, or (B, 2).
+        crop_size: (h, w) of the returned window.
+        field_index: (B,) field of each crop in a stacked ``field_psfs``.
+        demosaic_method, clean_cfa, backend: see :func:`degrade`.
+
+    Returns:
+        The pair, each image (B, 3, h, w) (``raw``: (B, 1, h, w)).
+    """
     linear = unprocess(clean_srgb, params.isp)
-    blurred = blur(linear, field, offset, frame, backend)
-    raw = mosaic(blurred, pattern, offset)
-    if noise:
-        raw = add_noise(raw, params.noise, generator)
-    window = (..., slice(top, top + height), slice(left, left + width))
+    blurred = sv_conv2d(
+        linear, field_psfs, offset=offset, frame_size=frame_size, field_index=field_index, padding="reflect",
+        backend=backend,
+    )  # fmt: skip
+    raw = mosaic_masked(blurred, masks)
+    if noise_z is not None:
+        raw = add_standard_noise(raw, params.noise, noise_z)
     # process() is per pixel: crop first, it only needs the context that demosaicking used.
     if clean_cfa:
-        raw_clean = mosaic(linear, pattern, offset)
-        both = demosaic(torch.cat([raw, raw_clean]), pattern, offset, demosaic_method)[window]
+        both_masks = torch.cat([masks, masks]) if masks.dim() == 4 else masks
+        both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, demosaic_method)
+        both = crop_windows(both, _twice(crop_at), crop_size)
         out = process(both, _repeat(params.isp, 2))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
     else:
-        degraded = process(demosaic(raw, pattern, offset, demosaic_method)[window], params.isp)
-        clean = process(linear[window], params.isp)
-    return Pair(degraded=degraded, clean=clean, raw=raw[window])
+        degraded = process(
+            crop_windows(demosaic_masked(raw, masks, demosaic_method), crop_at, crop_size), params.isp
+        )
+        clean = process(crop_windows(linear, crop_at, crop_size), params.isp)
+    return Pair(degraded=degraded, clean=clean, raw=crop_windows(raw, crop_at, crop_size))
+
+
+def _twice(at: PairArg) -> PairArg:
+    return torch.cat([at, at]) if torch.is_tensor(at) and at.dim() == 2 else at
+
+
+def crop_windows(images: torch.Tensor, at: PairArg, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) windows of ``images (B, C, H, W)`` at ``at``: one (top, left) or a (B, 2) tensor."""
+    height, width = size
+    if not (torch.is_tensor(at) and at.dim() == 2):
+        top, left = (int(v) for v in at)
+        return images[..., top : top + height, left : left + width]
+    at = at.to(images.device)
+    rows = (at[:, 0, None] + torch.arange(height, device=images.device))[:, :, None]
+    cols = (at[:, 1, None] + torch.arange(width, device=images.device))[:, None, :]
+    batch = torch.arange(images.shape[0], device=images.device)[:, None, None]
+    return images[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indices first: (B, h, w, C)
+
+
+def stack_params(params: Sequence[DegradeParams]) -> DegradeParams:
+    """One :class:`DegradeParams` of the samples' parameter sets, in order."""
+
+    def cat(parts: list) -> Any:
+        kind = type(parts[0])
+        return kind(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(kind)))
+
+    return DegradeParams(isp=cat([p.isp for p in params]), noise=cat([p.noise for p in params]))
 
 
 def _repeat(isp: ISPParams, times: int) -> ISPParams:

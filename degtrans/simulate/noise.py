@@ -68,6 +68,15 @@ def noise_variance(x: torch.Tensor, params: NoiseParams) -> torch.Tensor:
 
 def add_noise(x: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
     """``x (B, C, H, W)`` linear raw plus zero-mean Gaussian noise of :func:`noise_variance`."""
-    # Drawn on the generator's device (CPU), so the noise is the same wherever the image lives.
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+    return add_standard_noise(x, params, standard_noise(x.shape, generator, x.dtype).to(x.device))
+
+
+def standard_noise(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal draws of ``shape`` from ``generator``, on its device (the CPU): the noise is then
+    the same wherever the image is processed."""
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+
+
+def add_standard_noise(x: torch.Tensor, params: NoiseParams, z: torch.Tensor) -> torch.Tensor:
+    """``x (B, C, H, W)`` plus ``z`` (standard normal draws of x's shape) scaled to :func:`noise_variance`."""
     return x + z * noise_variance(x, params).sqrt()

@@ -5,9 +5,11 @@ renamed; its metadata carries the plan's fingerprint and, at close, its row coun
 skipped images, so a rerun can tell a complete shard of this plan from a partial one or one of another
 dataset.
 
-Samples are simulated a row group at a time, ordered by camera inside the group (on a GPU a camera's
-patches run back to back), and written in the planned order. PSF fields are loaded once per worker
-process (``load_field_cached``), so the cost of a pair does not depend on the size of the catalogue.
+Samples are simulated a row group at a time, ordered by camera inside the group, and written in the
+planned order: one at a time on the CPU (``simulate_sample``), or, on a GPU, the whole group in one
+pass (``degtrans.simulate.batch``) while threads decode the next group's frames and encode the last
+one's rows. PSF fields are loaded once per worker process (``load_field_cached``), so the cost of a
+pair does not depend on the size of the catalogue.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -30,16 +34,15 @@ from degtrans.pairs import (
     IMAGE_COLUMNS,
     SHARD_HEADER_KEY,
     SHARD_INFO_KEY,
-    encode_u16,
     file_sha256,
     rows_to_table,
     shard_schema,
 )
+from degtrans.simulate.batch import BatchItem, FieldCache, simulate_batch
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.degrade import context_window, sample_generator, sample_params, simulate_pair
-from degtrans.simulate.isp import ISPRanges
-from degtrans.simulate.noise import NoiseModel
+from degtrans.simulate.degrade import sample_params, simulate_pair
 from degtrans.simulate.plan import ShardSpec
+from degtrans.simulate.sample import cfa_pattern_of, draw_sample, sample_row
 from degtrans.simulate.sources import Source, load_source
 
 log = logging.getLogger(__name__)
@@ -86,11 +89,6 @@ def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
     return PSFField(base.psfs, (source.height, source.width), base.channels, base.domain, base.meta)
 
 
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) tensor -> (H, W, C) float64 array: pixels are quantised to uint16 from double precision."""
-    return image.detach().permute(1, 2, 0).double().cpu().numpy()
-
-
 def simulate_sample(
     image: np.ndarray,
     psf_field: PSFField,
@@ -102,120 +100,106 @@ def simulate_sample(
 ) -> dict[str, Any]:
     """One row of the dataset from its clean frame; depends only on ``(seed, sample_id)`` and inputs.
 
-    On a CUDA ``device`` the patch is blurred by the Triton kernel and developed there; the random draws
-    stay on the CPU generator, so the row equals the CPU one within the kernels' tolerance.
+    The one-sample path (the CPU baseline). The random draws stay on the CPU generator wherever the
+    patch is developed; ``degtrans.simulate.batch`` develops whole row groups on a device instead.
     """
-    patch = settings["patch_size"]
-    height, width = image.shape[:2]
-    generator = sample_generator(settings["seed"], sample_id)
-    y0 = int(torch.randint(0, height - patch + 1, (1,), generator=generator))
-    x0 = int(torch.randint(0, width - patch + 1, (1,), generator=generator))
-    noise_model = NoiseModel(
-        shot_min=10.0 ** settings["log_shot_noise_min"],
-        shot_max=10.0 ** settings["log_shot_noise_max"],
-        read_slope=camera.noise.read_slope,
-        read_intercept=camera.noise.read_intercept,
-        read_sigma=camera.noise.read_sigma,
-    )
-    params = sample_params(generator, camera, ISPRanges(), noise_model)
-    top, bottom, left, right = context_window(y0, x0, (patch, patch), (height, width), psf_field.kernel_size)
+    frame = image.shape[:2]
+    draws = draw_sample(frame, psf_field.kernel_size, camera, sample_id, settings)
+    top, bottom, left, right = draws.window
     crop = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right])).permute(2, 0, 1)[None]
-    crop = crop.to(device)
-    pattern = camera.cfa_pattern if settings["cfa_pattern"] == "camera" else settings["cfa_pattern"]
     pair = simulate_pair(
-        crop,
+        crop.to(device),
         psf_field,
         camera,
-        params,
-        generator,
+        draws.params,
+        draws.generator,
         offset=(top, left),
-        frame_size=(height, width),
-        crop=(y0 - top, x0 - left, patch, patch),
-        cfa_pattern=pattern,
+        frame_size=frame,
+        crop=(draws.y0 - top, draws.x0 - left, settings["patch_size"], settings["patch_size"]),
+        cfa_pattern=cfa_pattern_of(camera, settings),
         demosaic_method=settings["demosaic"],
         noise=settings["noise"],
         clean_cfa=settings["clean_cfa"],
     )
-    row: dict[str, Any] = {
-        "sample_id": sample_id,
-        "camera": camera_name,
-        "y0": y0,
-        "x0": x0,
-        "frame_h": height,
-        "frame_w": width,
-        "height": patch,
-        "width": patch,
-        "channels": 3,
-        "clean": encode_u16(_hwc(pair.clean[0])),
-        "degraded": encode_u16(_hwc(pair.degraded[0])),
-        **params.columns(),
-    }
-    if settings["store_raw"]:
-        from degtrans.simulate.cfa import phase_pattern
-
-        black = float(np.mean(camera.black_level))
-        dn = black + pair.raw[0, 0].detach().double().cpu().numpy() * (camera.white_level - black)
-        row["raw"] = np.clip(np.rint(dn), 0, 65535).astype(np.uint16).ravel()
-        row["raw_pattern"] = phase_pattern(pattern, (y0, x0))
-        row["raw_black_level"] = black
-        row["raw_white_level"] = float(camera.white_level)
-    return row
+    return sample_row(sample_id, camera_name, camera, draws, frame, settings, pair)
 
 
-def _simulate_group(
-    spec: ShardSpec,
-    group: list[tuple[str, int, int, int]],
-    images: dict[int, np.ndarray | None],
-    skipped: list[dict[str, str]],
-    device: torch.device | str,
-) -> list[dict[str, Any]]:
-    """The rows of one row group, computed camera by camera and returned in the planned order."""
+def _load_images(
+    spec: ShardSpec, needed: set[int], decoded: dict[int, np.ndarray | None]
+) -> tuple[dict[int, np.ndarray | None], list[dict[str, str]]]:
+    """The frames of sources ``needed`` (reused from ``decoded``) and the unreadable ones (``None``)."""
+    images, skipped = {}, []
+    for s in sorted(needed):
+        if s in decoded:
+            images[s] = decoded[s]
+            continue
+        source = spec.sources[s]
+        try:
+            images[s] = load_source(source)
+        except ValueError as error:
+            log.warning("skipping %s", error)
+            skipped.append({"source": source.where, "reason": str(error)})
+            images[s] = None
+    return images, skipped
+
+
+def _group_items(
+    spec: ShardSpec, group: list[tuple[str, int, int, int]], images: dict[int, np.ndarray | None]
+) -> list[tuple[int, BatchItem, str]]:
+    """``(index in group, item, source name)`` of the group's samples with a readable frame, camera by
+    camera (on a GPU a camera's patches then run back to back)."""
     settings = spec.settings
     profiles = {c: CameraProfile.from_dict(spec.cameras[c].profile) for c in {c for _, _, c, _ in group}}
-    rows: dict[int, dict[str, Any]] = {}
+    items = []
     for i in sorted(range(len(group)), key=lambda i: group[i][2]):
         sample_id, s, c, _ = group[i]
-        source = spec.sources[s]
-        if s not in images:
-            try:
-                images[s] = load_source(source)
-            except ValueError as error:
-                log.warning("skipping %s", error)
-                skipped.append({"source": source.where, "reason": str(error)})
-                images[s] = None
         if images[s] is None:
             continue
-        camera = spec.cameras[c]
-        psf_field = load_field_cached(camera.field_path, camera.field_sha256)
-        row = simulate_sample(
-            images[s],
-            _shard_field(psf_field, source, settings["fit_field"]),
-            profiles[c],
-            sample_id,
-            settings,
-            camera.name,
-            device,
-        )
-        row["source"] = source.name
-        rows[i] = row
-    return [rows[i] for i in sorted(rows)]
+        source, camera = spec.sources[s], spec.cameras[c]
+        psf_field = _shard_field(load_field_cached(camera.field_path, camera.field_sha256), source,
+                                 settings["fit_field"])  # fmt: skip
+        items.append((i, BatchItem(images[s], psf_field, profiles[c], sample_id, camera.name), source.name))
+    return items
 
 
-def write_shard(spec: ShardSpec, device: torch.device | str = "cpu") -> ShardResult:
+def _in_planned_order(items: list[tuple[int, BatchItem, str]], rows: list[dict[str, Any]]) -> list[dict]:
+    for (_, _, source), row in zip(items, rows, strict=True):
+        row["source"] = source
+    return [row for _, row in sorted(zip([i for i, _, _ in items], rows, strict=True), key=lambda p: p[0])]
+
+
+def _one_sample_rows(
+    spec: ShardSpec, group: list[tuple[str, int, int, int]], images: dict, device: torch.device | str
+) -> list[dict[str, Any]]:
+    """The rows of one row group, one sample at a time, in the planned order."""
+    items = _group_items(spec, group, images)
+    rows = [
+        simulate_sample(it.image, it.field, it.camera, it.sample_id, spec.settings, it.camera_name, device)
+        for _, it, _ in items
+    ]
+    return _in_planned_order(items, rows)
+
+
+def write_shard(
+    spec: ShardSpec, device: torch.device | str = "cpu", batched: bool | None = None
+) -> ShardResult:
     """Simulate and write one shard atomically; an unreadable image is skipped and recorded.
 
     Args:
         spec: the planned shard.
-        device: where the patches are blurred and developed (``"cuda"``: the Triton path).
+        device: where the patches are blurred and developed.
+        batched: develop each row group in one pass (``degtrans.simulate.batch``) while CPU threads
+            decode the next group's frames and encode the last group's rows; the default: on any device
+            but the CPU, whose one-sample path needs no copies. Both write the same rows within 1 DN.
     """
     settings = spec.settings
+    batched = torch.device(device).type != "cpu" if batched is None else batched
     schema = _schema(spec, settings["store_raw"])
     group = _row_group_rows(settings)
     final = spec.path
     skipped: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
-    total = 0
-    images: dict[int, np.ndarray | None] = {}
+    chunks = [list(spec.samples[start : start + group]) for start in range(0, len(spec.samples), group)]
     with atomic_path(final) as tmp:
         writer = pq.ParquetWriter(
             tmp,
@@ -227,22 +211,62 @@ def write_shard(spec: ShardSpec, device: torch.device | str = "cpu") -> ShardRes
             },
             write_statistics=[n for n in schema.names if n not in IMAGE_COLUMNS],
         )
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            if rows:
+                writer.write_table(rows_to_table(rows, schema), row_group_size=group)
+                counts.update(row["camera"] for row in rows)
+
         try:
-            for start in range(0, len(spec.samples), group):
-                chunk = list(spec.samples[start : start + group])
-                rows = _simulate_group(spec, chunk, images, skipped, device)
-                # Decoded frames are kept only while the next group may still need them.
-                keep = {s for _, s, _, _ in spec.samples[start + group : start + 2 * group]}
-                images = {s: image for s, image in images.items() if s in keep}
-                if rows:
-                    writer.write_table(rows_to_table(rows, schema), row_group_size=group)
-                    total += len(rows)
-                    counts.update(row["camera"] for row in rows)
+            if batched:
+                skipped = _write_batched(spec, chunks, device, write)
+            else:
+                images: dict[int, np.ndarray | None] = {}
+                for chunk in chunks:
+                    # Decoded frames are kept only while the next group may still need them.
+                    images, errors = _load_images(spec, {s for _, s, _, _ in chunk}, images)
+                    skipped += errors
+                    write(_one_sample_rows(spec, chunk, images, device))
+            total = sum(counts.values())
             info = {"rows": total, "skipped": skipped, "cameras": dict(sorted(counts.items()))}
             writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps(info)})
         finally:
             writer.close()
     return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
+
+
+def _write_batched(
+    spec: ShardSpec,
+    chunks: list[list[tuple[str, int, int, int]]],
+    device: torch.device | str,
+    write: Callable[[list[dict[str, Any]]], None],
+) -> list[dict[str, str]]:
+    """Row groups through the device path: one thread decodes the next group's frames and one encodes and
+    writes the last group's rows (in order) while this one draws and launches the current group."""
+    skipped: list[dict[str, str]] = []
+    fields = FieldCache(device)
+    with (
+        ThreadPoolExecutor(1, "degtrans-decode") as decoder,
+        ThreadPoolExecutor(1, "degtrans-encode") as encoder,
+    ):
+        needed = [{s for _, s, _, _ in chunk} for chunk in chunks]
+        loading = decoder.submit(_load_images, spec, needed[0], {}) if chunks else None
+        written = []
+        for g, chunk in enumerate(chunks):
+            images, errors = loading.result()
+            skipped += errors
+            if g + 1 < len(chunks):
+                loading = decoder.submit(_load_images, spec, needed[g + 1], images)
+            items = _group_items(spec, chunk, images)
+            pending = simulate_batch([it for _, it, _ in items], spec.settings, device, fields)
+
+            def encode(items=items, pending=pending) -> None:
+                write(_in_planned_order(items, pending.rows()))
+
+            written.append(encoder.submit(encode))
+        for done in written:
+            done.result()
+    return skipped
 
 
 def existing_shard(spec: ShardSpec) -> ShardResult | None:
