@@ -23,9 +23,9 @@ import torch
 from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import cfa_masks_batch
-from degtrans.simulate.degrade import DEMOSAIC_HALO, Pair, develop_pair, stack_params
+from degtrans.simulate.degrade import DEMOSAIC_HALO, develop_pair, stack_params
 from degtrans.simulate.noise import standard_noise
-from degtrans.simulate.sample import SampleDraws, cfa_pattern_of, draw_sample, sample_row
+from degtrans.simulate.sample import EncodedPair, SampleDraws, cfa_pattern_of, draw_sample, sample_row
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,13 @@ class PendingRows:
     items: tuple[BatchItem, ...]
     draws: tuple[SampleDraws, ...]
     settings: dict[str, Any]
-    parts: tuple[tuple[list[int], Pair], ...]
+    parts: tuple[tuple[list[int], EncodedPair], ...]
 
     def rows(self) -> list[dict[str, Any]]:
         """The dataset rows, in the order of the items."""
         rows: list[dict[str, Any] | None] = [None] * len(self.items)
         for members, pair in self.parts:
-            host = Pair(*(t.detach().to("cpu") for t in (pair.degraded, pair.clean, pair.raw)))
+            host = pair.to_host()
             for j, i in enumerate(members):
                 item, draws = self.items[i], self.draws[i]
                 frame = item.image.shape[:2]
@@ -130,7 +130,7 @@ def _develop(
     settings: dict[str, Any],
     device: torch.device,
     fields: FieldCache,
-) -> Pair:
+) -> EncodedPair:
     patch = settings["patch_size"]
     height, width = windows[0][2:]
     crops = np.stack(
@@ -156,7 +156,7 @@ def _develop(
     patterns = [cfa_pattern_of(item.camera, settings) for item in items]
     masks = cfa_masks_batch(patterns, offsets.tolist(), height, width, device)
     crop_at = torch.tensor([(d.y0 - w[0], d.x0 - w[1]) for d, w in zip(draws, windows, strict=True)])
-    return develop_pair(
+    pair = develop_pair(
         clean.to(device, non_blocking=pinned),
         psfs,
         masks,
@@ -170,3 +170,5 @@ def _develop(
         demosaic_method=settings["demosaic"],
         clean_cfa=settings["clean_cfa"],
     )
+    # Quantised on the device: a quarter of the bytes come back, and the rows only slice them.
+    return EncodedPair.of(pair, [item.camera for item in items] if settings["store_raw"] else None)

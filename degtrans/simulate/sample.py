@@ -13,16 +13,44 @@ from typing import Any
 import numpy as np
 import torch
 
-from degtrans.pairs import encode_u16
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.degrade import DegradeParams, Pair, context_window, sample_generator, sample_params
 from degtrans.simulate.isp import ISPRanges
 from degtrans.simulate.noise import NoiseModel
 
 
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) tensor -> (H, W, C) float64 array: pixels are quantised to uint16 from double precision."""
-    return image.detach().permute(1, 2, 0).double().cpu().numpy()
+@dataclass(frozen=True)
+class EncodedPair:
+    """A developed pair quantised as the dataset stores it, on the device it was developed on: ``clean``,
+    ``degraded`` (B, H*W*3) and ``raw`` (B, H*W) or ``None``, uint16 values held as int32."""
+
+    clean: torch.Tensor
+    degraded: torch.Tensor
+    raw: torch.Tensor | None
+
+    @classmethod
+    def of(cls, pair: Pair, cameras: list[CameraProfile] | None) -> EncodedPair:
+        """Quantise in double precision (the rule of ``degtrans.pairs.encode_u16``); ``cameras`` (one per
+        image) give the raw mosaic's black and white levels, ``None`` leaves it out."""
+
+        def u16(images: torch.Tensor) -> torch.Tensor:
+            hwc = images.detach().permute(0, 2, 3, 1).double().clamp(0.0, 1.0) * 65535.0
+            return hwc.round().to(torch.int32).flatten(1)
+
+        raw = None
+        if cameras is not None:
+            black = torch.tensor([float(np.mean(c.black_level)) for c in cameras], dtype=torch.float64)
+            white = torch.tensor([float(c.white_level) for c in cameras], dtype=torch.float64)
+            black, white = black.to(pair.raw.device)[:, None], white.to(pair.raw.device)[:, None]
+            dn = black + pair.raw.detach().double().flatten(1) * (white - black)
+            raw = dn.round().clamp(0, 65535).to(torch.int32)
+        return cls(u16(pair.clean), u16(pair.degraded), raw)
+
+    def to_host(self) -> EncodedPair:
+        """The same as numpy-ready CPU tensors (waits for the device)."""
+        return EncodedPair(
+            *(None if t is None else t.to("cpu") for t in (self.clean, self.degraded, self.raw))
+        )
 
 
 @dataclass(frozen=True)
@@ -75,10 +103,10 @@ def sample_row(
     draws: SampleDraws,
     frame: tuple[int, int],
     settings: dict[str, Any],
-    pair: Pair,
+    pair: EncodedPair,
     index: int = 0,
 ) -> dict[str, Any]:
-    """The dataset row of image ``index`` of a developed ``pair`` (tensors on any device)."""
+    """The dataset row of image ``index`` of an encoded ``pair`` on the CPU (:meth:`EncodedPair.to_host`)."""
     patch = settings["patch_size"]
     row: dict[str, Any] = {
         "sample_id": sample_id,
@@ -90,17 +118,15 @@ def sample_row(
         "height": patch,
         "width": patch,
         "channels": 3,
-        "clean": encode_u16(_hwc(pair.clean[index])),
-        "degraded": encode_u16(_hwc(pair.degraded[index])),
+        "clean": pair.clean[index].numpy().astype(np.uint16),
+        "degraded": pair.degraded[index].numpy().astype(np.uint16),
         **draws.params.columns(),
     }
     if settings["store_raw"]:
         from degtrans.simulate.cfa import phase_pattern
 
-        black = float(np.mean(camera.black_level))
-        dn = black + pair.raw[index, 0].detach().double().cpu().numpy() * (camera.white_level - black)
-        row["raw"] = np.clip(np.rint(dn), 0, 65535).astype(np.uint16).ravel()
+        row["raw"] = pair.raw[index].numpy().astype(np.uint16)
         row["raw_pattern"] = phase_pattern(cfa_pattern_of(camera, settings), (draws.y0, draws.x0))
-        row["raw_black_level"] = black
+        row["raw_black_level"] = float(np.mean(camera.black_level))
         row["raw_white_level"] = float(camera.white_level)
     return row

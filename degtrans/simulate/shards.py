@@ -18,7 +18,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -42,12 +42,16 @@ from degtrans.simulate.batch import BatchItem, FieldCache, simulate_batch
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.degrade import sample_params, simulate_pair
 from degtrans.simulate.plan import ShardSpec
-from degtrans.simulate.sample import cfa_pattern_of, draw_sample, sample_row
+from degtrans.simulate.sample import EncodedPair, cfa_pattern_of, draw_sample, sample_row
 from degtrans.simulate.sources import Source, load_source
 
 log = logging.getLogger(__name__)
 
 MAX_ROW_GROUP_BYTES = 100 * 1000 * 1000
+# The device path decodes the frames of the next groups on this many threads (OpenCV's decoders release
+# the GIL), so large photographs with few patches each do not leave the GPU waiting.
+DECODE_THREADS = 2
+DECODE_AHEAD = 2
 # PSF fields a worker process keeps (a 6x8 grid of 3x31x31 float32 PSFs is 0.55 MB).
 FIELD_CACHE_SIZE = 256
 
@@ -121,7 +125,8 @@ def simulate_sample(
         noise=settings["noise"],
         clean_cfa=settings["clean_cfa"],
     )
-    return sample_row(sample_id, camera_name, camera, draws, frame, settings, pair)
+    encoded = EncodedPair.of(pair, [camera] if settings["store_raw"] else None).to_host()
+    return sample_row(sample_id, camera_name, camera, draws, frame, settings, encoded)
 
 
 def _load_images(
@@ -235,28 +240,44 @@ def write_shard(
     return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
 
 
+def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
+    try:
+        return load_source(source), None
+    except ValueError as error:
+        log.warning("skipping %s", error)
+        return None, {"source": source.where, "reason": str(error)}
+
+
 def _write_batched(
     spec: ShardSpec,
     chunks: list[list[tuple[str, int, int, int]]],
     device: torch.device | str,
     write: Callable[[list[dict[str, Any]]], None],
 ) -> list[dict[str, str]]:
-    """Row groups through the device path: one thread decodes the next group's frames and one encodes and
-    writes the last group's rows (in order) while this one draws and launches the current group."""
+    """Row groups through the device path. Threads decode the frames of the next ``DECODE_AHEAD`` groups
+    and one encodes and writes the last group's rows (in order) while this one draws the current group
+    and launches it on the device."""
     skipped: list[dict[str, str]] = []
     fields = FieldCache(device)
+    needed = [sorted({s for _, s, _, _ in chunk}) for chunk in chunks]
+    decoding: dict[int, Future] = {}
     with (
-        ThreadPoolExecutor(1, "degtrans-decode") as decoder,
+        ThreadPoolExecutor(DECODE_THREADS, "degtrans-decode") as decoder,
         ThreadPoolExecutor(1, "degtrans-encode") as encoder,
     ):
-        needed = [{s for _, s, _, _ in chunk} for chunk in chunks]
-        loading = decoder.submit(_load_images, spec, needed[0], {}) if chunks else None
         written = []
         for g, chunk in enumerate(chunks):
-            images, errors = loading.result()
-            skipped += errors
-            if g + 1 < len(chunks):
-                loading = decoder.submit(_load_images, spec, needed[g + 1], images)
+            for s in (s for ahead in needed[g : g + 1 + DECODE_AHEAD] for s in ahead):
+                if s not in decoding:
+                    decoding[s] = decoder.submit(_decode, spec.sources[s])
+            images = {}
+            for s in needed[g]:
+                images[s], error = decoding[s].result()
+                if error is not None and error not in skipped:
+                    skipped.append(error)
+            # Decoded frames are kept only while a later group still needs them.
+            later = {s for ahead in needed[g + 1 :] for s in ahead}
+            decoding = {s: f for s, f in decoding.items() if s in later}
             items = _group_items(spec, chunk, images)
             pending = simulate_batch([it for _, it, _ in items], spec.settings, device, fields)
 
