@@ -4,9 +4,8 @@
   k = 63 and 8x12 with k = 31: ``sv_conv2d`` (``backend="auto"``) forward and forward+backward (gradients
   in the image and the PSFs) against the single-kernel FFT convolution of the same image (the floor, its
   forward and forward+backward). Target: both ratios <= 4.
-* **Triton and the cost model**: at 3000x4000, 5x7, the Triton kernel's forward at k = 31 and both
-  backends at k = 7, and which one ``"auto"`` picked; the output's largest error against the float32
-  reference (TF32 off) at k = 31.
+* **Triton and the cost model**: at 3000x4000, 5x7, both backends' forward at k = 31 and k = 7 and which
+  one ``"auto"`` picked; the output's largest error against the float32 reference (TF32 off) at k = 31.
 * **Patches**: 256 patches of 128x128 at random sensor offsets of 3000x4000 frames from 8 cameras in one
   call, against a loop of per-patch calls (its best backend). Target: >= 20x.
 
@@ -36,7 +35,6 @@ from degtrans.kernels.sv_conv.cpu import fast_fft_len
 from degtrans.kernels.sv_conv.geometry import make_geometry
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIELDS = [((5, 7), 31), ((5, 7), 63), ((8, 12), 31)]
 TARGETS = {"frame": 4.0, "patches": 20.0}
 
 
@@ -104,12 +102,12 @@ def _floor(x: torch.Tensor, psfs: torch.Tensor) -> torch.Tensor:
     return fft_floor(x, psfs[0, 0])
 
 
-def frame_cases(frames, timer: Timer, device: torch.device) -> dict:
+def frame_cases(frames, fields, timer: Timer, device: torch.device) -> dict:
     """Forward and forward+backward of ``sv_conv2d`` against the FFT floor, per frame and field."""
     rows = {}
     for height, width in frames:
         x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
-        for grid, k in FIELDS:
+        for grid, k in fields:
             psfs = _field(grid, k, device)
             geometry = make_geometry("bench", tuple(x.shape), (0, 0), None, None, 1)
             row = {
@@ -128,12 +126,12 @@ def frame_cases(frames, timer: Timer, device: torch.device) -> dict:
     return rows
 
 
-def backend_check(frame, timer: Timer, device: torch.device) -> dict:
-    """Triton against the batched FFT at k = 31 and k = 7 (5x7 field), ``auto``'s pick, and the error."""
+def backend_check(frame, sizes, timer: Timer, device: torch.device) -> dict:
+    """Triton against the batched FFT for PSF ``sizes`` (5x7 field), ``auto``'s pick, and the error."""
     height, width = frame
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(2)).to(device)
     out = {}
-    for k in (31, 7):
+    for k in sizes:
         psfs = _field((5, 7), k, device)
         geometry = make_geometry("bench", tuple(x.shape), (0, 0), None, None, 1)
         times = {b: timer(lambda b=b, psfs=psfs: sv_conv2d(x, psfs, backend=b)) for b in _backends(device)}
@@ -144,7 +142,7 @@ def backend_check(frame, timer: Timer, device: torch.device) -> dict:
             "fastest": min(times, key=times.get),
             "auto_over_fastest": times[picked] / min(times.values()),
         }
-        if k == 31:
+        if k == sizes[0]:
             torch.backends.cudnn.allow_tf32 = False  # the reference in true float32
             reference = sv_conv2d(x, psfs, backend="reference")
             got = sv_conv2d(x, psfs)
@@ -206,6 +204,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="torch device (default cuda)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median)")
     parser.add_argument("--frames", default="3000x4000,4000x6000", help="frame sizes HxW, comma-separated")
+    parser.add_argument(
+        "--fields", default="5x7:31,5x7:63,8x12:31", help="fields ROWSxCOLS:K of the frame cases"
+    )
+    parser.add_argument("--backend-psfs", default="31,7", help="PSF sizes of the Triton/FFT check")
     parser.add_argument("--patches", type=int, default=256, help="patches in the batched call")
     parser.add_argument("--patch", type=int, default=128, help="patch side")
     parser.add_argument("--cameras", type=int, default=8, help="fields the patches draw from")
@@ -221,8 +223,13 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"sv_conv2d on {name}", flush=True)
     record: dict = {"device": name, "torch": torch.__version__, "repeats": args.repeats}
-    record["frames"] = frame_cases(frames, timer, device)
-    record["backends"] = backend_check(frames[0], timer, device)
+    fields = []
+    for spec in args.fields.split(","):
+        grid, k = spec.split(":")
+        fields.append((tuple(int(v) for v in grid.split("x")), int(k)))
+    record["frames"] = frame_cases(frames, fields, timer, device)
+    sizes = [int(k) for k in args.backend_psfs.split(",")]
+    record["backends"] = backend_check(frames[0], sizes, timer, device)
     record["patches"] = patch_case(args.patches, args.patch, args.cameras, frames[0], timer, device)
     worst = {
         "forward": max(r["forward_over_floor"] for r in record["frames"].values()),

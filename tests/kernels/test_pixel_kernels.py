@@ -97,14 +97,14 @@ def test_bad_input_is_rejected(x_shape, k_shape, kwargs, match):
         apply_pixel_kernels(torch.rand(x_shape), torch.rand(k_shape), **kwargs)
 
 
-def _compare_with_reference(fn, x, kernels, tolerance, padding):
+def _compare_with_reference(fn, x, kernels, tolerance, padding, **kwargs):
     """Output and both gradients (same upstream gradient) of ``fn`` against the float64 reference."""
     upstream = _rand(*x.shape, seed=9).to(x.device)
     results = []
     for impl, dtype in ((apply_pixel_kernels_reference, torch.float64), (fn, x.dtype)):
         xi = x.detach().to(dtype).requires_grad_(True)
         ki = kernels.detach().to(dtype).requires_grad_(True)
-        out = impl(xi, ki, padding=padding)
+        out = impl(xi, ki, padding=padding, **kwargs)
         results.append(
             [t.to(x.dtype) for t in (out, *torch.autograd.grad(out, (xi, ki), upstream.to(dtype)))]
         )
@@ -164,6 +164,92 @@ def test_triton_half_precision_on_gpu(dtype, tolerance):
     got = apply_pixel_kernels(x.to(dtype), kernels.to(dtype), backend="triton")
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, **tolerance(dtype))
+
+
+# --- dilation -------------------------------------------------------------------------------------------
+
+
+def _dilated_definition(x, kernels, dilation, padding):
+    """``y(p) = sum_u K_p(u) x(p + d (u - c))`` tap by tap on an explicitly padded image."""
+    k = int(round(kernels.shape[-3] ** 0.5))
+    halo = (k // 2) * dilation
+    xp = F.pad(x, (halo,) * 4, mode={"reflect": "reflect", "zeros": "constant"}[padding])
+    height, width = x.shape[-2:]
+    per_channel = kernels if kernels.dim() == 5 else kernels.unsqueeze(1)
+    out = torch.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            window = xp[..., i * dilation : i * dilation + height, j * dilation : j * dilation + width]
+            out = out + per_channel[:, :, i * k + j] * window
+    return out
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dilation", [2, 3, 4])
+def test_dilated_kernels_match_the_definition(dilation, padding, backend, tolerance):
+    x = _rand(2, 3, 13, 17, seed=dilation)
+    kernels = _kernels("per_channel", 2, 3, 5, 13, 17, seed=dilation + 1)
+    out = apply_pixel_kernels(x, kernels, dilation=dilation, padding=padding, backend=backend)
+    torch.testing.assert_close(
+        out, _dilated_definition(x, kernels, dilation, padding), **tolerance(torch.float64)
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_dilated_gradcheck(backend):
+    x = _rand(1, 2, 7, 6).requires_grad_(True)
+    kernels = _kernels("shared", 1, 2, 3, 7, 6).requires_grad_(True)
+
+    def fn(x, kernels):
+        return apply_pixel_kernels(x, kernels, dilation=2, padding="reflect", backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (x, kernels), fast_mode=True)
+
+
+@pytest.mark.parametrize(
+    ("layout", "padding", "dilation"), [("per_channel", "reflect", 2), ("shared", "zeros", 3)]
+)
+def test_triton_dilated_matches_reference(layout, padding, dilation, tolerance):
+    from degtrans.kernels.pixel_kernels.autograd import apply_pixel_kernels_triton
+
+    x = _rand(1, 2, 17, 21)
+    kernels = _kernels(layout, 1, 2, 3, 17, 21)
+    _compare_with_reference(apply_pixel_kernels_triton, x, kernels, tolerance, padding, dilation=dilation)
+
+
+def test_triton_reads_a_slice_of_several_dilations_and_kernels_of_another_dtype(tolerance):
+    """As FOV-KPN's head calls it: float32 image, kernels of another dtype, one dilation's slice in place."""
+    x = _rand(2, 2, 11, 13, dtype=torch.float32).requires_grad_(True)
+    every = _rand(2, 3, 2, 9, 11, 13, dtype=torch.float64, seed=4).requires_grad_(
+        True
+    )  # (B, D, C, k*k, H, W)
+    upstream = _rand(2, 2, 11, 13, dtype=torch.float32, seed=5)
+    got = apply_pixel_kernels(x, every.unbind(1)[1], dilation=2, padding="reflect", backend="triton")
+    assert got.dtype == torch.float32
+    grads = torch.autograd.grad(got, (x, every), upstream)
+    assert grads[1].dtype == torch.float64 and float(grads[1][:, (0, 2)].abs().sum()) == 0.0
+    x64, k64 = x.detach().double().requires_grad_(True), every.detach().requires_grad_(True)
+    want = apply_pixel_kernels_reference(x64, k64.unbind(1)[1], padding="reflect", dilation=2)
+    want_grads = torch.autograd.grad(want, (x64, k64), upstream.double())
+    torch.testing.assert_close(got.double(), want, **tolerance(torch.float32))
+    for g, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g.double(), w, **tolerance(torch.float32))
+
+
+@pytest.mark.gpu
+def test_triton_bf16_kernels_on_float32_images_on_gpu(tolerance):
+    x = _rand(2, 3, 128, 96, dtype=torch.float32).cuda()
+    kernels = _kernels("per_channel", 2, 3, 5, 128, 96, dtype=torch.float32).cuda().bfloat16()
+    got = apply_pixel_kernels(x, kernels, dilation=3, padding="reflect")
+    want = apply_pixel_kernels_reference(x.double(), kernels.double(), padding="reflect", dilation=3)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, **tolerance(torch.float32))
+
+
+def test_bad_dilation_is_rejected():
+    with pytest.raises(ValueError, match="dilation"):
+        apply_pixel_kernels(torch.rand(1, 1, 8, 8), torch.rand(1, 9, 8, 8), dilation=0)
 
 
 def test_module_equals_function():

@@ -6,7 +6,7 @@ from degtrans.restore.coords import fov_coords
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock
 from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d, deform_conv2d
 from degtrans.restore.models.fovkpn import FOVKPN
-from degtrans.restore.models.kpn import MultiDilationKPN, apply_dilated_pixel_kernels, polyphase_pixel_kernels
+from degtrans.restore.models.kpn import MultiDilationKPN
 from degtrans.restore.models.wiener import (
     LEGACY_REFINE_NAMES,
     DeepWiener,
@@ -130,40 +130,6 @@ def test_fovkpn_shapes_gradients_and_identity_start():
 def test_fovkpn_rejects_even_kernels():
     with pytest.raises(ValueError, match="odd"):
         FOVKPN(kernel_size=4)
-
-
-def _dilated_reference(x: torch.Tensor, kernels: torch.Tensor, dilation: int, padding: str) -> torch.Tensor:
-    k = int(round(kernels.shape[2] ** 0.5))
-    halo = (k // 2) * dilation
-    mode = {"reflect": "reflect", "zeros": "constant"}[padding]
-    xp = F.pad(x, (halo,) * 4, mode=mode)
-    height, width = x.shape[-2:]
-    out = torch.zeros_like(x)
-    for i in range(k):
-        for j in range(k):
-            window = xp[..., i * dilation : i * dilation + height, j * dilation : j * dilation + width]
-            out += kernels[:, :, i * k + j] * window
-    return out
-
-
-@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
-@pytest.mark.parametrize("padding", ["reflect", "zeros"])
-def test_dilated_pixel_kernels_match_the_definition_on_both_paths(dilation, padding, tolerance):
-    gen = torch.Generator().manual_seed(dilation)
-    x = torch.randn(2, 3, 13, 17, dtype=torch.float64, generator=gen)
-    kernels = torch.randn(2, 3, 25, 13, 17, dtype=torch.float64, generator=gen)
-    expected = _dilated_reference(x, kernels, dilation, padding)
-    tol = tolerance(torch.float64)
-    torch.testing.assert_close(apply_dilated_pixel_kernels(x, kernels, dilation, padding), expected, **tol)
-    # The polyphase path (what CUDA runs, on the Triton kernel) computes the same on CPU.
-    torch.testing.assert_close(polyphase_pixel_kernels(x, kernels, dilation, padding), expected, **tol)
-
-
-def test_dilated_pixel_kernels_gradcheck():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    kernels = torch.randn(1, 2, 9, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: apply_dilated_pixel_kernels(a, b, 2), (x, kernels))
 
 
 def test_multi_dilation_head_starts_as_identity_and_reaches_17_pixels():

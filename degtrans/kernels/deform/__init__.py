@@ -8,6 +8,11 @@ from degtrans.kernels._utils import check_choice
 from degtrans.kernels.deform.reference import deform_conv2d_reference
 
 _BACKENDS = ("auto", "reference", "triton")
+# What "auto" runs on CUDA tensors. The Triton kernels pass their interpreter tests but have not yet run
+# on a GPU: "auto" keeps the reference until the GPU-marked tests in tests/kernels/test_deform.py pass on
+# a device and benchmarks/gpu_check.py's train-speed step (which times FOV-KPN with each) shows Triton
+# faster; then this is "triton".
+AUTO_ON_CUDA = "reference"
 
 
 def deform_conv2d(
@@ -30,9 +35,9 @@ def deform_conv2d(
         weight: (Cout, Cin, k, k), k odd.
         bias: (Cout,) or ``None``.
         dilation: tap spacing in pixels.
-        backend: ``"auto"`` (the reference), ``"reference"`` or ``"triton"``. The Triton kernels pass
-            their interpreter tests on CPU but have not yet run on a GPU, so ``auto`` does not pick
-            them yet (the GPU-marked tests in ``tests/kernels/test_deform.py`` decide that).
+        backend: ``"auto"`` (``AUTO_ON_CUDA`` on CUDA tensors, the reference otherwise),
+            ``"reference"`` or ``"triton"``. Under autocast the Triton path samples in the input's dtype
+            and its contractions autocast (bfloat16 on tensor cores); sampling sums run in float32.
 
     Returns:
         (B, Cout, H, W), differentiable in ``x``, ``offset``, ``mask``, ``weight`` and ``bias``.
@@ -54,7 +59,9 @@ def deform_conv2d(
             f"deform_conv2d: mask {tuple(mask.shape)} is not (B, {groups * taps}, {height}, {width})"
         )
     check_choice("deform_conv2d", "backend", backend, _BACKENDS)
-    if backend in ("auto", "reference"):
+    if backend == "auto":
+        backend = AUTO_ON_CUDA if x.is_cuda else "reference"
+    if backend == "reference":
         return deform_conv2d_reference(x, offset, mask, weight, bias, dilation)
     # Imported here so that importing degtrans.kernels never imports triton.
     from degtrans.kernels.deform.autograd import deform_conv2d_triton

@@ -8,10 +8,11 @@ from degtrans.kernels.deform._triton import deform_col2im, deform_im2col
 
 
 class _DeformConv2d(torch.autograd.Function):
-    # Under CUDA autocast everything runs in float32: the sampling accumulates in float32 anyway,
-    # and the einsums then see one dtype in forward and backward.
+    # Under CUDA autocast the sampled columns keep the input's dtype (bfloat16 halves their traffic) and
+    # the contractions autocast like any matmul (tensor cores); the kernels compute sample positions and
+    # accumulate gradients in float32. custom_bwd runs the backward under the forward's autocast state.
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x, offset, mask, weight, bias, dilation):  # noqa: D102
         cout, cin, k, _ = weight.shape
         cols = deform_im2col(x, offset, mask, k, dilation)

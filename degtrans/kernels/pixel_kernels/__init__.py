@@ -13,7 +13,7 @@ _PADDINGS = ("zeros", "reflect")
 _BACKENDS = ("auto", "reference", "cpu", "triton")
 
 
-def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str) -> None:
+def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str, dilation: int) -> None:
     name = "apply_pixel_kernels"
     if x.dim() != 4:
         raise ValueError(f"{name}: x must be (B, C, H, W), got {tuple(x.shape)}")
@@ -32,47 +32,60 @@ def _validate(x: torch.Tensor, kernels: torch.Tensor, padding: str, backend: str
         raise ValueError(f"{name}: kernels {tuple(kernels.shape)} do not match x {tuple(x.shape)}")
     if kernels.device != x.device:
         raise ValueError(f"{name}: x is on {x.device} but kernels on {kernels.device}")
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"{name}: dilation must be an integer >= 1, got {dilation!r}")
     check_choice(name, "padding", padding, _PADDINGS)
     check_choice(name, "backend", backend, _BACKENDS)
 
 
 def apply_pixel_kernels(
-    x: torch.Tensor, kernels: torch.Tensor, *, padding: str = "zeros", backend: str = "auto"
+    x: torch.Tensor,
+    kernels: torch.Tensor,
+    *,
+    dilation: int = 1,
+    padding: str = "zeros",
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """``y(p) = sum_u K_p(u) x(p + u - c)`` with ``c = k // 2`` (kernel-prediction networks).
+    """``y(p) = sum_u K_p(u) x(p + d (u - c))`` with ``c = k // 2`` (kernel-prediction networks).
 
     Args:
         x: (B, C, H, W) image.
         kernels: (B, k*k, H, W) shared by all channels or (B, C, k*k, H, W) per channel, k odd;
-            tap ``u = (i, j)`` is index ``i * k + j``.
-        padding: ``"zeros"`` or ``"reflect"``.
+            tap ``u = (i, j)`` is index ``i * k + j``. May be another dtype than ``x`` (bfloat16 kernels
+            of an autocast network on a float32 image): the output has ``x``'s dtype.
+        dilation: tap spacing ``d`` in pixels (a ``k x k`` kernel then reaches ``d * (k - 1) + 1``).
+        padding: ``"zeros"`` or ``"reflect"`` (mirrored index by index where the halo is wider than the
+            image).
         backend: ``"auto"`` (Triton on CUDA tensors, the CPU path otherwise), ``"reference"``, ``"cpu"``
             or ``"triton"``.
 
     Returns:
         (B, C, H, W), differentiable in ``x`` and ``kernels``.
     """
-    _validate(x, kernels, padding, backend)
+    _validate(x, kernels, padding, backend, dilation)
     if backend == "auto":
         backend = "triton" if x.is_cuda else "cpu"
     if backend == "reference":
-        return apply_pixel_kernels_reference(x, kernels, padding=padding)
+        return apply_pixel_kernels_reference(x, kernels, padding=padding, dilation=dilation)
     if backend == "cpu":
-        return apply_pixel_kernels_cpu(x, kernels, padding=padding)
+        return apply_pixel_kernels_cpu(x, kernels, padding=padding, dilation=dilation)
     # Imported here so that importing degtrans.kernels never imports triton.
     from degtrans.kernels.pixel_kernels.autograd import apply_pixel_kernels_triton
 
-    return apply_pixel_kernels_triton(x, kernels, padding=padding)
+    return apply_pixel_kernels_triton(x, kernels, padding=padding, dilation=dilation)
 
 
 class PixelKernels(nn.Module):
-    """:func:`apply_pixel_kernels` as a module (holds only ``padding`` and ``backend``)."""
+    """:func:`apply_pixel_kernels` as a module (holds only ``dilation``, ``padding`` and ``backend``)."""
 
-    def __init__(self, *, padding: str = "zeros", backend: str = "auto") -> None:
+    def __init__(self, *, dilation: int = 1, padding: str = "zeros", backend: str = "auto") -> None:
         super().__init__()
+        self.dilation = dilation
         self.padding = padding
         self.backend = backend
 
     def forward(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """``x: (B, C, H, W)``, ``kernels: (B, k*k, H, W)`` or ``(B, C, k*k, H, W)`` -> ``(B, C, H, W)``."""
-        return apply_pixel_kernels(x, kernels, padding=self.padding, backend=self.backend)
+        return apply_pixel_kernels(
+            x, kernels, dilation=self.dilation, padding=self.padding, backend=self.backend
+        )

@@ -1,12 +1,16 @@
 """Triton kernels of per-pixel kernel application: forward, input gradient and kernel gradient.
 
-On the image padded by ``h = k // 2`` (padding is done by torch outside, so autograd gives its adjoint),
-with ``u`` a tap in ``[0, k)^2`` and kernels ``K: (B, KC, k*k, H, W)`` where ``KC`` is 1 (shared by all
-channels) or ``C``:
+On the image padded by ``h = d * (k // 2)`` (padding is done by torch outside, so autograd gives its
+adjoint), with ``u`` a tap in ``[0, k)^2``, ``d`` the dilation and kernels ``K: (B, KC, k*k, H, W)`` where
+``KC`` is 1 (shared by all channels) or ``C``:
 
-* forward   ``y(p)       = sum_u K_p(u) x_pad(p + u)``,
-* adjoint   ``g_xpad(q)  = sum_u K_{q-u}(u) g_y(q - u)``,
-* kernels   ``g_K_p(u)   = sum_c g_y_c(p) x_pad_c(p + u)`` (sum over the channels sharing the kernel).
+* forward   ``y(p)       = sum_u K_p(u) x_pad(p + d u)``,
+* adjoint   ``g_xpad(q)  = sum_u K_{q-du}(u) g_y(q - d u)``,
+* kernels   ``g_K_p(u)   = sum_c g_y_c(p) x_pad_c(p + d u)`` (sum over the channels sharing the kernel).
+
+The image and the kernels may have different dtypes (float32 images, bfloat16 kernels under autocast):
+each is loaded as it is and the sums run in float32 (float64 for float64 images). The kernels' batch
+stride ``KB`` is an argument, so one dilation's kernels can be a slice of all dilations' without a copy.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ _CONFIGS = block_configs([(16, 32, 4), (32, 32, 4), (16, 64, 4), (32, 64, 8), (8
 @triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
 @triton.jit
 def _pk_forward_kernel(
-    xp_ptr, k_ptr, out_ptr, C, KC, H, W, Hp, Wp,
+    xp_ptr, k_ptr, out_ptr, C, KC, KB, H, W, Hp, Wp, DIL,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
     bc = tl.program_id(1)
@@ -35,10 +39,10 @@ def _pk_forward_kernel(
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
     x_base = xp_ptr + bc.to(tl.int64) * Hp * Wp
-    k_base = k_ptr + (b * KC + kc).to(tl.int64) * K * K * H * W + oy[:, None] * W + ox[None, :]
+    k_base = k_ptr + b.to(tl.int64) * KB + kc.to(tl.int64) * K * K * H * W + oy[:, None] * W + ox[None, :]
     for i in range(K):
         for j in range(K):
-            xv = tl.load(x_base + (oy + i)[:, None] * Wp + (ox + j)[None, :]).to(acc_dtype)
+            xv = tl.load(x_base + (oy + i * DIL)[:, None] * Wp + (ox + j * DIL)[None, :]).to(acc_dtype)
             kv = tl.load(k_base + (i * K + j) * H * W).to(acc_dtype)
             acc += xv * kv
     out = out_ptr + bc.to(tl.int64) * H * W + oy[:, None] * W + ox[None, :]
@@ -48,7 +52,7 @@ def _pk_forward_kernel(
 @triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
 @triton.jit
 def _pk_adjoint_kernel(
-    gy_ptr, k_ptr, gxp_ptr, C, KC, H, W, Hp, Wp,
+    gy_ptr, k_ptr, gxp_ptr, C, KC, KB, H, W, Hp, Wp, DIL,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
     bc = tl.program_id(1)
@@ -58,12 +62,12 @@ def _pk_adjoint_kernel(
     acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=acc_dtype)
     g_base = gy_ptr + bc.to(tl.int64) * H * W
-    k_base = k_ptr + (b * KC + kc).to(tl.int64) * K * K * H * W
+    k_base = k_ptr + b.to(tl.int64) * KB + kc.to(tl.int64) * K * K * H * W
     for i in range(K):
-        py = qy - i
+        py = qy - i * DIL
         vy = my & (py >= 0) & (py < H)
         for j in range(K):
-            px = qx - j
+            px = qx - j * DIL
             vx = mx & (px >= 0) & (px < W)
             valid = vy[:, None] & vx[None, :]
             offs = py[:, None] * W + px[None, :]
@@ -77,7 +81,7 @@ def _pk_adjoint_kernel(
 @triton.autotune(configs=_CONFIGS, key=["H", "W", "K"])
 @triton.jit
 def _pk_kernel_grad_kernel(
-    xp_ptr, gy_ptr, gk_ptr, C, KC, H, W, Hp, Wp,
+    xp_ptr, gy_ptr, gk_ptr, C, KC, H, W, Hp, Wp, DIL,
     K: tl.constexpr, ACC_FP64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):  # fmt: skip
     bk = tl.program_id(1)
@@ -97,26 +101,31 @@ def _pk_kernel_grad_kernel(
             for cc in range(c_count):
                 bc = (b * C + c_start + cc).to(tl.int64)
                 gv = tl.load(gy_ptr + bc * H * W + offs).to(acc_dtype)
-                xv = tl.load(xp_ptr + bc * Hp * Wp + (oy + i)[:, None] * Wp + (ox + j)[None, :]).to(acc_dtype)
+                rows = (oy + i * DIL)[:, None] * Wp
+                xv = tl.load(xp_ptr + bc * Hp * Wp + rows + (ox + j * DIL)[None, :]).to(acc_dtype)
                 acc += gv * xv
             tl.store(gk_base + (i * K + j) * H * W, acc.to(gk_ptr.dtype.element_ty), mask=inside)
 
 
-def forward(x_pad: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` from ``x_pad: (B, C, H+2h, W+2h)`` and ``kernels: (B, KC, k*k, H, W)``."""
+def forward(x_pad: torch.Tensor, kernels: torch.Tensor, dilation: int) -> torch.Tensor:
+    """``(B, C, H, W)`` in ``x_pad``'s dtype from ``x_pad: (B, C, H+2h, W+2h)`` and ``kernels: (B, KC, k*k,
+    H, W)`` (contiguous but for the batch stride)."""
     batch, channels, hp, wp = x_pad.shape
     _, kc, taps, height, width = kernels.shape
     out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
     k = kernel_size(taps)
     launch_2d(
         _pk_forward_kernel, height, width, batch * channels, x_pad, kernels, out,
-        channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
+        channels, kc, kernels.stride(0), height, width, hp, wp, dilation,
+        K=k, ACC_FP64=x_pad.dtype == torch.float64,
     )  # fmt: skip
     return out
 
 
-def adjoint(grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, H+2h, W+2h)`` gradient of the padded input."""
+def adjoint(
+    grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, int], dilation: int
+) -> torch.Tensor:
+    """``(B, C, H+2h, W+2h)`` gradient of the padded input, in ``grad_out``'s dtype."""
     batch, channels, height, width = grad_out.shape
     _, kc, taps, _, _ = kernels.shape
     hp, wp = pad_hw
@@ -124,19 +133,22 @@ def adjoint(grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, in
     k = kernel_size(taps)
     launch_2d(
         _pk_adjoint_kernel, hp, wp, batch * channels, grad_out, kernels, grad,
-        channels, kc, height, width, hp, wp, K=k, ACC_FP64=grad_out.dtype == torch.float64,
+        channels, kc, kernels.stride(0), height, width, hp, wp, dilation,
+        K=k, ACC_FP64=grad_out.dtype == torch.float64,
     )  # fmt: skip
     return grad
 
 
-def kernel_grad(x_pad: torch.Tensor, grad_out: torch.Tensor, kernel_shape: tuple[int, ...]) -> torch.Tensor:
-    """``(B, KC, k*k, H, W)`` gradient of the kernels."""
+def kernel_grad(
+    x_pad: torch.Tensor, grad_out: torch.Tensor, kernels: torch.Tensor, dilation: int
+) -> torch.Tensor:
+    """``(B, KC, k*k, H, W)`` gradient of the kernels, contiguous, in their dtype."""
     batch, channels, hp, wp = x_pad.shape
-    _, kc, taps, height, width = kernel_shape
-    grad = torch.empty(kernel_shape, dtype=x_pad.dtype, device=x_pad.device)
+    _, kc, taps, height, width = kernels.shape
+    grad = torch.empty(kernels.shape, dtype=kernels.dtype, device=x_pad.device)
     k = kernel_size(taps)
     launch_2d(
         _pk_kernel_grad_kernel, height, width, batch * kc, x_pad, grad_out, grad,
-        channels, kc, height, width, hp, wp, K=k, ACC_FP64=x_pad.dtype == torch.float64,
+        channels, kc, height, width, hp, wp, dilation, K=k, ACC_FP64=x_pad.dtype == torch.float64,
     )  # fmt: skip
     return grad

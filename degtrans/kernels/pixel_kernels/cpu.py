@@ -11,13 +11,16 @@ import torch
 from degtrans.kernels._utils import kernel_size, pad_image
 
 
-def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+def apply_pixel_kernels_cpu(
+    x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros", dilation: int = 1
+) -> torch.Tensor:
     """Same semantics as :func:`degtrans.kernels.pixel_kernels.reference.apply_pixel_kernels_reference`.
 
     Args:
         x: (B, C, H, W) image.
         kernels: (B, k*k, H, W) shared by all channels or (B, C, k*k, H, W); tap ``(i, j)`` is ``i * k + j``.
         padding: ``"zeros"`` or ``"reflect"``.
+        dilation: tap spacing in pixels.
 
     Returns:
         (B, C, H, W).
@@ -25,7 +28,8 @@ def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str
     height, width = x.shape[-2:]
     taps = kernels.shape[-3]
     k = kernel_size(taps)
-    x_pad = pad_image(x, k // 2, padding)
+    d = dilation
+    x_pad = pad_image(x, d * (k // 2), padding)
     kernels = kernels.to(x.dtype)
     if kernels.dim() == 4:
         kernels = kernels.unsqueeze(1)
@@ -35,5 +39,6 @@ def apply_pixel_kernels_cpu(x: torch.Tensor, kernels: torch.Tensor, padding: str
     taps_k = kernels.unbind(2)
     for i in range(k):
         for j in range(k):
-            out = torch.addcmul(out, taps_k[i * k + j], x_pad[..., i : i + height, j : j + width])
+            window = x_pad[..., i * d : i * d + height, j * d : j * d + width]
+            out = torch.addcmul(out, taps_k[i * k + j], window)
     return out

@@ -1,78 +1,16 @@
 """Kernel prediction at several dilations (FOV-KPN's head): per-pixel 5x5 kernels at dilations 1-4, fused.
 
-:func:`degtrans.kernels.apply_pixel_kernels` applies undilated kernels only; a kernel at dilation ``d``
-is applied here on CUDA to the ``d x d`` polyphase components of the image, where it is undilated, so
-the Triton kernel serves every dilation; on CPU as one multiply-add per tap.
+Each dilation's kernels are applied by :func:`degtrans.kernels.apply_pixel_kernels` with its
+``dilation`` (the Triton kernel on CUDA reads the autocast network's bfloat16 kernels in place, no copy
+per dilation; one multiply-add per tap on CPU).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from degtrans.kernels import apply_pixel_kernels
-
-
-def apply_dilated_pixel_kernels(
-    x: torch.Tensor, kernels: torch.Tensor, dilation: int = 1, padding: str = "reflect"
-) -> torch.Tensor:
-    """``y(p) = sum_u K_p(u) x(p + dilation * (u - c))`` with ``c = k // 2``.
-
-    Args:
-        x: (B, C, H, W) image.
-        kernels: (B, C, k*k, H, W) one kernel per pixel and channel, k odd; tap ``(i, j)`` is ``i * k + j``.
-        dilation: tap spacing in pixels (>= 1).
-        padding: ``"reflect"`` (mirror the image; ``"replicate"`` when the patch is smaller than the
-            dilated halo) or ``"zeros"``.
-
-    Returns:
-        (B, C, H, W), differentiable in ``x`` and ``kernels``.
-    """
-    if dilation < 1:
-        raise ValueError(f"apply_dilated_pixel_kernels: dilation must be >= 1, got {dilation}")
-    if dilation == 1:
-        return apply_pixel_kernels(x, kernels, padding=padding)
-    if not x.is_cuda:
-        # On CPU one fused multiply-add per tap on the padded image is ~6x faster than the polyphase copies.
-        height, width = x.shape[-2:]
-        k = int(round(kernels.shape[-3] ** 0.5))
-        xp = _pad(x, (k // 2) * dilation, padding)
-        out = torch.zeros_like(x)
-        for tap, kernel in enumerate(kernels.to(x.dtype).unbind(2)):
-            i, j = divmod(tap, k)
-            window = xp[..., i * dilation : i * dilation + height, j * dilation : j * dilation + width]
-            out = torch.addcmul(out, kernel, window)
-        return out
-    return polyphase_pixel_kernels(x, kernels, dilation, padding)
-
-
-def polyphase_pixel_kernels(
-    x: torch.Tensor, kernels: torch.Tensor, dilation: int, padding: str
-) -> torch.Tensor:
-    """:func:`apply_dilated_pixel_kernels` as undilated kernels on the ``d x d`` polyphase components."""
-    batch, channels, height, width = x.shape
-    taps = kernels.shape[-3]
-    d = dilation
-    halo = (int(round(taps**0.5)) // 2) * d
-    # Pad by the dilated halo (the mirror of the full-resolution image), then to multiples of d: the
-    # extra rows are never reached from inside the patch, and their kernels are zero.
-    extra_h, extra_w = (-(height + 2 * halo)) % d, (-(width + 2 * halo)) % d
-    xp = F.pad(_pad(x, halo, padding), (0, extra_w, 0, extra_h))
-    kp = F.pad(kernels, (halo, halo + extra_w, halo, halo + extra_h))
-    hq, wq = xp.shape[-2] // d, xp.shape[-1] // d
-    phases = xp.view(batch, channels, hq, d, wq, d).permute(0, 1, 3, 5, 2, 4).reshape(batch, -1, hq, wq)
-    phase_kernels = kp.view(batch, channels, taps, hq, d, wq, d).permute(0, 1, 4, 6, 2, 3, 5)
-    y = apply_pixel_kernels(phases, phase_kernels.reshape(batch, -1, taps, hq, wq), padding="zeros")
-    y = y.view(batch, channels, d, d, hq, wq).permute(0, 1, 4, 2, 5, 3)
-    y = y.reshape(batch, channels, hq * d, wq * d)
-    return y[..., halo : halo + height, halo : halo + width]
-
-
-def _pad(x: torch.Tensor, halo: int, padding: str) -> torch.Tensor:
-    if padding == "zeros":
-        return F.pad(x, (halo, halo, halo, halo))
-    return F.pad(x, (halo, halo, halo, halo), mode="reflect" if halo < min(x.shape[-2:]) else "replicate")
 
 
 class MultiDilationKPN(nn.Module):
@@ -130,7 +68,7 @@ class MultiDilationKPN(nn.Module):
         # unbind, not indexing: the backward of ``kernels[:, i]`` zero-fills a full-size gradient per
         # dilation (measured: 0.35 s -> 0.19 s per step of four dilations at batch 8, 96²).
         filtered = [
-            apply_dilated_pixel_kernels(image, per_dilation, d)
+            apply_pixel_kernels(image, per_dilation, dilation=d, padding="reflect")
             for per_dilation, d in zip(kernels.unbind(1), self.dilations, strict=True)
         ]
         return self.fuse(torch.cat(filtered, dim=1))
