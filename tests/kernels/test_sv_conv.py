@@ -403,28 +403,39 @@ def test_triton_patch_with_offset_matches_reference(tolerance):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize(("backend", "k"), [("triton", 5), ("triton", 31), ("fft", 31)])
 @pytest.mark.parametrize("padding", PADDINGS)
-@pytest.mark.parametrize("k", [5, 31])
-def test_triton_large_on_gpu(padding, k, tolerance):
+def test_large_on_gpu(padding, backend, k, tolerance):
     x = _image(2, 3, 301, 517, torch.float32).cuda()
     psfs = _field(4, 6, 3, k, torch.float32).cuda()
     psfs = psfs / psfs.sum((-1, -2), keepdim=True)
     _compare_with_reference(
-        lambda a, b, **kw: sv_conv2d(a, b, backend="triton", **kw), x, psfs, tolerance, padding=padding
+        lambda a, b, **kw: sv_conv2d(a, b, backend=backend, **kw), x, psfs, tolerance, padding=padding
     )
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "fft"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_triton_half_precision_on_gpu(dtype, tolerance):
+def test_half_precision_on_gpu(dtype, backend, tolerance):
     x = _image(1, 3, 130, 97, torch.float32).cuda()
     psfs = _field(3, 3, 3, 9, torch.float32).cuda()
     psfs = psfs / psfs.sum((-1, -2), keepdim=True)
     # The reference sees the same rounded inputs, in float64; only the kernel's arithmetic differs.
     want = sv_conv2d_reference(x.to(dtype).double(), psfs.to(dtype).double()).float()
-    got = sv_conv2d(x.to(dtype), psfs.to(dtype), backend="triton")
+    with torch.autocast("cuda", dtype=dtype):
+        got = sv_conv2d(x.to(dtype), psfs.to(dtype), backend=backend)
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, **tolerance(dtype))
+
+
+@pytest.mark.gpu
+def test_per_sample_batch_on_gpu_equals_loop_of_calls(tolerance):
+    x, fields, offsets, frames, index = _per_sample_case(dtype=torch.float32, batch=5, size=(21, 19), k=7)
+    x, fields = x.cuda(), fields.cuda()
+    got = sv_conv2d(x, fields, offset=offsets, frame_size=frames, field_index=index)
+    want = _loop_of_calls(x.double(), fields.double(), offsets, frames, index, "reference", "reflect")
+    torch.testing.assert_close(got.double(), want, **tolerance(torch.float32))
 
 
 def test_module_with_several_fields_equals_function():
