@@ -5,6 +5,7 @@ float32. Forward and forward+backward (gradients in the image and in the PSFs) a
 
 * ``cpu``        our support-restricted product convolution (``backend="cpu"``, method by cost model),
 * ``cpu_direct`` / ``cpu_fft``  the same with the method forced (checks the cost model),
+* ``batched_fft`` the batched product convolution (``backend="fft"``, what ``"auto"`` runs on a GPU),
 * ``reference``  one full-frame ``F.conv2d`` per tile (the specification),
 * ``conv_floor`` / ``fft_floor``  one shared kernel by ``F.conv2d`` / by real FFT: the floor for any
   spatially variant method,
@@ -234,6 +235,7 @@ def main() -> None:
         "cpu": (lambda a, b: sv_conv2d(a, b, backend="cpu"), args.repeats, False),
         "cpu_direct": (lambda a, b: sv_conv2d_cpu(a, b, method="direct"), args.reference_repeats, True),
         "cpu_fft": (lambda a, b: sv_conv2d_cpu(a, b, method="fft"), args.repeats, False),
+        "batched_fft": (lambda a, b: sv_conv2d(a, b, backend="fft"), args.repeats, False),
         "reference": (ref_op, args.reference_repeats, True),
         "conv_floor": (lambda a, b: _conv_floor(a, b[0, 0]), args.repeats, False),
         "fft_floor": (lambda a, b: _fft_floor(a, b[0, 0]), args.repeats, False),
@@ -334,6 +336,8 @@ def _gpu_rows(x: torch.Tensor, psfs: torch.Tensor, repeats: int) -> dict:
     xg, pg = x.cuda(), psfs.cuda()
     sync = torch.cuda.synchronize
     ops = {
+        "auto": lambda a, b: sv_conv2d(a, b),
+        "fft": lambda a, b: sv_conv2d(a, b, backend="fft"),
         "triton": lambda a, b: sv_conv2d(a, b, backend="triton"),
         "reference": lambda a, b: sv_conv2d(a, b, backend="reference"),
         "cpu_path_on_gpu": lambda a, b: sv_conv2d(a, b, backend="cpu"),
