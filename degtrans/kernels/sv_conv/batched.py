@@ -284,7 +284,9 @@ def sv_conv2d_batched(
             + px.tiles.view(count, 1, px.blocks, 1, px.slots)
         )
         shape = (channels, count, py.blocks, px.blocks, py.slots, px.slots, ny, nx // 2 + 1)
-        kernels = tile_spectra.index_select(1, index.reshape(-1).to(device)).view(shape).transpose(0, 1)
+        # Gathered as real pairs: the backward then adds real gradients (index_add), never complex ones.
+        gathered = torch.view_as_real(tile_spectra).index_select(1, index.reshape(-1).to(device))
+        kernels = torch.view_as_complex(gathered).view(shape).transpose(0, 1)
         product = (spectra * kernels).sum(dim=(4, 5))  # (B, C, nby, nbx, Ny, Nxh)
         full_y, full_x = py.length + k - 1, px.length + k - 1
         full = torch.fft.irfft2(product, s=(ny, nx))[..., :full_y, :full_x]
