@@ -37,7 +37,7 @@ _WEIGHTING = 2.0
 # single-kernel FFT floor took 3.2 ms at 3000x4000 and 5.2 ms at 4000x6000 (1.8-2.2e-12 s per unit of
 # this model) and the Triton kernel 84 and 171 ms at k = 31 (2.4-2.5e-12 s per output pixel and tap).
 # The fixed costs are launch counts (about 25 launches here, 4 for Triton) times ~10 us.
-# benchmarks/sv_conv.py --gpu-only times both backends and reports whether "auto" picked the faster.
+# benchmarks/sv_conv_gpu.py times both backends and reports whether "auto" picked the faster.
 CUDA_SECONDS_PER_UNIT = 2.0e-12
 CUDA_FIXED_S = 2.5e-4
 TRITON_SECONDS_PER_TAP = 2.5e-12
