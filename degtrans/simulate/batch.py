@@ -170,5 +170,5 @@ def _develop(
         demosaic_method=settings["demosaic"],
         clean_cfa=settings["clean_cfa"],
     )
-    # Quantised on the device: a quarter of the bytes come back, and the rows only slice them.
+    # Quantised on the device in one pass for the batch: the rows then only slice the arrays.
     return EncodedPair.of(pair, [item.camera for item in items] if settings["store_raw"] else None)
