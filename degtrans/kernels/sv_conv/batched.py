@@ -28,17 +28,19 @@ from degtrans.kernels.sv_conv.cpu import fast_fft_len, merge_short_runs
 from degtrans.kernels.sv_conv.geometry import Geometry
 from degtrans.kernels.weights import constant_runs, padded_positions_batch, tile_lower_frac
 
-# Cost model units: one element of a real 1-D FFT pass per log2 level is 0.5. A complex multiply-add that
-# streams both operands and the result costs about as much memory traffic as 6 such units, writing a
-# weighted window element about 2. Used only to rank partitions against each other.
-_POINTWISE = 6.0
-_WEIGHTING = 2.0
+# Cost model units: an element of a real FFT is 0.5 per log2 level (a memory-bound transform passes over
+# its data a few times). Counted by memory traffic against that: a complex product element of the slots
+# (gathering its tile spectrum, the product, the sum over slots) about 20 units, a weighted window element
+# (the weights' product, the zero padding before the transform) about 8.
+_POINTWISE = 20.0
+_WEIGHTING = 8.0
 # "auto" on CUDA compares seconds: fitted on the H200 of the first GPU run (docs/kernels.md), where the
-# single-kernel FFT floor took 3.2 ms at 3000x4000 and 5.2 ms at 4000x6000 (1.8-2.2e-12 s per unit of
-# this model) and the Triton kernel 84 and 171 ms at k = 31 (2.4-2.5e-12 s per output pixel and tap).
+# single-kernel FFT floor took 3.2 ms at 3000x4000 and 5.2 ms at 4000x6000 (1.1-1.4e-12 s per unit of
+# this model, counting its three transforms, product and padding) and the Triton kernel 84 and 171 ms at
+# k = 31 (2.4-2.5e-12 s per output pixel and tap).
 # The fixed costs are launch counts (about 25 launches here, 4 for Triton) times ~10 us.
 # benchmarks/sv_conv_gpu.py times both backends and reports whether "auto" picked the faster.
-CUDA_SECONDS_PER_UNIT = 2.0e-12
+CUDA_SECONDS_PER_UNIT = 1.25e-12
 CUDA_FIXED_S = 2.5e-4
 TRITON_SECONDS_PER_TAP = 2.5e-12
 TRITON_FIXED_S = 4e-5
