@@ -317,6 +317,20 @@ def test_batched_plan_uses_two_slots_on_a_frame_and_covers_patches_with_their_ow
     assert torch.allclose(total[total > 0], torch.ones(()).double())
 
 
+def test_batched_plan_cuts_long_runs_into_pieces_and_matches_the_reference(tolerance):
+    from degtrans.kernels.sv_conv.batched import make_plan
+    from degtrans.kernels.sv_conv.geometry import make_geometry
+
+    shape = (1, 2, 90, 120)
+    plan = make_plan(shape, (3, 4), 5, make_geometry("t", shape, (0, 0), None, None, 1), "reflect")
+    # Runs of 30 between edge runs of 17 along x: cut into pieces of about 17, still 2 tiles each.
+    assert plan.x.slots == 2 and plan.x.blocks == 8 and plan.x.length == 17
+    psfs = _field(3, 4, 2, 5)
+    psfs = psfs / psfs.sum((-1, -2), keepdim=True)
+    fn = lambda x, p, **kw: sv_conv2d(x, p, backend="fft", **kw)  # noqa: E731
+    _compare_with_reference(fn, _image(*shape), psfs, tolerance, padding="reflect")
+
+
 def test_batched_backend_under_bf16_autocast(tolerance):
     x = _image(2, 3, 21, 26, torch.float32)
     psfs = _field(3, 2, 3, 7, torch.float32)

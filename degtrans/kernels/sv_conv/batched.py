@@ -154,10 +154,25 @@ def axis_partitions(axis: AxisTiles, k: int, shared: bool) -> list[tuple[list[in
         options.append((starts, length, _slot_count(axis, starts)))
     if shared:
         key = axis.first[0] * (2**31) + axis.last[0]
-        runs = merge_short_runs([(a, b, (v,)) for a, b, v in constant_runs(key)], k)
-        starts = [a for a, _, _ in runs]
-        options.append((starts, max(b - a for a, b, _ in runs), _slot_count(axis, starts)))
+        runs = [(a, b) for a, b, _ in merge_short_runs([(a, b, (v,)) for a, b, v in constant_runs(key)], k)]
+        options.append(_partition(axis, runs))
+        # The edge runs are about half a tile: cut the others to about their length too, so that every
+        # window is padded to a length close to its own (fewer samples to transform, same slots).
+        shortest = min(b - a for a, b in runs)
+        if shortest >= k:
+            pieces = [
+                (a + (b - a) * i // n, a + (b - a) * (i + 1) // n)
+                for a, b in runs
+                for n in [max(1, round((b - a) / shortest))]
+                for i in range(n)
+            ]
+            options.append(_partition(axis, pieces))
     return options
+
+
+def _partition(axis: AxisTiles, blocks: list[tuple[int, int]]) -> tuple[list[int], int, int]:
+    starts = [a for a, _ in blocks]
+    return starts, max(b - a for a, b in blocks), _slot_count(axis, starts)
 
 
 def _fft_units(n: int) -> float:
