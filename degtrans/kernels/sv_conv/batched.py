@@ -240,8 +240,10 @@ def cuda_choice(
 ) -> str:
     """``"fft"`` or ``"triton"``, whichever the cost model says is faster for this call on a GPU."""
     batch, channels, height, width = shape
-    fft = make_plan(shape, grid, k, geometry, padding).cost * CUDA_SECONDS_PER_UNIT + CUDA_FIXED_S
     triton = batch * channels * height * width * k * k * TRITON_SECONDS_PER_TAP + TRITON_FIXED_S
+    if triton <= CUDA_FIXED_S:  # a small call: the direct kernel wins before any plan is made
+        return "triton"
+    fft = make_plan(shape, grid, k, geometry, padding).cost * CUDA_SECONDS_PER_UNIT + CUDA_FIXED_S
     return "fft" if fft <= triton else "triton"
 
 
