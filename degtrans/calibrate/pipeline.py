@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, tile_prior
-from degtrans.calibrate.joint import solve_joint
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, stage_device, tile_prior
+from degtrans.calibrate.joint import MapShards, gather_stats, local_shards, solve_joint
 from degtrans.calibrate.losses import support_mask
 from degtrans.calibrate.metrics import padded_psfs, relative_l2
 from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
@@ -237,7 +237,7 @@ def prepare_pair(
             )
         else:
             pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
-        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2])
+        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.target_model)
         camera_target, linear_photo = to_camera(warped, pose.tone), linearise(photo, pose.tone)
         match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register_sigma)
         if match < config.min_correlation:
@@ -340,18 +340,29 @@ class FieldSolution:
     seconds: float
 
 
-def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper) -> FieldSolution:
-    """Init (centre-weighted closed form) → ``refine_rounds`` sweeps of the exact model → the joint
-    solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``) → descent round.
+def solve_field(
+    problem: FitProblem,
+    config: CalibrateConfig,
+    mapper: TileMapper,
+    shards: MapShards | None = None,
+    start: np.ndarray | None = None,
+) -> FieldSolution:
+    """Init (centre-weighted closed form per tile, or ``start``) → ``refine_rounds`` sweeps of the exact
+    model → the joint solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``,
+    its products by ``shards``: the whole frame in this process when ``None``) → descent round.
+
+    ``start`` (rows, cols, C, k, k), e.g. the previous registration round's field, replaces the per-tile
+    init of the joint solve (Fourier solver): a warm start that the re-registration moved little.
 
     A sweep visits the tiles in four colour classes (row and column parity): a tile's eight neighbours
     all have other colours, so each class is fitted against the newest neighbours (block Gauss-Seidel,
     tiles of a class in parallel), and the update is over-relaxed by ``relaxation``. Measured on the
     triplet lens (3x4 tiles, k = 31, noise-free, true geometry): Jacobi rounds left 0.086 median pixel
     error after 2 rounds and 0.062 after 7; two sweeps 0.073; the joint solve 0.078 in one pass, so it
-    is the default and sweeps are optional. A tile that failed (no pair covers it) leaves the joint solve out.
+    is the default and sweeps are optional. A tile no pair covers is left out of the joint solve, listed
+    in ``failed`` and filled from its neighbours.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     rows, cols = problem.grid
     tiles = [(r, c) for r in range(rows) for c in range(cols)]
     k, channels = problem.psf_size, problem.channels
@@ -374,31 +385,60 @@ def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper
                 new = normalise_psfs(current[tile] + relaxation * (value.psf - current[tile]))
             psfs[tile] = new
 
-    run(tiles, use_field=False, descend=False)
+    joint = config.joint_iterations > 0 and config.solver == "fourier"
+    if start is not None and joint:
+        psfs[:] = start
+    else:
+        run(tiles, use_field=False, descend=False)
     parities = ((0, 0), (0, 1), (1, 0), (1, 1))
     colours = [[t for t in tiles if (t[0] % 2, t[1] % 2) == parity] for parity in parities]
     for _ in range(config.refine_rounds):
         for subset in colours:
             if subset:
                 run(subset, use_field=True, descend=False, relaxation=config.relaxation)
-    if config.joint_iterations > 0 and config.solver == "fourier" and not failed:
-        joint = solve_joint(
-            problem,
-            psfs,
+    if joint:
+        joint_began = time.perf_counter()
+        shards = shards or local_shards(problem, 1, stage_device(config))
+        stats = gather_stats(shards("stats", ()))
+        pairs = (stats.coverage > 0).sum(dim=1).reshape(rows, cols).numpy()
+        for tile in tiles:
+            if pairs[tile] == 0:
+                failed[tile] = f"tile {tile}: no registered pair covers it"
+                fits.pop(tile, None)
+        result = solve_joint(
+            shards,
+            stats,
+            fill_from_neighbours(psfs, set(failed)) if failed else psfs,
             tile_prior(config, channels),
             support_mask(k, config.support_radius),
             config.joint_iterations,
         )
-        psfs[:] = joint.psfs
+        psfs[:] = result.psfs
         log.info(
-            "joint solve: %d CG steps, relative residual %.2e", joint.iterations, joint.relative_residual
+            "joint solve: %d CG steps, relative residual %.2e", result.iterations, result.relative_residual
         )
-        for tile, fit in fits.items():
-            fits[tile] = dataclasses.replace(fit, psf=joint.psfs[tile], residual=float(joint.residual[tile]))
+        seconds = (time.perf_counter() - joint_began) / len(tiles)
+        observations = stats.observations.reshape(rows, cols).numpy()
+        for tile in tiles:
+            if tile in failed:
+                continue
+            residual = float(result.residual[tile])
+            fits[tile] = TileFit(
+                row=tile[0],
+                col=tile[1],
+                psf=result.psfs[tile],
+                loss=residual,
+                residual=residual,
+                pairs=int(pairs[tile]),
+                pixels=int(observations[tile]),
+                seconds=seconds + (fits[tile].seconds if tile in fits else 0.0),
+                condition=float(result.condition[tile]),
+                observed_fraction=float(result.observed_fraction[tile]),
+            )
     if config.iterations > 0:
         run(tiles, use_field=True, descend=True)
     psfs_out = fill_from_neighbours(psfs, set(failed)) if failed else psfs
-    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - start)
+    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - began)
 
 
 def build_field(
@@ -469,7 +509,7 @@ def _finite(value: float) -> float | None:
 
 
 def split_prepared(
-    results: list[PreparedPair | Rejected], focus_ratio: float = 0.5
+    results: list[PreparedPair | Rejected], focus_ratio: float = CalibrateConfig.focus_ratio
 ) -> tuple[list[PreparedPair], list[Rejected]]:
     """Separate registered pairs from rejected ones.
 
@@ -528,8 +568,9 @@ Pairs = list[tuple[str, Path, Path]]
 # (pairs, config, estimate or None) -> one result per pair: how a runner registers the pairs (in this
 # process, or as Ray tasks).
 PrepareAll = Callable[[Pairs, CalibrateConfig, PSFField | None], list[PreparedPair | Rejected]]
-# (problem, config) -> the solved field: how a runner maps the tiles (in this process, or Ray actors).
-SolveTiles = Callable[[FitProblem, CalibrateConfig], FieldSolution]
+# (problem, config, warm start or None) -> the solved field: how a runner maps the tiles and the joint
+# solve's shards (in this process, or Ray actors).
+SolveTiles = Callable[[FitProblem, CalibrateConfig, np.ndarray | None], FieldSolution]
 
 
 def calibrate_in_rounds(
@@ -562,7 +603,9 @@ def calibrate_in_rounds(
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
         rejected = first_rejected + [r for r in rejected if r not in first_rejected]
         problem, heldout = make_problems(prepared, config)
-        solution = solve(problem, round_config(config, round_ == rounds - 1))
+        # Later rounds start the joint solve from the previous round's (re-centred) field.
+        start = None if estimate is None else estimate.psfs.astype(np.float32)
+        solution = solve(problem, round_config(config, round_ == rounds - 1), start)
         estimate = centred_field(solution.psfs, prepared[0].photo.shape[:2])
     field = build_field(solution, prepared, rejected, config)
     return write_outputs(field, problem, Path(output), config, heldout)
@@ -590,8 +633,8 @@ def calibrate_local(
             for name, t, p in tqdm(pairs, desc=desc, disable=not progress)
         ]
 
-    def solve(problem: FitProblem, cfg: CalibrateConfig) -> FieldSolution:
-        return solve_field(problem, cfg, local_mapper(problem, cfg, progress))
+    def solve(problem: FitProblem, cfg: CalibrateConfig, start: np.ndarray | None) -> FieldSolution:
+        return solve_field(problem, cfg, local_mapper(problem, cfg, progress), start=start)
 
     return calibrate_in_rounds(find_pairs(pairs_dir), output, config, prepare_all, solve)
 
