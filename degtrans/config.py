@@ -107,6 +107,9 @@ class CalibrateConfig:
     # pixel centres). Measured on the sharp-centre lens, true geometry, photographs integrating over
     # pixels: the bicubic model makes sharp PSFs broad and streaked (docs/calibration.md).
     target_model: Literal["area", "bicubic"] = "area"
+    # In registration rounds after the first, refit stage I's colour matrix and offset on every pixel
+    # through the current PSF estimate (the patches are not left flat by spatially variant PSFs).
+    refit_colour: bool = True
     # Fine registration: Gaussian low-pass (px) of both images. Measured on 31-px lens PSFs, noise
     # 0.003: 0.0005 px RMS geometric error with the true PSFs, whatever sigma in 2-3 (issue 11).
     register_sigma: float = 3.0

@@ -102,6 +102,22 @@ def preconditioner_symbol(stats: ShardStats, prior: Regulariser) -> torch.Tensor
     return spectrum + scale * prior.power((n, n))[None, None]
 
 
+def wiener_prior(
+    psfs: torch.Tensor, stats: ShardStats, noise: torch.Tensor, n: int, floor: float = 1e-4
+) -> torch.Tensor:
+    """(T, C, n, n//2+1) per-frequency prior ``sigma^2 N / |H(f)|^2`` of a Wiener estimate, from an
+    earlier estimate ``psfs`` (T, C, k, k) (or the truth, as an oracle): ``noise`` (C,) the photographs'
+    noise variance, ``N`` each tile's effective pixel count ``sum M w_t^2``)."""
+    k = psfs.shape[-1]
+    r = k // 2
+    padded = psfs.new_zeros(*psfs.shape[:2], n, n)
+    padded[..., :k, :k] = psfs
+    power = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))).abs() ** 2
+    # The data's symbol is sum M w^2 |X(f)|^2 per pixel; the noise's is sum M w^2 sigma^2.
+    pixels = stats.weight2[:, None, None, None]
+    return noise[None, :, None, None] * pixels / power.clamp(min=floor)
+
+
 def conditioning(stats: ShardStats, prior: Regulariser) -> tuple[torch.Tensor, torch.Tensor]:
     """Per tile: the condition number of the regularised normal matrix seen as a convolution (worst
     channel) and the share of frequencies where the data power outweighs the prior's: (T,), (T,)."""
@@ -124,6 +140,7 @@ def solve_joint(
     iterations: int,
     tolerance: float = 1e-4,
     active_set_rounds: int = 3,
+    wiener: torch.Tensor | None = None,
 ) -> JointResult:
     """Preconditioned CG on the whole field's normal equations from ``start`` (rows, cols, C, k, k),
     ``active_set_rounds`` times, each on the pixels that stayed positive.
@@ -143,21 +160,29 @@ def solve_joint(
     symbol = preconditioner_symbol(stats, prior)
     n = symbol.shape[-2]
     r = k // 2
+    if wiener is not None:
+        symbol = symbol + wiener
 
     def apply(h: torch.Tensor) -> torch.Tensor:
-        return _add(run("normal", (h,))) + prior.apply(h, scale)
+        out = _add(run("normal", (h,))) + prior.apply(h, scale)
+        return out if wiener is None else out + filtered(h, wiener)
 
-    def precondition(residual: torch.Tensor) -> torch.Tensor:
+    def filtered(residual: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         padded = residual.new_zeros(*residual.shape[:2], n, n)
         padded[..., :k, :k] = residual
-        spectrum = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))) / symbol
+        spectrum = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))) * gain
         return torch.roll(torch.fft.irfft2(spectrum, s=(n, n)), shifts=(r, r), dims=(-2, -1))[..., :k, :k]
+
+    def precondition(residual: torch.Tensor) -> torch.Tensor:
+        return filtered(residual, 1.0 / symbol)
 
     x = torch.from_numpy(np.asarray(start, np.float32)).reshape(tiles, *start.shape[2:]) * allowed
     steps = 0
     relative = float("nan")
     # Non-negativity by active sets: solve on the free pixels, drop those that came out negative, solve
-    # again from there (a PSF's tails are where the band-limit ringing would go negative).
+    # again from there (a PSF's tails are where the band-limit ringing would go negative). Freeing a
+    # dropped pixel again where the gradient asks for it (the primal-dual rule) changed nothing measured
+    # (noise-free sharp-centre lens, 2x3 tiles: 0.063 vs 0.064 median pixel error).
     for _ in range(max(1, active_set_rounds)):
         x, taken, relative = _pcg(apply, precondition, b, x, allowed, iterations, tolerance)
         steps += taken

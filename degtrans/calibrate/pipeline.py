@@ -40,6 +40,7 @@ from degtrans.calibrate.targets import Layout, read_layout
 from degtrans.calibrate.transfer import (
     SATURATED,
     ToneColour,
+    fit_colour_blurred,
     fit_patches,
     fit_tone_colour,
     linearise,
@@ -111,12 +112,16 @@ def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
     from degtrans.kernels import sv_conv2d
 
     channel = min(channel, field.psfs.shape[2] - 1)
+    # On a GPU when this process sees one (the local runner on a GPU machine; Ray's registration tasks
+    # see none): a large frame's blur is most of a registration step on the CPU.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     psfs = torch.from_numpy(np.ascontiguousarray(field.psfs[:, :, channel : channel + 1], dtype=np.float32))
+    psfs = psfs.to(device)
 
     def render(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         with torch.no_grad():
-            return sv_conv2d(x, psfs, frame_size=field.image_size)[0, 0].numpy()
+            return sv_conv2d(x, psfs, frame_size=field.image_size)[0, 0].cpu().numpy()
 
     return render
 
@@ -180,6 +185,31 @@ def register_pose(
     return PoseFit(geometry, tone, inliers, method, corr, residual)
 
 
+def refit_colour(
+    warped: np.ndarray,
+    linear_photo: np.ndarray,
+    mask: np.ndarray,
+    field: PSFField,
+    tone: ToneColour,
+    psf_size: int,
+) -> ToneColour:
+    """Stage I again through the current PSF estimate (``transfer.fit_colour_blurred``): each target
+    channel blurred by each channel's PSFs, fitted on the pixels whose PSF footprint is valid."""
+    import torch
+
+    from degtrans.kernels import sv_conv2d
+
+    psfs = torch.from_numpy(np.ascontiguousarray(field.psfs, dtype=np.float32))
+    blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
+    with torch.no_grad():
+        for j in range(3):
+            plane = torch.from_numpy(np.ascontiguousarray(warped[..., j], dtype=np.float32))
+            images = sv_conv2d(plane[None, None].expand(1, 3, *plane.shape).contiguous(), psfs)
+            blurred[..., j] = images[0].numpy().transpose(1, 2, 0)
+    inside = cv2.erode(mask.astype(np.uint8), np.ones((psf_size, psf_size), np.uint8), borderValue=0) > 0
+    return fit_colour_blurred(blurred, linear_photo, inside, tone)
+
+
 def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
     """The pair ``name`` beside ``target_path`` (the chart that registers this pattern's pose)."""
     target = target_path.parent / f"{name}.target.png"
@@ -238,7 +268,10 @@ def prepare_pair(
         else:
             pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
         warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.target_model)
-        camera_target, linear_photo = to_camera(warped, pose.tone), linearise(photo, pose.tone)
+        tone = pose.tone
+        if field is not None and config.refit_colour:
+            tone = refit_colour(warped, linearise(photo, tone), mask, field, tone, config.psf_size)
+        camera_target, linear_photo = to_camera(warped, tone), linearise(photo, tone)
         match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register_sigma)
         if match < config.min_correlation:
             raise PhotoRejected(
@@ -253,7 +286,7 @@ def prepare_pair(
     except (RegistrationError, ValueError) as error:
         return Rejected(name, str(error))
     shifts = tile_shifts(
-        to_camera(target, pose.tone)[..., 1],
+        to_camera(target, tone)[..., 1],
         linear_photo[..., 1],
         pose.geometry,
         grid,
@@ -268,7 +301,7 @@ def prepare_pair(
         homography=pose.geometry.homography,
         inliers=pose.inliers,
         ecc=pose.correlation,
-        tone=pose.tone,
+        tone=tone,
         tile_error=np.hypot(shifts[..., 0], shifts[..., 1]),
         geometry=pose.geometry,
         sharpness=sharp,

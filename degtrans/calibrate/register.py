@@ -298,6 +298,19 @@ def _valid(coords: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarr
     return (x >= margin) & (y >= margin) & (x <= width - 1 - margin) & (y <= height - 1 - margin)
 
 
+def _gradient_at(image: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.gradient(image)`` (central differences, one-sided at the border) at every ``step``-th pixel
+    only: (d/dy, d/dx), float64."""
+    height, width = image.shape
+    ys, xs = np.arange(0, height, step), np.arange(0, width, step)
+    up, down = np.maximum(ys - 1, 0), np.minimum(ys + 1, height - 1)
+    left, right = np.maximum(xs - 1, 0), np.minimum(xs + 1, width - 1)
+    image = image.astype(np.float64)
+    gy = (image[down][:, xs] - image[up][:, xs]) / (down - up)[:, None]
+    gx = (image[ys][:, right] - image[ys][:, left]) / (right - left)[None, :]
+    return gy, gx
+
+
 def refine_geometry(
     target: np.ndarray,
     photo: np.ndarray,
@@ -308,7 +321,7 @@ def refine_geometry(
     distortion: bool = False,
     iterations: int = 15,
     exclude: np.ndarray | None = None,
-    step: int = 2,
+    step: int | None = None,
 ) -> tuple[Geometry, float]:
     """Gauss-Newton on the geometry: ``lowpass(photo) ≈ a · lowpass(render(warp(target))) + b``.
 
@@ -321,12 +334,15 @@ def refine_geometry(
         render: applied to the warped target before the low-pass (the current PSF estimate).
         distortion: also fit ``k1, k2, p1, p2``.
         exclude: (H, W) bool photo pixels to leave out (e.g. clipped).
-        step: subsampling of the normal equations (the low-passed images are smooth).
+        step: subsampling of the normal equations (the low-passed images are smooth); ``None``: 2, or
+            coarser on large frames so that about 250,000 pixels enter them (12 parameters).
 
     Returns:
         The refined geometry and the correlation of the compared images.
     """
     frame = photo.shape[:2]
+    if step is None:
+        step = max(2, round(float(np.sqrt(frame[0] * frame[1] / 250_000))))
     params = _to_params(geometry)
     n_params = 12 if distortion else 8
     margin = int(np.ceil(3 * sigma)) + 2
@@ -346,9 +362,8 @@ def refine_geometry(
         if render is not None:
             model = render(model)
         lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma)
-        gy, gx = np.gradient(lp_model.astype(np.float64))
+        gy, gx = _gradient_at(lp_model, step)
         lp_model = lp_model[::step, ::step].astype(np.float64)
-        gx, gy = gx[::step, ::step], gy[::step, ::step]
         sub = coords[::step, ::step].astype(np.float64)
         keep = keep_photo & _valid(sub, target.shape[:2], margin)
         # d(target coords)/d(photo coords), to turn a change of target coordinates into a photo shift.
@@ -446,7 +461,9 @@ def warp_to_photo(
         gy, gx = np.mgrid[0 : photo_size[0], 0 : photo_size[1]].astype(np.float32)
         coords = remap(coords, np.stack([gx + flow[..., 0], gy + flow[..., 1]], axis=-1), cv2.INTER_LINEAR)
     if model == "area":
-        warped = area_sample(target, coords)
+        import torch
+
+        warped = area_sample(target, coords, "cuda" if torch.cuda.is_available() else "cpu")
     else:
         warped = cv2.remap(
             target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT

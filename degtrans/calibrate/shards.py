@@ -151,6 +151,9 @@ class _Group:
     tiles: torch.Tensor
     # Per crop: pair, output rows/cols in block coordinates, and the outputs' offset inside the buffer.
     places: list[tuple[int, int, int, int, int, int, int]]
+    # The group's distinct tiles, and each crop's index among them (PSFs are embedded once per tile).
+    unique: torch.Tensor
+    position: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ class ShardStats:
     ``|d| <= k // 2`` (the tile's normal matrix seen as a convolution, for the preconditioner);
     ``coverage``: (T, P) ``sum M w_t`` (the pairs that observe each tile); ``observations``: (T,) the
     observed pixels in the tiles' regions of influence, over all pairs; ``rhs``: (T, C, k, k)
-    ``A^T M y``; ``data``: () ``sum M y^2``.
+    ``A^T M y``; ``data``: () ``sum M y^2``; ``weight2``: (T,) ``sum M w_t^2``.
     """
 
     scale: torch.Tensor
@@ -170,6 +173,7 @@ class ShardStats:
     observations: torch.Tensor
     rhs: torch.Tensor
     data: torch.Tensor
+    weight2: torch.Tensor
 
 
 class Shard:
@@ -179,7 +183,7 @@ class Shard:
     order); tiles that do not reach the block get zeros. Tensors live on ``device``.
     """
 
-    def __init__(self, data: ShardData, device: str | torch.device = "cpu") -> None:
+    def __init__(self, data: ShardData, device: str | torch.device = "cpu", chunk: int = 64) -> None:
         self.device = torch.device(device)
         self.grid, self.frame, self.block = data.grid, data.frame, data.block
         k = data.psf_size
@@ -228,15 +232,23 @@ class Shard:
                 crops.setdefault(shape, []).append((tile, place, buffer))
         self.groups: list[_Group] = []
         for shape, items in sorted(crops.items()):
-            buffers = torch.from_numpy(np.stack([b for _, _, b in items])).to(self.device)
-            self.groups.append(
-                _Group(
-                    shape=shape,
-                    spectra=torch.fft.rfft2(buffers),
-                    tiles=torch.tensor([t for t, _, _ in items], device=self.device),
-                    places=[p for _, p, _ in items],
+            # Chunks of at most ``chunk`` crops bound the temporaries of a product (a 4000x6000 frame's
+            # crops are a few MB each).
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                buffers = torch.from_numpy(np.stack([b for _, _, b in part])).to(self.device)
+                tiles = torch.tensor([t for t, _, _ in part], device=self.device)
+                unique, position = torch.unique(tiles, return_inverse=True)
+                self.groups.append(
+                    _Group(
+                        shape=shape,
+                        spectra=torch.fft.rfft2(buffers),
+                        tiles=tiles,
+                        places=[p for _, p, _ in part],
+                        unique=unique,
+                        position=position,
+                    )
                 )
-            )
         self._weights = (
             torch.from_numpy(wy[:, by0:by1]).to(self.device),
             torch.from_numpy(wx[:, bx0:bx1]).to(self.device),
@@ -259,7 +271,7 @@ class Shard:
         h = h.to(self.device, torch.float32)
         out = torch.zeros_like(self.photos)
         for group in self.groups:
-            spectra = self._embed(h, group.shape)[group.tiles] * group.spectra
+            spectra = self._embed(h[group.unique], group.shape)[group.position] * group.spectra
             images = torch.fft.irfft2(spectra, s=group.shape)
             for index, (pair, y0, y1, x0, x1, oy, ox) in enumerate(group.places):
                 out[pair, :, y0:y1, x0:x1] += images[index, :, oy : oy + y1 - y0, ox : ox + x1 - x0]
@@ -312,7 +324,8 @@ class Shard:
         observations = torch.einsum("ry,pyx,cx->rc", inside_y, self.masks, inside_x).reshape(-1)
         rhs = self.adjoint(self.photos * self.masks[:, None])
         data = (self.masks[:, None] * self.photos**2).sum()
-        return ShardStats(scale, autocorrelation, coverage, observations, rhs, data)
+        weight2 = torch.einsum("ry,pyx,cx->rc", wy**2, self.masks, wx**2).reshape(-1)
+        return ShardStats(scale, autocorrelation, coverage, observations, rhs, data, weight2)
 
     def residual(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per tile on this block: ``sum w_t M |A h - y|^2`` (channels summed), ``sum w_t M``: (T,) each."""
