@@ -121,7 +121,9 @@ def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
     def render(image: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         with torch.no_grad():
-            return sv_conv2d(x, psfs, frame_size=field.image_size)[0, 0].cpu().numpy()
+            # The FFT product convolution ("cpu" backend, any device): on a GPU, FFTs are expected to
+            # beat the direct Triton kernel at calibration's large k (not measured on a GPU yet).
+            return sv_conv2d(x, psfs, frame_size=field.image_size, backend="cpu")[0, 0].cpu().numpy()
 
     return render
 
@@ -199,13 +201,14 @@ def refit_colour(
 
     from degtrans.kernels import sv_conv2d
 
-    psfs = torch.from_numpy(np.ascontiguousarray(field.psfs, dtype=np.float32))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    psfs = torch.from_numpy(np.ascontiguousarray(field.psfs, dtype=np.float32)).to(device)
     blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
     with torch.no_grad():
         for j in range(3):
-            plane = torch.from_numpy(np.ascontiguousarray(warped[..., j], dtype=np.float32))
-            images = sv_conv2d(plane[None, None].expand(1, 3, *plane.shape).contiguous(), psfs)
-            blurred[..., j] = images[0].numpy().transpose(1, 2, 0)
+            plane = torch.from_numpy(np.ascontiguousarray(warped[..., j], dtype=np.float32)).to(device)
+            images = sv_conv2d(plane[None, None].expand(1, 3, *plane.shape).contiguous(), psfs, backend="cpu")
+            blurred[..., j] = images[0].cpu().numpy().transpose(1, 2, 0)
     inside = cv2.erode(mask.astype(np.uint8), np.ones((psf_size, psf_size), np.uint8), borderValue=0) > 0
     return fit_colour_blurred(blurred, linear_photo, inside, tone)
 
