@@ -102,6 +102,14 @@ class CalibrateConfig:
     fit_gamma: bool = True
     dense_flow: bool = False
     min_inliers: int = 30
+    # How the registered target reaches the sensor in the fit: "area" (a screen or print is piecewise
+    # constant and a pixel averages it over its footprint, calibrate.sensor) or "bicubic" (resampled at
+    # pixel centres). Measured on the sharp-centre lens, true geometry, photographs integrating over
+    # pixels: the bicubic model makes sharp PSFs broad and streaked (docs/calibration.md).
+    target_model: Literal["area", "bicubic"] = "area"
+    # In registration rounds after the first, refit stage I's colour matrix and offset on every pixel
+    # through the current PSF estimate (the patches are not left flat by spatially variant PSFs).
+    refit_colour: bool = True
     # Fine registration: Gaussian low-pass (px) of both images. Measured on 31-px lens PSFs, noise
     # 0.003: 0.0005 px RMS geometric error with the true PSFs, whatever sigma in 2-3 (issue 11).
     register_sigma: float = 3.0
@@ -122,8 +130,10 @@ class CalibrateConfig:
     # lens in focus, 0.75-0.86 for the phone, dslr-kit and vintage lenses, 0.13-0.18 for those behind
     # an extra 5-px defocus disc (0.08 for the triplet): about the geometric mean of the two.
     min_sharpness: float = 0.25
-    # ... and relative to the run's median sharpness.
-    focus_ratio: float = 0.5
+    # ... and relative to the run's median sharpness. An extra defocus disc of radius 3 px scales the
+    # measure by 0.63-0.64, one of 2 px by 0.82 (phone-wide, sharp-centre and triplet lenses, charts and
+    # noise patterns, 256x384, targets 1.5x the frame): 0.72 rejects 3 px and more, keeps 2 px.
+    focus_ratio: float = 0.72
     # Low-passed correlation of photo and registered target below which it is the wrong target.
     min_correlation: float = 0.8
     camera: str = "camera"

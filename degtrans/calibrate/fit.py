@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from degtrans.calibrate import losses
+from degtrans.calibrate.shards import fast_size
 from degtrans.config import CalibrateConfig
 from degtrans.kernels import sv_conv2d
 from degtrans.kernels.weights import tile_weights_1d
@@ -316,7 +317,7 @@ def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndar
         raise TileFitError(f"tile ({row}, {col}): no registered pair covers it")
     height = max(y1 - y0 for _, y0, y1, _, _ in crops)
     width = max(x1 - x0 for _, _, _, x0, x1 in crops)
-    shape = (_fast_size(height + r), _fast_size(width + r))
+    shape = (fast_size(height + r), fast_size(width + r))
     channels = problem.channels
     sources = torch.zeros(len(crops), channels, *shape)
     targets = torch.zeros(len(crops), channels, *shape)
@@ -360,19 +361,6 @@ def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndar
     )
 
 
-def _fast_size(n: int) -> int:
-    """Smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    m = n
-    while True:
-        rest = m
-        for p in (2, 3, 5):
-            while rest % p == 0:
-                rest //= p
-        if rest == 1:
-            return m
-        m += 1
-
-
 FOURIER_TENSORS = ("sources", "weights", "rhs", "scale", "power", "data_norm")
 
 
@@ -399,7 +387,7 @@ class Regulariser:
     centroid_channels: tuple[int, ...]
 
     def apply(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """``R h`` for ``h: (C, k, k)`` (the gradient of half the penalty)."""
+        """``R h`` for ``h: (..., C, k, k)`` with ``scale: (..., C)`` (the gradient of half the penalty)."""
         out = self.ridge * h
         if self.smooth > 0:
             out = out + self.smooth * _neumann_laplacian(h)
@@ -407,10 +395,12 @@ class Regulariser:
             k = h.shape[-1]
             coords = torch.arange(k, dtype=h.dtype, device=h.device) - k // 2
             yy, xx = coords[:, None].expand(k, k), coords[None, :].expand(k, k)
+            out = out.clone()
             for ch in self.centroid_channels:
-                my, mx = (h[ch] * yy).sum(), (h[ch] * xx).sum()
-                out[ch] = out[ch] + self.centroid * (my * yy + mx * xx)
-        return out * scale[:, None, None]
+                my = (h[..., ch, :, :] * yy).sum(dim=(-1, -2))[..., None, None]
+                mx = (h[..., ch, :, :] * xx).sum(dim=(-1, -2))[..., None, None]
+                out[..., ch, :, :] += self.centroid * (my * yy + mx * xx)
+        return out * scale[..., None, None]
 
     def power(self, shape: tuple[int, int]) -> torch.Tensor:
         """(Hf, Wf//2+1) the prior's strength per frequency (ridge + smooth), relative to the scale."""
@@ -681,6 +671,11 @@ def descend_deep_linear(
         return net(), float(loss.detach())
 
 
+def stage_device(config: CalibrateConfig) -> torch.device:
+    """Where stage II computes: CUDA when ``gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
+    return torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+
+
 def fit_tile(
     problem: FitProblem,
     row: int,
@@ -704,7 +699,7 @@ def fit_tile(
     torch.manual_seed(config.seed)
     k = problem.psf_size
     # Observations are gathered on the CPU; an actor given a GPU fraction solves and descends there.
-    device = torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+    device = stage_device(config)
     support = losses.support_mask(k, config.support_radius).to(device)
     condition = observed = float("nan")
     with torch.no_grad():

@@ -7,9 +7,11 @@ RAW photographs are read in linear light, its default).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 
 from degtrans.atomic import write_atomic
 from degtrans.calibrate.register import Geometry, remap
+from degtrans.calibrate.sensor import supersample
 from degtrans.calibrate.targets import read_layout, sidecar_path
 from degtrans.field import PSFField
 from degtrans.io import RAW_SUFFIXES, read_image, write_image
@@ -61,6 +64,12 @@ class HiddenCamera:
         offset: (3,) black-level offset in camera RGB.
         gamma: per-channel tone: ``photo = camera ** (1 / gamma)``.
         noise: standard deviation of additive Gaussian noise in linear camera RGB.
+        sensor: how the target reaches the sensor: ``"integrate"`` (a physical camera: the target is
+            piecewise constant and each pixel averages it over its area, ``supersample`` x
+            ``supersample`` samples per pixel) or ``"bicubic"`` (the target resampled bicubically at
+            the pixel centres, the fit's model before issue 22).
+        supersample: samples per pixel side of ``"integrate"``: after a sharp lens's blur its own error
+            is 0.0020 rms at 8 and 0.0010 at 16 (``sensor.supersample``), against noise of 0.003.
     """
 
     colour_matrix: tuple[tuple[float, float, float], ...] = (
@@ -71,6 +80,8 @@ class HiddenCamera:
     offset: tuple[float, float, float] = (0.02, 0.02, 0.03)
     gamma: tuple[float, float, float] = (1.0, 1.0, 1.0)
     noise: float = 0.005
+    sensor: Literal["integrate", "bicubic"] = "integrate"
+    supersample: int = 16
 
 
 def jitter_homography(
@@ -97,8 +108,8 @@ def photograph(
     rng: np.random.Generator,
     distortion: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
-    """The hidden camera's photograph of ``target``: warp (+ distortion) → colour matrix → PSF field →
-    noise → tone.
+    """The hidden camera's photograph of ``target``: warp (+ distortion) onto the sensor (integrated over
+    each pixel, or bicubic: ``camera.sensor``) → colour matrix → PSF field → noise → tone.
 
     Args:
         target: (h, w, 3) float32 target in [0, 1].
@@ -118,7 +129,11 @@ def photograph(
     # resamples it: a second bicubic pass would damp the last octave by an amount that varies with
     # the sub-pixel phase of the displacement, which no PSF of the fit's model reproduces.
     coords = field.distort(geometry.target_coords())
-    warped = remap(np.ascontiguousarray(target, dtype=np.float32), coords)
+    target = np.ascontiguousarray(target, dtype=np.float32)
+    if camera.sensor == "integrate":
+        warped = supersample(target, coords, camera.supersample)
+    else:
+        warped = remap(target, coords)
     camera_rgb = warped @ np.asarray(camera.colour_matrix, dtype=np.float32).T + np.asarray(camera.offset)
     x = torch.from_numpy(np.ascontiguousarray(camera_rgb.transpose(2, 0, 1), dtype=np.float32))[None]
     with torch.no_grad():
@@ -159,7 +174,7 @@ def synthesize_pairs(
     if not targets:
         raise ValueError("synthesize_pairs: no targets given")
     camera = camera or HiddenCamera()
-    camera = HiddenCamera(camera.colour_matrix, camera.offset, camera.gamma, float(noise))
+    camera = dataclasses.replace(camera, noise=float(noise))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = {

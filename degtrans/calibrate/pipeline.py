@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, tile_prior
-from degtrans.calibrate.joint import solve_joint
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, stage_device, tile_prior
+from degtrans.calibrate.joint import MapShards, gather_stats, local_shards, solve_joint
 from degtrans.calibrate.losses import support_mask
 from degtrans.calibrate.metrics import padded_psfs, relative_l2
 from degtrans.calibrate.photos import PHOTO_SUFFIXES, find_pairs
@@ -40,6 +40,7 @@ from degtrans.calibrate.targets import Layout, read_layout
 from degtrans.calibrate.transfer import (
     SATURATED,
     ToneColour,
+    fit_colour_blurred,
     fit_patches,
     fit_tone_colour,
     linearise,
@@ -111,12 +112,18 @@ def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
     from degtrans.kernels import sv_conv2d
 
     channel = min(channel, field.psfs.shape[2] - 1)
+    # On a GPU when this process sees one (the local runner on a GPU machine; Ray's registration tasks
+    # see none): a large frame's blur is most of a registration step on the CPU.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     psfs = torch.from_numpy(np.ascontiguousarray(field.psfs[:, :, channel : channel + 1], dtype=np.float32))
+    psfs = psfs.to(device)
 
     def render(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
         with torch.no_grad():
-            return sv_conv2d(x, psfs, frame_size=field.image_size)[0, 0].numpy()
+            # The FFT product convolution ("cpu" backend, any device): on a GPU, FFTs are expected to
+            # beat the direct Triton kernel at calibration's large k (not measured on a GPU yet).
+            return sv_conv2d(x, psfs, frame_size=field.image_size, backend="cpu")[0, 0].cpu().numpy()
 
     return render
 
@@ -180,6 +187,32 @@ def register_pose(
     return PoseFit(geometry, tone, inliers, method, corr, residual)
 
 
+def refit_colour(
+    warped: np.ndarray,
+    linear_photo: np.ndarray,
+    mask: np.ndarray,
+    field: PSFField,
+    tone: ToneColour,
+    psf_size: int,
+) -> ToneColour:
+    """Stage I again through the current PSF estimate (``transfer.fit_colour_blurred``): each target
+    channel blurred by each channel's PSFs, fitted on the pixels whose PSF footprint is valid."""
+    import torch
+
+    from degtrans.kernels import sv_conv2d
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    psfs = torch.from_numpy(np.ascontiguousarray(field.psfs, dtype=np.float32)).to(device)
+    blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
+    with torch.no_grad():
+        for j in range(3):
+            plane = torch.from_numpy(np.ascontiguousarray(warped[..., j], dtype=np.float32)).to(device)
+            images = sv_conv2d(plane[None, None].expand(1, 3, *plane.shape).contiguous(), psfs, backend="cpu")
+            blurred[..., j] = images[0].cpu().numpy().transpose(1, 2, 0)
+    inside = cv2.erode(mask.astype(np.uint8), np.ones((psf_size, psf_size), np.uint8), borderValue=0) > 0
+    return fit_colour_blurred(blurred, linear_photo, inside, tone)
+
+
 def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
     """The pair ``name`` beside ``target_path`` (the chart that registers this pattern's pose)."""
     target = target_path.parent / f"{name}.target.png"
@@ -237,8 +270,11 @@ def prepare_pair(
             )
         else:
             pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
-        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2])
-        camera_target, linear_photo = to_camera(warped, pose.tone), linearise(photo, pose.tone)
+        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.target_model)
+        tone = pose.tone
+        if field is not None and config.refit_colour:
+            tone = refit_colour(warped, linearise(photo, tone), mask, field, tone, config.psf_size)
+        camera_target, linear_photo = to_camera(warped, tone), linearise(photo, tone)
         match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register_sigma)
         if match < config.min_correlation:
             raise PhotoRejected(
@@ -253,7 +289,7 @@ def prepare_pair(
     except (RegistrationError, ValueError) as error:
         return Rejected(name, str(error))
     shifts = tile_shifts(
-        to_camera(target, pose.tone)[..., 1],
+        to_camera(target, tone)[..., 1],
         linear_photo[..., 1],
         pose.geometry,
         grid,
@@ -268,7 +304,7 @@ def prepare_pair(
         homography=pose.geometry.homography,
         inliers=pose.inliers,
         ecc=pose.correlation,
-        tone=pose.tone,
+        tone=tone,
         tile_error=np.hypot(shifts[..., 0], shifts[..., 1]),
         geometry=pose.geometry,
         sharpness=sharp,
@@ -340,18 +376,29 @@ class FieldSolution:
     seconds: float
 
 
-def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper) -> FieldSolution:
-    """Init (centre-weighted closed form) → ``refine_rounds`` sweeps of the exact model → the joint
-    solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``) → descent round.
+def solve_field(
+    problem: FitProblem,
+    config: CalibrateConfig,
+    mapper: TileMapper,
+    shards: MapShards | None = None,
+    start: np.ndarray | None = None,
+) -> FieldSolution:
+    """Init (centre-weighted closed form per tile, or ``start``) → ``refine_rounds`` sweeps of the exact
+    model → the joint solve of every tile at once (``joint_iterations``, ``degtrans.calibrate.joint``,
+    its products by ``shards``: the whole frame in this process when ``None``) → descent round.
+
+    ``start`` (rows, cols, C, k, k), e.g. the previous registration round's field, replaces the per-tile
+    init of the joint solve (Fourier solver): a warm start that the re-registration moved little.
 
     A sweep visits the tiles in four colour classes (row and column parity): a tile's eight neighbours
     all have other colours, so each class is fitted against the newest neighbours (block Gauss-Seidel,
     tiles of a class in parallel), and the update is over-relaxed by ``relaxation``. Measured on the
     triplet lens (3x4 tiles, k = 31, noise-free, true geometry): Jacobi rounds left 0.086 median pixel
     error after 2 rounds and 0.062 after 7; two sweeps 0.073; the joint solve 0.078 in one pass, so it
-    is the default and sweeps are optional. A tile that failed (no pair covers it) leaves the joint solve out.
+    is the default and sweeps are optional. A tile no pair covers is left out of the joint solve, listed
+    in ``failed`` and filled from its neighbours.
     """
-    start = time.perf_counter()
+    began = time.perf_counter()
     rows, cols = problem.grid
     tiles = [(r, c) for r in range(rows) for c in range(cols)]
     k, channels = problem.psf_size, problem.channels
@@ -374,31 +421,60 @@ def solve_field(problem: FitProblem, config: CalibrateConfig, mapper: TileMapper
                 new = normalise_psfs(current[tile] + relaxation * (value.psf - current[tile]))
             psfs[tile] = new
 
-    run(tiles, use_field=False, descend=False)
+    joint = config.joint_iterations > 0 and config.solver == "fourier"
+    if start is not None and joint:
+        psfs[:] = start
+    else:
+        run(tiles, use_field=False, descend=False)
     parities = ((0, 0), (0, 1), (1, 0), (1, 1))
     colours = [[t for t in tiles if (t[0] % 2, t[1] % 2) == parity] for parity in parities]
     for _ in range(config.refine_rounds):
         for subset in colours:
             if subset:
                 run(subset, use_field=True, descend=False, relaxation=config.relaxation)
-    if config.joint_iterations > 0 and config.solver == "fourier" and not failed:
-        joint = solve_joint(
-            problem,
-            psfs,
+    if joint:
+        joint_began = time.perf_counter()
+        shards = shards or local_shards(problem, 1, stage_device(config))
+        stats = gather_stats(shards("stats", ()))
+        pairs = (stats.coverage > 0).sum(dim=1).reshape(rows, cols).numpy()
+        for tile in tiles:
+            if pairs[tile] == 0:
+                failed[tile] = f"tile {tile}: no registered pair covers it"
+                fits.pop(tile, None)
+        result = solve_joint(
+            shards,
+            stats,
+            fill_from_neighbours(psfs, set(failed)) if failed else psfs,
             tile_prior(config, channels),
             support_mask(k, config.support_radius),
             config.joint_iterations,
         )
-        psfs[:] = joint.psfs
+        psfs[:] = result.psfs
         log.info(
-            "joint solve: %d CG steps, relative residual %.2e", joint.iterations, joint.relative_residual
+            "joint solve: %d CG steps, relative residual %.2e", result.iterations, result.relative_residual
         )
-        for tile, fit in fits.items():
-            fits[tile] = dataclasses.replace(fit, psf=joint.psfs[tile], residual=float(joint.residual[tile]))
+        seconds = (time.perf_counter() - joint_began) / len(tiles)
+        observations = stats.observations.reshape(rows, cols).numpy()
+        for tile in tiles:
+            if tile in failed:
+                continue
+            residual = float(result.residual[tile])
+            fits[tile] = TileFit(
+                row=tile[0],
+                col=tile[1],
+                psf=result.psfs[tile],
+                loss=residual,
+                residual=residual,
+                pairs=int(pairs[tile]),
+                pixels=int(observations[tile]),
+                seconds=seconds + (fits[tile].seconds if tile in fits else 0.0),
+                condition=float(result.condition[tile]),
+                observed_fraction=float(result.observed_fraction[tile]),
+            )
     if config.iterations > 0:
         run(tiles, use_field=True, descend=True)
     psfs_out = fill_from_neighbours(psfs, set(failed)) if failed else psfs
-    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - start)
+    return FieldSolution(psfs_out, fits, failed, time.perf_counter() - began)
 
 
 def build_field(
@@ -469,7 +545,7 @@ def _finite(value: float) -> float | None:
 
 
 def split_prepared(
-    results: list[PreparedPair | Rejected], focus_ratio: float = 0.5
+    results: list[PreparedPair | Rejected], focus_ratio: float = CalibrateConfig.focus_ratio
 ) -> tuple[list[PreparedPair], list[Rejected]]:
     """Separate registered pairs from rejected ones.
 
@@ -528,8 +604,9 @@ Pairs = list[tuple[str, Path, Path]]
 # (pairs, config, estimate or None) -> one result per pair: how a runner registers the pairs (in this
 # process, or as Ray tasks).
 PrepareAll = Callable[[Pairs, CalibrateConfig, PSFField | None], list[PreparedPair | Rejected]]
-# (problem, config) -> the solved field: how a runner maps the tiles (in this process, or Ray actors).
-SolveTiles = Callable[[FitProblem, CalibrateConfig], FieldSolution]
+# (problem, config, warm start or None) -> the solved field: how a runner maps the tiles and the joint
+# solve's shards (in this process, or Ray actors).
+SolveTiles = Callable[[FitProblem, CalibrateConfig, np.ndarray | None], FieldSolution]
 
 
 def calibrate_in_rounds(
@@ -562,7 +639,9 @@ def calibrate_in_rounds(
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
         rejected = first_rejected + [r for r in rejected if r not in first_rejected]
         problem, heldout = make_problems(prepared, config)
-        solution = solve(problem, round_config(config, round_ == rounds - 1))
+        # Later rounds start the joint solve from the previous round's (re-centred) field.
+        start = None if estimate is None else estimate.psfs.astype(np.float32)
+        solution = solve(problem, round_config(config, round_ == rounds - 1), start)
         estimate = centred_field(solution.psfs, prepared[0].photo.shape[:2])
     field = build_field(solution, prepared, rejected, config)
     return write_outputs(field, problem, Path(output), config, heldout)
@@ -590,8 +669,8 @@ def calibrate_local(
             for name, t, p in tqdm(pairs, desc=desc, disable=not progress)
         ]
 
-    def solve(problem: FitProblem, cfg: CalibrateConfig) -> FieldSolution:
-        return solve_field(problem, cfg, local_mapper(problem, cfg, progress))
+    def solve(problem: FitProblem, cfg: CalibrateConfig, start: np.ndarray | None) -> FieldSolution:
+        return solve_field(problem, cfg, local_mapper(problem, cfg, progress), start=start)
 
     return calibrate_in_rounds(find_pairs(pairs_dir), output, config, prepare_all, solve)
 

@@ -25,7 +25,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from degtrans.calibrate.targets import Layout, aruco_dictionary
+from degtrans.calibrate.sensor import TargetModel, area_sample
+from degtrans.calibrate.targets import MARKERS_PER_CHART, Layout, aruco_dictionary
 
 
 class RegistrationError(ValueError):
@@ -147,20 +148,29 @@ def markers_homography(photo: np.ndarray, layout: Layout, min_markers: int = 4) 
     """Target → photo homography from the chart's markers; raises when the chart is not seen.
 
     Raises:
-        RegistrationError: too few markers of this chart (with the ids of other charts when seen: the
-            photo shows the wrong target).
+        RegistrationError: too few markers of this chart: ``"wrong target"`` when another chart's marker
+            set is seen instead (at least ``min_markers`` ids of one other chart), else ``"chart
+            markers not found"`` (a blurred photo makes the detector report a few stray ids, which are
+            no chart).
     """
     expected = {m.id: np.asarray(m.corners, np.float64) for m in layout.markers}
     found = detect_markers(photo, layout)
     mine = sorted(set(found) & set(expected))
-    if len(mine) < min(min_markers, len(expected)):
+    needed = min(min_markers, len(expected))
+    if len(mine) < needed:
         others = sorted(set(found) - set(expected))
-        if others:
+        charts: dict[int, list[int]] = {}
+        for marker_id in others:
+            charts.setdefault(marker_id // MARKERS_PER_CHART, []).append(marker_id)
+        other_chart = max(charts.values(), key=len, default=[])
+        if len(other_chart) >= needed:
             raise RegistrationError(
-                f"wrong target: markers {others} belong to another chart (expected {sorted(expected)})"
+                f"wrong target: markers {other_chart} belong to another chart (expected {sorted(expected)})"
             )
         raise RegistrationError(
-            f"too few chart markers found ({len(mine)} of {len(expected)}; out of focus or not the chart?)"
+            f"chart markers not found: {len(mine)} of the chart's {len(expected)} markers detected"
+            f" (at least {needed} needed{'; stray ids ' + str(others) if others else ''}):"
+            " the photo is out of focus or does not show the chart"
         )
     src = np.concatenate([expected[i] for i in mine]).astype(np.float32)
     dst = np.concatenate([found[i] for i in mine]).astype(np.float32)
@@ -288,6 +298,19 @@ def _valid(coords: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarr
     return (x >= margin) & (y >= margin) & (x <= width - 1 - margin) & (y <= height - 1 - margin)
 
 
+def _gradient_at(image: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.gradient(image)`` (central differences, one-sided at the border) at every ``step``-th pixel
+    only: (d/dy, d/dx), float64."""
+    height, width = image.shape
+    ys, xs = np.arange(0, height, step), np.arange(0, width, step)
+    up, down = np.maximum(ys - 1, 0), np.minimum(ys + 1, height - 1)
+    left, right = np.maximum(xs - 1, 0), np.minimum(xs + 1, width - 1)
+    image = image.astype(np.float64)
+    gy = (image[down][:, xs] - image[up][:, xs]) / (down - up)[:, None]
+    gx = (image[ys][:, right] - image[ys][:, left]) / (right - left)[None, :]
+    return gy, gx
+
+
 def refine_geometry(
     target: np.ndarray,
     photo: np.ndarray,
@@ -298,7 +321,7 @@ def refine_geometry(
     distortion: bool = False,
     iterations: int = 15,
     exclude: np.ndarray | None = None,
-    step: int = 2,
+    step: int | None = None,
 ) -> tuple[Geometry, float]:
     """Gauss-Newton on the geometry: ``lowpass(photo) ≈ a · lowpass(render(warp(target))) + b``.
 
@@ -311,12 +334,15 @@ def refine_geometry(
         render: applied to the warped target before the low-pass (the current PSF estimate).
         distortion: also fit ``k1, k2, p1, p2``.
         exclude: (H, W) bool photo pixels to leave out (e.g. clipped).
-        step: subsampling of the normal equations (the low-passed images are smooth).
+        step: subsampling of the normal equations (the low-passed images are smooth); ``None``: 2, or
+            coarser on large frames so that about 250,000 pixels enter them (12 parameters).
 
     Returns:
         The refined geometry and the correlation of the compared images.
     """
     frame = photo.shape[:2]
+    if step is None:
+        step = max(2, round(float(np.sqrt(frame[0] * frame[1] / 250_000))))
     params = _to_params(geometry)
     n_params = 12 if distortion else 8
     margin = int(np.ceil(3 * sigma)) + 2
@@ -336,9 +362,8 @@ def refine_geometry(
         if render is not None:
             model = render(model)
         lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma)
-        gy, gx = np.gradient(lp_model.astype(np.float64))
+        gy, gx = _gradient_at(lp_model, step)
         lp_model = lp_model[::step, ::step].astype(np.float64)
-        gx, gy = gx[::step, ::step], gy[::step, ::step]
         sub = coords[::step, ::step].astype(np.float64)
         keep = keep_photo & _valid(sub, target.shape[:2], margin)
         # d(target coords)/d(photo coords), to turn a change of target coordinates into a photo shift.
@@ -415,9 +440,14 @@ def tile_shifts(
 
 
 def warp_to_photo(
-    target: np.ndarray, registration: Registration | Geometry, photo_size: tuple[int, int]
+    target: np.ndarray,
+    registration: Registration | Geometry,
+    photo_size: tuple[int, int],
+    model: TargetModel = "bicubic",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample the target onto the photo grid (bicubic).
+    """The target on the photo grid: bicubic at the pixel centres, or (``model="area"``) the mean of the
+    piecewise-constant target over each pixel's footprint, as a sensor sees a screen
+    (``sensor.area_sample``).
 
     Returns:
         (H, W, C) warped target and (H, W) bool mask of pixels the target covers.
@@ -430,8 +460,16 @@ def warp_to_photo(
     if flow is not None:
         gy, gx = np.mgrid[0 : photo_size[0], 0 : photo_size[1]].astype(np.float32)
         coords = remap(coords, np.stack([gx + flow[..., 0], gy + flow[..., 1]], axis=-1), cv2.INTER_LINEAR)
-    warped = cv2.remap(target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    # Bicubic taps reach 2 pixels: only pixels whose whole footprint is inside the target are valid.
+    if model == "area":
+        import torch
+
+        warped = area_sample(target, coords, "cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        warped = cv2.remap(
+            target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+        )
+    # Bicubic taps (and a footprint) reach 2 pixels: only pixels whose whole footprint is inside the
+    # target are valid.
     mask = _valid(coords, target.shape[:2], 2.0)
     return warped.reshape(*photo_size, *target.shape[2:]).astype(np.float32), mask
 

@@ -226,3 +226,28 @@ def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:
         _, coef = solve(gamma)
         gammas[ch], matrix[ch], offsets[ch] = gamma, coef[:3], coef[3]
     return ToneColour(gammas, matrix, offsets)
+
+
+def fit_colour_blurred(
+    blurred: np.ndarray, photo: np.ndarray, mask: np.ndarray, tone: ToneColour
+) -> ToneColour:
+    """Refit ``M``, ``b`` on every valid pixel through the optics: ``photo_c = sum_j M_cj blur_c(x_j) + b_c``.
+
+    With a PSF estimate (a later registration round) every pixel is an exact sample of the colour
+    relation, where the patches give only their interiors, which spatially variant PSFs do not leave
+    flat (lateral colour and coma's centroid shifts move light across tile boundaries: 0.007 in the
+    matrix on the sharp-centre lens, docs/calibration.md). ``gamma`` stays the patches'.
+
+    Args:
+        blurred: (H, W, 3, 3) ``[..., c, j]``: target channel ``j`` on the photo grid blurred by channel
+            ``c``'s PSFs.
+        photo: (H, W, 3) linearised photo (``linearise(photo, tone)``).
+        mask: (H, W) bool pixels to use.
+    """
+    matrix, offset = tone.matrix.copy(), tone.offset.copy()
+    for ch in range(3):
+        keep = mask & (photo[..., ch] < SATURATED)
+        design = np.concatenate([blurred[keep][:, ch, :], np.ones((int(keep.sum()), 1))], axis=1)
+        coef, *_ = np.linalg.lstsq(design.astype(np.float64), photo[keep, ch].astype(np.float64), rcond=None)
+        matrix[ch], offset[ch] = coef[:3], coef[3]
+    return ToneColour(tone.gamma.copy(), matrix, offset)

@@ -1,11 +1,15 @@
-"""Calibration on Ray: one task per pair for registration, then a pool of tile-fitting actors.
+"""Calibration on Ray: one task per pair for registration, then a pool of stage II actors.
 
 Each ``TileFitter`` actor loads the registered pairs once (the ``FitProblem`` travels through the
-object store) and fits tiles on request. Fitting is idempotent, so an actor that dies is restarted by
-Ray (``max_restarts``) and its queued and running calls re-executed (``max_task_retries``); a tile whose
-call still fails is resubmitted once more to another actor, and after two failures it is reported and
-filled from its neighbours by ``solve_field``. Image paths must be readable by every node (a shared
-file system on a cluster; locally they are).
+object store), fits tiles on request (the per-tile start), and holds one block of the frame with its
+halo (``degtrans.calibrate.shards``) whose products the joint solve asks for: the driver runs the
+conjugate gradients of ``degtrans.calibrate.joint`` and only tile PSFs cross the wire. Fitting and
+products are idempotent, so an actor that dies is restarted by Ray (``max_restarts``, re-running its
+constructor with the same data) and its queued and running calls re-executed (``max_task_retries``); a
+tile whose call still fails is resubmitted once more to another actor, and after two failures it is
+reported and filled from its neighbours by ``solve_field``. At most ``actors`` registration tasks run
+at once, so ``actors`` is the calibration's parallelism throughout. Image paths must be readable by
+every node (a shared file system on a cluster; locally they are).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile
+from degtrans.calibrate.fit import FitProblem, TileFit, TileFitError, fit_tile, stage_device
+from degtrans.calibrate.joint import MapShards, problem_shards
 from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.pipeline import (
     FieldSolution,
@@ -48,13 +53,29 @@ def _prepare_pair_task(
 
 @ray.remote(max_restarts=2, max_task_retries=2)
 class TileFitter:
-    """Holds the registered pairs; ``fit`` returns a ``TileFit`` or the reason the tile cannot be fitted."""
+    """Holds the registered pairs and one shard; ``fit`` returns a ``TileFit`` or the reason the tile
+    cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.shards.Shard``)."""
 
-    def __init__(self, problem: FitProblem, threads: int = 1) -> None:
+    def __init__(self, problem: FitProblem, shard=None, device: str = "cpu", threads: int = 1) -> None:
         import torch
+
+        from degtrans.calibrate.shards import Shard
 
         torch.set_num_threads(max(1, threads))
         self.problem = problem
+        self.device = device if device == "cpu" or torch.cuda.is_available() else "cpu"
+        self._shard = None if shard is None else Shard(shard, self.device)
+
+    def shard(self, method: str, *args):
+        import torch
+
+        result = getattr(self._shard, method)(*args)
+        # Back on the CPU: the driver adds the parts.
+        if isinstance(result, torch.Tensor):
+            return result.cpu()
+        if isinstance(result, tuple):
+            return tuple(r.cpu() for r in result)
+        return type(result)(*(getattr(result, f).cpu() for f in result.__dataclass_fields__))
 
     def fit(
         self, row: int, col: int, config: CalibrateConfig, field: np.ndarray | None, descend: bool
@@ -71,21 +92,39 @@ class TileFitter:
 
 
 class FitterPool(list):
-    """The tile actors, plus the object ref of the problem they were built from: a restarted actor
-    re-runs its constructor with that ref, so it must stay alive as long as the pool."""
+    """The tile actors, plus the object refs of the problem and the shards they were built from: a
+    restarted actor re-runs its constructor with those refs, so they must stay alive as long as the
+    pool."""
 
     problem_ref = None
+    shard_refs: list = []
 
 
 def start_fitters(problem: FitProblem, config: CalibrateConfig) -> FitterPool:
-    """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``."""
+    """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``
+    and one block of it (``joint.problem_shards``: the frame cut into ``actors`` blocks)."""
     if config.actors < 1:
         raise ValueError(f"calibrate.actors must be >= 1, got {config.actors}")
     pool = FitterPool()
     pool.problem_ref = ray.put(problem)
+    pool.shard_refs = [ray.put(data) for data in problem_shards(problem, config.actors)]
+    device = str(stage_device(config))
     options = {"num_cpus": 1, "num_gpus": config.gpus_per_actor}
-    pool.extend(TileFitter.options(**options).remote(pool.problem_ref) for _ in range(config.actors))
+    pool.extend(
+        TileFitter.options(**options).remote(pool.problem_ref, ref, device) for ref in pool.shard_refs
+    )
     return pool
+
+
+def ray_shards(actors: list) -> MapShards:
+    """The joint solve's shards on the actors (``start_fitters``): each argument goes to the object
+    store once, every actor computes its block's part, the parts come back in actor order."""
+
+    def run(method: str, args: tuple) -> list:
+        refs = [ray.put(arg) for arg in args]
+        return ray.get([actor.shard.remote(method, *refs) for actor in actors])
+
+    return run
 
 
 def ray_mapper(
@@ -164,13 +203,26 @@ def calibrate_camera(
 
     def prepare_all(pairs: Pairs, cfg: CalibrateConfig, estimate: PSFField | None) -> list:
         estimate_ref = ray.put(estimate)  # one copy in the object store per round, not one per task
-        refs = [_prepare_pair_task.remote(n, str(t), str(p), cfg, grid, estimate_ref) for n, t, p in pairs]
-        return [ray.get(ref) for ref in tqdm(refs, desc="register", unit="pair", disable=not progress)]
+        results: dict = {}
+        pending: dict = {}
+        queue = list(enumerate(pairs))
+        with tqdm(total=len(pairs), desc="register", unit="pair", disable=not progress) as bar:
+            while queue or pending:
+                # At most ``actors`` registrations at once: the run's parallelism is ``actors``.
+                while queue and len(pending) < max(cfg.actors, 1):
+                    index, (name, target, photo) = queue.pop(0)
+                    ref = _prepare_pair_task.remote(name, str(target), str(photo), cfg, grid, estimate_ref)
+                    pending[ref] = index
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                results[pending.pop(ref)] = ray.get(ref)
+                bar.update(1)
+        return [results[index] for index in range(len(pairs))]
 
-    def solve(problem: FitProblem, cfg: CalibrateConfig) -> FieldSolution:
+    def solve(problem: FitProblem, cfg: CalibrateConfig, start: np.ndarray | None) -> FieldSolution:
         actors = start_fitters(problem, cfg)
         try:
-            return solve_field(problem, cfg, ray_mapper(actors, cfg, progress, on_result))
+            mapper = ray_mapper(actors, cfg, progress, on_result)
+            return solve_field(problem, cfg, mapper, ray_shards(actors), start)
         finally:
             for actor in actors:
                 ray.kill(actor)

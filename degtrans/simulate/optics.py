@@ -134,6 +134,24 @@ PRESETS: dict[str, LensSpec] = {
         lateral_ca_px=1.0,
         distortion_px=-5.0,
     ),
+    # A sharp lens whose centre is nearly diffraction-limited with a ring (f/2.8 on 1-um pixels: the
+    # optics pass up to 0.67 cycles/px, past the sensor's Nyquist; spherical aberration balanced by
+    # defocus leaves a 1-px core with a ring at ~3 px; second-moment radius 3.1 px on axis), and wide
+    # comatic, astigmatic corners (6-7 px at the corner tiles of a 5x7 grid). Its sharp tiles are the
+    # ones a fit on the wrong model of the target on the sensor gets wrong (docs/calibration.md).
+    "sharp-centre": LensSpec(
+        "sharp-centre",
+        f_number=2.8,
+        pixel_pitch_um=1.0,
+        defocus=-1.0,
+        spherical=1.0,
+        coma=3.5,
+        astigmatism=2.0,
+        field_curvature=-1.0,
+        axial_ca=0.2,
+        lateral_ca_px=0.8,
+        distortion_px=-3.0,
+    ),
 }
 
 
@@ -145,6 +163,7 @@ PRESET_PROFILES = {
     "dslr-kit": "nikon-d700",
     "vintage": "canon-eos-5d-mark-ii",
     "triplet": "nikon-d700",
+    "sharp-centre": "sony-rx100m4",
 }
 
 

@@ -213,24 +213,6 @@ def test_centroid_prior_centres_green_only():
     assert push[1, 2, 4] > 0 and push[1, 2, 0] < 0
 
 
-def test_joint_system_is_the_sv_convolution_and_its_adjoint():
-    from degtrans.calibrate.joint import JointSystem
-
-    field = gaussian_field((2, 3), K, (48, 60), sigma_centre=0.9, sigma_corner=1.6)
-    rng = np.random.default_rng(0)
-    targets = rng.random((2, 3, 48, 60), dtype=np.float32)
-    with torch.no_grad():
-        photos = sv_conv2d(torch.from_numpy(targets), torch.from_numpy(field.psfs), padding="zeros").numpy()
-    problem = FitProblem(targets, photos, np.ones((2, 48, 60), bool), ("a", "b"), (2, 3), K)
-    system = JointSystem(problem, [(r, c) for r in range(2) for c in range(3)])
-    h = torch.from_numpy(field.psfs).reshape(6, 3, K, K)
-    torch.testing.assert_close(system.forward(h), torch.from_numpy(photos), atol=1e-5, rtol=1e-4)
-    y = torch.randn(2, 3, 48, 60, generator=torch.Generator().manual_seed(0))
-    g = torch.randn(6, 3, K, K, generator=torch.Generator().manual_seed(1))
-    lhs, rhs = float((system.forward(g) * y).sum()), float((g * system.adjoint(y)).sum())
-    assert abs(lhs - rhs) < 1e-4 * abs(lhs)
-
-
 def test_joint_solve_beats_the_tile_init(truth):
     problem = _problem(truth, pairs=2, noise=0.002)
     base = CalibrateConfig(rows=2, cols=2, psf_size=K, iterations=0, refine_rounds=0, smooth_reg=1e-4)

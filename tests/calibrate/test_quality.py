@@ -8,7 +8,8 @@ from scipy.signal import fftconvolve
 
 from degtrans.calibrate.photos import HiddenCamera, jitter_homography, photograph
 from degtrans.calibrate.quality import SHARPNESS_BAND, sharpness
-from degtrans.calibrate.register import Geometry, remap
+from degtrans.calibrate.register import Geometry
+from degtrans.calibrate.sensor import area_sample
 from degtrans.calibrate.targets import make_target
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
@@ -23,7 +24,8 @@ def _sharpness(field: PSFField, kind: str) -> float:
     target = make_target(kind, FRAME, seed=3)[0]
     homography = jitter_homography(FRAME, FRAME, 2.0, np.random.default_rng(0))
     photo = photograph(target, field, homography, LINEAR, np.random.default_rng(1))
-    model = remap(np.ascontiguousarray(target), Geometry(homography, FRAME).target_coords())
+    # The target on the sensor as the pipeline models it (``target_model = "area"``).
+    model = area_sample(target, Geometry(homography, FRAME).target_coords())
     mask = np.zeros(FRAME, bool)
     mask[16:-16, 16:-16] = True
     return sharpness(model[..., 1], photo[..., 1], mask)
@@ -66,3 +68,19 @@ def test_default_threshold_passes_a_blurry_lens_and_rejects_defocus(triplet):
     phone = lens_field((1, 1), 15, FRAME, "phone-wide").psfs[0, 0, 1].astype(np.float64)
     defocused = fftconvolve(phone, _disc(5.0), mode="full")
     assert _sharpness(_uniform(defocused / defocused.sum()), "noise") < threshold / 1.3
+
+
+@pytest.mark.parametrize("lens", ["phone-wide", "triplet"])
+def test_focus_ratio_rejects_a_3px_defocus_and_keeps_2px(lens):
+    """Relative to the run's in-focus photos: a 3-px defocus disc falls below ``focus_ratio``, a 2-px one
+    stays above it (a blurry lens and a sharp one alike)."""
+    ratio = CalibrateConfig().focus_ratio
+    psf = lens_field((1, 1), 15, FRAME, lens).psfs[0, 0, 1].astype(np.float64)
+
+    def behind(radius: float) -> float:
+        blurred = psf if radius == 0 else fftconvolve(psf, _disc(radius), mode="full")
+        return _sharpness(_uniform(blurred / blurred.sum()), "noise")
+
+    in_focus = behind(0)
+    assert behind(3.0) < 0.95 * ratio * in_focus
+    assert behind(2.0) > 1.05 * ratio * in_focus

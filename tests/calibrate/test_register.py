@@ -214,3 +214,21 @@ def test_another_chart_is_the_wrong_target(lens_chart):
     _, layout = make_target("calib", FRAME, seed=1)
     with pytest.raises(RegistrationError, match="wrong target"):
         coarse_geometry(target, photo, layout)
+
+
+def test_missing_markers_are_reported_as_missing_not_as_another_chart(monkeypatch):
+    """A blurred chart lets the detector report a few stray ids: no chart. A set of another chart's ids
+    is the wrong target."""
+    from degtrans.calibrate import register as register_module
+    from degtrans.calibrate.register import markers_homography
+
+    _, layout = make_target("calib", (192, 256), seed=1, pose=0)
+    quad = np.zeros((4, 2))
+    photo = np.zeros((192, 256, 3), np.float32)
+    monkeypatch.setattr(register_module, "detect_markers", lambda p, lay: {0: quad, 113: quad, 517: quad})
+    with pytest.raises(RegistrationError, match="^chart markers not found: 1 of the chart's 8"):
+        markers_homography(photo, layout)
+    other_chart = {56 + j: quad for j in range(5)}
+    monkeypatch.setattr(register_module, "detect_markers", lambda p, lay: other_chart)
+    with pytest.raises(RegistrationError, match="^wrong target: markers \\[56, 57, 58, 59, 60\\]"):
+        markers_homography(photo, layout)

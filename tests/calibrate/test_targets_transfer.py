@@ -274,3 +274,25 @@ def test_stage_one_through_prepare_pair_with_a_target_larger_than_the_frame(tmp_
     assert isinstance(pair, PreparedPair), pair
     np.testing.assert_allclose(pair.tone.gamma, 1.0, atol=0.02)
     np.testing.assert_allclose(pair.tone.matrix, np.eye(3), atol=0.02)
+
+
+def test_colour_refit_through_the_psfs_recovers_the_matrix(chart):
+    """With a PSF estimate, every pixel is a sample of the colour relation: the matrix and offset come
+    back exactly from a photo of the blurred, colour-mixed chart, whatever spatially variant blur."""
+    import torch
+
+    from degtrans.calibrate.pipeline import refit_colour
+    from degtrans.kernels import sv_conv2d
+
+    target, _, field = chart
+    matrix = np.array([[0.82, 0.12, 0.02], [0.06, 0.86, 0.05], [0.02, 0.1, 0.8]])
+    offset = np.array([0.02, 0.02, 0.03])
+    mixed = target @ matrix.T.astype(np.float32) + offset.astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(mixed.transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        photo = sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy().transpose(1, 2, 0)
+    mask = np.ones(target.shape[:2], bool)
+    tone = refit_colour(target, photo, mask, field, ToneColour.identity(), 11)
+    np.testing.assert_allclose(tone.matrix, matrix, atol=1e-3)
+    np.testing.assert_allclose(tone.offset, offset, atol=1e-3)
+    np.testing.assert_array_equal(tone.gamma, np.ones(3))

@@ -73,3 +73,27 @@ def test_uncoverable_tile_is_reported_not_fatal(ray_session, problem):
     np.testing.assert_allclose(solution.psfs.sum(axis=(-1, -2)), 1.0, atol=1e-5)
     for actor in actors:
         ray_session.kill(actor)
+
+
+def test_joint_solve_on_actor_blocks_is_the_one_process_solve(ray_session, problem):
+    """Two actors each hold half the frame with its halo; the driver's CG sees only PSFs."""
+    import dataclasses
+
+    from degtrans.calibrate.pipeline import local_mapper, solve_field
+    from degtrans.cluster.calibrate import ray_mapper, ray_shards, start_fitters
+
+    noisy = dataclasses.replace(
+        problem, photos=problem.photos + np.random.default_rng(1).normal(0, 0.002, problem.photos.shape)
+    )
+    config = dataclasses.replace(CONFIG, iterations=0, actors=2)
+    actors = start_fitters(noisy, config)
+    try:
+        shards = ray_shards(actors)
+        assert len(shards("residual", (torch.zeros(4, 3, K, K),))) == 2
+        distributed = solve_field(noisy, config, ray_mapper(actors, config, progress=False), shards)
+    finally:
+        for actor in actors:
+            ray_session.kill(actor)
+    local = solve_field(noisy, config, local_mapper(noisy, config, progress=False))
+    relative = np.linalg.norm(distributed.psfs - local.psfs) / np.linalg.norm(local.psfs)
+    assert relative < 0.002, relative

@@ -91,7 +91,7 @@ def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
 
     from degtrans.calibrate.fit import FitProblem
     from degtrans.calibrate.pipeline import local_mapper, solve_field
-    from degtrans.cluster.calibrate import ray_mapper, start_fitters
+    from degtrans.cluster.calibrate import ray_mapper, ray_shards, start_fitters
     from degtrans.kernels import sv_conv2d
     from degtrans.testing.synthetic import gaussian_field
 
@@ -108,7 +108,9 @@ def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
                              refine_rounds=0, actors=3, gpus_per_actor=0.5)  # fmt: skip
     actors = start_fitters(problem, config)
     try:
-        solution = solve_field(problem, config, ray_mapper(actors, config, progress=False))
+        solution = solve_field(
+            problem, config, ray_mapper(actors, config, progress=False), ray_shards(actors)
+        )
         fitters = list_actors(
             address=_state_address(), filters=[("class_name", "=", "TileFitter"), ("state", "=", "ALIVE")]
         )
@@ -119,9 +121,11 @@ def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
             ray.kill(actor)
     assert placed == sorted([ids["head"], ids["b"], ids["b"]])  # never on a: it has no GPU
     assert not solution.failed
-    # The problem crossed the object store to two nodes and came back as the same field as a local fit.
+    # The problem crossed the object store to two nodes, the joint solve ran on three blocks of the
+    # frame (one per actor, only PSFs on the wire) and came back as the one-process solve's field.
     local = solve_field(problem, config, local_mapper(problem, config, progress=False))
-    np.testing.assert_allclose(solution.psfs, local.psfs, atol=1e-5)
+    relative = np.linalg.norm(solution.psfs - local.psfs) / np.linalg.norm(local.psfs)
+    assert relative < 0.002, relative
 
 
 def test_two_train_workers_spread_over_both_worker_nodes(cluster, tmp_path):
