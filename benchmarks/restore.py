@@ -107,6 +107,19 @@ RECIPES = {
     },
 }
 LABELS = {"fovkpn": "fovkpn", "wiener": "deep-wiener"}
+# The flags the pairs depend on (a --work folder is reused by runs that agree on them).
+DATA_ARGS = (
+    "preset",
+    "psf_size",
+    "patches_per_image",
+    "photos",
+    "train_images",
+    "scales",
+    "flips",
+    "frame_overlap",
+    "dead_leaves",
+    "texture",
+)
 # What each network must gain over the tuned Wiener filter (issue 21, CPU budget).
 BARS = {"deep-wiener": 2.0, "fovkpn": 1.0}
 
@@ -425,6 +438,17 @@ def main() -> None:
         default=True,
         help="also train on each photograph's mirror image (mirrored before simulation)",
     )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the training frames and pairs here and reuse them (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--curve-only",
+        action="store_true",
+        help="stop after training: the networks' held-out curves only (no baselines; experiments)",
+    )
     parser.add_argument("--frame-overlap", type=float, default=0.0, help="overlap of cut frames, in frames")
     parser.add_argument("--dead-leaves", type=int, default=150, help="dead-leaves training frames added")
     parser.add_argument("--texture", type=float, default=0.0, help="fraction of textured dead-leaves discs")
@@ -531,24 +555,31 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        work = args.work or tmp
+        # What the pairs depend on: a --work folder is reused only by runs that agree on all of it.
+        data_args = {k: str(getattr(args, k)) for k in DATA_ARGS} | {"patch": recipe["patch"]}
+        if args.work is not None and (work / "data-args.json").exists():
+            if json.loads((work / "data-args.json").read_text()) != data_args:
+                parser.error(f"--work {work}: made with other data settings ({work / 'data-args.json'})")
+        write_atomic(work / "data-args.json", json.dumps(data_args, indent=2))
         field_path = field.save(tmp / "cam.npz")
         start = time.perf_counter()
-        photo_frames = training_frames(tmp / "frames", sources, scales, args.frame_overlap, args.flips)
+        photo_frames = training_frames(work / "frames", sources, scales, args.frame_overlap, args.flips)
         # Dead-leaves frames: whites, blacks, saturated colours and sharp edges at every scale.
-        leaves = write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0, texture=args.texture)
+        leaves = write_dead_leaves(work / "deadleaves", args.dead_leaves, FRAME, seed=0, texture=args.texture)
         frames = photo_frames + leaves
         map_shards = pool_map(args.workers) if args.workers > 1 else None
         summary = build_dataset(
             frames,
             [field_path],
-            tmp / "data",
+            work / "data",
             sim,
             profiles=[profile.name],
             **({"map_shards": map_shards} if map_shards else {}),
         )
         decode_once = args.device != "cpu" if args.decode_once is None else args.decode_once
         pairs = InMemoryPairs(
-            PairReader(tmp / "data", val_fraction=0.0, with_psf=True), args.device, decode_once
+            PairReader(work / "data", val_fraction=0.0, with_psf=True), args.device, decode_once
         )
         results["dataset"] = {
             "sources": len(sources),
@@ -604,6 +635,13 @@ def main() -> None:
             for k, v in trained.items()
         }
         del pairs
+        if args.curve_only:
+            write_atomic(args.output, json.dumps(results, indent=2))
+            for name, value in trained.items():
+                curve = ", ".join(f"{c['step']}: {c['psnr']:.2f}" for c in value["curve"])
+                print(f"{name} held-out PSNR by step: {curve}")
+            print(f"wrote {args.output}")
+            return
         # The classical baselines at their best for this lens: tuned on the whole scenes of training
         # photographs (like the held-out frames; dead leaves would pick a heavier regularisation than
         # photographs want), never on held-out frames.

@@ -426,7 +426,7 @@ WIENER_GRID: dict[str, tuple[float, ...]] = {
     "discrepancy": (0.5, 1.0, 2.0),
     "wiener_min_lambda": (0.03, 0.1, 0.3, 1.0, 3.0),
 }
-RL_GRID: dict[str, tuple[float, ...]] = {"rl_discrepancy": (1.0, 2.0, 4.0, 8.0)}
+RL_GRID: dict[str, tuple[float, ...]] = {"rl_discrepancy": (1.0, 2.0, 4.0, 8.0), "rl_min_iterations": (0, 1)}
 
 
 def tune_baselines(
