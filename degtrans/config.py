@@ -240,6 +240,11 @@ class RestoreConfig:
     # Richardson-Lucy's stop (noise variances; see degtrans.restore.baselines.RL_DISCREPANCY).
     rl_discrepancy: float = 4.0
     rl_iterations: int = 50
+    # Richardson-Lucy's updates before its stop is checked: from the observation, whose residual is
+    # often within the noise already, a stop checked at once returns the input unchanged. 0 keeps RL
+    # never below the input on noisy frames (a forced step there can cost 0.15 dB); the benchmarks tune
+    # it with the stop (degtrans.restore.evaluate.RL_GRID).
+    rl_min_iterations: int = 0
     # ``degtrans evaluate``: crops in its picture, and a cap on evaluated samples (0: all of the split).
     eval_crops: int = 4
     eval_max_samples: int = 0
@@ -275,6 +280,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "simulate": {"patch_size": 128},
     },
 }
+
+
+# ``degtrans train`` on a CPU builds these sizes unless the config or ``--set`` gives them: FOV-KPN at
+# the reference's sizes trains at 1-3 patches/s on two cores (800 steps take over an hour); the small
+# variant at 3.6 patches/s on one (benchmarks/README.md, restoration).
+CPU_SIZES: dict[str, Any] = {"width": 16, "offset_channels": 16, "decoder_deform": 1}
 
 
 @dataclass(frozen=True)
@@ -433,6 +444,34 @@ def replace_field(
             updated = dataclasses.replace(getattr(config, name), **values)
             config = dataclasses.replace(config, **{name: updated})
     return config
+
+
+def given_keys(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...], section: str
+) -> set[str]:
+    """The keys of ``section`` that a config file or ``--set`` overrides give (a preset's keys too):
+    the ones a default that depends on the machine must leave alone."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    keys = set(data.get(section, {}))
+    for item in overrides:
+        dotted = item.split("=", 1)[0].strip()
+        if dotted.startswith(f"{section}."):
+            keys.add(dotted.split(".", 1)[1])
+    presets = [data.get("train", {}).get("preset", "custom")]
+    presets += [i.split("=", 1)[1].strip() for i in overrides if i.split("=", 1)[0].strip() == "train.preset"]
+    for preset in presets:
+        keys |= set(PRESETS.get(preset, {}).get(section, {}))
+    return keys
+
+
+def small_on_cpu(train: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    """``train`` with the :data:`CPU_SIZES` that ``given`` (:func:`given_keys`) leaves open; returns it
+    and the values changed."""
+    changes = {k: v for k, v in CPU_SIZES.items() if k not in given and getattr(train, k) != v}
+    return dataclasses.replace(train, **changes), changes
 
 
 def to_dict(config: Any) -> dict[str, Any]:

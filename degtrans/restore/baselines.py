@@ -60,6 +60,7 @@ def baseline_settings(config: RestoreConfig) -> dict[str, float | int]:
         "min_lambda": config.wiener_min_lambda,
         "rl_discrepancy": config.rl_discrepancy,
         "iterations": config.rl_iterations,
+        "min_iterations": config.rl_min_iterations,
     }
 
 
@@ -160,12 +161,16 @@ def richardson_lucy(
     noise_variance: torch.Tensor | None = None,
     discrepancy: float = 0.5,
     eps: float = 1e-6,
+    min_iterations: int = 0,
 ) -> torch.Tensor:
     """Richardson-Lucy deconvolution, stopped when the residual reaches the noise (per channel).
 
     Args:
         image: (C, H, W) non-negative; psf: (C, k, k); iterations: the most RL updates.
         noise_variance: (C,) per-pixel noise variance; ``None`` runs all ``iterations``.
+        min_iterations: updates made before the stop is checked. The observation's own residual
+            (``|k * y - y|²``) is often within the noise already, so a rule checked from the start
+            stops before any update and returns the input.
 
     Returns:
         (C, H, W) non-negative estimate.
@@ -176,9 +181,9 @@ def richardson_lucy(
     otf = psf_to_otf(psf.float(), *size)
     estimate = observed.clone()
     active = torch.ones(image.shape[0], dtype=torch.bool)
-    for _ in range(iterations):
+    for iteration in range(iterations):
         blurred = torch.fft.irfft2(torch.fft.rfft2(estimate) * otf, s=size)
-        if noise_variance is not None:
+        if noise_variance is not None and iteration >= min_iterations:
             residual = ((blurred - observed) ** 2).flatten(1).mean(1).double()
             active &= residual > discrepancy * noise_variance
             if not bool(active.any()):
@@ -202,6 +207,7 @@ def deconvolve_field(
     rl_discrepancy: float = RL_DISCREPANCY,
     iterations: int = 50,
     min_lambda: float = MIN_LAMBDA,
+    min_iterations: int = 0,
 ) -> torch.Tensor:
     """Spatially variant, noise-aware deconvolution: per-tile Wiener or RL, blended between tiles.
 
@@ -215,7 +221,7 @@ def deconvolve_field(
         isp: the ISP that made ``image`` (``ISPParams`` of one sample): deconvolve in exact linear
             camera RGB; ``None``: undo the sRGB curve only.
         discrepancy, rl_discrepancy: residual the Wiener filter / RL may leave, in noise variances.
-        iterations: the most RL updates per tile.
+        iterations, min_iterations: the most RL updates per tile, and the fewest (before its stop).
         min_lambda: the Wiener filter's weakest prior weight.
 
     Returns:
@@ -263,7 +269,8 @@ def deconvolve_field(
             if method == "wiener":
                 result = wiener_filter(region, psf, variance, discrepancy, min_lambda)
             else:
-                result = richardson_lucy(region, psf, iterations, variance, rl_discrepancy)
+                result = richardson_lucy(region, psf, iterations, variance, rl_discrepancy,
+                                         min_iterations=min_iterations)  # fmt: skip
             result = result[:, : ry1 - ry0, : rx1 - rx0].double()
             weight = wy[r, y_lo:y_hi, None] * wx[c, None, x_lo:x_hi]
             out[:, y_lo:y_hi, x_lo:x_hi] += (

@@ -11,6 +11,7 @@ from degtrans.restore.baselines import (
     baseline_settings,
     deconvolve_field,
     estimate_noise_variance,
+    richardson_lucy,
     wiener_filter,
 )
 from degtrans.restore.evaluate import simulate_frame, tune_baselines
@@ -52,6 +53,20 @@ def test_rl_with_the_noise_stopping_rule_is_never_below_the_input(noisy_frames):
         restored = deconvolve_field(frame.degraded, field, "rl", noise=frame.noise, isp=frame.isp)
         before = float(psnr(frame.degraded[None], frame.clean[None])[0])
         assert float(psnr(restored[None], frame.clean[None])[0]) >= before - 0.05, frame.name
+
+
+def test_rl_acts_even_when_the_input_is_already_within_the_noise():
+    """The demo's case: the observation's own residual is below the stop, yet RL must make a step."""
+    gen = torch.Generator().manual_seed(1)
+    psf = torch.from_numpy(gaussian_field((1, 1), 7, (40, 40), 1.0, 1.0).psfs[0, 0]).float()
+    sharp = torch.rand(1, 3, 46, 46, generator=gen)
+    image = torch.nn.functional.conv2d(sharp, psf[:, None], groups=3)[0]
+    loose = torch.full((3,), 1.0)  # any residual is "within the noise"
+    torch.testing.assert_close(richardson_lucy(image, psf, 10, loose, min_iterations=0), image)
+    stepped = richardson_lucy(image, psf, 10, loose, min_iterations=1)
+    assert float((stepped - image).abs().max()) > 1e-3
+    config = RestoreConfig(rl_min_iterations=1)
+    assert baseline_settings(config)["min_iterations"] == 1
 
 
 def test_more_noise_means_a_stronger_prior():
