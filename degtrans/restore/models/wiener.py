@@ -262,6 +262,8 @@ LEGACY_REFINE_NAMES = {
     "enc2.": "refine.0.enc.0.", "up.": "refine.0.up.0.", "dec1.": "refine.0.dec.0.",
     "out.": "refine.0.out.",
 }  # fmt: skip
+# Floor of the noise standard deviation the network is told (linear units): below 8-bit quantisation.
+MIN_NOISE_STD = 1e-6
 # Start of the data-consistency weight's prior: the refined estimate's error variance (linear units).
 ESTIMATE_VARIANCE = 1e-3
 ESTIMATE_MARGIN = 1e-4
@@ -387,7 +389,9 @@ class DeepWiener(nn.Module):
         with torch.autocast(device_type=degraded.device.type, enabled=False):
             linear = to_linear(degraded.float(), isp)
             variance = noise_variance(linear, estimate_noise(linear) if noise is None else noise)
-            noise_std = variance.mean(dim=1, keepdim=True).sqrt()
+            # Floored: a noise level estimated from a clipped or flat patch is 0, and its log and the
+            # relative noise map (0 / 0) were NaN.
+            noise_std = variance.mean(dim=1, keepdim=True).sqrt().clamp(min=MIN_NOISE_STD)
             # Features 0..C-1 are the image channels, then (per_channel - 1) learned features per channel.
             feats = torch.cat([linear, self.encoder(linear)], dim=1)
             psf = psf.float()
@@ -400,7 +404,7 @@ class DeepWiener(nn.Module):
             deconv = wiener_deconv(feats, psf, phi, self.eta, weights, psf_index=psf_index)
             base = to_display(deconv[:, : self.channels], isp)
         # The noise level as a feature map: log10 of the standard deviation, 1e-4 -> 0 and 1 -> 1.
-        noise_level = noise_std.clamp(min=1e-6).log10() / 4.0 + 1.0
+        noise_level = noise_std.log10() / 4.0 + 1.0
         refine = torch.cat([base, deconv[:, self.channels :], degraded, noise_level], dim=1)
         restored = base + self.refine[0](refine.to(degraded.dtype), coords)
         for index, stage in enumerate(self.refine[1:]):
