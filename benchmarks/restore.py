@@ -39,6 +39,7 @@ from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import ZONES, evaluate_frames, frame_restorers, simulate_frame, tune_baselines
 from degtrans.restore.loop import make_optimizer, train_epoch
 from degtrans.restore.models import build_model
+from degtrans.restore.pretrained import pretrained_path
 from degtrans.restore.recipe import WeightEMA, make_scheduler
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.dataset import build_dataset
@@ -175,6 +176,14 @@ def main() -> None:
     parser.add_argument("--tuning-frames", type=int, default=6, help="training frames tuning the baselines")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="fovkpn,wiener", help="comma-separated networks to train")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="score this checkpoint instead of training ('pretrained': the bundled "
+        "deep Wiener), also as a photograph (no ISP draw, no noise level); repeatable",
+    )
     parser.add_argument("--self-ensemble", action="store_true",
                         help="also score each network with restore.self_ensemble (4x the time)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -235,11 +244,6 @@ def main() -> None:
         # Dead-leaves frames: whites, blacks and saturated colours that the sample images lack.
         leaves = write_dead_leaves(tmp / "deadleaves", args.dead_leaves, FRAME, seed=0, texture=args.texture)
         frames = photos + leaves
-        start = time.perf_counter()
-        summary = build_dataset(frames, [field_path], tmp / "data", sim, profiles=[profile.name])
-        results["dataset"] = {"frames": len(frames), "pairs": summary["pairs"],
-                              "seconds": time.perf_counter() - start}  # fmt: skip
-        reader = PairReader(tmp / "data", val_fraction=0.0, with_psf=True)
         held_out = [
             simulate_frame(read_image(p), p.stem, "cam", field, profile, sim) for p in bundled_images()
         ]
@@ -254,9 +258,16 @@ def main() -> None:
 
         keep = args.keep or tmp
         keep.mkdir(parents=True, exist_ok=True)
-        trained = {name: train_for(config, reader, args.steps, keep / f"{name}.pt", args.device,
-                                   args.eval_every, score)
-                   for name, config in models.items()}  # fmt: skip
+        trained = {}
+        if not args.checkpoint:
+            start = time.perf_counter()
+            summary = build_dataset(frames, [field_path], tmp / "data", sim, profiles=[profile.name])
+            results["dataset"] = {"frames": len(frames), "pairs": summary["pairs"],
+                                  "seconds": time.perf_counter() - start}  # fmt: skip
+            reader = PairReader(tmp / "data", val_fraction=0.0, with_psf=True)
+            trained = {name: train_for(config, reader, args.steps, keep / f"{name}.pt", args.device,
+                                       args.eval_every, score)
+                       for name, config in models.items()}  # fmt: skip
         results["training"] = {k: {"seconds": v["seconds"], "patches_per_s": v["patches_per_s"],
                                     "held_out_curve": v["curve"]} for k, v in trained.items()}  # fmt: skip
         # The classical baselines at their best for this lens: tuned on training photographs (the dead
@@ -283,6 +294,13 @@ def main() -> None:
         restorers = {labels[k]: v for k, v in restorers.items()}
         best = frame_restorers(["wiener"], {"cam": field}, best_config, args.device)
         restorers["wiener-best"] = best["wiener"]
+        for path in args.checkpoint:
+            label = "pretrained" if path == "pretrained" else Path(path).stem
+            path = str(pretrained_path()) if path == "pretrained" else path
+            for side_info, suffix in ((True, ""), (False, " as photo")):
+                scored = frame_restorers([f"ckpt:{path}"], {"cam": field}, restore_config, args.device,
+                                         side_info)  # fmt: skip
+                restorers[label + suffix] = next(iter(scored.values()))
         if args.self_ensemble:
             flips = dataclasses.replace(restore_config, self_ensemble=True)
             for name, value in trained.items():
