@@ -83,8 +83,9 @@ def pool_map(workers: int):
     return run
 
 
-def prepare(args: argparse.Namespace, recipe: dict) -> Path:
-    """The lens catalogue, the frames and the pair dataset under ``args.work`` (each kept when there)."""
+def prepare(args: argparse.Namespace, recipe: dict) -> tuple[Path, dict]:
+    """The lens catalogue, the frames and the pair dataset under ``args.work`` (each kept when there);
+    returns the dataset's folder and the frame counts."""
     work = args.work
     start = time.perf_counter()
     lenses = work / "lenses"
@@ -96,6 +97,7 @@ def prepare(args: argparse.Namespace, recipe: dict) -> Path:
         frames = training_frames(work / "frames", 0.0, photo_paths(args.photos, "train"))
     else:
         frames = []
+    counts = {"photograph frames": len(frames), "dead leaves": args.dead_leaves}
     frames += write_dead_leaves(work / "deadleaves", args.dead_leaves, FRAME, seed=args.seed)
     patches = args.patches_per_image or recipe["patches_per_image"]
     sim = SimulateConfig(patch_size=recipe["patch"], patches_per_image=patches,
@@ -104,7 +106,7 @@ def prepare(args: argparse.Namespace, recipe: dict) -> Path:
                             map_shards=pool_map(args.workers))  # fmt: skip
     print(f"data: {len(frames)} frames, {summary['pairs']} pairs, {args.lenses} lenses "
           f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-    return work / "data"
+    return work / "data", counts
 
 
 def drop_side_info(batch: dict, probability: float, generator: torch.Generator) -> dict:
@@ -221,7 +223,7 @@ def main() -> None:
     recipe = RECIPES[args.recipe]
     args.steps = args.steps or recipe["steps"]
     args.work.mkdir(parents=True, exist_ok=True)
-    data = prepare(args, recipe)
+    data, info_frames = prepare(args, recipe)
     if args.prepare_only:
         return
     model, config, info = train(args, recipe, data)
@@ -229,7 +231,8 @@ def main() -> None:
         provenance = {
             **info, "recipe": args.recipe, "lenses": args.lenses, "lens_seed": args.lens_seed,
             "grid": list(args.grid), "psf_size": args.psf_size, "frame": list(FRAME),
-            "photos": "make-photos train split" if args.photos_frames else "none",
+            "frames": info_frames,
+            "photos": str(args.frames or ("make-photos train split" if args.photos_frames else "none")),
             "dead_leaves": args.dead_leaves,
             "patches_per_image": args.patches_per_image or recipe["patches_per_image"],
             "patch": recipe["patch"], "side_info_dropout": args.side_info_dropout, "seed": args.seed,
