@@ -3,7 +3,8 @@
 ``degtrans simulate make-photos`` fetches the packages of :data:`PACKAGES` with ``apt-get download``
 (nothing is installed), unpacks them with ``dpkg-deb -x``, takes the photographs :data:`PHOTOS` names
 (chosen by looking at them: no drawings, renders, logos or scans of text), and writes each, area-averaged
-in linear light, into ``OUT/train`` or ``OUT/heldout`` as a 16-bit PNG, with ``OUT/manifest.json``
+in linear light, into ``OUT/train`` or ``OUT/heldout`` as a lossless 8-bit WebP (the whole set is
+about 32 MB, small enough to carry to a lent GPU machine), with ``OUT/manifest.json``
 giving for every photograph its package and version, the file in the package, the licence and
 copyright holders from the package's ``copyright`` file, and its sizes.
 
@@ -65,7 +66,7 @@ class Package:
 
 @dataclass(frozen=True)
 class Photo:
-    """One photograph: its ``name`` in the set (unique, also the PNG's stem), where it is, its split."""
+    """One photograph: its ``name`` in the set (unique, also its file's stem), where it is, its split."""
 
     name: str
     package: str
@@ -293,6 +294,23 @@ def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return linear_to_srgb(small)
 
 
+def cover_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole scene of ``image (H, W, 3)`` as one ``size = (h, w)`` frame: area-averaged (in linear
+    light) until it just covers ``size``, then its centre cut out. Never enlarges.
+
+    Raises:
+        ValueError: the image is smaller than ``size`` in either direction at full scale.
+    """
+    height, width = image.shape[:2]
+    scale = max(size[0] / height, size[1] / width)
+    if scale > 1.0:
+        raise ValueError(f"cover_crop: a {height}x{width} image cannot cover {size[0]}x{size[1]}")
+    covered = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
+    small = downscale(image, covered) if covered != (height, width) else np.asarray(image, np.float32)
+    top, left = (covered[0] - size[0]) // 2, (covered[1] - size[1]) // 2
+    return np.ascontiguousarray(small[top : top + size[0], left : left + size[1]])
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -351,7 +369,7 @@ def make_photo_set(
     trees: dict[str, tuple[Path, list[tuple[list[str], Licence]]]] = {}
     entries = []
     for photo in tqdm(photos, desc="photographs", unit="photo", disable=not progress):
-        target = out / photo.split / f"{photo.name}.png"
+        target = out / photo.split / f"{photo.name}.webp"
         previous = kept.get(photo.name)
         where = (photo.package, photo.file, photo.split)
         if (
@@ -386,7 +404,7 @@ def make_photo_set(
         size = reduced_size(*image.shape[:2], short_side, min_factor, min_short)
         write_image(target, downscale(image, size))
         entries.append({
-            "name": photo.name, "split": photo.split, "path": f"{photo.split}/{photo.name}.png",
+            "name": photo.name, "split": photo.split, "path": f"{photo.split}/{photo.name}.webp",
             "package": photo.package, "version": package_info[photo.package]["version"], "file": photo.file,
             "source": f"{package.root}/{photo.file}", "licence": licence.licence,
             "copyright": licence.copyright, **_kde_metadata(source),
@@ -395,7 +413,7 @@ def make_photo_set(
         })  # fmt: skip
     wanted = {e["path"] for e in entries}
     for split in SPLITS:  # photographs no longer in the catalogue, or moved to the other split
-        for stale in (out / split).glob("*.png") if (out / split).is_dir() else ():
+        for stale in (out / split).iterdir() if (out / split).is_dir() else ():
             if f"{split}/{stale.name}" not in wanted:
                 stale.unlink()
     used = {e["package"] for e in entries}
@@ -437,7 +455,7 @@ def read_photo_set(folder: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def photo_paths(folder: str | os.PathLike | None = None, split: Split = "train") -> list[Path]:
-    """The PNG files of one split of a photograph set, sorted by name."""
+    """The image files of one split of a photograph set, sorted by name."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folder = Path(folder) if folder is not None else default_photos()

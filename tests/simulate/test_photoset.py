@@ -14,6 +14,7 @@ from degtrans.simulate.photoset import (
     Package,
     Photo,
     copyright_stanzas,
+    cover_crop,
     downscale,
     licence_of,
     linear_to_srgb,
@@ -106,10 +107,10 @@ def test_set_has_both_splits_sizes_and_each_photos_licence(fake_set):
     assert entries["fake-a"]["original_size"] == [48, 72] and entries["fake-a"]["size"] == [16, 24]
     assert entries["fake-b"]["size"] == [16, 16]  # 40 / 16 = 2.5 > min_factor
     train, heldout = photo_paths(out, "train"), photo_paths(out, "heldout")
-    assert [p.name for p in train] == ["fake-a.png"] and [p.name for p in heldout] == ["fake-b.png"]
+    assert [p.name for p in train] == ["fake-a.webp"] and [p.name for p in heldout] == ["fake-b.webp"]
     assert read_image(train[0]).shape == (16, 24, 3)
     expected = downscale(images["a.png"], (16, 24))
-    assert np.abs(read_image(train[0]) - expected).max() < 2e-3  # 8-bit source PNG, 16-bit output
+    assert np.abs(read_image(train[0]) - expected).max() <= 0.5 / 255 + 1e-6  # lossless 8-bit WebP
     assert read_photo_set(out) == json.loads((out / "manifest.json").read_text())
 
 
@@ -117,11 +118,11 @@ def test_set_has_both_splits_sizes_and_each_photos_licence(fake_set):
 def test_second_run_fetches_and_writes_nothing_and_new_settings_rewrite(fake_set):
     out, kwargs, calls, _ = fake_set
     make_photo_set(out, **kwargs)
-    written = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    written = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.webp")}
     shutil.rmtree(kwargs["cache"])  # the set alone is enough: nothing is fetched or unpacked again
     make_photo_set(out, **kwargs)
     assert calls == ["fake-pics"]
-    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*.png")} == written
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*.webp")} == written
     manifest = make_photo_set(out, **{**kwargs, "min_factor": 3.0})
     assert calls == ["fake-pics", "fake-pics"] and manifest["photos"][0]["size"] == [16, 24]
     assert manifest["photos"][1]["size"] == [13, 13] and manifest["settings"]["min_factor"] == 3.0
@@ -133,8 +134,8 @@ def test_a_photo_moved_to_the_other_split_leaves_no_copy_behind(fake_set):
     make_photo_set(out, **kwargs)
     moved = (kwargs["photos"][0], Photo("fake-b", "fake-pics", "b.png", "train"))
     make_photo_set(out, **{**kwargs, "photos": moved})
-    assert sorted(p.name for p in photo_paths(out, "train")) == ["fake-a.png", "fake-b.png"]
-    assert photo_paths(out, "heldout") == [] and not (out / "heldout" / "fake-b.png").exists()
+    assert sorted(p.name for p in photo_paths(out, "train")) == ["fake-a.webp", "fake-b.webp"]
+    assert photo_paths(out, "heldout") == [] and not (out / "heldout" / "fake-b.webp").exists()
 
 
 @needs_dpkg
@@ -178,3 +179,14 @@ def test_downscale_averages_in_linear_light_and_sizes_follow_the_rules():
     assert reduced_size(1200, 1920, 1024, 1.5) == (800, 1280)  # at least 1.5x
     assert reduced_size(480, 640, 1024, 1.5, min_short=384) == (384, 512)  # not below min_short
     assert reduced_size(300, 400, 1024, 1.5, min_short=384) == (300, 400)  # never enlarged
+
+
+def test_cover_crop_keeps_the_whole_scene_centred_and_never_enlarges():
+    image = np.zeros((60, 120, 3), np.float32)
+    image[:, 40:80] = 1.0  # a bright vertical band in the middle third
+    frame = cover_crop(image, (20, 30))
+    assert frame.shape == (20, 30, 3)  # 60x120 -> 20x40 covers 20x30; 5 columns cut on each side
+    assert np.allclose(frame[:, 10:20], 1.0, atol=1e-6) and np.allclose(frame[:, :3], 0.0, atol=1e-6)
+    assert cover_crop(image, (60, 120)).shape == (60, 120, 3)
+    with pytest.raises(ValueError, match="60x120 image cannot cover 64x96"):
+        cover_crop(image, (64, 96))
