@@ -9,7 +9,8 @@ Deep Wiener is given the PSFs, so it does not learn one lens: it learns to decon
 PSFs it is given. It is trained here on a catalogue of seeded random lenses
 (``degtrans.simulate.catalogue.write_random_cameras``, the family ``random_lens`` spans; every pair
 draws one) and on the training photographs of ``degtrans simulate make-photos`` cut into 256x384
-sensor frames, plus dead-leaves frames; simulated by ``degtrans simulate``'s own writer (Brooks et al.'s
+sensor frames as ``benchmarks/restore.py`` cuts them (at full and half size and the whole scene, each
+also mirrored), plus dead-leaves frames; simulated by ``degtrans simulate``'s own writer (Brooks et al.'s
 noise range, clean labels without demosaicking). Each batch drops the pairs' ISP draw and noise level
 with probability ``--side-info-dropout``, so that one model restores simulated and RAW frames (given
 both) and sRGB photographs (given neither: sRGB curve undone, noise estimated).
@@ -60,11 +61,11 @@ RECIPES = {
     # The CPU recipe: the restoration benchmark's deep Wiener (width 16, 12 features, 3 stages, 96²,
     # batch 8, AdamW 1e-3 with warmup, cosine, EMA), for more steps.
     "cpu": {"patch": 96, "batch": 8, "width": 16, "features": 12, "stages": 3, "lr": 1e-3, "warmup": 100,
-            "ema": 0.995, "steps": 4000, "patches_per_image": 48},
+            "ema": 0.995, "steps": 4000, "patches_per_image": 24},
     # One device call (unmeasured: no GPU has run it). The same network with larger batches and patches;
     # the steps assume ~500 patches/s for 3 stages (1,089 were measured for 1 stage at 128², batch 16).
     "gpu": {"patch": 128, "batch": 16, "width": 16, "features": 12, "stages": 3, "lr": 1e-3, "warmup": 200,
-            "ema": 0.998, "steps": 8000, "patches_per_image": 128},
+            "ema": 0.998, "steps": 8000, "patches_per_image": 64},
 }  # fmt: skip
 
 
@@ -94,7 +95,8 @@ def prepare(args: argparse.Namespace, recipe: dict) -> tuple[Path, dict]:
     if args.frames is not None:  # frames cut beforehand (carried to a machine without the photographs)
         frames = sorted(args.frames.glob("*.png"))
     elif args.photos_frames:
-        frames = training_frames(work / "frames", 0.0, photo_paths(args.photos, "train"))
+        scales = [x.strip() for x in args.scales.split(",") if x.strip()]
+        frames = training_frames(work / "frames", photo_paths(args.photos, "train"), scales, 0.0, args.flips)
     else:
         frames = []
     counts = {"photograph frames": len(frames), "dead leaves": args.dead_leaves}
@@ -194,6 +196,10 @@ def main() -> None:
                         help="dead leaves only (where the photograph set is not at hand)")  # fmt: skip
     parser.add_argument("--frames", type=Path, default=None,
                         help="training frames cut beforehand (WORK/frames of another run)")  # fmt: skip
+    parser.add_argument("--scales", default="1,0.5,fit",
+                        help="scales the photographs are cut at (benchmarks/restore.py's)")  # fmt: skip
+    parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the mirrored photographs (mirrored before simulation)")  # fmt: skip
     parser.add_argument("--lenses", type=int, default=128, help="random lenses in the catalogue")
     parser.add_argument("--lens-seed", type=int, default=0, help="seed of the lens family")
     parser.add_argument("--grid", type=int, nargs=2, default=(4, 6), help="PSF tiles per lens field")
@@ -233,6 +239,7 @@ def main() -> None:
             "grid": list(args.grid), "psf_size": args.psf_size, "frame": list(FRAME),
             "frames": info_frames,
             "photos": str(args.frames or ("make-photos train split" if args.photos_frames else "none")),
+            "scales": args.scales, "flips": args.flips,
             "dead_leaves": args.dead_leaves,
             "patches_per_image": args.patches_per_image or recipe["patches_per_image"],
             "patch": recipe["patch"], "side_info_dropout": args.side_info_dropout, "seed": args.seed,
