@@ -478,10 +478,15 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a full-resolution photograph")
     p.add_argument("photo", type=Path, help="PNG, JPEG, 16-bit TIFF or camera RAW")
     p.add_argument("-o", "--output", type=Path, required=True, help="restored image (.png/.tif 16-bit, .jpg)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="trained network (RUN/best.pt)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="trained network (RUN/best.pt); with --field, default: the bundled deep Wiener",
+    )
     p.add_argument("--field", type=Path, default=None, help="camera PSF field .npz (deep Wiener, wiener, rl)")
     p.add_argument("--method", choices=["model", "wiener", "rl", "identity"], default=None,
-                   help="default: model with --checkpoint, else an error")  # fmt: skip
+                   help="default: model (--checkpoint, or the bundled deep Wiener with --field)")  # fmt: skip
     p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (restore.tile_size)")
     p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbour tiles")
     _common(p)
@@ -489,8 +494,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         from degtrans.restore.infer import restore_image
 
-        if args.method is None and args.checkpoint is None:
-            raise CLIError("give --checkpoint RUN/best.pt, or --method wiener|rl|identity")
+        if args.method in (None, "model") and args.checkpoint is None and args.field is None:
+            raise CLIError("give --field camera.npz (the bundled deep Wiener), --checkpoint RUN/best.pt, "
+                           "or --method wiener|rl|identity")  # fmt: skip
         flags = {"tile_size": args.tile_size, "overlap": args.overlap}
         config = resolve_config(args, [f"restore.{k}={v}" for k, v in flags.items() if v is not None]).restore
         out = restore_image(args.photo, args.output, args.checkpoint, args.field, args.method, config)

@@ -194,6 +194,9 @@ class TrainConfig:
     ema_decay: float = 0.0
     # "paper": the reference's settings (``PRESETS``), applied where it is set; later keys win.
     preset: Literal["custom", "paper"] = "custom"
+    # Weights to start from when not resuming: "" (fresh), "pretrained" (the bundled deep Wiener,
+    # degtrans.restore.pretrained; the run must use its sizes) or a checkpoint path.
+    init: str = ""
     # Cap on training batches per epoch (0: the whole split), for short demo runs.
     max_steps_per_epoch: int = 0
     amp: bool = True

@@ -239,9 +239,12 @@ def restore_image(
 
     Args:
         checkpoint: a ``degtrans train`` checkpoint (``method="model"``, the default when given).
+            Without one, ``method="model"`` with a ``field`` uses the bundled pretrained deep Wiener
+            (:mod:`degtrans.restore.pretrained`), which serves any calibrated lens.
         field: the camera's PSF field (.npz or ``PSFField``) for its frame size; needed by the deep
             Wiener model and the ``wiener``/``rl`` baselines.
-        method: ``"model"``, ``"identity"``, ``"wiener"`` or ``"rl"``.
+        method: ``"model"`` (the default with a checkpoint or a field), ``"identity"``, ``"wiener"``
+            or ``"rl"``.
 
     Raises:
         ValueError naming the file for an unreadable photo, checkpoint or field, a field for another
@@ -251,12 +254,17 @@ def restore_image(
 
     image = read_photo(photo)
     loaded = _load_field(field, image.shape[:2])
-    method = method or ("model" if checkpoint is not None else "identity")
+    method = method or ("model" if checkpoint is not None or loaded is not None else "identity")
     model = None
     if method == "model":
         if checkpoint is None:
-            raise ValueError("method 'model' needs --checkpoint")
-        model, train_config = model_from_checkpoint(checkpoint)
+            if loaded is None:
+                raise ValueError("method 'model' needs --checkpoint, or --field for the bundled deep Wiener")
+            from degtrans.restore.pretrained import load_pretrained
+
+            model, train_config = load_pretrained()
+        else:
+            model, train_config = model_from_checkpoint(checkpoint)
         if getattr(model, "needs_psf", False) and loaded is None:
             raise ValueError(
                 f"{checkpoint}: a {train_config.model!r} checkpoint needs the camera's PSF field (--field)"

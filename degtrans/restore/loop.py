@@ -280,6 +280,10 @@ def fit(
     run_dir = Path(run_dir)
     main = val_reader is not None
     net = build_model(config)
+    if config.init and resume_from is None:
+        from degtrans.restore.pretrained import init_weights
+
+        init_weights(net, config.init)
     model = wrap(net)
     device = _device_of(model)
     steps = max(1, math.ceil(train_samples / (config.batch_size * world_size)))

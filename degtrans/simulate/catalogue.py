@@ -122,28 +122,43 @@ def write_random_cameras(
     psf_size: int = 31,
     image_size: tuple[int, int] = (256, 384),
     profile: str | None = None,
+    workers: int = 1,
 ) -> list[Path]:
     """``count`` distinct seeded virtual lenses as ``directory/lens-NNNN.npz`` plus a ``cameras.toml``.
 
     Lens ``i`` is ``random_lens(seed * 1_000_003 + i)``: the same ``(seed, i)`` always gives the same lens,
     and a larger ``count`` extends a smaller one. Existing fields are kept (a rerun only adds).
+    ``workers`` > 1 writes the missing ones in that many spawned processes.
     """
     from degtrans.atomic import write_atomic
-    from degtrans.simulate.optics import lens_field, random_lens
 
     if count < 1:
         raise ValueError(f"--count: expected >= 1, got {count}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(count - 1)))
-    paths = []
-    for i in range(count):
-        name = f"lens-{i:0{width}d}"
-        target = directory / f"{name}.npz"
-        if not target.exists():
-            spec = random_lens(seed * 1_000_003 + i, name=name)
-            lens_field(grid, psf_size, image_size, spec, camera=name, profile=profile).save(target)
-        paths.append(target)
+    paths = [directory / f"lens-{i:0{width}d}.npz" for i in range(count)]
+    jobs = [(seed * 1_000_003 + i, p, grid, psf_size, image_size, profile) for i, p in enumerate(paths)]
+    jobs = [job for job in jobs if not job[1].exists()]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Spawned, not forked: a fork after torch has run can hang.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_write_lens, jobs))
+    else:
+        for job in jobs:
+            _write_lens(job)
     lines = [f'[[camera]]\nfield = "{p.name}"\n' for p in paths]
     write_atomic(directory / CATALOGUE_FILE, "\n".join(lines))
     return paths
+
+
+def _write_lens(job: tuple) -> Path:
+    """Write one random lens's field: ``(lens seed, path, grid, psf_size, image_size, profile)``."""
+    from degtrans.simulate.optics import lens_field, random_lens
+
+    lens_seed, target, grid, psf_size, image_size, profile = job
+    spec = random_lens(lens_seed, name=target.stem)
+    return lens_field(grid, psf_size, image_size, spec, camera=target.stem, profile=profile).save(target)

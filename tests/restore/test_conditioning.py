@@ -66,6 +66,17 @@ def test_wiener_with_equal_corner_psfs_is_the_single_psf_filter():
         wiener_deconv(features, psf[:, None].expand(2, 4, 3, 5, 5), phi)
 
 
+def test_wiener_psf_index_is_the_psf_repeated_per_feature():
+    features = torch.rand(2, 5, 10, 12)
+    psf = torch.rand(2, 4, 2, 5, 5)
+    psf = psf / psf.sum((-2, -1), keepdim=True)
+    index = torch.tensor([0, 1, 1, 0, 1])
+    phi = torch.rand(2, 5, 3) * 1e-2
+    weights = corner_weights(10, 12)
+    shared = wiener_deconv(features, psf, phi, weights=weights, psf_index=index)
+    torch.testing.assert_close(shared, wiener_deconv(features, psf[:, :, index], phi, weights=weights))
+
+
 def test_deep_wiener_takes_one_psf_with_or_without_the_tile_axis():
     model = DeepWiener(features=6, width=4).eval()
     x = torch.rand(1, 3, 12, 12)

@@ -233,6 +233,20 @@ def test_deep_wiener_stages_keep_gradients_finite_on_saturated_and_black_pixels(
     _grads_finite(model)
 
 
+def test_deep_wiener_stays_finite_on_a_patch_whose_estimated_noise_is_zero():
+    """A clipped or flat patch without a given noise level (a photograph): the MAD estimate is 0."""
+    model = DeepWiener(features=6, width=4, stages=2)
+    with torch.no_grad():
+        model.snr_head.weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    x = torch.ones(2, 3, 24, 24)
+    x[1] = 0.25
+    coords = fov_coords(torch.tensor([0, 4]), torch.tensor([0, 4]), 32, 32, 24, 24)
+    out = model(x, coords, _psf(2, 3, 5))
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    _grads_finite(model)
+
+
 def test_data_consistency_with_a_delta_psf_is_the_weighted_mean_and_recovers_a_known_blur(tolerance):
     generator = torch.Generator().manual_seed(1)
     y, z = torch.rand(2, 3, 12, 14, generator=generator, dtype=torch.float64)

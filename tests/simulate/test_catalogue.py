@@ -12,7 +12,7 @@ from degtrans.cli import main
 from degtrans.config import SimulateConfig
 from degtrans.field import PSFField
 from degtrans.simulate import shards
-from degtrans.simulate.catalogue import fields_as_entries, load_catalogue
+from degtrans.simulate.catalogue import fields_as_entries, load_catalogue, write_random_cameras
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.plan import draw_camera, plan_shards, resolve_cameras
 from degtrans.simulate.sources import Source
@@ -97,6 +97,13 @@ def test_make_field_count_writes_distinct_seeded_lenses(tmp_path, capsys):
         )
     assert main([*args, "--seed", "1", "-o", str(tmp_path / "c")]) == 0
     assert not np.allclose(PSFField.load(tmp_path / "c" / "lens-0000.npz").psfs, psfs[0])
+
+
+def test_random_cameras_in_worker_processes_are_the_same_files(tmp_path):
+    sizes = {"grid": (1, 2), "psf_size": 7, "image_size": (24, 32)}
+    serial = write_random_cameras(tmp_path / "a", 3, seed=2, **sizes)
+    parallel = write_random_cameras(tmp_path / "b", 3, seed=2, workers=2, **sizes)
+    assert [p.read_bytes() for p in serial] == [p.read_bytes() for p in parallel]
 
 
 def test_drawn_cameras_follow_the_weights_and_depend_only_on_seed_and_id():

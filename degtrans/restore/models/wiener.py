@@ -90,6 +90,7 @@ def _blend_per_psf(
     weights: torch.Tensor | None,
     height: int,
     width: int,
+    psf_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Σ_t weights_t · F⁻¹(filtered(OTF_t))`` cropped to ``height x width``: one Fourier-domain filter per
     PSF on the mirror-extended (2H x 2W) grid, the results blended across the patch.
@@ -97,6 +98,8 @@ def _blend_per_psf(
     Args:
         filtered: the filtered ``rfft2`` spectrum for one OTF (B, M, 2H, W + 1).
         psf: (B, M, k, k) or (B, T, M, k, k); weights: (B or 1, T, H, W), required when T > 1.
+        psf_index: (M,) the PSF of each of M outputs, when fewer PSFs than outputs are given (each OTF
+            is then computed once, not once per output).
     """
     psf = psf.float()
     if psf.dim() == 4:
@@ -106,6 +109,7 @@ def _blend_per_psf(
     out = None
     for t in range(psf.shape[1]):
         otf = psf_to_otf(psf[:, t], 2 * height, 2 * width)
+        otf = otf if psf_index is None else otf[:, psf_index]
         result = torch.fft.irfft2(filtered(otf), s=(2 * height, 2 * width))[..., :height, :width]
         result = result if weights is None else weights[:, t : t + 1].float() * result
         out = result if out is None else out + result
@@ -119,13 +123,15 @@ def wiener_deconv(
     eta: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     eps: float = 1e-8,
+    psf_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Feature-space Wiener deconvolution with a banded gradient prior.
 
     Args:
         features: (B, M, H, W).
         psf: (B, M, k, k) one kernel per feature, or (B, T, M, k, k) T kernels whose deconvolutions
-            are blended by ``weights`` (non-negative, summing to 1), k <= 2H, 2W.
+            are blended by ``weights`` (non-negative, summing to 1), k <= 2H, 2W. With ``psf_index``
+            (M,): (B, P, k, k) or (B, T, P, k, k), feature i deconvolved with PSF ``psf_index[i]``.
         phi: (B, M, J) non-negative 1/SNR of the gradient prior in each of J frequency bands
             (:func:`frequency_bands`; J = 1: one value for all frequencies).
         eta: (M,) or (B, M) output scales, default 1.
@@ -142,9 +148,13 @@ def wiener_deconv(
     prior = (psf_to_otf(DERIVATIVE_FILTERS.to(features.device), eh, ew).abs() ** 2).sum(0)
     bands = frequency_bands(eh, ew, phi.shape[-1], features.device) * prior
     regulariser = torch.einsum("bmj,jhw->bmhw", phi, bands)
-    out = _blend_per_psf(
-        lambda otf: otf.conj() * spectrum / (otf.abs() ** 2 + regulariser + eps), psf, weights, height, width
-    )
+
+    def filtered(otf: torch.Tensor) -> torch.Tensor:
+        # The real gain 1 / (|K|² + reg) once, then complex products: cheaper than a complex division.
+        gain = 1.0 / (otf.real.square() + otf.imag.square() + regulariser + eps)
+        return spectrum * torch.complex(otf.real * gain, -otf.imag * gain)
+
+    out = _blend_per_psf(filtered, psf, weights, height, width, psf_index)
     if eta is not None:
         out = out * (eta.view(1, -1, 1, 1) if eta.dim() == 1 else eta[..., None, None])
     return out
@@ -197,10 +207,12 @@ def data_consistency(
     observed_spectrum = torch.fft.rfft2(symmetric_extend(observed.float()))
     estimate_spectrum = torch.fft.rfft2(symmetric_extend(estimate.float()))
     rho = rho.float()[..., None, None]
-    return _blend_per_psf(
-        lambda otf: (otf.conj() * observed_spectrum + rho * estimate_spectrum) / (otf.abs() ** 2 + rho + eps),
-        psf, weights, height, width,
-    )  # fmt: skip
+
+    def filtered(otf: torch.Tensor) -> torch.Tensor:
+        gain = 1.0 / (otf.real.square() + otf.imag.square() + rho + eps)  # real: no complex division
+        return (otf.conj() * observed_spectrum + rho * estimate_spectrum) * gain
+
+    return _blend_per_psf(filtered, psf, weights, height, width)
 
 
 class RefineUNet(nn.Module):
@@ -250,6 +262,8 @@ LEGACY_REFINE_NAMES = {
     "enc2.": "refine.0.enc.0.", "up.": "refine.0.up.0.", "dec1.": "refine.0.dec.0.",
     "out.": "refine.0.out.",
 }  # fmt: skip
+# Floor of the noise standard deviation the network is told (linear units): below 8-bit quantisation.
+MIN_NOISE_STD = 1e-6
 # Start of the data-consistency weight's prior: the refined estimate's error variance (linear units).
 ESTIMATE_VARIANCE = 1e-3
 ESTIMATE_MARGIN = 1e-4
@@ -375,18 +389,22 @@ class DeepWiener(nn.Module):
         with torch.autocast(device_type=degraded.device.type, enabled=False):
             linear = to_linear(degraded.float(), isp)
             variance = noise_variance(linear, estimate_noise(linear) if noise is None else noise)
-            noise_std = variance.mean(dim=1, keepdim=True).sqrt()
+            # Floored: a noise level estimated from a clipped or flat patch is 0, and its log and the
+            # relative noise map (0 / 0) were NaN.
+            noise_std = variance.mean(dim=1, keepdim=True).sqrt().clamp(min=MIN_NOISE_STD)
             # Features 0..C-1 are the image channels, then (per_channel - 1) learned features per channel.
             feats = torch.cat([linear, self.encoder(linear)], dim=1)
             psf = psf.float()
-            feature_psf = torch.cat([psf, psf.repeat_interleave(per_channel - 1, dim=-3)], dim=-3)
+            # Feature i is deconvolved with its colour channel's PSF.
+            psf_index = torch.arange(self.channels, device=psf.device)
+            psf_index = torch.cat([psf_index, psf_index.repeat_interleave(per_channel - 1)])
             phi = self.snr(linear, variance, noise_std)
             corners = psf.dim() == 5 and psf.shape[1] == 4
             weights = corner_weights(height, width, degraded.device) if corners else None
-            deconv = wiener_deconv(feats, feature_psf, phi, self.eta, weights)
+            deconv = wiener_deconv(feats, psf, phi, self.eta, weights, psf_index=psf_index)
             base = to_display(deconv[:, : self.channels], isp)
         # The noise level as a feature map: log10 of the standard deviation, 1e-4 -> 0 and 1 -> 1.
-        noise_level = noise_std.clamp(min=1e-6).log10() / 4.0 + 1.0
+        noise_level = noise_std.log10() / 4.0 + 1.0
         refine = torch.cat([base, deconv[:, self.channels :], degraded, noise_level], dim=1)
         restored = base + self.refine[0](refine.to(degraded.dtype), coords)
         for index, stage in enumerate(self.refine[1:]):

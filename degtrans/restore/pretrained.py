@@ -1,0 +1,71 @@
+"""The bundled pretrained deep Wiener network: one non-blind model for any calibrated lens.
+
+Deep Wiener is given the PSFs at every tile's corners, so one model serves every PSF field: it was
+trained on a catalogue of random lenses and natural photographs (``benchmarks/pretrain.py``, which
+reproduces the file; ``docs/training.md`` says on what, how long, and what it measured). The file is
+an ordinary degtrans checkpoint with float16 weights, no optimizer, and its training provenance in
+``extra["pretrained"]``. ``degtrans restore --field camera.npz`` uses it when no ``--checkpoint`` is
+given, and ``train.init = "pretrained"`` starts a training run (the demo's) from it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from degtrans.config import TrainConfig
+from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "deep-wiener.pt"
+# ``train.init`` value naming the bundled weights.
+BUNDLED = "pretrained"
+
+
+def pretrained_path() -> Path:
+    """The bundled checkpoint; a clear error when the installation lacks it."""
+    if not PRETRAINED.is_file():
+        raise FileNotFoundError(
+            f"{PRETRAINED}: the bundled deep Wiener weights are missing from this installation "
+            "(benchmarks/pretrain.py --export writes them)"
+        )
+    return PRETRAINED
+
+
+def load_pretrained(device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """The bundled deep Wiener model (float32, eval mode, on ``device``) and its ``TrainConfig``."""
+    return model_from_checkpoint(pretrained_path(), expect="wiener", device=device)
+
+
+def pretrained_info() -> dict[str, Any]:
+    """What the bundled model was trained on, how long, with which command (``extra["pretrained"]``)."""
+    return load_checkpoint(pretrained_path())["extra"].get("pretrained", {})
+
+
+def export_pretrained(
+    model: nn.Module, config: TrainConfig, path: str | Path, provenance: dict[str, Any]
+) -> Path:
+    """Write ``model``'s weights in float16 as a checkpoint (no optimizer) with ``provenance``, atomically."""
+    half = copy.deepcopy(model).cpu().half()
+    return save_checkpoint(path, half, None, None, 0, config, {"pretrained": provenance})
+
+
+def init_weights(model: nn.Module, init: str) -> None:
+    """Load ``init`` (``"pretrained"``: the bundled weights, else a checkpoint path) into ``model``.
+
+    Raises:
+        ValueError naming the file when its network has other sizes than ``model`` (a run starting
+        from it must use the same ``width``, ``wiener_features``, ``wiener_stages`` ...).
+    """
+    path = pretrained_path() if init == BUNDLED else Path(init)
+    state = load_checkpoint(path)
+    weights = state["extra"].get("ema") or state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        sizes = {k: v for k, v in state["config"].items() if k.startswith("wiener_") or k == "width"}
+        raise ValueError(f"train.init={init!r} ({path}): its network does not fit this run's ({sizes}): "
+                         f"{str(error).splitlines()[0]}") from error  # fmt: skip
