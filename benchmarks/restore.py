@@ -20,140 +20,34 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from degtrans.atomic import write_atomic
-from degtrans.config import RestoreConfig, SimulateConfig, TrainConfig, replace_checked
-from degtrans.io import read_image, write_image
-from degtrans.restore.checkpoint import save_checkpoint
+from degtrans.config import ConfigError, RestoreConfig, SimulateConfig
+from degtrans.io import read_image
+from degtrans.restore.bench import (
+    FRAME,
+    NETWORK_LABELS,
+    RECIPES,
+    held_out_photographs,
+    recipe_configs,
+    train_for,
+    training_frames,
+)
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import ZONES, evaluate_frames, frame_restorers, simulate_frame, tune_baselines
-from degtrans.restore.loop import make_optimizer, train_epoch
-from degtrans.restore.models import build_model
-from degtrans.restore.recipe import WeightEMA, make_scheduler
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.optics import PRESET_PROFILES, lens_field
-from degtrans.simulate.sources import bundled_images, list_images
-
-FRAME = (256, 384)
-# scikit-image sample images whose scenes differ from the bundled (held-out) photographs.
-TRAIN_SOURCES = (
-    "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg",
-    "brick.png", "camera.png", "grass.png", "gravel.png", "moon.png", "cell.png", "coins.png",
-)  # fmt: skip
-RECIPES = {
-    # The CPU budget of issue 12: width 16 at 96², batch 8.
-    "cpu": {
-        "patch": 96,
-        "batch": 8,
-        "width": 16,
-        "offset_channels": 16,
-        "wiener_features": 12,
-        # Deep Wiener's half-quadratic-splitting stages, held-out dB at 2,000 steps: 1 stage 25.72;
-        # 2 stages 26.10 / 25.90 (seeds 0 / 1); 3 stages 26.23 / 25.93, better on both seeds by a
-        # little, for ~20 % more time per step (benchmarks/README.md).
-        "wiener_stages": 3,
-        "lr": 1e-3,
-        "warmup": 100,
-        "ema": 0.995,
-        # FOV-KPN's small CPU variant: a deformable block at the coarsest decoder level only (the
-        # full-resolution one costs a third of a step).
-        "decoder_deform": 1,
-    },
-    # The reference's sizes (FOV-KPN paper): width 32, 32 offset channels, patch 128, batch 16.
-    "paper": {
-        "patch": 128,
-        "batch": 16,
-        "width": 32,
-        "offset_channels": 32,
-        "wiener_features": 24,
-        "wiener_stages": 1,  # the reference (Dong et al.) has none
-        "lr": 1e-4,
-        "warmup": 0,
-        "ema": 0.0,
-        "decoder_deform": 3,
-    },
-}
-
-
-def training_frames(folder: Path, overlap: float = 0.0, sources: Sequence[Path] | None = None) -> list[Path]:
-    """Cut every training source into FRAME-sized frames overlapping by ``overlap`` (a fraction of
-    FRAME), written as PNGs in ``folder``. Overlapping frames put the same content at other sensor
-    positions, under other PSFs. ``sources``: image files (default: scikit-image's TRAIN_SOURCES)."""
-    if sources is None:
-        import skimage
-
-        sources = [Path(skimage.__file__).parent / "data" / name for name in TRAIN_SOURCES]
-    paths = []
-    for name in sources:
-        image = read_image(name)
-        height, width = image.shape[:2]
-        if height < FRAME[0] or width < FRAME[1]:  # small or portrait sources: rotate or skip
-            image = np.ascontiguousarray(np.rot90(image))
-            height, width = image.shape[:2]
-            if height < FRAME[0] or width < FRAME[1]:
-                continue
-        step_y, step_x = (max(1, round(size * (1.0 - overlap))) for size in FRAME)
-        for i, y in enumerate(range(0, height - FRAME[0] + 1, step_y)):
-            for j, x in enumerate(range(0, width - FRAME[1] + 1, step_x)):
-                crop = image[y : y + FRAME[0], x : x + FRAME[1]]
-                index = f"{i}{j}" if overlap == 0 else f"{i}_{j}"  # the recorded runs' names when 0
-                paths.append(write_image(folder / f"{Path(name).stem}-{index}.png", crop))
-    return paths
-
-
-def train_for(
-    config: TrainConfig,
-    reader: PairReader,
-    steps: int,
-    path: Path,
-    device: str,
-    every: int = 0,
-    score: Callable[[Path], dict] | None = None,
-) -> dict:
-    """Train ``config.model`` for ``steps`` optimizer steps with the recipe (warmup, cosine decay over
-    the ``steps``, weight EMA); returns the checkpoint (the EMA weights when kept), its speed and,
-    when ``every`` > 0, ``score(checkpoint)`` after every ``every`` steps (the training clock stops
-    meanwhile)."""
-    model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
-    # One "epoch" of ``steps`` steps sizes the schedule: the budget is in steps, not dataset passes.
-    scheduler = make_scheduler(optimizer, dataclasses.replace(config, epochs=1), steps)
-    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    if reader.steps_per_epoch(config.batch_size, "all", drop_last=True) == 0:
-        raise ValueError("benchmark dataset has no training batches")
-
-    def stream() -> Iterator[dict]:  # epoch after epoch, so that a pause to score resumes mid-epoch
-        for epoch in itertools.count():
-            yield from reader.batches("all", config.batch_size, seed=config.seed, epoch=epoch, drop_last=True)
-
-    batches = stream()
-    seconds, done, curve = 0.0, 0, []
-    while done < steps:
-        stop = min(steps, done + every) if every > 0 else steps
-        start = time.perf_counter()
-        stats = train_epoch(model, itertools.islice(batches, stop - done), optimizer, scheduler=scheduler,
-                            grad_clip=config.grad_clip, amp=config.amp, ema=ema)  # fmt: skip
-        done += stats["steps"]
-        seconds += time.perf_counter() - start
-        kept = ema.module if ema is not None else model
-        checkpoint = save_checkpoint(path, kept, optimizer, None, 0, config)
-        if score is not None and every > 0:
-            curve.append({"step": done, **score(checkpoint)})
-            print(f"  {config.model} step {done}: {curve[-1]}", flush=True)
-    return {"checkpoint": str(checkpoint), "seconds": seconds, "curve": curve,
-            "patches_per_s": steps * config.batch_size / seconds}  # fmt: skip
+from degtrans.simulate.sources import list_images
 
 
 def main() -> None:
@@ -186,35 +80,17 @@ def main() -> None:
     sim = SimulateConfig(patch_size=recipe["patch"], patches_per_image=args.patches_per_image,
                          clean_cfa=False, rows_per_file=256)  # fmt: skip
     restore_config = RestoreConfig(tile_size=128, overlap=16, max_tiles_in_memory=8)
-    models = {
-        name: TrainConfig(
-            model=name,
-            width=recipe["width"],
-            offset_channels=recipe["offset_channels"],
-            wiener_features=recipe["wiener_features"],
-            wiener_stages=recipe["wiener_stages"],
-            batch_size=recipe["batch"],
-            learning_rate=recipe["lr"],
-            warmup_steps=recipe["warmup"],
-            lr_schedule="cosine",
-            ema_decay=recipe["ema"],
-            decoder_deform=recipe["decoder_deform"],
-            amp=args.device != "cpu",
-        )  # fmt: skip
-        for name in args.models.split(",")
-    }
-    if bad := [item for item in args.set if "=" not in item]:
-        parser.error(f"--set {bad[0]!r}: expected KEY=VALUE (a train. key)")
-    if args.set:
-        overrides = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in args.set)}
-        models = {name: replace_checked(config, overrides, "--set") for name, config in models.items()}
+    try:
+        models = recipe_configs(recipe, args.models.split(","), args.device != "cpu", args.set)
+    except ConfigError as error:
+        parser.error(str(error))
     sources = None
     if args.train_images is not None:
         try:
             sources = [p for p in list_images(args.train_images) if p.suffix.lower() != ".parquet"]
         except ValueError as error:
             parser.error(str(error))
-        held_out_names = {p.stem for p in bundled_images()}
+        held_out_names = {p.stem for p in held_out_photographs()}
         if not sources:
             parser.error(f"--train-images {args.train_images}: no image files there")
         if clash := sorted({p.stem for p in sources} & held_out_names):
@@ -241,7 +117,7 @@ def main() -> None:
                               "seconds": time.perf_counter() - start}  # fmt: skip
         reader = PairReader(tmp / "data", val_fraction=0.0, with_psf=True)
         held_out = [
-            simulate_frame(read_image(p), p.stem, "cam", field, profile, sim) for p in bundled_images()
+            simulate_frame(read_image(p), p.stem, "cam", field, profile, sim) for p in held_out_photographs()
         ]
 
         def score(checkpoint: Path) -> dict:
@@ -278,8 +154,8 @@ def main() -> None:
         }  # fmt: skip
         methods = ["identity", "wiener", "rl", *(f"ckpt:{v['checkpoint']}" for v in trained.values())]
         restorers = frame_restorers(methods, {"cam": field}, restore_config, args.device)
-        names = {"fovkpn": "fovkpn", "wiener": "deep-wiener"}
-        labels = dict(zip(restorers, ["identity", "wiener", "rl", *(names[m] for m in trained)], strict=True))
+        networks = [NETWORK_LABELS[m] for m in trained]
+        labels = dict(zip(restorers, ["identity", "wiener", "rl", *networks], strict=True))
         restorers = {labels[k]: v for k, v in restorers.items()}
         best = frame_restorers(["wiener"], {"cam": field}, best_config, args.device)
         restorers["wiener-best"] = best["wiener"]
@@ -289,7 +165,7 @@ def main() -> None:
                 ensembled = frame_restorers(
                     [f"ckpt:{value['checkpoint']}"], {"cam": field}, flips, args.device
                 )
-                restorers[f"{names[name]}+flips"] = next(iter(ensembled.values()))
+                restorers[f"{NETWORK_LABELS[name]}+flips"] = next(iter(ensembled.values()))
         png = args.output.with_name("restore_crops.png")
         start = time.perf_counter()
         rows = evaluate_frames(held_out, restorers, png, progress=False)
