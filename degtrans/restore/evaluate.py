@@ -360,11 +360,13 @@ def frame_scores(
     return scores
 
 
-def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> list[dict[str, Any]]:
-    """Crops of the top-left corner and the centre of a frame, for :func:`draw_comparison`."""
+def corner_crops(
+    frame: Frame, outputs: dict[str, torch.Tensor], size: int, places: Sequence[str] = ("corner", "centre")
+) -> list[dict[str, Any]]:
+    """Crops of the top-left corner and/or the centre of a frame (``places``), for :func:`draw_comparison`."""
     height, width = frame.clean.shape[-2:]
     size = min(size, height // 2, width // 2)
-    places = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
+    corners = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
     return [
         {
             "sample_id": frame.name,
@@ -373,7 +375,7 @@ def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> l
             "clean": frame.clean[:, y : y + size, x : x + size],
             "restored": {m: out[:, y : y + size, x : x + size] for m, out in outputs.items()},
         }  # fmt: skip
-        for zone, (y, x) in places.items()
+        for zone, (y, x) in ((place, corners[place]) for place in places)
     ]
 
 
@@ -384,17 +386,19 @@ def evaluate_frames(
     crop: int = 96,
     max_pictures: int = 2,
     progress: bool = True,
+    places: Sequence[str] = ("corner", "centre"),
 ) -> list[dict[str, Any]]:
     """PSNR / SSIM of each restorer on whole frames, overall and per zone (means over frames).
 
     Args:
         frames: held-out frames (:func:`simulate_frame`).
         restorers: ``{label: restore(frame)}`` (:func:`frame_restorers`).
-        out_png: picture of the corner and centre crops of the first ``max_pictures`` frames.
+        out_png: picture of the ``places`` crops (corner, centre) of the first ``max_pictures`` frames.
         crop: side of those crops in pixels.
 
     Returns:
-        Rows ``{"method", "zone", "psnr", "ssim", "count"}`` (count: frames), as :func:`evaluate_methods`.
+        Rows ``{"method", "zone", "psnr", "ssim", "count", "frame_psnr"}`` (count: frames;
+        frame_psnr: each frame's PSNR, in order), as :func:`evaluate_methods`.
     """
     if not frames:
         raise ValueError("evaluate_frames: no frames to evaluate")
@@ -406,14 +410,15 @@ def evaluate_frames(
             for zone, value in frame_scores(restored, frame.clean).items():
                 scores[(method, zone)].append(value)
         if index < max_pictures:
-            crops += corner_crops(frame, outputs, crop)
+            crops += corner_crops(frame, outputs, crop, places)
     rows = []
     for method in restorers:
         for zone in ZONES:
             values = scores.get((method, zone), [])
             mean = np.mean(values, axis=0) if values else (float("nan"), float("nan"))
             rows.append({"method": method, "zone": zone, "count": len(values),
-                         "psnr": float(mean[0]), "ssim": float(mean[1])})  # fmt: skip
+                         "psnr": float(mean[0]), "ssim": float(mean[1]),
+                         "frame_psnr": [float(v[0]) for v in values]})  # fmt: skip
     if out_png is not None:
         draw_comparison(crops, list(restorers), out_png)
     return rows
