@@ -1,6 +1,5 @@
 """`make gpu-check` (benchmarks/gpu_check.py): exits 0 without a GPU; a failed or slow step hides no other."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,15 +12,8 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
 @pytest.fixture
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclass looks itself up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop("gpu_check", None)
+def gpu_check(benchmark_script):
+    return benchmark_script("gpu_check")
 
 
 def test_make_target_runs_the_script():
