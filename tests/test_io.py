@@ -41,7 +41,9 @@ def test_decode_image_formats(kind):
         decode_image(b"nope", "x.png")
 
 
-@pytest.mark.parametrize(("name", "bits"), [("a.png", 16), ("a.tif", 16), ("a.TIFF", 16), ("a.jpg", 8)])
+@pytest.mark.parametrize(
+    ("name", "bits"), [("a.png", 16), ("a.tif", 16), ("a.TIFF", 16), ("a.jpg", 8), ("a.webp", 8)]
+)
 def test_write_then_read_round_trips_at_the_suffix_bit_depth(tmp_path, name, bits):
     yy, xx = np.mgrid[0:16, 0:24] / 24.0
     image = np.stack([yy, xx, 0.3 + 0.2 * yy], axis=-1) + 0.01 * _rgb((16, 24, 3))  # smooth, not constant
@@ -54,6 +56,8 @@ def test_write_then_read_round_trips_at_the_suffix_bit_depth(tmp_path, name, bit
     if bits == 16:  # lossless: exactly the rounding of the 16-bit quantisation
         assert np.abs(back - image).max() <= 0.5 / 65535 + 1e-7
         np.testing.assert_array_equal(stored[..., ::-1], np.round(image * 65535))  # RGB order on disk
+    elif path.suffix == ".webp":  # lossless: exactly the rounding of the 8-bit quantisation
+        np.testing.assert_array_equal(stored[..., ::-1], np.round(image * 255))
     else:  # JPEG is lossy: only close
         assert np.abs(back - image).mean() < 0.02
 
