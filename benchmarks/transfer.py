@@ -167,11 +167,10 @@ def simulate_pairs(
     return build_dataset(frames, [field], output, sim, profiles=[profile])
 
 
-def train_network(config: TrainConfig, data: Path, steps: int, path: Path, device: str, threads: int) -> dict:
+def train_network(config: TrainConfig, data: Path, steps: int, path: Path, device: str) -> dict:
     """One network, ``steps`` optimizer steps on one dataset (``restore.bench.train_for``)."""
     from degtrans.restore.data import PairReader
 
-    torch.set_num_threads(threads)
     reader = PairReader(data, val_fraction=0.0, with_psf=True)
     return train_for(config, reader, steps, path, device)
 
@@ -182,10 +181,8 @@ def tune_wiener(
     profile: str,
     sim: SimulateConfig,
     config: RestoreConfig,
-    threads: int,
 ) -> tuple[RestoreConfig, list[dict]]:
     """The Wiener filter at its best with ``field``: tuned on training photographs simulated through it."""
-    torch.set_num_threads(threads)
     loaded, camera = PSFField.load(field), load_profile(profile)
     frames = [simulate_frame(read_image(p), p.stem, CAMERA, loaded, camera, sim) for p in images]
     return tune_baselines(frames, {CAMERA: loaded}, config, rl_grid=None)
@@ -203,9 +200,12 @@ class Step:
     after: tuple[str, ...] = ()
 
 
-def run_steps(steps: dict[str, Step], jobs: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the steps in ``jobs`` spawned processes (0: here, in order), each as soon as those it waits for
-    are done, the earlier-listed first. Returns ``{name: result}``; the first failure is raised."""
+def run_steps(
+    steps: dict[str, Step], jobs: int, threads: int = 1, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the steps in ``jobs`` spawned processes of ``threads`` torch threads (0: here, in order), each
+    as soon as those it waits for are done, the earlier-listed first. Returns ``{name: result}``; the
+    first failure is raised."""
     missing = {name: [a for a in step.after if a not in steps] for name, step in steps.items()}
     if bad := {name: after for name, after in missing.items() if after}:
         raise ValueError(f"run_steps: steps wait for unknown steps: {bad}")
@@ -217,6 +217,7 @@ def run_steps(steps: dict[str, Step], jobs: int, log: Callable[[str], None] = pr
         log(f"[transfer] {time.perf_counter() - start:6.0f} s  done: {name}")
 
     if jobs <= 0:
+        torch.set_num_threads(threads)
         pending = dict(steps)
         while pending:
             name = next((n for n, s in pending.items() if all(a in results for a in s.after)), None)
@@ -226,7 +227,8 @@ def run_steps(steps: dict[str, Step], jobs: int, log: Callable[[str], None] = pr
             done(name, step.fn(*step.args))
         return results
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(jobs, context, initializer=torch.set_num_threads, initargs=(threads,))
+    with pool:
         pending, running = dict(steps), {}
         while pending or running:
             ready = [n for n, s in pending.items() if all(a in results for a in s.after)]
@@ -267,17 +269,10 @@ def plan(
             simulate_pairs, (frames, fields[name], data, sim, args.profile), waits[name]
         )
         for model, config in models.items():
-            run = (
-                config,
-                data,
-                args.steps,
-                root / "checkpoints" / f"{name}-{model}.pt",
-                args.device,
-                args.threads,
-            )
+            run = (config, data, args.steps, root / "checkpoints" / f"{name}-{model}.pt", args.device)
             steps[f"train:{name}:{model}"] = Step(train_network, run, (f"pairs:{name}",))
     for name in ("true", "calibrated"):
-        tune = (tuning, fields[name], args.profile, sim, restore, args.threads)
+        tune = (tuning, fields[name], args.profile, sim, restore)
         steps[f"tune:{name}"] = Step(tune_wiener, tune, waits[name])
     return steps
 
@@ -321,13 +316,11 @@ def print_table(rows: list[dict], methods: Sequence[str]) -> None:
         )
 
 
-def restorers_of(
-    results: dict, root: Path, truth: PSFField, models: dict, device: str, restore: RestoreConfig
-):
-    """``{label: restore(frame)}``: the input, the tuned Wiener filter with the calibrated and the true
-    field, and every trained network (``NETWORK/FIELD``) given the field it was trained with."""
+def restorers_of(results: dict, root: Path, models: dict, device: str, restore: RestoreConfig) -> dict:
+    """``{label: restore(frame)}``: the tuned Wiener filter with the calibrated and the true field, and
+    every trained network (``NETWORK/FIELD``) given the field it was trained with."""
     fields = {name: PSFField.load(path) for name, path in field_paths(root).items()}
-    restorers = frame_restorers(["identity"], {CAMERA: truth}, restore, device)
+    restorers = {}
     for name in ("calibrated", "true"):
         tuned = results[f"tune:{name}"][0]
         restorers[f"wiener/{name}"] = frame_restorers(["wiener"], {CAMERA: fields[name]}, tuned)["wiener"]
@@ -440,18 +433,22 @@ def main() -> None:
         leaves = write_dead_leaves(root / "deadleaves", len(photos), frame, seed=0)
         every = max(1, len(photos) // variant["tuning_frames"])
         tuning = photos[::every][: variant["tuning_frames"]]
-        results = run_steps(plan(root, photos + leaves, tuning, models, args, sim, restore), args.jobs)
+        steps = plan(root, photos + leaves, tuning, models, args, sim, restore)
+        results = run_steps(steps, args.jobs, args.threads)
 
         torch.set_num_threads(max(1, args.jobs) * args.threads)
         profile = load_profile(args.profile)
         held_out = [
             simulate_frame(read_image(p), p.stem, CAMERA, truth, profile, sim) for p in held_out_photographs()
         ]
-        restorers = restorers_of(results, root, truth, models, args.device, restore)
+        restorers = restorers_of(results, root, models, args.device, restore)
         crops = output.with_name(f"{name}_crops.png")
         start = time.perf_counter()
-        rows = evaluate_frames(held_out, restorers, crops, max_pictures=len(held_out), progress=False,
-                               places=("corner",))  # fmt: skip
+        # The input's row apart: the picture shows it as its first column.
+        identity = frame_restorers(["identity"], {CAMERA: truth}, restore)
+        rows = evaluate_frames(held_out, identity, None, progress=False)
+        rows += evaluate_frames(held_out, restorers, crops, max_pictures=len(held_out), progress=False,
+                                places=("corner",))  # fmt: skip
         psfs = write_atomic(
             output.with_name(f"{name}_psfs.png"), Path(results["calibrate"]["picture"]).read_bytes()
         )
