@@ -15,9 +15,11 @@ and another lens, all restoring the same held-out frames of a hidden lens.
    (a homography per pose, radial distortion, the hidden camera's colour matrix, black offset and
    noise), then ``degtrans calibrate --local`` → the calibrated field.
 3. **Four training fields**: calibrated, true, a round Gaussian of the calibrated field's mean width
-   (``testing.synthetic.matched_gaussian_field``), and another lens preset (``--other``). Each makes a
-   pair dataset from the same training photographs (``restore.bench``: the restoration benchmark's
-   frames and as many dead-leaves frames) with the same camera profile, noise range and seed.
+   (``testing.synthetic.matched_gaussian_field``), and another lens preset (``--other``; by default
+   the preset nearest the calibrated field in mean PSF width, the lens one would pick without
+   calibrating). Each makes a pair dataset from the same training photographs (``restore.bench``:
+   the restoration benchmark's frames and as many dead-leaves frames) with the same camera profile,
+   noise range and seed.
 4. **The same networks and budget** (deep Wiener and FOV-KPN, ``--steps``) trained on each; a
    non-blind network is given, at inference too, the field it was trained with.
 5. **Scored on the restoration benchmark's held-out frames** simulated through the *true* field, whole
@@ -158,6 +160,32 @@ def gaussian_like(calibrated: Path, output: Path) -> str:
     return str(matched_gaussian_field(PSFField.load(calibrated)).save(output))
 
 
+def other_lens(calibrated: Path, output: Path, preset: str | None, hidden: str) -> dict[str, Any]:
+    """Another lens preset's field on the same grid and frame: ``preset``, or by default the preset
+    (not ``ideal``, not the hidden lens) whose mean PSF width is nearest the calibrated field's, the
+    most similar lens one could pick without calibrating."""
+    from degtrans.calibrate.inspect import second_moment_radius
+    from degtrans.simulate.optics import PRESETS
+
+    field = PSFField.load(calibrated)
+    width = float(second_moment_radius(field.psfs).mean())
+
+    def make(name: str) -> PSFField:
+        return lens_field(field.grid, field.kernel_size, field.image_size, name, camera="other")
+
+    if preset is None:
+        widths = {name: float(second_moment_radius(make(name).psfs).mean())
+                  for name in PRESETS if name not in ("ideal", hidden)}  # fmt: skip
+        preset = min(widths, key=lambda name: abs(widths[name] - width))
+    chosen = make(preset)
+    chosen.save(output)
+    return {
+        "preset": preset,
+        "width_px": float(second_moment_radius(chosen.psfs).mean()),
+        "calibrated_width_px": width,
+    }
+
+
 def simulate_pairs(
     frames: Sequence[Path], field: Path, output: Path, sim: SimulateConfig, profile: str
 ) -> dict:
@@ -255,15 +283,22 @@ def plan(
     root: Path, frames: Sequence[Path], tuning: Sequence[Path], models: dict, args: argparse.Namespace,
     sim: SimulateConfig, restore: RestoreConfig,
 ) -> dict[str, Step]:  # fmt: skip
-    """Every step of the run and what it waits for, in the order a free worker takes them: the fields
-    known before the calibration first, so that their training runs beside it."""
+    """Every step of the run and what it waits for, in the order a free worker takes them: the true
+    field's first, so that its training runs beside the calibration."""
     fields = field_paths(root)
     steps = {
         "calibrate": Step(calibrate_hidden, (fields["true"], root / "calibration", args.targets, args.seed))
     }
     steps["field:gaussian"] = Step(gaussian_like, (fields["calibrated"], fields["gaussian"]), ("calibrate",))
-    waits = {"true": (), "other": (), "calibrated": ("calibrate",), "gaussian": ("field:gaussian",)}
-    for name in ("true", "other", "calibrated", "gaussian"):
+    other = (fields["calibrated"], fields["other"], args.other, args.lens)
+    steps["field:other"] = Step(other_lens, other, ("calibrate",))
+    waits = {
+        "true": (),
+        "calibrated": ("calibrate",),
+        "gaussian": ("field:gaussian",),
+        "other": ("field:other",),
+    }
+    for name in ("true", "calibrated", "gaussian", "other"):
         data = root / "data" / name
         steps[f"pairs:{name}"] = Step(
             simulate_pairs, (frames, fields[name], data, sim, args.profile), waits[name]
@@ -347,6 +382,7 @@ def summary(results: dict, args: argparse.Namespace, variant: dict, models: dict
         "variant": {**variant, "recipe": variant["recipe"]},
         "models": {m: dataclasses.asdict(c) for m, c in models.items()},
         "calibration": {k: v for k, v in results["calibrate"].items() if k not in ("field", "picture")},
+        "other": results["field:other"],
         "datasets": {name: results[f"pairs:{name}"]["pairs"] for name in FIELDS},
         "training": {
             k: {"seconds": v["seconds"], "patches_per_s": v["patches_per_s"]}
@@ -366,8 +402,8 @@ def report_lines(report: dict) -> list[str]:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     column = max(len(m) for m in methods) + 2
     lines = [
-        f"hidden lens {args['lens']}, {len(report['held_out'])} held-out frames, {args['steps']} steps per "
-        f"network on {args['device']}; PSNR dB / SSIM",
+        f"hidden lens {args['lens']}, other lens {report['other']['preset']}, {len(report['held_out'])} "
+        f"held-out frames, {args['steps']} steps per network on {args['device']}; PSNR dB / SSIM",
         f"{'method':<{column}}" + "".join(f"{z:>20}" for z in ZONES),
     ]
     for method in methods:
@@ -394,7 +430,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="cpu")
     parser.add_argument("--lens", default="random-2", help="the hidden lens (a preset or random-SEED)")
-    parser.add_argument("--other", default="phone-tele", help="the other lens preset trained on")
+    parser.add_argument("--other", default=None, help="the other lens preset (default: nearest in PSF width)")
     parser.add_argument("--profile", default="sony-rx100m4", help="the camera profile (sensor, noise)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per network")
     parser.add_argument("--models", default="wiener,fovkpn", help="comma-separated networks")
@@ -428,7 +464,6 @@ def main() -> None:
         frame, grid, k = variant["frame"], variant["grid"], variant["psf_size"]
         truth = lens_field(grid, k, frame, args.lens, camera=CAMERA)
         truth.save(field_paths(root)["true"])
-        lens_field(grid, k, frame, args.other, camera="other").save(field_paths(root)["other"])
         photos = training_frames(root / "frames", frame=frame)
         leaves = write_dead_leaves(root / "deadleaves", len(photos), frame, seed=0)
         every = max(1, len(photos) // variant["tuning_frames"])
