@@ -267,6 +267,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# ``degtrans train`` on a CPU builds these sizes unless the config or ``--set`` gives them: FOV-KPN at
+# the reference's sizes trains at 1-3 patches/s on two cores (800 steps take over an hour); the small
+# variant at 3.6 patches/s on one (benchmarks/README.md, restoration).
+CPU_SIZES: dict[str, Any] = {"width": 16, "offset_channels": 16, "decoder_deform": 1}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every stage's section; what ``--config FILE`` and ``--set`` fill."""
@@ -423,6 +429,34 @@ def replace_field(
             updated = dataclasses.replace(getattr(config, name), **values)
             config = dataclasses.replace(config, **{name: updated})
     return config
+
+
+def given_keys(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...], section: str
+) -> set[str]:
+    """The keys of ``section`` that a config file or ``--set`` overrides give (a preset's keys too):
+    the ones a default that depends on the machine must leave alone."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    keys = set(data.get(section, {}))
+    for item in overrides:
+        dotted = item.split("=", 1)[0].strip()
+        if dotted.startswith(f"{section}."):
+            keys.add(dotted.split(".", 1)[1])
+    presets = [data.get("train", {}).get("preset", "custom")]
+    presets += [i.split("=", 1)[1].strip() for i in overrides if i.split("=", 1)[0].strip() == "train.preset"]
+    for preset in presets:
+        keys |= set(PRESETS.get(preset, {}).get(section, {}))
+    return keys
+
+
+def small_on_cpu(train: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    """``train`` with the :data:`CPU_SIZES` that ``given`` (:func:`given_keys`) leaves open; returns it
+    and the values changed."""
+    changes = {k: v for k, v in CPU_SIZES.items() if k not in given and getattr(train, k) != v}
+    return dataclasses.replace(train, **changes), changes
 
 
 def to_dict(config: Any) -> dict[str, Any]:

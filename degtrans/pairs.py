@@ -8,8 +8,9 @@ Layout of a dataset directory ``OUT/``::
     OUT/_SUCCESS                    written last: a dataset is complete only when it exists
 
 Pixels are flattened HWC ``uint16 = round(v * 65535)`` of values ``v`` in [0, 1] (``encode_u16``);
-``raw`` (optional) holds the (H, W) mosaic in camera DN. A sample's split is a hash of its id
-(``split_of``), so it is the same on every host and run. Only pyarrow and numpy: any stage may use it.
+``raw`` (optional) holds the (H, W) mosaic in camera DN. A sample's split is a hash of its source
+image's name (``split_of``), so it is the same on every host and run; a dataset whose hash gives
+validation no image holds out one anyway (``val_fallback``). Only pyarrow and numpy: any stage may use it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,34 @@ def source_of(sample_id: str) -> str:
     return parts[1] if len(parts) >= 3 else sample_id
 
 
-def split_of(sample_id: str, val_fraction: float) -> str:
+def _source_hash(source: str) -> float:
+    """A source image's place in [0, 1): the first 8 bytes of its name's SHA-256."""
+    return int.from_bytes(hashlib.sha256(source.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def split_of(sample_id: str, val_fraction: float, fallback: str | None = None) -> str:
     """``"val"`` or ``"train"``, from a hash of the sample's source image (stable across runs and hosts).
 
     Whole images are held out: every crop of one source image, through every camera, lands in the
-    same split, so validation never sees a scene the network trained on.
+    same split, so validation never sees a scene the network trained on. ``fallback``: a source image
+    that is validation whatever its hash (:func:`val_fallback` of the dataset's sources).
     """
-    digest = hashlib.sha256(source_of(sample_id).encode("utf-8")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction else "train"
+    source = source_of(sample_id)
+    return "val" if source == fallback or _source_hash(source) < val_fraction else "train"
+
+
+def val_fallback(sources: Iterable[str], val_fraction: float) -> str | None:
+    """The source image a dataset's validation split takes when the hash gives it none.
+
+    With ``val_fraction > 0``, at least two source images and none hashed below ``val_fraction`` (a
+    small dataset: ten images at 0.1 leave validation empty a third of the time), the one with the
+    smallest hash, so validation is never silently empty; ``None`` when the hash already gives one, when
+    ``val_fraction`` is 0, or when a single image cannot be both trained on and held out.
+    """
+    names = sorted(set(sources))
+    if val_fraction <= 0 or len(names) < 2 or any(_source_hash(n) < val_fraction for n in names):
+        return None
+    return min(names, key=_source_hash)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

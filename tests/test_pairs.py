@@ -20,6 +20,7 @@ from degtrans.pairs import (
     shard_path,
     shard_schema,
     split_of,
+    val_fallback,
     write_manifest,
 )
 
@@ -128,3 +129,19 @@ def test_split_holds_out_whole_source_images():
         by_source.setdefault(s.split("/")[1], set()).add(split_of(s, 0.3))
     assert all(len(splits) == 1 for splits in by_source.values())
     assert 15 < sum(splits == {"val"} for splits in by_source.values()) < 45
+
+
+def test_a_small_dataset_always_holds_out_one_image_when_asked_to():
+    """Ten images at 0.1 may hash none into validation: one is held out anyway, the same everywhere."""
+    names = [f"img{i}" for i in range(10)]
+    empty = [v for v in (0.01, 0.02, 0.05, 0.1) if all(split_of(f"c/{n}/p00", v) == "train" for n in names)]
+    assert empty, "pick names whose hashes leave some val_fraction empty"
+    fraction = empty[-1]
+    fallback = val_fallback(names, fraction)
+    assert fallback in names and fallback == val_fallback(reversed(names), fraction)
+    ids = [f"{cam}/{n}/p{p:02d}" for cam in ("a", "b") for n in names for p in range(3)]
+    val = {s.split("/")[1] for s in ids if split_of(s, fraction, fallback) == "val"}
+    assert val == {fallback}
+    # Left alone: a split the hash already gives, no validation asked for, a single image.
+    assert val_fallback(names, 0.0) is None and val_fallback(["only"], 0.5) is None
+    assert val_fallback([*names, *(f"more{i}" for i in range(400))], fraction) is None

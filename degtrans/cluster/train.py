@@ -47,14 +47,15 @@ log = logging.getLogger(__name__)
 CACHE_FRACTION = 0.1
 
 
-def _keep_split(table: pa.Table, split: str, val_fraction: float) -> pa.Table:
+def _keep_split(table: pa.Table, split: str, val_fraction: float, fallback: str | None) -> pa.Table:
     """Rows of ``table`` in ``split`` (by ``split_of`` on ``sample_id``, as the local reader does)."""
-    mask = [split_of(s, val_fraction) == split for s in table.column("sample_id").to_pylist()]
+    mask = [split_of(s, val_fraction, fallback) == split for s in table.column("sample_id").to_pylist()]
     return table.filter(pa.array(mask, type=pa.bool_()))
 
 
 def pair_dataset(data_dir: Path, split: str, val_fraction: float) -> ray.data.Dataset:
     """A Ray Dataset of one split of ``data_dir``, over exactly the shards the manifest lists."""
+    fallback = PairReader(data_dir, val_fraction=val_fraction).fallback  # the local reader's split
     manifest = read_manifest(data_dir)
     paths = [str((data_dir / shard["path"]).resolve()) for shard in manifest["shards"]]
     # select_columns is pushed down into the Parquet read (column projection); the noise and ISP
@@ -62,7 +63,9 @@ def pair_dataset(data_dir: Path, split: str, val_fraction: float) -> ray.data.Da
     columns = batch_columns(pq.read_schema(paths[0]).names)
     ds = ray.data.read_parquet(paths, shuffle="files").select_columns(columns)
     ds = ds.map_batches(
-        _keep_split, batch_format="pyarrow", fn_kwargs={"split": split, "val_fraction": val_fraction}
+        _keep_split,
+        batch_format="pyarrow",
+        fn_kwargs={"split": split, "val_fraction": val_fraction, "fallback": fallback},
     )
     # Each epoch re-runs the read pipeline (seconds of fixed cost); a dataset that fits easily in the
     # object store is read once and kept there instead.

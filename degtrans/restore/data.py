@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 import torch
 
 from degtrans.field import PSFField
-from degtrans.pairs import META_COLUMNS, PIXEL_COLUMNS, decode_u16, read_manifest, split_of
+from degtrans.pairs import (
+    META_COLUMNS,
+    PIXEL_COLUMNS,
+    decode_u16,
+    read_manifest,
+    source_of,
+    split_of,
+    val_fallback,
+)
 from degtrans.restore.coords import fov_coords
 
 __all__ = [
@@ -157,7 +165,8 @@ class PairReader:
 
     Args:
         data_dir: the dataset directory ``OUT/``.
-        val_fraction: fraction of samples (by ``split_of``) in the validation split.
+        val_fraction: fraction of source images (by ``split_of``) in the validation split; when the
+            hash gives it none, one image anyway (``val_fallback``, attribute ``fallback``).
         with_psf: attach each patch's PSF (``"psf"``) for non-blind models.
     """
 
@@ -170,19 +179,26 @@ class PairReader:
         self.manifest = read_manifest(self.data_dir)
         self.fields = load_fields(self.data_dir, self.manifest) if self.with_psf else None
         self.shards = [self.data_dir / entry["path"] for entry in self.manifest["shards"]]
+        self._ids = [self._sample_ids(shard) for shard in self.shards]
+        self.fallback = val_fallback((source_of(s) for ids in self._ids for s in ids), self.val_fraction)
+
+    @staticmethod
+    def _sample_ids(shard: Path) -> list[str]:
+        try:
+            return pq.read_table(shard, columns=["sample_id"]).column("sample_id").to_pylist()
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ValueError(f"{shard}: cannot read Parquet shard: {error}") from error
 
     def _keep(self, sample_ids: list[str], split: Split) -> np.ndarray:
         if split == "all":
             return np.ones(len(sample_ids), dtype=bool)
-        return np.array([split_of(s, self.val_fraction) == split for s in sample_ids], dtype=bool)
+        return np.array(
+            [split_of(s, self.val_fraction, self.fallback) == split for s in sample_ids], dtype=bool
+        )
 
     def count(self, split: Split = "train") -> int:
-        """Number of samples in ``split`` (reads only the ``sample_id`` column)."""
-        total = 0
-        for shard in self.shards:
-            ids = pq.read_table(shard, columns=["sample_id"]).column("sample_id").to_pylist()
-            total += int(self._keep(ids, split).sum())
-        return total
+        """Number of samples in ``split``."""
+        return sum(int(self._keep(ids, split).sum()) for ids in self._ids)
 
     def _rows(
         self, split: Split, shuffle: bool, rng: np.random.Generator, buffer_size: int

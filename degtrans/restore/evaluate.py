@@ -397,28 +397,28 @@ def evaluate_frames(
         crop: side of those crops in pixels.
 
     Returns:
-        Rows ``{"method", "zone", "psnr", "ssim", "count", "frame_psnr"}`` (count: frames;
-        frame_psnr: each frame's PSNR, in order), as :func:`evaluate_methods`.
+        Rows ``{"method", "zone", "psnr", "ssim", "count", "frames"}`` (count: frames; ``frames``:
+        ``{"camera/name": [PSNR, SSIM]}`` of each frame), as :func:`evaluate_methods`.
     """
     if not frames:
         raise ValueError("evaluate_frames: no frames to evaluate")
-    scores: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    scores: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
     crops: list[dict[str, Any]] = []
     for index, frame in enumerate(tqdm(frames, desc="evaluate", unit="frame", disable=not progress)):
         outputs = {m: fn(frame).float().clamp(0.0, 1.0) for m, fn in restorers.items()}
         for method, restored in outputs.items():
             for zone, value in frame_scores(restored, frame.clean).items():
-                scores[(method, zone)].append(value)
+                scores[(method, zone)][f"{frame.camera}/{frame.name}"] = value
         if index < max_pictures:
             crops += corner_crops(frame, outputs, crop, places)
     rows = []
     for method in restorers:
         for zone in ZONES:
-            values = scores.get((method, zone), [])
-            mean = np.mean(values, axis=0) if values else (float("nan"), float("nan"))
+            values = scores.get((method, zone), {})
+            mean = np.mean(list(values.values()), axis=0) if values else (float("nan"), float("nan"))
             rows.append({"method": method, "zone": zone, "count": len(values),
                          "psnr": float(mean[0]), "ssim": float(mean[1]),
-                         "frame_psnr": [float(v[0]) for v in values]})  # fmt: skip
+                         "frames": {k: [float(v[0]), float(v[1])] for k, v in values.items()}})  # fmt: skip
     if out_png is not None:
         draw_comparison(crops, list(restorers), out_png)
     return rows
@@ -483,7 +483,7 @@ def held_out_frames(
 
     from degtrans.config import from_dict
     from degtrans.io import read_image
-    from degtrans.pairs import read_manifest, source_of, split_of
+    from degtrans.pairs import read_manifest, source_of, split_of, val_fallback
     from degtrans.restore.data import load_fields
     from degtrans.simulate.sources import list_images
 
@@ -491,10 +491,15 @@ def held_out_frames(
     fields = load_fields(data_dir, manifest)
     settings = {k: v for k, v in manifest.get("config", {}).items() if k != "workers"}
     sim = from_dict({"simulate": settings}, f"{data_dir}/manifest.json").simulate
-    trained: set[str] = set()
-    for shard in manifest["shards"]:
-        ids = pq.read_table(Path(data_dir) / shard["path"], columns=["sample_id"]).column("sample_id")
-        trained |= {source_of(s) for s in ids.to_pylist() if split_of(s, val_fraction) == "train"}
+    ids = [
+        s
+        for shard in manifest["shards"]
+        for s in pq.read_table(Path(data_dir) / shard["path"], columns=["sample_id"])
+        .column("sample_id")
+        .to_pylist()
+    ]
+    fallback = val_fallback((source_of(s) for s in ids), val_fraction)
+    trained = {source_of(s) for s in ids if split_of(s, val_fraction, fallback) == "train"}
     frames, skipped = [], []
     for path in list_images([Path(p) for p in images]):
         if path.stem in trained:

@@ -200,12 +200,13 @@ def record_epoch(
     best_epoch: int,
     ema: WeightEMA | None = None,
 ) -> tuple[float, int]:
-    """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves, ``last.pt``,
-    a ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
+    """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves (or, without a
+    validation split, ``record["val_count"] == 0``, every epoch: the last), ``last.pt``, a
+    ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
     With ``ema`` the checkpoints also hold the averaged weights (``extra["ema"]``)."""
     epoch = record["epoch"]
     averaged = {"ema": ema.state_dict()} if ema is not None else {}
-    if record["val_psnr"] > best_psnr or best_epoch < 0:
+    if record["val_psnr"] > best_psnr or best_epoch < 0 or record.get("val_count") == 0:
         best_psnr, best_epoch = record["val_psnr"], epoch
         best_extra = {"best_psnr": best_psnr, **averaged}
         save_checkpoint(run_dir / "best.pt", model, optimizer, scheduler, epoch, config, best_extra)
@@ -296,6 +297,12 @@ def fit(
         write_resolved(config, run_dir)
         _keep_records_before(run_dir / "metrics.jsonl", start_epoch)
         baseline = _identity_psnr(val_reader.batches("val", config.batch_size, shuffle=False))
+        if val_reader.count("val") == 0:
+            log.warning(
+                "%s: no validation split (val_fraction=%s, %s): best.pt will be the last epoch's weights",
+                val_reader.data_dir, config.val_fraction,
+                "a single source image" if config.val_fraction > 0 else "none asked for",
+            )  # fmt: skip
     record: dict[str, Any] = {}
     for epoch in range(start_epoch, config.epochs):
         stats = train_epoch(
@@ -313,7 +320,8 @@ def fit(
                 "epoch": epoch, "train_loss": stats["loss"],
                 "patches_per_s": stats["patches_per_s"] * world_size, "seconds": stats["seconds"],
                 "lr": optimizer.param_groups[0]["lr"], "val_loss": val["loss"], "val_psnr": val["psnr"],
-                "val_ssim": val["ssim"], "identity_psnr": baseline, "workers": world_size,
+                "val_ssim": val["ssim"], "val_count": val["count"], "identity_psnr": baseline,
+                "workers": world_size,
             }  # fmt: skip
             best_psnr, best_epoch = record_epoch(
                 run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch, ema
@@ -329,10 +337,15 @@ def fit(
 
 def _print_epoch(epochs: int) -> EpochReport:
     def report(record: dict[str, Any], _checkpoint: Path | None) -> None:
+        val = (
+            f"val PSNR {record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  SSIM "
+            f"{record['val_ssim']:.4f}"
+            if record.get("val_count", 1) > 0
+            else "no validation split"
+        )
         print(
-            f"epoch {record['epoch'] + 1}/{epochs}: loss {record['train_loss']:.4f}  val PSNR "
-            f"{record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  "
-            f"SSIM {record['val_ssim']:.4f}  {record['patches_per_s']:.1f} patches/s"
+            f"epoch {record['epoch'] + 1}/{epochs}: loss {record['train_loss']:.4f}  {val}  "
+            f"{record['patches_per_s']:.1f} patches/s"
         )
 
     return report

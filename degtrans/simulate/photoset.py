@@ -294,6 +294,23 @@ def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return linear_to_srgb(small)
 
 
+def cover_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The whole scene of ``image (H, W, 3)`` as one ``size = (h, w)`` frame: area-averaged (in linear
+    light) until it just covers ``size``, then its centre cut out. Never enlarges.
+
+    Raises:
+        ValueError: the image is smaller than ``size`` in either direction at full scale.
+    """
+    height, width = image.shape[:2]
+    scale = max(size[0] / height, size[1] / width)
+    if scale > 1.0:
+        raise ValueError(f"cover_crop: a {height}x{width} image cannot cover {size[0]}x{size[1]}")
+    covered = (max(size[0], round(height * scale)), max(size[1], round(width * scale)))
+    small = downscale(image, covered) if covered != (height, width) else np.asarray(image, np.float32)
+    top, left = (covered[0] - size[0]) // 2, (covered[1] - size[1]) // 2
+    return np.ascontiguousarray(small[top : top + size[0], left : left + size[1]])
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -44,3 +44,43 @@ def test_cli_errors_name_the_problem(tmp_path, toy_data, capsys):
     assert "magic" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nothing"), "-o", str(tmp_path / "run"), "--local"]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_train_on_a_cpu_builds_the_small_network_unless_asked(tmp_path, toy_data, capsys, monkeypatch):
+    import json
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = [
+        "train",
+        "--data",
+        str(toy_data),
+        "--model",
+        "fovkpn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--local",
+    ]
+    assert main([*args, "-o", str(tmp_path / "small")]) == 0
+    assert "the small network (width=16, offset_channels=16, decoder_deform=1)" in capsys.readouterr().out
+    small = json.loads((tmp_path / "small" / "config.json").read_text())
+    assert (small["width"], small["offset_channels"], small["decoder_deform"]) == (16, 16, 1)
+    assert main([*args, "-o", str(tmp_path / "asked"), "--set", "train.width=8"]) == 0
+    asked = json.loads((tmp_path / "asked" / "config.json").read_text())
+    assert (asked["width"], asked["offset_channels"], asked["decoder_deform"]) == (8, 16, 1)
+
+
+def test_given_keys_count_the_file_the_overrides_and_a_preset(tmp_path):
+    from degtrans.config import CPU_SIZES, given_keys, small_on_cpu
+
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nwidth = 24\n[simulate]\npatch_size = 64\n")
+    assert given_keys(toml, ["train.epochs=3", "restore.overlap=8"], "train") == {"width", "epochs"}
+    assert {"width", "offset_channels", "decoder_deform"} <= given_keys(None, ["train.preset=paper"], "train")
+    from degtrans.config import TrainConfig
+
+    config, changed = small_on_cpu(TrainConfig(), {"width"})
+    assert config.width == 32 and changed == {k: v for k, v in CPU_SIZES.items() if k != "width"}

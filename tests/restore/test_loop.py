@@ -15,7 +15,7 @@ from degtrans.restore.data import PairReader
 from degtrans.restore.loop import evaluate, fit, make_optimizer, make_scheduler, train_epoch, train_local
 from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
-from degtrans.testing.toydata import toy_frame
+from degtrans.testing.toydata import toy_frame, write_toy_dataset
 
 # lr 2e-3: the undamped multi-dilation kernel head (issue 12) spikes at 5e-3 without warmup and
 # reached a tenth of the loss in 400 steps at 2e-3 (8.6x in 500 steps at 5e-3).
@@ -152,3 +152,23 @@ def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data)
     assert MODELS["wiener"].needs_psf and not MODELS["fovkpn"].needs_psf
     assert summary["best_epoch"] == 0 and math.isfinite(summary["metrics"]["train_loss"])
     assert load_checkpoint(tmp_path / "run" / "last.pt", build_model(config))["epoch"] == 0
+
+
+def test_validation_is_never_silently_empty(toy_data):
+    """Two source images whose hashes both lie above val_fraction: one is validation anyway."""
+    reader = PairReader(toy_data, val_fraction=1e-9)
+    assert reader.fallback is not None and reader.count("val") == 8 and reader.count("train") == 8
+    assert PairReader(toy_data, val_fraction=0.0).count("val") == 0
+
+
+@pytest.mark.parametrize("val_fraction", [0.5, 0.0])
+def test_without_validation_it_warns_and_best_is_the_last_epoch(tmp_path, toy_field, caplog, val_fraction):
+    one_image = write_toy_dataset(tmp_path / "one", toy_field, frames=1, patches_per_frame=8, patch_size=24)
+    config = dataclasses.replace(TINY, epochs=2, batch_size=8, val_fraction=val_fraction)
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="degtrans"):
+        summary = train_local(one_image, run, config, progress=False)
+    assert "no validation split" in caplog.text and "best.pt will be the last epoch" in caplog.text
+    assert summary["best_epoch"] == 1 and load_checkpoint(run / "best.pt")["epoch"] == 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_count"] for r in records] == [0, 0]

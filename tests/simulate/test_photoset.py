@@ -14,6 +14,7 @@ from degtrans.simulate.photoset import (
     Package,
     Photo,
     copyright_stanzas,
+    cover_crop,
     downscale,
     licence_of,
     linear_to_srgb,
@@ -178,3 +179,14 @@ def test_downscale_averages_in_linear_light_and_sizes_follow_the_rules():
     assert reduced_size(1200, 1920, 1024, 1.5) == (800, 1280)  # at least 1.5x
     assert reduced_size(480, 640, 1024, 1.5, min_short=384) == (384, 512)  # not below min_short
     assert reduced_size(300, 400, 1024, 1.5, min_short=384) == (300, 400)  # never enlarged
+
+
+def test_cover_crop_keeps_the_whole_scene_centred_and_never_enlarges():
+    image = np.zeros((60, 120, 3), np.float32)
+    image[:, 40:80] = 1.0  # a bright vertical band in the middle third
+    frame = cover_crop(image, (20, 30))
+    assert frame.shape == (20, 30, 3)  # 60x120 -> 20x40 covers 20x30; 5 columns cut on each side
+    assert np.allclose(frame[:, 10:20], 1.0, atol=1e-6) and np.allclose(frame[:, :3], 0.0, atol=1e-6)
+    assert cover_crop(image, (60, 120)).shape == (60, 120, 3)
+    with pytest.raises(ValueError, match="60x120 image cannot cover 64x96"):
+        cover_crop(image, (64, 96))
