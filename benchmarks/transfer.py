@@ -3,7 +3,7 @@ PSF field against the same networks trained with the lens's *true* field, a gene
 and another lens, all restoring the same held-out frames of a hidden lens.
 
     .venv/bin/python benchmarks/transfer.py                     # the CPU variant (<= 40 min, 2 cores)
-    .venv/bin/python benchmarks/transfer.py --variant device    # one device call (<= 8 min, no Ray)
+    python3 benchmarks/transfer.py --variant device             # one device call (<= 8 min, no Ray)
     .venv/bin/python benchmarks/transfer.py --steps 20          # a quick run of the plumbing
 
 1. **The hidden lens** (``--lens``, by default ``random-2``: a random lens of the presets' family that
@@ -17,19 +17,20 @@ and another lens, all restoring the same held-out frames of a hidden lens.
 3. **Four training fields**: calibrated, true, a round Gaussian of the calibrated field's mean width
    (``testing.synthetic.matched_gaussian_field``), and another lens preset (``--other``; by default
    the preset nearest the calibrated field in mean PSF width, the lens one would pick without
-   calibrating). Each makes a pair dataset from the same training photographs (``restore.bench``:
-   the restoration benchmark's frames and as many dead-leaves frames) with the same camera profile,
-   noise range and seed.
-4. **The same networks and budget** (deep Wiener and FOV-KPN, ``--steps``) trained on each; a
-   non-blind network is given, at inference too, the field it was trained with.
-5. **Scored on the restoration benchmark's held-out frames** simulated through the *true* field, whole
-   frames, by field zone, beside the Wiener filter tuned (on training frames simulated with that
-   field) and given the calibrated field, and the same given the true field.
+   calibrating). Each makes a pair dataset from the same training frames (``restore.bench``: the
+   photograph set's ``train`` split, ``degtrans simulate make-photos``, and dead leaves) with the same
+   camera profile, noise range and seed.
+4. **The same networks and budget** (deep Wiener and FOV-KPN) trained on each; a non-blind network
+   is given, at inference too, the field it was trained with.
+5. **Scored on the restoration benchmark's held-out frames** (``restore.bench.held_out_images``: the
+   bundled photographs and the set's held-out scenes) simulated through the *true* field, whole frames,
+   by field zone, beside the Wiener filter given the calibrated field and given the true field, each
+   tuned on training photographs simulated with the field it is given.
 
 Independent steps run in ``--jobs`` processes of ``--threads`` torch threads (spawned: no fork after
-torch). Prints the table and the four checks of issue 20, writes ``benchmarks/results/transfer.json``
-(``transfer_device.json`` for the device variant) with ``transfer_crops.png`` (corner crops side by
-side) and ``transfer_psfs.png`` (true vs calibrated PSFs).
+torch). Prints the table and issue 20's checks, writes ``benchmarks/results/transfer.json``
+(``transfer_device.json`` for the device variant) with ``..._crops.png`` (corner crops side by side)
+and ``..._psfs.png`` (true vs calibrated PSFs).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import json
 import multiprocessing
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -55,17 +57,20 @@ from degtrans.config import ConfigError, RestoreConfig, SimulateConfig, TrainCon
 from degtrans.field import PSFField
 from degtrans.io import read_image
 from degtrans.restore.bench import (
-    NETWORK_LABELS,
+    FRAME,
+    LABELS,
     RECIPES,
-    held_out_photographs,
+    InMemoryPairs,
+    held_out_images,
     recipe_configs,
     train_for,
     training_frames,
 )
-from degtrans.restore.evaluate import ZONES, evaluate_frames, frame_restorers, simulate_frame, tune_baselines
+from degtrans.restore.evaluate import ZONES, draw_comparison, frame_restorers, score_frames, simulate_frame
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.optics import lens_field
+from degtrans.simulate.photoset import cover_crop, default_photos, photo_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAMERA = "hidden"  # the held-out frames' camera: every restorer gets its own field under this name
@@ -73,42 +78,41 @@ FIELDS = ("calibrated", "true", "gaussian", "other")
 # The photograph model's lens distortion (k1, k2, p1, p2 of calibrate.register.Geometry): about 2 px
 # of barrel at the corners of a 256x384 frame, for the registration to find.
 DISTORTION = (0.01, 0.0, 0.0, 0.0)
+CROPS = 4  # held-out frames whose corners the picture shows (the bundled photographs come first)
 VARIANTS: dict[str, dict[str, Any]] = {
     "cpu": {
-        "frame": (256, 384),
         "grid": (4, 6),
         "psf_size": 31,
         "targets": 4,
         "recipe": {**RECIPES["cpu"], "patch": 64},
-        "steps": 500,
-        "patches_per_image": 32,
+        "steps": 400,
+        "time_budget": 0.0,
+        # Training frames: each photograph at half size and as a whole scene, and mirrored; as many
+        # dead-leaves frames as a quarter of them. 8 patches each: about 2,400 pairs per field.
+        "scales": ("0.5", "fit"),
+        "dead_leaves": 60,
+        "patches_per_image": 8,
         "tuning_frames": 4,
         "jobs": 2,
         "threads": 1,
         "device": "cpu",
     },
-    # Unmeasured (no device lent yet): sizes from the measured H200 training speeds (FOV-KPN 430,
-    # deep Wiener 1,089 patches/s at 128², batch 16: ../shared/notes/gpu-device.md), so that the
-    # eight runs take about four of the call's eight minutes.
+    # Unmeasured (no device lent yet): issue 21's GPU recipe (the reference's sizes) trained for a
+    # time budget per network, so that the eight runs, two at a time, take about three of the call's
+    # eight minutes whatever the device's speed.
     "device": {
-        "frame": (256, 384),
         "grid": (4, 6),
         "psf_size": 31,
         "targets": 4,
-        "recipe": {
-            **RECIPES["cpu"],
-            "patch": 128,
-            "batch": 16,
-            "width": 32,
-            "offset_channels": 32,
-            "wiener_features": 24,
-            "decoder_deform": 3,
-        },  # fmt: skip
-        "steps": 1000,
-        "patches_per_image": 32,
-        "tuning_frames": 4,
+        "recipe": RECIPES["gpu"],
+        "steps": 100_000,
+        "time_budget": 40.0,
+        "scales": ("1", "0.5", "fit"),
+        "dead_leaves": 150,
+        "patches_per_image": 8,
+        "tuning_frames": 6,
         "jobs": 2,
-        "threads": 4,
+        "threads": 6,
         "device": "cuda",
     },
 }
@@ -147,17 +151,19 @@ def calibrate_hidden(truth_path: Path, work: Path, targets: int, seed: int) -> d
     calibrated = PSFField.load(output)
     raw, aligned = psf_error(calibrated, truth), psf_error(calibrated, truth, align=True)
     draw_psf_comparison(truth, calibrated, aligned, work / "psfs.png")
-    return {"field": str(output), "seconds": seconds, "picture": str(work / "psfs.png"),
+    return {"seconds": seconds, "picture": str(work / "psfs.png"),
             "raw_median": float(np.median(raw)), "raw_max": float(raw.max()),
             "aligned_median": float(np.median(aligned)), "aligned_mean": float(aligned.mean()),
             "aligned_max": float(aligned.max()), "aligned_per_tile": aligned.round(4).tolist()}  # fmt: skip
 
 
-def gaussian_like(calibrated: Path, output: Path) -> str:
+def gaussian_like(calibrated: Path, output: Path) -> dict[str, float]:
     """The generic Gaussian field with the calibrated field's mean PSF width."""
     from degtrans.testing.synthetic import matched_gaussian_field
 
-    return str(matched_gaussian_field(PSFField.load(calibrated)).save(output))
+    field = matched_gaussian_field(PSFField.load(calibrated))
+    field.save(output)
+    return {"width_px": field.meta["matched_radius_px"], "sigma_px": field.meta["sigma_px"]}
 
 
 def other_lens(calibrated: Path, output: Path, preset: str | None, hidden: str) -> dict[str, Any]:
@@ -179,11 +185,8 @@ def other_lens(calibrated: Path, output: Path, preset: str | None, hidden: str) 
         preset = min(widths, key=lambda name: abs(widths[name] - width))
     chosen = make(preset)
     chosen.save(output)
-    return {
-        "preset": preset,
-        "width_px": float(second_moment_radius(chosen.psfs).mean()),
-        "calibrated_width_px": width,
-    }
+    return {"preset": preset, "width_px": float(second_moment_radius(chosen.psfs).mean()),
+            "calibrated_width_px": width}  # fmt: skip
 
 
 def simulate_pairs(
@@ -195,25 +198,50 @@ def simulate_pairs(
     return build_dataset(frames, [field], output, sim, profiles=[profile])
 
 
-def train_network(config: TrainConfig, data: Path, steps: int, path: Path, device: str) -> dict:
-    """One network, ``steps`` optimizer steps on one dataset (``restore.bench.train_for``)."""
+def train_network(
+    config: TrainConfig, data: Path, steps: int, path: Path, device: str, time_budget: float
+) -> dict:
+    """One network on one dataset (``restore.bench.train_for``): ``steps`` optimizer steps, or fewer
+    when ``time_budget`` seconds (> 0) run out first."""
     from degtrans.restore.data import PairReader
 
-    reader = PairReader(data, val_fraction=0.0, with_psf=True)
-    return train_for(config, reader, steps, path, device)
+    pairs = InMemoryPairs(PairReader(data, val_fraction=0.0, with_psf=True), device, device != "cpu")
+    return train_for(config, pairs, steps, path, device, time_budget=time_budget)
 
 
 def tune_wiener(
-    images: Sequence[Path],
-    field: Path,
-    profile: str,
-    sim: SimulateConfig,
-    config: RestoreConfig,
+    photos: Sequence[Path], field: Path, profile: str, sim: SimulateConfig, config: RestoreConfig
 ) -> tuple[RestoreConfig, list[dict]]:
-    """The Wiener filter at its best with ``field``: tuned on training photographs simulated through it."""
+    """The Wiener filter at its best with ``field``: tuned on whole training photographs simulated
+    through it (what one can do without the lens's truth)."""
+    from degtrans.restore.evaluate import tune_baselines
+
     loaded, camera = PSFField.load(field), load_profile(profile)
-    frames = [simulate_frame(read_image(p), p.stem, CAMERA, loaded, camera, sim) for p in images]
+    frames = [
+        simulate_frame(cover_crop(read_image(p), FRAME), p.stem, CAMERA, loaded, camera, sim) for p in photos
+    ]
     return tune_baselines(frames, {CAMERA: loaded}, config, rl_grid=None)
+
+
+def held_out(photos: Path, truth: Path, profile: str, sim: SimulateConfig, output: Path) -> list[str]:
+    """The held-out frames through the hidden lens's true field, saved for the scoring steps."""
+    field, camera = PSFField.load(truth), load_profile(profile)
+    frames = [
+        simulate_frame(image, name, CAMERA, field, camera, sim) for name, image in held_out_images(photos)
+    ]
+    torch.save(frames, output)
+    return [f.name for f in frames]
+
+
+def score(label: str, method: str, field: Path, frames: Path, config: RestoreConfig, device: str) -> dict:
+    """One restorer (``wiener`` or ``ckpt:PATH``, given ``field``) on every held-out frame: its rows
+    and the corner crops of the first ``CROPS`` frames."""
+    loaded = torch.load(frames, weights_only=False)
+    (restorer,) = frame_restorers([method], {CAMERA: PSFField.load(field)}, config, device).values()
+    rows, crops = score_frames(
+        loaded, {label: restorer}, max_pictures=CROPS, progress=False, places=("corner",)
+    )
+    return {"rows": rows, "crops": crops}
 
 
 # ---------------------------------------------------------------- running them
@@ -279,19 +307,27 @@ def _result(future: Future, name: str) -> Any:
         raise RuntimeError(f"step {name!r} failed: {type(error).__name__}: {error}") from error
 
 
+def field_paths(root: Path) -> dict[str, Path]:
+    """Where each training field is (the calibrated one where ``calibrate_hidden`` writes it)."""
+    paths = {name: root / "fields" / f"{name}.npz" for name in FIELDS}
+    return {**paths, "calibrated": root / "calibration" / "calibrated.npz"}
+
+
 def plan(
     root: Path, frames: Sequence[Path], tuning: Sequence[Path], models: dict, args: argparse.Namespace,
     sim: SimulateConfig, restore: RestoreConfig,
 ) -> dict[str, Step]:  # fmt: skip
     """Every step of the run and what it waits for, in the order a free worker takes them: the true
-    field's first, so that its training runs beside the calibration."""
-    fields = field_paths(root)
+    field's first, so that its training runs beside the calibration; each network is scored as soon
+    as it is trained."""
+    fields, held = field_paths(root), root / "held_out.pt"
     steps = {
-        "calibrate": Step(calibrate_hidden, (fields["true"], root / "calibration", args.targets, args.seed))
-    }
-    steps["field:gaussian"] = Step(gaussian_like, (fields["calibrated"], fields["gaussian"]), ("calibrate",))
-    other = (fields["calibrated"], fields["other"], args.other, args.lens)
-    steps["field:other"] = Step(other_lens, other, ("calibrate",))
+        "calibrate": Step(calibrate_hidden, (fields["true"], root / "calibration", args.targets, args.seed)),
+        "held-out": Step(held_out, (args.photos, fields["true"], args.profile, sim, held)),
+        "field:gaussian": Step(gaussian_like, (fields["calibrated"], fields["gaussian"]), ("calibrate",)),
+        "field:other": Step(other_lens, (fields["calibrated"], fields["other"], args.other, args.lens),
+                            ("calibrate",)),
+    }  # fmt: skip
     waits = {
         "true": (),
         "calibrated": ("calibrate",),
@@ -304,18 +340,27 @@ def plan(
             simulate_pairs, (frames, fields[name], data, sim, args.profile), waits[name]
         )
         for model, config in models.items():
-            run = (config, data, args.steps, root / "checkpoints" / f"{name}-{model}.pt", args.device)
+            checkpoint = root / "checkpoints" / f"{name}-{model}.pt"
+            run = (config, data, args.steps, checkpoint, args.device, args.time_budget)
             steps[f"train:{name}:{model}"] = Step(train_network, run, (f"pairs:{name}",))
+            label = f"{LABELS[model]}/{name}"
+            what = (label, f"ckpt:{checkpoint}", fields[name], held, restore, args.device)
+            steps[f"score:{label}"] = Step(score, what, ("held-out", f"train:{name}:{model}"))
     for name in ("true", "calibrated"):
-        tune = (tuning, fields[name], args.profile, sim, restore)
-        steps[f"tune:{name}"] = Step(tune_wiener, tune, waits[name])
+        steps[f"tune:{name}"] = Step(
+            tune_wiener, (tuning, fields[name], args.profile, sim, restore), waits[name]
+        )
     return steps
 
 
-def field_paths(root: Path) -> dict[str, Path]:
-    """Where each training field is (the calibrated one where ``calibrate_hidden`` writes it)."""
-    paths = {name: root / "fields" / f"{name}.npz" for name in FIELDS}
-    return {**paths, "calibrated": root / "calibration" / "calibrated.npz"}
+def score_wiener(results: dict, root: Path, jobs: int, threads: int) -> dict:
+    """The tuned Wiener filter with each of the two fields, scored in the workers (its settings come
+    from the tuning steps)."""
+    fields, held = field_paths(root), root / "held_out.pt"
+    steps = {f"score:wiener/{name}": Step(score, (f"wiener/{name}", "wiener", fields[name], held,
+                                                  results[f"tune:{name}"][0], "cpu"))
+             for name in ("calibrated", "true")}  # fmt: skip
+    return run_steps(steps, jobs, threads)
 
 
 # ---------------------------------------------------------------- the result
@@ -325,10 +370,10 @@ def checks(rows: list[dict], models: Sequence[str]) -> list[dict]:
     """Issue 20's checks from the evaluation rows (labels ``NETWORK/FIELD`` and ``wiener/FIELD``): each
     network trained on the calibrated field against the same trained on the true field (within
     ``BARS["true"]`` dB), the Gaussian and the other field (ahead by at least their bars); the Wiener
-    filter given the calibrated field against it given the true one. Gaps over all frames' pixels, the
-    corner zone's beside."""
+    filter given the calibrated field against it given the true one. Gaps of the mean PSNR over the
+    frames, the corner zone's beside."""
     psnr = {(r["method"], r["zone"]): r["psnr"] for r in rows}
-    pairs = [(NETWORK_LABELS[m], other) for m in models for other in ("true", "gaussian", "other")]
+    pairs = [(LABELS[m], other) for m in models for other in ("true", "gaussian", "other")]
     out = []
     for method, other in [*pairs, ("wiener", "true")]:
         gap, corner = (
@@ -340,77 +385,22 @@ def checks(rows: list[dict], models: Sequence[str]) -> list[dict]:
     return out
 
 
-def print_table(rows: list[dict], methods: Sequence[str]) -> None:
-    column = max(len(m) for m in methods) + 2
-    print(f"{'method':<{column}}" + "".join(f"{z:>20}" for z in ZONES))
-    for method in methods:
-        cells = {r["zone"]: r for r in rows if r["method"] == method}
-        print(
-            f"{method:<{column}}"
-            + "".join(f"{cells[z]['psnr']:>10.2f} dB {cells[z]['ssim']:.3f}" for z in ZONES)
-        )
-
-
-def restorers_of(results: dict, root: Path, models: dict, device: str, restore: RestoreConfig) -> dict:
-    """``{label: restore(frame)}``: the tuned Wiener filter with the calibrated and the true field, and
-    every trained network (``NETWORK/FIELD``) given the field it was trained with."""
-    fields = {name: PSFField.load(path) for name, path in field_paths(root).items()}
-    restorers = {}
-    for name in ("calibrated", "true"):
-        tuned = results[f"tune:{name}"][0]
-        restorers[f"wiener/{name}"] = frame_restorers(["wiener"], {CAMERA: fields[name]}, tuned)["wiener"]
-    for model in models:
-        for name in FIELDS:
-            method = f"ckpt:{results[f'train:{name}:{model}']['checkpoint']}"
-            (restorer,) = frame_restorers([method], {CAMERA: fields[name]}, restore, device).values()
-            restorers[f"{NETWORK_LABELS[model]}/{name}"] = restorer
-    return restorers
-
-
-def summary(results: dict, args: argparse.Namespace, variant: dict, models: dict) -> dict:
-    """The JSON's record of the run, besides the scores."""
-    tuning = {name: results[f"tune:{name}"] for name in ("calibrated", "true")}
-    keys = ("discrepancy", "wiener_min_lambda")
-    return {
-        "command": "benchmarks/transfer.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in vars(args).items()
-            if k not in ("output", "work", "targets")
-        ),
-        "machine": platform.processor() or platform.machine(),
-        "variant": {**variant, "recipe": variant["recipe"]},
-        "models": {m: dataclasses.asdict(c) for m, c in models.items()},
-        "calibration": {k: v for k, v in results["calibrate"].items() if k not in ("field", "picture")},
-        "other": results["field:other"],
-        "datasets": {name: results[f"pairs:{name}"]["pairs"] for name in FIELDS},
-        "training": {
-            k: {"seconds": v["seconds"], "patches_per_s": v["patches_per_s"]}
-            for k, v in results.items()
-            if k.startswith("train:")
-        },  # fmt: skip
-        "wiener_tuning": {
-            name: {"chosen": {k: getattr(config, k) for k in keys}, "trials": trials}
-            for name, (config, trials) in tuning.items()
-        },  # fmt: skip
-    }
-
-
 def report_lines(report: dict) -> list[str]:
     """The printed result: the table, the calibration's error, the checks."""
     args, rows = report["args"], report["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     column = max(len(m) for m in methods) + 2
+    budget = ", ".join(f"{k.split(':', 1)[1]} {v['steps']}" for k, v in report["training"].items())
     lines = [
         f"hidden lens {args['lens']}, other lens {report['other']['preset']}, {len(report['held_out'])} "
-        f"held-out frames, {args['steps']} steps per network on {args['device']}; PSNR dB / SSIM",
-        f"{'method':<{column}}" + "".join(f"{z:>20}" for z in ZONES),
+        f"held-out frames on {args['device']}; steps: {budget}",
+        f"{'method':<{column}}" + "".join(f"{z + ' PSNR / SSIM':>22}" for z in ZONES),
     ]
     for method in methods:
         cells = {r["zone"]: r for r in rows if r["method"] == method}
         lines.append(
             f"{method:<{column}}"
-            + "".join(f"{cells[z]['psnr']:>10.2f} dB {cells[z]['ssim']:.3f}" for z in ZONES)
+            + "".join(f"{cells[z]['psnr']:>12.2f} / {cells[z]['ssim']:.3f}" for z in ZONES)
         )
     c = report["calibration"]
     lines.append(
@@ -419,11 +409,22 @@ def report_lines(report: dict) -> list[str]:
     )
     for check in report["checks"]:
         bar = f"|gap| <= {check['bar_db']}" if check["against"] == "true" else f"gap >= {check['bar_db']}"
+        verdict = "met" if check["met"] else "NOT met"
         lines.append(
             f"  {check['method']:<12} calibrated - {check['against']:<9} {check['gap_db']:+.2f} dB "
-            f"(corner {check['corner_gap_db']:+.2f}); {bar}: {'met' if check['met'] else 'NOT met'}"
+            f"(corner {check['corner_gap_db']:+.2f}); {bar}: {verdict}"
         )
     return lines
+
+
+def draw_crops(scored: dict[str, dict], png: Path) -> Path:
+    """The corner crops of every restorer side by side (``draw_comparison``), a row per frame."""
+    first, *rest = scored.values()
+    crops = [dict(crop, restored=dict(crop["restored"])) for crop in first["crops"]]
+    for value in rest:
+        for crop, other in zip(crops, value["crops"], strict=True):
+            crop["restored"].update(other["restored"])
+    return draw_comparison(crops, list(scored), png)
 
 
 def main() -> None:
@@ -432,7 +433,10 @@ def main() -> None:
     parser.add_argument("--lens", default="random-2", help="the hidden lens (a preset or random-SEED)")
     parser.add_argument("--other", default=None, help="the other lens preset (default: nearest in PSF width)")
     parser.add_argument("--profile", default="sony-rx100m4", help="the camera profile (sensor, noise)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per network")
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="the photograph set (default: make-photos's folder)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per network (most)")
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds of training per network")
     parser.add_argument("--models", default="wiener,fovkpn", help="comma-separated networks")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (0: all in this one)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
@@ -444,60 +448,80 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="results JSON (default: by variant)")
     args = parser.parse_args()
     variant = VARIANTS[args.variant]
-    for key in ("steps", "jobs", "threads", "device", "targets"):
+    for key in ("steps", "time_budget", "jobs", "threads", "device", "targets"):
         if getattr(args, key, None) is None:
             setattr(args, key, variant[key])
+    args.photos = args.photos or default_photos()
     name = "transfer" if args.variant == "cpu" else f"transfer_{args.variant}"
     output = args.output or RESULTS / f"{name}.json"
     recipe = variant["recipe"]
     try:
         overrides = [f"seed={args.seed}", *args.set]
         models = recipe_configs(recipe, args.models.split(","), args.device != "cpu", overrides)
-    except ConfigError as error:
-        parser.error(str(error))
+        sources = photo_paths(args.photos, "train")
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        parser.error(f"{error} (make the photograph set with: degtrans simulate make-photos)")
     sim = SimulateConfig(patch_size=recipe["patch"], patches_per_image=variant["patches_per_image"],
                          clean_cfa=False, rows_per_file=256)  # fmt: skip
     restore = RestoreConfig(tile_size=128, overlap=16, max_tiles_in_memory=8)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.work or Path(tmp)
-        frame, grid, k = variant["frame"], variant["grid"], variant["psf_size"]
-        truth = lens_field(grid, k, frame, args.lens, camera=CAMERA)
-        truth.save(field_paths(root)["true"])
-        photos = training_frames(root / "frames", frame=frame)
-        leaves = write_dead_leaves(root / "deadleaves", len(photos), frame, seed=0)
-        every = max(1, len(photos) // variant["tuning_frames"])
-        tuning = photos[::every][: variant["tuning_frames"]]
+        grid, k = variant["grid"], variant["psf_size"]
+        lens_field(grid, k, FRAME, args.lens, camera=CAMERA).save(field_paths(root)["true"])
+        photos = training_frames(root / "frames", sources, variant["scales"])
+        leaves = write_dead_leaves(root / "deadleaves", variant["dead_leaves"], FRAME, seed=0)
+        every = max(1, len(sources) // variant["tuning_frames"])
+        tuning = sources[::every][: variant["tuning_frames"]]
         steps = plan(root, photos + leaves, tuning, models, args, sim, restore)
         results = run_steps(steps, args.jobs, args.threads)
-
-        torch.set_num_threads(max(1, args.jobs) * args.threads)
-        profile = load_profile(args.profile)
-        held_out = [
-            simulate_frame(read_image(p), p.stem, CAMERA, truth, profile, sim) for p in held_out_photographs()
-        ]
-        restorers = restorers_of(results, root, models, args.device, restore)
-        crops = output.with_name(f"{name}_crops.png")
-        start = time.perf_counter()
-        # The input's row apart: the picture shows it as its first column.
-        identity = frame_restorers(["identity"], {CAMERA: truth}, restore)
-        rows = evaluate_frames(held_out, identity, None, progress=False)
-        rows += evaluate_frames(held_out, restorers, crops, max_pictures=len(held_out), progress=False,
-                                places=("corner",))  # fmt: skip
+        results.update(score_wiener(results, root, args.jobs, args.threads))
+        scored = {key.split(":", 1)[1]: value for key, value in results.items() if key.startswith("score:")}
+        order = ["wiener/calibrated", "wiener/true", *(f"{LABELS[m]}/{f}" for m in models for f in FIELDS)]
+        scored = {label: scored[label] for label in order}
+        crops = draw_crops(scored, output.with_name(f"{name}_crops.png"))
         psfs = write_atomic(
             output.with_name(f"{name}_psfs.png"), Path(results["calibrate"]["picture"]).read_bytes()
         )
-        report = {
-            "args": {k: v for k, v in vars(args).items() if k not in ("output", "work")},
-            **summary(results, args, variant, models),
-            "held_out": [
-                {"name": f.name, "noise_shot": f.noise.shot, "noise_read": f.noise.read} for f in held_out
-            ],
-            "evaluate_seconds": time.perf_counter() - start,
-            "seconds": time.perf_counter() - started,
-            "rows": rows,
-            "checks": checks(rows, list(models)),
-        }
+        frames = torch.load(root / "held_out.pt", weights_only=False)
+        identity, _ = score_frames(frames, {"identity": lambda frame: frame.degraded}, progress=False)
+        rows = identity + [row for value in scored.values() for row in value["rows"]]
+    tuning_keys = ("discrepancy", "wiener_min_lambda")
+    report = {
+        "command": " ".join(["benchmarks/transfer.py", *sys.argv[1:]]),
+        "args": {
+            k: str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+            if k not in ("output", "work")
+        },
+        "machine": platform.processor() or platform.machine(),
+        "variant": variant,
+        "models": {m: dataclasses.asdict(c) for m, c in models.items()},
+        "calibration": {k: v for k, v in results["calibrate"].items() if k != "picture"},
+        "gaussian": results["field:gaussian"],
+        "other": results["field:other"],
+        "training_frames": {"photographs": len(sources), "frames": len(photos), "dead_leaves": len(leaves)},
+        "datasets": {f: results[f"pairs:{f}"]["pairs"] for f in FIELDS},
+        "training": {
+            key: {k: v[k] for k in ("seconds", "steps", "patches_per_s")}
+            for key, v in results.items()
+            if key.startswith("train:")
+        },  # fmt: skip
+        "wiener_tuning": {
+            f: {
+                "frames": [p.stem for p in tuning],
+                "chosen": {k: getattr(results[f"tune:{f}"][0], k) for k in tuning_keys},
+                "trials": results[f"tune:{f}"][1],
+            }
+            for f in ("calibrated", "true")
+        },  # fmt: skip
+        "held_out": [
+            {"name": f.name, "noise_shot": f.noise.shot, "noise_read": f.noise.read} for f in frames
+        ],
+        "seconds": time.perf_counter() - started,
+        "rows": rows,
+        "checks": checks(rows, list(models)),
+    }
     write_atomic(output, json.dumps(report, indent=2, default=list))
     print("\n".join(report_lines(report)))
     print(f"{report['seconds']:.0f} s; wrote {output}, {crops} and {psfs}")

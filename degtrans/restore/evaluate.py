@@ -400,6 +400,22 @@ def evaluate_frames(
         Rows ``{"method", "zone", "psnr", "ssim", "count", "frames"}`` (count: frames; ``frames``:
         ``{"camera/name": [PSNR, SSIM]}`` of each frame), as :func:`evaluate_methods`.
     """
+    rows, crops = score_frames(frames, restorers, crop, max_pictures if out_png else 0, progress, places)
+    if out_png is not None:
+        draw_comparison(crops, list(restorers), out_png)
+    return rows
+
+
+def score_frames(
+    frames: Sequence[Frame],
+    restorers: dict[str, Restorer],
+    crop: int = 96,
+    max_pictures: int = 2,
+    progress: bool = True,
+    places: Sequence[str] = ("corner", "centre"),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`evaluate_frames`' rows, and the crops of its picture (:func:`corner_crops`) undrawn:
+    restorers scored apart (in other processes) can be drawn side by side afterwards."""
     if not frames:
         raise ValueError("evaluate_frames: no frames to evaluate")
     scores: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
@@ -419,9 +435,7 @@ def evaluate_frames(
             rows.append({"method": method, "zone": zone, "count": len(values),
                          "psnr": float(mean[0]), "ssim": float(mean[1]),
                          "frames": {k: [float(v[0]), float(v[1])] for k, v in values.items()}})  # fmt: skip
-    if out_png is not None:
-        draw_comparison(crops, list(restorers), out_png)
-    return rows
+    return rows, crops
 
 
 # Settings :func:`tune_baselines` searches: the Wiener filter's residual and prior floor, RL's stop.
