@@ -85,3 +85,23 @@ def test_the_gaussian_stand_in_has_the_fields_mean_width_everywhere():
     corners[..., ::4, ::4] = 0.25  # wider than any Gaussian cut to 5x5 can be
     with pytest.raises(ValueError, match="does not fit"):
         matched_gaussian_field(PSFField(corners, (32, 32)))
+
+
+def test_the_plan_trains_and_scores_each_field_after_what_it_needs(transfer, tmp_path):
+    import argparse
+
+    from degtrans.config import RestoreConfig, SimulateConfig, TrainConfig
+
+    args = argparse.Namespace(targets=4, seed=0, photos=tmp_path, profile="p", other=None, lens="random-2",
+                              steps=3, device="cpu", time_budget=0.0)  # fmt: skip
+    models = {"wiener": TrainConfig(model="wiener"), "fovkpn": TrainConfig(model="fovkpn")}
+    steps = transfer.plan(tmp_path, [], [], models, args, SimulateConfig(), RestoreConfig())
+    fields = ("true", "calibrated", "gaussian", "other")
+    assert {f"score:{net}/{f}" for net in ("deep-wiener", "fovkpn") for f in fields} <= set(steps)
+    assert steps["pairs:true"].after == () and steps["pairs:calibrated"].after == ("calibrate",)
+    assert steps["score:deep-wiener/gaussian"].after == ("held-out", "train:gaussian:wiener")
+    assert steps["train:true:fovkpn"].args[0] is models["fovkpn"]
+    order = []
+    recorded = {name: transfer.Step(order.append, (name,), step.after) for name, step in steps.items()}
+    transfer.run_steps(recorded, jobs=0, log=lambda line: None)
+    assert len(order) == len(steps)  # nothing is left waiting
