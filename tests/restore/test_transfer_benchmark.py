@@ -51,9 +51,11 @@ def test_steps_run_in_spawned_workers_and_a_failure_names_its_step(transfer):
 
 
 def _rows(psnr: dict[str, tuple[float, float]]) -> list[dict]:
-    """Evaluation rows with the given (all, corner) PSNR per method."""
-    return [{"method": m, "zone": z, "psnr": v[i], "ssim": 0.5} for m, v in psnr.items()
-            for i, z in enumerate(("all", "corner"))]  # fmt: skip
+    """Evaluation rows with the given (all, corner) PSNR per method (centre and mid as all)."""
+    zones = {"all": 0, "centre": 0, "mid": 0, "corner": 1}
+    return [
+        {"method": m, "zone": z, "psnr": v[i], "ssim": 0.5} for m, v in psnr.items() for z, i in zones.items()
+    ]
 
 
 def test_checks_hold_the_calibrated_field_to_each_bar(transfer):
@@ -105,3 +107,34 @@ def test_the_plan_trains_and_scores_each_field_after_what_it_needs(transfer, tmp
     recorded = {name: transfer.Step(order.append, (name,), step.after) for name, step in steps.items()}
     transfer.run_steps(recorded, jobs=0, log=lambda line: None)
     assert len(order) == len(steps)  # nothing is left waiting
+
+
+def test_scored_restorers_are_drawn_side_by_side_and_reported(transfer, tmp_path):
+    import torch
+
+    def scored(label, value):
+        crops = [{"sample_id": f"f{i}", "zone": "corner", "degraded": torch.zeros(3, 8, 8),
+                  "clean": torch.ones(3, 8, 8), "restored": {label: torch.full((3, 8, 8), value)}}
+                 for i in range(2)]  # fmt: skip
+        return {"rows": [], "crops": crops}
+
+    png = transfer.draw_crops({"a/x": scored("a/x", 0.5), "b/y": scored("b/y", 0.9)}, tmp_path / "c.png")
+    assert png.stat().st_size > 0
+    labels = [
+        f"{m}/{f}" for m in ("deep-wiener", "wiener") for f in ("calibrated", "true", "gaussian", "other")
+    ]
+    rows = _rows({label: (25.0 + i, 24.0) for i, label in enumerate(labels)})
+    calibration = {
+        "aligned_median": 0.06,
+        "aligned_max": 0.09,
+        "raw_median": 0.06,
+        "raw_max": 0.1,
+        "seconds": 9,
+    }
+    report = {"args": {"lens": "random-2", "device": "cpu"}, "other": {"preset": "phone-tele"},
+              "held_out": [{}] * 20, "training": {"train:true:wiener": {"steps": 400}},
+              "calibration": calibration, "rows": rows}  # fmt: skip
+    report["checks"] = transfer.checks(rows, ["wiener"])
+    text = "\n".join(transfer.report_lines(report))
+    assert "deep-wiener  calibrated - true      -1.00 dB (corner +0.00); |gap| <= 0.5: NOT met" in text
+    assert "aligned PSF error median 0.060" in text and "true:wiener 400" in text
