@@ -25,89 +25,42 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
-import multiprocessing
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from degtrans.atomic import write_atomic
-from degtrans.config import RestoreConfig, SimulateConfig, TrainConfig, replace_checked
-from degtrans.io import read_image, write_image
-from degtrans.restore.checkpoint import save_checkpoint
-from degtrans.restore.data import PairReader, batch_columns, rows_to_batch
+from degtrans.config import ConfigError, RestoreConfig, SimulateConfig
+from degtrans.io import read_image
+from degtrans.restore.bench import (
+    FRAME,
+    LABELS,
+    RECIPES,
+    InMemoryPairs,
+    held_out_images,
+    pool_map,
+    recipe_configs,
+    train_for,
+    training_frames,
+)
+from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import ZONES, evaluate_frames, frame_restorers, simulate_frame, tune_baselines
-from degtrans.restore.loop import make_optimizer, train_epoch
-from degtrans.restore.models import build_model
 from degtrans.restore.pretrained import pretrained_path
-from degtrans.restore.recipe import WeightEMA, lr_factor
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.optics import PRESET_PROFILES, lens_field
-from degtrans.simulate.photoset import cover_crop, default_photos, downscale, photo_paths
-from degtrans.simulate.shards import write_shard
-from degtrans.simulate.sources import bundled_images, list_images
+from degtrans.simulate.photoset import cover_crop, default_photos, photo_paths
+from degtrans.simulate.sources import list_images
 
-FRAME = (256, 384)
-RECIPES = {
-    # The CPU budget of issue 12: width 16 at 96², batch 8.
-    "cpu": {
-        "patch": 96,
-        "batch": 8,
-        "width": 16,
-        "offset_channels": 16,
-        "wiener_features": 12,
-        # Deep Wiener's half-quadratic-splitting stages, held-out dB at 2,000 steps on the sample
-        # images: 1 stage 25.72; 2 stages 26.10 / 25.90 (seeds 0 / 1); 3 stages 26.23 / 25.93
-        # (benchmarks/README.md, third round).
-        "wiener_stages": 3,
-        "lr": 1e-3,
-        "warmup": 100,
-        "ema": 0.995,
-        # FOV-KPN's small CPU variant: a deformable block at the coarsest decoder level only (the
-        # full-resolution one costs a third of a step).
-        "decoder_deform": 1,
-    },
-    # One device call (an H200, <= 8 min in all): the reference's sizes, trained for a time budget.
-    "gpu": {
-        "patch": 128,
-        "batch": 16,
-        "width": 32,
-        "offset_channels": 32,
-        "wiener_features": 24,
-        "wiener_stages": 3,
-        "lr": 1e-3,
-        "warmup": 300,
-        "ema": 0.999,
-        "decoder_deform": 3,
-    },
-    # The reference's sizes and schedule (FOV-KPN paper): width 32, 32 offset channels, patch 128.
-    "paper": {
-        "patch": 128,
-        "batch": 16,
-        "width": 32,
-        "offset_channels": 32,
-        "wiener_features": 24,
-        "wiener_stages": 1,  # the reference (Dong et al.) has none
-        "lr": 1e-4,
-        "warmup": 0,
-        "ema": 0.0,
-        "decoder_deform": 3,
-    },
-}
-LABELS = {"fovkpn": "fovkpn", "wiener": "deep-wiener"}
 # The flags the pairs depend on (a --work folder is reused by runs that agree on them).
 DATA_ARGS = (
     "preset",
@@ -124,207 +77,6 @@ DATA_ARGS = (
 # What each network must gain over the tuned Wiener filter (issue 21: the CPU budget; the bundled
 # pretrained deep Wiener, on a lens it never saw, scored with --checkpoint pretrained).
 BARS = {"deep-wiener": 2.0, "fovkpn": 1.0, "pretrained": 1.5}
-
-
-# ---------------------------------------------------------------- frames
-
-
-def cut_frames(image: np.ndarray, overlap: float = 0.0) -> Iterator[tuple[str, np.ndarray]]:
-    """FRAME-sized frames of ``image (H, W, 3)``, overlapping by ``overlap`` (a fraction of FRAME);
-    a portrait image is turned to landscape first. Yields ``(row_col, frame)``."""
-    if image.shape[0] > image.shape[1]:
-        image = np.ascontiguousarray(np.rot90(image))
-    height, width = image.shape[:2]
-    step_y, step_x = (max(1, round(size * (1.0 - overlap))) for size in FRAME)
-    for i, y in enumerate(range(0, height - FRAME[0] + 1, step_y)):
-        for j, x in enumerate(range(0, width - FRAME[1] + 1, step_x)):
-            yield f"{i}_{j}", image[y : y + FRAME[0], x : x + FRAME[1]]
-
-
-def source_frames(
-    image: np.ndarray, scales: Sequence[str], overlap: float
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Frames of one training photograph at each of ``scales``: a factor (``1``, ``0.5``: the
-    photograph area-averaged to that size, then cut) or ``fit`` (its whole scene as one frame)."""
-    for scale in scales:
-        if scale == "fit":
-            yield "fit", cover_crop(image, FRAME)
-            continue
-        factor = float(scale)
-        size = (round(image.shape[0] * factor), round(image.shape[1] * factor))
-        scaled = image if factor == 1.0 else downscale(image, size)
-        for index, frame in cut_frames(scaled, overlap):
-            yield f"s{scale}-{index}", frame
-
-
-def training_frames(
-    folder: Path, sources: Sequence[Path], scales: Sequence[str], overlap: float = 0.0, flips: bool = True
-) -> list[Path]:
-    """Every training source cut into frames (:func:`source_frames`), and with ``flips`` the same of
-    its mirror image (the scene mirrored before simulation: other content under each PSF), as PNGs."""
-    paths = []
-    for source in sources:
-        image = read_image(source)
-        versions = [("", image)] + ([("-m", np.ascontiguousarray(image[:, ::-1]))] if flips else [])
-        for suffix, version in versions:
-            if min(version.shape[:2]) < FRAME[0] or max(version.shape[:2]) < FRAME[1]:
-                continue
-            for tag, frame in source_frames(version, scales, overlap):
-                paths.append(write_image(folder / f"{source.stem}{suffix}-{tag}.png", frame))
-    return paths
-
-
-def held_out_images(photos: Path | None) -> list[tuple[str, np.ndarray]]:
-    """The held-out frames: the bundled photographs (FRAME-sized) and, with ``photos``, the whole scene
-    of every photograph of the set's ``heldout`` split."""
-    images = [(p.stem, read_image(p)) for p in bundled_images()]
-    if photos is not None:
-        images += [(p.stem, cover_crop(read_image(p), FRAME)) for p in photo_paths(photos, "heldout")]
-    return images
-
-
-# ---------------------------------------------------------------- training
-
-
-class InMemoryPairs:
-    """Every pair of a dataset in memory, each epoch in a seeded permutation (uniform mixing: the
-    shards hold consecutive patches of one photograph, which a reader's shuffle buffer mixes poorly).
-
-    On the CPU the rows stay encoded (uint16 pixels, about 110 kB a 96² pair) and a batch is decoded
-    when it is drawn; with ``decoded`` every tensor of every pair is decoded once onto ``device`` and a
-    batch is an index into them (for a GPU that would wait on the decoding)."""
-
-    def __init__(self, reader: PairReader, device: torch.device | str = "cpu", decoded: bool = False) -> None:
-        tables = []
-        for shard in reader.shards:
-            names = pq.read_schema(shard).names
-            tables.append(pq.read_table(shard, columns=batch_columns(names)))
-        self.table = pa.concat_tables(tables).combine_chunks()
-        self.fields = reader.fields
-        self.device = torch.device(device)
-        self.tensors: dict[str, torch.Tensor] | None = None
-        if decoded:
-            parts = [
-                self._decode(np.arange(i, min(i + 256, len(self))), self.device)
-                for i in range(0, len(self), 256)
-            ]
-            self.tensors = {
-                k: torch.cat([p[k] for p in parts])
-                for k, v in parts[0].items()
-                if isinstance(v, torch.Tensor)
-            }
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def _decode(self, rows: np.ndarray, device: torch.device) -> dict[str, Any]:
-        taken = self.table.take(pa.array(rows))
-        return rows_to_batch({n: taken.column(n) for n in taken.column_names}, self.fields, device)
-
-    def stream(self, batch_size: int, seed: int) -> Iterator[dict[str, Any]]:
-        """Batches of ``batch_size`` forever; epoch ``e``'s order depends only on ``(seed, e)``."""
-        for epoch in itertools.count():
-            order = np.random.default_rng([seed, epoch]).permutation(len(self))
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                rows = order[start : start + batch_size]
-                if self.tensors is None:
-                    yield self._decode(rows, torch.device("cpu"))
-                else:
-                    index = torch.as_tensor(rows, device=self.device)
-                    yield {k: v.index_select(0, index) for k, v in self.tensors.items()}
-
-
-def train_for(
-    config: TrainConfig,
-    pairs: InMemoryPairs,
-    steps: int,
-    path: Path,
-    device: str,
-    every: int = 0,
-    score: Callable[[Path], dict] | None = None,
-    time_budget: float = 0.0,
-) -> dict:
-    """Train ``config.model`` for ``steps`` optimizer steps with the recipe (warmup, cosine decay over
-    the run, weight EMA); returns the checkpoint (the EMA weights when kept), its speed and, when
-    ``every`` > 0, ``score(checkpoint)`` after every ``every`` steps (the training clock stops meanwhile).
-
-    With ``time_budget`` > 0 (seconds of training) the run stops at ``steps`` or when the budget is
-    spent, whichever comes first: the cosine's length is set from the speed measured during warmup
-    (twice: after 20 steps and when warmup ends), so the schedule still decays to its end.
-    """
-    if len(pairs) < config.batch_size:
-        raise ValueError(f"benchmark dataset has {len(pairs)} pairs, fewer than a batch")
-    model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
-    total = [steps]  # the cosine's length; fixed before warmup ends when a time budget sets it
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config, total[0], total[0])
-    )
-    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    batches = pairs.stream(config.batch_size, config.seed)
-    calibrate_at = sorted({20, max(20, config.warmup_steps)}) if time_budget > 0 else []
-    seconds, done, curve = 0.0, 0, []
-    checkpoint = path
-    while done < total[0]:
-        stop = min([total[0], *(c for c in calibrate_at if c > done)])
-        if every > 0:
-            stop = min(stop, (done // every + 1) * every)
-        if time_budget > 0:  # a line of progress every tenth of the run (the device's log)
-            tenth = max(1, total[0] // 10)
-            stop = min(stop, (done // tenth + 1) * tenth)
-        start = time.perf_counter()
-        stats = train_epoch(
-            model,
-            itertools.islice(batches, stop - done),
-            optimizer,
-            scheduler=scheduler,
-            grad_clip=config.grad_clip,
-            ssim_weight=config.ssim_weight,
-            loss_kind=config.loss,
-            amp=config.amp,
-            ema=ema,
-        )
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        done += stats["steps"]
-        seconds += time.perf_counter() - start
-        if time_budget > 0:
-            print(
-                f"  {config.model} step {done}/{total[0]}: loss {stats['loss']:.4f}, {seconds:.0f} s",
-                flush=True,
-            )
-        if done in calibrate_at:
-            total[0] = max(done + 1, min(steps, int(time_budget / (seconds / done))))
-            print(
-                f"  {config.model}: {seconds / done * 1e3:.0f} ms/step after {done} steps: "
-                f"{total[0]} steps in {time_budget:.0f} s",
-                flush=True,
-            )
-        if (every > 0 and done % every == 0) or done >= total[0]:
-            kept = ema.module if ema is not None else model
-            checkpoint = save_checkpoint(path, kept, optimizer, None, 0, config)
-            if score is not None and every > 0:
-                curve.append({"step": done, **score(checkpoint)})
-                print(f"  {config.model} step {done}: {curve[-1]['psnr']:.2f} dB", flush=True)
-    return {
-        "checkpoint": str(checkpoint),
-        "seconds": seconds,
-        "curve": curve,
-        "steps": done,
-        "patches_per_s": done * config.batch_size / seconds,
-    }
-
-
-def pool_map(workers: int):
-    """``map_shards`` for ``build_dataset`` writing ``workers`` shards at once in spawned processes
-    (a fork after torch has run can hang)."""
-
-    def run(specs):
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            yield from pool.map(write_shard, specs)
-
-    return run
 
 
 # ---------------------------------------------------------------- reporting
@@ -515,30 +267,12 @@ def main() -> None:
         rows_per_file=256,
     )
     restore_config = RestoreConfig(tile_size=128, overlap=16, max_tiles_in_memory=8)
-    models = {
-        name: TrainConfig(
-            model=name,
-            width=recipe["width"],
-            offset_channels=recipe["offset_channels"],
-            wiener_features=recipe["wiener_features"],
-            wiener_stages=recipe["wiener_stages"],
-            batch_size=recipe["batch"],
-            learning_rate=recipe["lr"],
-            warmup_steps=recipe["warmup"],
-            lr_schedule="cosine",
-            ema_decay=recipe["ema"],
-            decoder_deform=recipe["decoder_deform"],
-            amp=args.device != "cpu",
-        )
-        for name in args.models.split(",")
-    }
+    try:
+        models = recipe_configs(recipe, args.models.split(","), args.device != "cpu", args.set)
+    except ConfigError as error:
+        parser.error(str(error))
     if args.checkpoint:
         models = {}
-    if bad := [item for item in args.set if "=" not in item]:
-        parser.error(f"--set {bad[0]!r}: expected KEY=VALUE (a train. key)")
-    if args.set:
-        overrides = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in args.set)}
-        models = {name: replace_checked(config, overrides, "--set") for name, config in models.items()}
     scales = [s.strip() for s in args.scales.split(",") if s.strip()]
     if bad := [s for s in scales if s != "fit" and not 0 < float(s) <= 1]:
         parser.error(f"--scales: {bad[0]!r} is neither a factor in (0, 1] nor 'fit'")

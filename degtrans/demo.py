@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from degtrans import __version__
-from degtrans.calibrate.inspect import draw_field, psf_mosaic
+from degtrans.calibrate.inspect import draw_field, draw_psf_comparison
 from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import psf_error
 from degtrans.calibrate.targets import make_targets
@@ -155,7 +155,7 @@ def stage_calibrate(demo: Demo) -> Section:
     errors = psf_error(recovered, truth)
     aligned = psf_error(recovered, truth, align=True)
     demo.products.update(calibrated=recovered, calibrated_path=output)
-    png = _psf_comparison(truth, recovered, errors, demo.output / "psf_true_vs_recovered.png")
+    png = draw_psf_comparison(truth, recovered, errors, demo.output / "psf_true_vs_recovered.png")
     figures = [Figure(png, "True (left) and recovered (right) PSF grids; relative L2 error per tile.")]
     report_png = output.with_suffix(".report.png")  # as calibrate writes it
     if report_png.exists():
@@ -362,22 +362,6 @@ def _side_by_side(target: Path, photo: Path, png: Path) -> Path:
         ax.imshow(np.clip(read_image(path), 0, 1))
         ax.set_title(title)
         ax.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, png)
-
-
-def _psf_comparison(truth: PSFField, recovered: PSFField, errors: np.ndarray, png: Path) -> Path:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 3, 2]})
-    for ax, f, title in zip(axes[:2], (truth, recovered), ("true", "recovered"), strict=True):
-        ax.imshow(psf_mosaic(f.psfs), interpolation="nearest")
-        ax.set_title(f"{title} PSFs")
-        ax.axis("off")
-    heat = axes[2].imshow(errors, cmap="viridis", vmin=0)
-    for (r, c), value in np.ndenumerate(errors):
-        axes[2].text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8, color="w")
-    axes[2].set_title("relative L2 error per tile")
-    fig.colorbar(heat, ax=axes[2], shrink=0.8)
     fig.tight_layout()
     return save_figure(fig, png)
 

@@ -1,6 +1,9 @@
 """Test set-up: Triton runs through its interpreter when CUDA is absent (set before any kernel import)."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import torch
 
@@ -36,3 +39,23 @@ def tolerance():
         return {"atol": atol, "rtol": rtol}
 
     return lookup
+
+
+@pytest.fixture
+def benchmark_script():
+    """``load(NAME)``: ``benchmarks/NAME.py`` imported as the module ``NAME`` (registered in
+    ``sys.modules``, where its dataclasses look themselves up; removed after the test)."""
+    loaded = []
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

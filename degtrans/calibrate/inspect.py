@@ -96,3 +96,20 @@ def draw_field(field: PSFField, path: str | Path, title: str | None = None) -> P
     fig.colorbar(heat, ax=ax_heat, shrink=0.8)
     fig.suptitle(title or f"{field.camera}  ({field.image_size[0]}x{field.image_size[1]} px)")
     return save_figure(fig, path, dpi=110)
+
+
+def draw_psf_comparison(truth: PSFField, recovered: PSFField, errors: np.ndarray, png: str | Path) -> Path:
+    """Write a PNG: the true and recovered PSF grids side by side, and ``errors`` (rows, cols) per tile."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [3, 3, 2]})
+    for ax, f, title in zip(axes[:2], (truth, recovered), ("true", "recovered"), strict=True):
+        ax.imshow(psf_mosaic(f.psfs), interpolation="nearest")
+        ax.set_title(f"{title} PSFs")
+        ax.axis("off")
+    heat = axes[2].imshow(errors, cmap="viridis", vmin=0)
+    for (r, c), value in np.ndenumerate(errors):
+        axes[2].text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8, color="w")
+    axes[2].set_title("relative L2 error per tile")
+    fig.colorbar(heat, ax=axes[2], shrink=0.8)
+    fig.tight_layout()
+    return save_figure(fig, png)

@@ -365,11 +365,13 @@ def frame_scores(
     return scores
 
 
-def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> list[dict[str, Any]]:
-    """Crops of the top-left corner and the centre of a frame, for :func:`draw_comparison`."""
+def corner_crops(
+    frame: Frame, outputs: dict[str, torch.Tensor], size: int, places: Sequence[str] = ("corner", "centre")
+) -> list[dict[str, Any]]:
+    """Crops of the top-left corner and/or the centre of a frame (``places``), for :func:`draw_comparison`."""
     height, width = frame.clean.shape[-2:]
     size = min(size, height // 2, width // 2)
-    places = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
+    corners = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
     return [
         {
             "sample_id": frame.name,
@@ -378,7 +380,7 @@ def corner_crops(frame: Frame, outputs: dict[str, torch.Tensor], size: int) -> l
             "clean": frame.clean[:, y : y + size, x : x + size],
             "restored": {m: out[:, y : y + size, x : x + size] for m, out in outputs.items()},
         }  # fmt: skip
-        for zone, (y, x) in places.items()
+        for zone, (y, x) in ((place, corners[place]) for place in places)
     ]
 
 
@@ -389,19 +391,36 @@ def evaluate_frames(
     crop: int = 96,
     max_pictures: int = 2,
     progress: bool = True,
+    places: Sequence[str] = ("corner", "centre"),
 ) -> list[dict[str, Any]]:
     """PSNR / SSIM of each restorer on whole frames, overall and per zone (means over frames).
 
     Args:
         frames: held-out frames (:func:`simulate_frame`).
         restorers: ``{label: restore(frame)}`` (:func:`frame_restorers`).
-        out_png: picture of the corner and centre crops of the first ``max_pictures`` frames.
+        out_png: picture of the ``places`` crops (corner, centre) of the first ``max_pictures`` frames.
         crop: side of those crops in pixels.
 
     Returns:
         Rows ``{"method", "zone", "psnr", "ssim", "count", "frames"}`` (count: frames; ``frames``:
         ``{"camera/name": [PSNR, SSIM]}`` of each frame), as :func:`evaluate_methods`.
     """
+    rows, crops = score_frames(frames, restorers, crop, max_pictures if out_png else 0, progress, places)
+    if out_png is not None:
+        draw_comparison(crops, list(restorers), out_png)
+    return rows
+
+
+def score_frames(
+    frames: Sequence[Frame],
+    restorers: dict[str, Restorer],
+    crop: int = 96,
+    max_pictures: int = 2,
+    progress: bool = True,
+    places: Sequence[str] = ("corner", "centre"),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`evaluate_frames`' rows, and the crops of its picture (:func:`corner_crops`) undrawn:
+    restorers scored apart (in other processes) can be drawn side by side afterwards."""
     if not frames:
         raise ValueError("evaluate_frames: no frames to evaluate")
     scores: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
@@ -412,7 +431,7 @@ def evaluate_frames(
             for zone, value in frame_scores(restored, frame.clean).items():
                 scores[(method, zone)][f"{frame.camera}/{frame.name}"] = value
         if index < max_pictures:
-            crops += corner_crops(frame, outputs, crop)
+            crops += corner_crops(frame, outputs, crop, places)
     rows = []
     for method in restorers:
         for zone in ZONES:
@@ -421,9 +440,7 @@ def evaluate_frames(
             rows.append({"method": method, "zone": zone, "count": len(values),
                          "psnr": float(mean[0]), "ssim": float(mean[1]),
                          "frames": {k: [float(v[0]), float(v[1])] for k, v in values.items()}})  # fmt: skip
-    if out_png is not None:
-        draw_comparison(crops, list(restorers), out_png)
-    return rows
+    return rows, crops
 
 
 # Settings :func:`tune_baselines` searches: the Wiener filter's residual and prior floor, RL's stop.

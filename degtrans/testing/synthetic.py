@@ -69,3 +69,29 @@ def identity_field(
     psfs[..., psf_size // 2, psf_size // 2] = 1.0
     names = ("R", "G", "B")[:channels] if channels <= 3 else tuple(f"C{i}" for i in range(channels))
     return PSFField(psfs=psfs, image_size=image_size, channels=names, meta={"camera": "identity"})
+
+
+def matched_gaussian_field(field: PSFField, camera: str = "gaussian") -> PSFField:
+    """A generic stand-in for ``field``: one round Gaussian PSF in every tile and channel whose
+    second-moment radius (``calibrate.inspect.second_moment_radius``, in pixels) is the mean of
+    ``field``'s; the same grid, k and frame. What a practitioner who knows only how blurry the lens
+    is might simulate with."""
+    from degtrans.calibrate.inspect import second_moment_radius
+
+    target = float(second_moment_radius(field.psfs).mean())
+    k = field.kernel_size
+    low, high = 1e-3, float(k)
+    if float(second_moment_radius(gaussian_psf(k, high, high, 0.0))) < target:
+        raise ValueError(f"matched_gaussian_field: a radius of {target:.2f} px does not fit in k = {k}")
+    for _ in range(60):  # the truncated Gaussian's radius grows with sigma: bisect
+        sigma = 0.5 * (low + high)
+        if float(second_moment_radius(gaussian_psf(k, sigma, sigma, 0.0))) < target:
+            low = sigma
+        else:
+            high = sigma
+    sigma = 0.5 * (low + high)
+    psfs = np.broadcast_to(gaussian_psf(k, sigma, sigma, 0.0), (*field.grid, len(field.channels), k, k))
+    meta = {"camera": camera, "source": "degtrans.testing.synthetic.matched_gaussian_field",
+            "matched_radius_px": target, "sigma_px": sigma}  # fmt: skip
+    return PSFField(psfs=psfs.astype(np.float32), image_size=field.image_size, channels=field.channels,
+                    meta=meta)  # fmt: skip

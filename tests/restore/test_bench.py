@@ -1,0 +1,36 @@
+"""The restoration benchmarks' shared pieces (``degtrans.restore.bench``) on tiny inputs; the frames,
+the in-memory pairs and the time budget are tested through ``benchmarks/restore.py``
+(``test_benchmark_restore.py``)."""
+
+import pytest
+import torch
+
+from degtrans.config import ConfigError, TrainConfig
+from degtrans.restore.bench import RECIPES, InMemoryPairs, recipe_configs, train_for
+from degtrans.restore.checkpoint import model_from_checkpoint
+from degtrans.restore.data import PairReader
+
+
+def test_recipe_configs_apply_typed_overrides_to_every_network():
+    configs = recipe_configs(RECIPES["cpu"], ["wiener", "fovkpn"], amp=False, overrides=["seed=3", "width=8"])
+    assert {c.model for c in configs.values()} == {"wiener", "fovkpn"}
+    batch = RECIPES["cpu"]["batch"]
+    assert all(c.seed == 3 and c.width == 8 and c.batch_size == batch for c in configs.values())
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        recipe_configs(RECIPES["cpu"], ["wiener"], amp=False, overrides=["seed"])
+    with pytest.raises(ConfigError, match="widht"):
+        recipe_configs(RECIPES["cpu"], ["wiener"], amp=False, overrides=["widht=8"])
+
+
+def test_train_for_takes_exactly_the_budget_and_scores_along_the_way(toy_data, tmp_path):
+    config = TrainConfig(model="wiener", width=8, wiener_features=6, batch_size=4, learning_rate=1e-3,
+                         warmup_steps=2, ema_decay=0.9, amp=False)  # fmt: skip
+    pairs = InMemoryPairs(PairReader(toy_data, val_fraction=0.0, with_psf=True))
+    scored = []
+    result = train_for(config, pairs, 5, tmp_path / "net.pt", "cpu", every=2,
+                       score=lambda path: scored.append(path) or {"psnr": float(len(scored))})  # fmt: skip
+    assert [point["step"] for point in result["curve"]] == [2, 4, 5]  # 16 pairs: step 5 is in epoch 2
+    assert [point["psnr"] for point in result["curve"]] == [1.0, 2.0, 3.0]
+    assert result["steps"] == 5 and result["patches_per_s"] > 0
+    model, _ = model_from_checkpoint(result["checkpoint"], device=torch.device("cpu"))
+    assert model.needs_psf  # the deep Wiener network it trained
