@@ -41,21 +41,19 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from restore import FRAME, training_frames  # noqa: E402  (benchmarks/restore.py: the same frames)
-
-from degtrans.config import SimulateConfig, TrainConfig  # noqa: E402
-from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from degtrans.restore.data import PairReader  # noqa: E402
-from degtrans.restore.loop import make_optimizer, train_epoch  # noqa: E402
-from degtrans.restore.models import build_model  # noqa: E402
-from degtrans.restore.pretrained import export_pretrained  # noqa: E402
-from degtrans.restore.recipe import WeightEMA, make_scheduler  # noqa: E402
-from degtrans.simulate.catalogue import write_random_cameras  # noqa: E402
-from degtrans.simulate.dataset import build_dataset  # noqa: E402
-from degtrans.simulate.deadleaves import write_dead_leaves  # noqa: E402
-from degtrans.simulate.photoset import photo_paths  # noqa: E402
-from degtrans.simulate.shards import write_shard  # noqa: E402
+from degtrans.config import SimulateConfig, TrainConfig
+from degtrans.restore.bench import FRAME, training_frames  # the restoration benchmark's frames
+from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
+from degtrans.restore.data import PairReader
+from degtrans.restore.loop import make_optimizer, train_epoch
+from degtrans.restore.models import build_model
+from degtrans.restore.pretrained import export_pretrained
+from degtrans.restore.recipe import WeightEMA, make_scheduler
+from degtrans.simulate.catalogue import write_random_cameras
+from degtrans.simulate.dataset import build_dataset
+from degtrans.simulate.deadleaves import write_dead_leaves
+from degtrans.simulate.photoset import photo_paths
+from degtrans.simulate.shards import write_shard
 
 RECIPES = {
     # The CPU recipe: the restoration benchmark's deep Wiener (width 16, 12 features, 3 stages, 96²,

@@ -39,6 +39,7 @@ from degtrans.restore.data import (
 )
 from degtrans.restore.loop import fit
 from degtrans.restore.models import model_spec
+from degtrans.restore.pretrained import check_init
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def train_distributed(
         ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` as from
         ``train_local`` (``start_epoch``: where the final worker group started, > 0 after a restart).
     """
+    check_init(config)  # here, not in each worker after Ray started (and once per restart)
     ensure_ray(address)
     trainer = build_trainer(Path(data_dir), Path(run_dir), config)
     result = trainer.fit()

@@ -262,7 +262,11 @@ def restore_image(
                 raise ValueError("method 'model' needs --checkpoint, or --field for the bundled deep Wiener")
             from degtrans.restore.pretrained import load_pretrained
 
-            model, train_config = load_pretrained()
+            try:
+                model, train_config = load_pretrained()
+            except FileNotFoundError as error:
+                hint = "give --checkpoint RUN/best.pt, or --method wiener"
+                raise FileNotFoundError(f"{error}; {hint}") from error
         else:
             model, train_config = model_from_checkpoint(checkpoint)
         if getattr(model, "needs_psf", False) and loaded is None:

@@ -5,7 +5,7 @@ trained on a catalogue of random lenses and natural photographs (``benchmarks/pr
 reproduces the file; ``docs/training.md`` says on what, how long, and what it measured). The file is
 an ordinary degtrans checkpoint with float16 weights, no optimizer, and its training provenance in
 ``extra["pretrained"]``. ``degtrans restore --field camera.npz`` uses it when no ``--checkpoint`` is
-given, and ``train.init = "pretrained"`` starts a training run (the demo's) from it.
+given, and ``train.init = "pretrained"`` starts a training run from it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 
 from degtrans.config import TrainConfig
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from degtrans.restore.models import build_model
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "deep-wiener.pt"
 # ``train.init`` value naming the bundled weights.
@@ -57,11 +58,15 @@ def init_weights(model: nn.Module, init: str) -> None:
     """Load ``init`` (``"pretrained"``: the bundled weights, else a checkpoint path) into ``model``.
 
     Raises:
+        FileNotFoundError naming ``train.init`` and the file when it is missing.
         ValueError naming the file when its network has other sizes than ``model`` (a run starting
         from it must use the same ``width``, ``wiener_features``, ``wiener_stages`` ...).
     """
-    path = pretrained_path() if init == BUNDLED else Path(init)
-    state = load_checkpoint(path)
+    try:
+        path = pretrained_path() if init == BUNDLED else Path(init)
+        state = load_checkpoint(path)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"train.init={init!r}: {error}") from error
     weights = state["extra"].get("ema") or state["model"]
     try:
         model.load_state_dict(weights)
@@ -69,3 +74,13 @@ def init_weights(model: nn.Module, init: str) -> None:
         sizes = {k: v for k, v in state["config"].items() if k.startswith("wiener_") or k == "width"}
         raise ValueError(f"train.init={init!r} ({path}): its network does not fit this run's ({sizes}): "
                          f"{str(error).splitlines()[0]}") from error  # fmt: skip
+
+
+def check_init(config: TrainConfig) -> None:
+    """Fail now when ``config.init``'s weights are missing or do not fit ``config``'s network.
+
+    For a driver that starts workers (Ray Train): each worker's own ``init_weights`` would fail only
+    after the cluster started, once per restart, behind Ray's error. Raises as ``init_weights``.
+    """
+    if config.init:
+        init_weights(build_model(config), config.init)
