@@ -451,6 +451,8 @@ def main() -> None:
     for key in ("steps", "time_budget", "jobs", "threads", "device", "targets"):
         if getattr(args, key, None) is None:
             setattr(args, key, variant[key])
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU on this machine (the CPU variant: --variant cpu)")
     args.photos = args.photos or default_photos()
     name = "transfer" if args.variant == "cpu" else f"transfer_{args.variant}"
     output = args.output or RESULTS / f"{name}.json"

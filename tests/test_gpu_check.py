@@ -1,7 +1,6 @@
 """benchmarks/gpu_check.py: exits 0 without a GPU; each step logs and reports as it ends; a failed or slow
 step hides no other; the benchmarks it runs work (on CPU tensors) and their results read back."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,20 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def gpu_check():
-    try:
-        yield _load("gpu_check")
-    finally:
-        sys.modules.pop("gpu_check", None)
+def gpu_check(benchmark_script):
+    return benchmark_script("gpu_check")
 
 
 def test_make_target_runs_the_script():
@@ -44,6 +32,21 @@ def test_without_cuda_it_says_so_and_exits_zero(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "no CUDA GPU" in done.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["calibrate_device.py", "transfer.py --variant device"])
+def test_the_other_device_runners_without_cuda_exit_cleanly(script, tmp_path):
+    """The calibration's device runner says so and exits 0; the transfer benchmark's device variant
+    refuses with a clear message instead of training on the CPU for hours."""
+    name, *flags = script.split()
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
+    command = [sys.executable, str(BENCHMARKS / name), *flags, "--output", str(tmp_path / "out")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    if name == "calibrate_device.py":
+        assert done.returncode == 0, done.stderr
+        assert "no CUDA GPU" in done.stdout and not (tmp_path / "out").exists()
+    else:
+        assert done.returncode != 0 and "cuda" in done.stderr.lower(), done.stderr
 
 
 def test_steps_log_and_report_as_they_end_and_a_failure_hides_no_other(gpu_check, tmp_path):
@@ -93,8 +96,10 @@ def _run_main(module, argv, monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_the_benchmark_steps_run_on_cpu_tensors_and_read_back(gpu_check, tmp_path, monkeypatch):
-    sv = _load("sv_conv_gpu")
+def test_the_benchmark_steps_run_on_cpu_tensors_and_read_back(
+    gpu_check, benchmark_script, tmp_path, monkeypatch
+):
+    sv = benchmark_script("sv_conv_gpu")
     _run_main(sv, ["--device", "cpu", "--frames", "40x48", "--fields", "2x3:7", "--backend-psfs", "5,3",
                    "--patches", "3", "--patch", "12", "--cameras", "2", "--repeats", "1",
                    "--output", str(tmp_path / "sv_conv_gpu.json")], monkeypatch)  # fmt: skip
@@ -102,7 +107,7 @@ def test_the_benchmark_steps_run_on_cpu_tensors_and_read_back(gpu_check, tmp_pat
     assert record["patches"]["max_abs_diff_vs_loop"] < 1e-5  # one call equals the loop of calls
     assert record["backends"]["k=5"]["max_rel_error_vs_reference"] < 1e-5
     assert any("loop" in figure for figure, _, _ in rows) and len(rows) == 2 + 2 + 1 + 1
-    simulate = _load("simulate")
+    simulate = benchmark_script("simulate")
     _run_main(simulate, ["--gpu-check", "--device", "cpu", "--patch", "24", "--patches-per-image", "2",
                          "--output", str(tmp_path / "simulate.json")], monkeypatch)  # fmt: skip
     rows, record = gpu_check._simulate(tmp_path)
