@@ -228,7 +228,9 @@ def stage_train(demo: Demo) -> Section:
     return Section(
         "Training (Ray Train)",
         text=f"{demo.config.train.model} on {demo.config.train.workers} workers (DDP, gloo), "
-        f"{demo.config.train.epochs} epochs, checkpoints reported through Ray Train.",
+        f"{demo.config.train.epochs} epochs, checkpoints reported through Ray Train. Whether a network "
+        "trained on the calibrated field restores the lens as well as one trained on its true field is "
+        "measured by benchmarks/transfer.py (docs/transfer.md).",
         numbers={
             "best validation PSNR (dB)": summary["best_psnr"],
             "best epoch": summary["best_epoch"] + 1,
