@@ -30,19 +30,17 @@ import dataclasses
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from degtrans.config import SimulateConfig, TrainConfig
-from degtrans.restore.bench import FRAME, training_frames  # the restoration benchmark's frames
+from degtrans.restore.bench import FRAME, pool_map, training_frames  # the restoration benchmark's frames
 from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.loop import make_optimizer, train_epoch
@@ -53,7 +51,6 @@ from degtrans.simulate.catalogue import write_random_cameras
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.deadleaves import write_dead_leaves
 from degtrans.simulate.photoset import photo_paths
-from degtrans.simulate.shards import write_shard
 
 RECIPES = {
     # The CPU recipe: the restoration benchmark's deep Wiener (width 16, 12 features, 3 stages, 96²,
@@ -65,21 +62,6 @@ RECIPES = {
     "gpu": {"patch": 128, "batch": 16, "width": 16, "features": 12, "stages": 3, "lr": 1e-3, "warmup": 200,
             "ema": 0.998, "steps": 8000, "patches_per_image": 64},
 }  # fmt: skip
-
-
-def pool_map(workers: int):
-    """``map_shards`` for ``build_dataset``: ``workers`` spawned processes (fork after torch can hang)."""
-
-    def run(specs: Sequence) -> Iterator:
-        if workers <= 1:
-            yield from map(write_shard, specs)
-            return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
-                                 initargs=(1,)) as pool:  # fmt: skip
-            yield from pool.map(write_shard, specs)
-
-    return run
 
 
 def prepare(args: argparse.Namespace, recipe: dict) -> tuple[Path, dict]:

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from degtrans.atomic import write_atomic
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
 from degtrans.simulate import shards as shard_module
@@ -298,10 +299,7 @@ def main() -> None:
         "ratios": ratios,
         **extra,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(args.output)
+    write_atomic(args.output, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from degtrans.atomic import write_atomic
 from degtrans.kernels import sv_conv2d
 from degtrans.kernels.sv_conv import choose_backend
 from degtrans.kernels.sv_conv.cpu import fast_fft_len
@@ -242,10 +243,7 @@ def main() -> None:
     }
     for key, (value, op, target) in record["targets"].items():
         print(f"{key}: {value:.2f} (target {op} {target:g})")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(args.output)
+    write_atomic(args.output, json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

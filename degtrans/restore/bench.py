@@ -300,11 +300,15 @@ def train_for(
 
 def pool_map(workers: int):
     """``map_shards`` for ``build_dataset`` writing ``workers`` shards at once in spawned processes
-    (a fork after torch has run can hang)."""
+    (a fork after torch has run can hang), each with one torch thread; in this process for 1."""
 
     def run(specs):
+        if workers <= 1:
+            yield from map(write_shard, specs)
+            return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
+                                 initargs=(1,)) as pool:  # fmt: skip
             yield from pool.map(write_shard, specs)
 
     return run
