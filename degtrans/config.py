@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import DegtransError
 
 
-class ConfigError(ValueError):
+class ConfigError(DegtransError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

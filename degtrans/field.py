@@ -148,6 +148,51 @@ class PSFField:
         ).astype(np.float32)
         return out[..., 0] if source.ndim == 2 else out
 
+    def blur(
+        self,
+        image: np.ndarray,
+        *,
+        layout: str = "hwc",
+        channel: int | None = None,
+        padding: str = "reflect",
+        backend: str = "auto",
+        device: Any = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """The image as this field blurs it (``sv_conv2d``, the scatter model), on the sensor frame.
+
+        Args:
+            image: (H, W, C) (``layout="hwc"``) or (C, H, W) (``"chw"``) linear intensities, the
+                field's frame or a frame the field is stretched over; (H, W) with ``channel`` set.
+            channel: blur a single plane with this channel's PSFs (the last channel if out of range).
+            padding: ``"reflect"`` or ``"zeros"`` (see ``sv_conv2d``).
+            backend: the ``sv_conv2d`` backend; ``device``: a torch device for the work (default CPU).
+            frame_size: the sensor frame the image sits in at (0, 0); default the image's own size (the
+                field stretched over it).
+
+        Returns:
+            float32 array of the input's shape and layout.
+        """
+        import torch
+
+        from degtrans.kernels import sv_conv2d
+
+        psfs = self.psfs
+        if channel is not None:
+            c = min(channel, psfs.shape[2] - 1)
+            psfs = psfs[:, :, c : c + 1]
+        x = np.asarray(image, dtype=np.float32)
+        planar = x[None] if channel is not None else (x.transpose(2, 0, 1) if layout == "hwc" else x)
+        tensor = torch.from_numpy(np.ascontiguousarray(planar))[None]
+        kernels = torch.from_numpy(np.ascontiguousarray(psfs, dtype=np.float32))
+        if device is not None:
+            tensor, kernels = tensor.to(device), kernels.to(device)
+        with torch.no_grad():
+            out = sv_conv2d(tensor, kernels, padding=padding, backend=backend, frame_size=frame_size)[0].cpu().numpy()
+        if channel is not None:
+            return out[0]
+        return out.transpose(1, 2, 0) if layout == "hwc" else out
+
     def meta_json(self) -> str:
         return json.dumps(
             {

@@ -26,7 +26,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "degtrans"
 
 ROOT = "__init__"  # degtrans/__init__.py
-FOUNDATION = {"atomic", "config", "field", "io", "pairs", "metrics", "figures", "report"}
+FOUNDATION = {"atomic", "errors", "config", "field", "io", "pairs", "metrics", "figures", "report"}
 STAGES = {"calibrate", "simulate"}
 LAYERS: list[set[str]] = [
     {ROOT},
