@@ -13,3 +13,7 @@ class DegtransError(Exception):
 
 class InputError(DegtransError, ValueError):
     """An input file, flag or argument that cannot be used; the message names it and the problem."""
+
+
+class MissingInput(InputError, FileNotFoundError):
+    """An input file or directory that does not exist (a ``FileNotFoundError`` too)."""

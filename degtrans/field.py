@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import InputError
 
 FORMAT_VERSION = 1
 SUM_TOLERANCE = 1e-4
@@ -216,24 +217,24 @@ class PSFField:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PSFField:
-        """Read a field written by :meth:`save`; raises ``ValueError`` naming the file and the problem."""
+        """Read a field written by :meth:`save`; raises ``InputError`` naming the file and the problem."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
                 keys = set(data.files)
                 missing = {"psfs", "meta"} - keys
                 if missing:
-                    raise ValueError(f"{path}: not a PSF field: missing key(s) {sorted(missing)}")
+                    raise InputError(f"{path}: not a PSF field: missing key(s) {sorted(missing)}")
                 psfs = np.array(data["psfs"])
                 meta_text = str(data["meta"])
                 # Optional (files written before the distortion map have none).
                 distortion = np.array(data["distortion"]) if "distortion" in keys else None
         except (OSError, EOFError) as error:
-            raise ValueError(f"{path}: cannot read PSF field: {error}") from error
+            raise InputError(f"{path}: cannot read PSF field: {error}") from error
         except ValueError as error:
             if str(error).startswith(str(path)):
                 raise
-            raise ValueError(f"{path}: not a PSF field (.npz): {error}") from error
+            raise InputError(f"{path}: not a PSF field (.npz): {error}") from error
         try:
             header = json.loads(meta_text)
             image_size = tuple(int(v) for v in header["image_size"])
@@ -241,14 +242,14 @@ class PSFField:
             domain = str(header["domain"])
             meta = dict(header.get("meta", {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: PSF field has invalid 'meta' JSON: {error}") from error
+            raise InputError(f"{path}: PSF field has invalid 'meta' JSON: {error}") from error
         if len(image_size) != 2:
-            raise ValueError(f"{path}: PSF field 'image_size' must be (H, W), got {image_size}")
+            raise InputError(f"{path}: PSF field 'image_size' must be (H, W), got {image_size}")
         problem = validation_problem(psfs, image_size, channels) or (
             distortion_problem(distortion) if distortion is not None else None
         )
         if problem:
-            raise ValueError(f"{path}: invalid PSF field: {problem}")
+            raise InputError(f"{path}: invalid PSF field: {problem}")
         return cls(psfs, image_size, channels, domain, meta, distortion)
 
     def with_meta(self, **updates: Any) -> PSFField:

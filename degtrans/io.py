@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import InputError, MissingInput
 
 RAW_SUFFIXES = (".dng", ".nef", ".cr2", ".cr3", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -45,7 +46,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
 
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ValueError(f"{where}: cannot decode image")
+        raise InputError(f"{where}: cannot decode image")
     if array.dtype == np.uint8:
         scale = 255.0
     elif array.dtype == np.uint16:
@@ -53,7 +54,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     elif array.dtype in (np.float32, np.float64):
         scale = 1.0
     else:
-        raise ValueError(f"{where}: unsupported image type {array.dtype}")
+        raise InputError(f"{where}: unsupported image type {array.dtype}")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     elif array.shape[2] == 4:
@@ -61,7 +62,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     elif array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     else:
-        raise ValueError(f"{where}: unsupported channel count {array.shape[2]}")
+        raise InputError(f"{where}: unsupported channel count {array.shape[2]}")
     return np.clip(array.astype(np.float32) / scale, 0.0, 1.0)
 
 
@@ -77,7 +78,7 @@ def read_raw_linear(path: Path) -> np.ndarray:
         with rawpy.imread(str(path)) as raw:
             rgb = raw.postprocess(gamma=(1, 1), no_auto_bright=True, output_bps=16, use_camera_wb=True)
     except Exception as error:  # rawpy raises its own LibRaw error types
-        raise ValueError(f"{path}: cannot decode RAW file: {error}") from error
+        raise InputError(f"{path}: cannot decode RAW file: {error}") from error
     return (rgb.astype(np.float32) / 65535.0).clip(0.0, 1.0)
 
 
@@ -89,18 +90,18 @@ def read_image(path: str | os.PathLike, raw_reader: RawReader = read_raw_linear)
         raw_reader: how a RAW file becomes RGB; linear light by default.
 
     Raises:
-        FileNotFoundError: ``path`` is not a file.
-        ValueError: naming ``path``, if it cannot be decoded.
+        MissingInput: ``path`` is not a file.
+        InputError: naming ``path``, if it cannot be decoded.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
+        raise MissingInput(f"{path}: image not found")
     if is_raw(path):
         return raw_reader(path)
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ValueError(f"{path}: cannot read: {error}") from error
+        raise InputError(f"{path}: cannot read: {error}") from error
     return decode_image(data, str(path))
 
 
@@ -130,7 +131,7 @@ def encode_image(image: np.ndarray, suffix: str, where: str = "image") -> bytes:
 
     suffix = suffix.lower()
     if suffix not in WRITE_BITS:
-        raise ValueError(f"{where}: unsupported output format {suffix!r} (use .png, .tif, .jpg or .webp)")
+        raise InputError(f"{where}: unsupported output format {suffix!r} (use .png, .tif, .jpg or .webp)")
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
