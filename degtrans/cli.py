@@ -1,7 +1,13 @@
 """The ``degtrans`` command line. Handlers parse arguments and call one function each.
 
 Each subcommand has its own ``_add_<name>`` function (parser + handler). Handlers import their stage
-when they run, so ``degtrans --help`` imports neither torch nor ray.
+when they run, so ``degtrans --help`` imports neither torch nor ray. A flag that sets a config field
+names it as its ``dest`` (``--psf-size`` stores ``calibrate.psf_size``); :func:`resolve_config` applies
+such flags, typed as argparse parsed them, after ``--config`` and ``--set``.
+
+Errors: a :class:`~degtrans.errors.DegtransError` is printed as one line (exit 2 for a bad input or
+config, 1 for a run that failed; ``--debug`` shows its traceback); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -9,19 +15,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from degtrans import __version__
-from degtrans.config import ConfigError, RunConfig, load_config
+from degtrans.config import ConfigError, RunConfig, load_config, replace_field
+from degtrans.errors import DegtransError, InputError
 
 log = logging.getLogger("degtrans")
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class CLIError(Exception):
-    """A user error: printed without a traceback, exit status 2."""
+def size(text: str) -> tuple[int, int]:
+    """``AxB`` as two integers: ``--grid ROWSxCOLS``, ``--size HxW``, ``--image-size HxW``."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected AxB integers (e.g. 6x8), got {text!r}") from error
+    return a, b
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +51,32 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="typed override of one config field, repeatable (e.g. --set train.learning_rate=1e-3)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
 
 
 def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
-    """The config from ``--config`` and ``--set``, then ``extra`` overrides from dedicated flags."""
-    return load_config(args.config, [*args.overrides, *extra])
+    """Defaults, then ``--config``, then ``--set`` and ``extra`` overrides, then the flags whose ``dest`` is
+    a config field (``section.key``; ``section.a,b`` takes an ``AxB`` pair, as ``--grid`` does)."""
+    config = load_config(args.config, [*args.overrides, *extra])
+    for dest, value in vars(args).items():
+        if "." not in dest or value is None:
+            continue
+        section, keys = dest.split(".")
+        names = keys.split(",")
+        for key, part in zip(names, value if len(names) > 1 else (value,), strict=True):
+            config = replace_field(config, section, key, part)
+    return config
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands of one or two words: ``calibrate make-targets`` is a parser named with the space, so
+    its usage and ``degtrans --help`` show it as typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        two_words = " ".join(values[:2])
+        if two_words in self._name_parser_map:
+            values = [two_words, *values[2:]]
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +95,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
             from degtrans.simulate.dataset import describe_dataset
 
             if args.output is not None:
-                raise CLIError(f"{args.field}: -o draws a PSF field; a dataset is summarised as text")
+                raise InputError(f"{args.field}: -o draws a PSF field; a dataset is summarised as text")
             print(describe_dataset(args.field))
             return 0
         field = PSFField.load(args.field)
@@ -74,60 +109,45 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    def pair_of_ints(text: str) -> tuple[int, int]:
-        try:
-            a, b = (int(v) for v in text.lower().split("x"))
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"expected AxB integers (e.g. 6x8), got {text!r}") from error
-        return a, b
-
     p = sub.add_parser(
         "calibrate",
-        help="fit a camera's PSF field from target/photo pairs (also: calibrate make-targets)",
+        help="fit a camera's PSF field from target/photo pairs",
         description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...), and the"
-        " target's layout NAME.target.json when it was made by 'calibrate make-targets' (charts are"
-        " registered by their markers and give stage I from their patches). Photos that are clipped, out of"
-        " focus, of the wrong target or taken at a steep angle are left out with the reason, and the run"
-        " goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio, min_correlation,"
+        " target's layout NAME.target.json when it was made by 'degtrans calibrate make-targets' (charts"
+        " are registered by their markers and give stage I from their patches). Photos that are clipped,"
+        " out of focus, of the wrong target or taken at a steep angle are left out with the reason, and the"
+        " run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio, min_correlation,"
         " max_tilt_deg).",
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
-    p.add_argument("--grid", type=pair_of_ints, default=None, metavar="ROWSxCOLS", help="FOV tiles (6x8)")
-    p.add_argument("--psf-size", type=int, default=None, help="PSF size k (odd)")
-    p.add_argument("--psf-param", choices=["direct", "deep-linear"], default=None, help="PSF parametrisation")
-    p.add_argument("--iterations", type=int, default=None, help="Adam steps per tile")
+    p.add_argument(
+        "--grid", dest="calibrate.rows,cols", type=size, metavar="ROWSxCOLS", help="FOV tiles (6x8)"
+    )
+    p.add_argument("--psf-size", dest="calibrate.psf_size", type=int, help="PSF size k (odd)")
+    p.add_argument("--psf-param", dest="calibrate.psf_param", choices=["direct", "deep-linear"],
+                   help="PSF parametrisation")  # fmt: skip
+    p.add_argument("--iterations", dest="calibrate.iterations", type=int, help="Adam steps per tile")
     p.add_argument(
         "--distortion",
+        dest="calibrate.distortion",
         choices=["auto", "none", "always"],
-        default=None,
         help="lens distortion in the registration (auto: when the homography leaves > 0.05 px per tile)",
     )
     p.add_argument(
-        "--register-sigma", type=float, default=None, help="low-pass (px) of the fine registration (3)"
-    )
-    p.add_argument("--camera", default=None, help="camera name stored in the field")
-    p.add_argument("--actors", type=int, default=None, help="tile-fitting Ray actors")
-    p.add_argument("--gpus-per-actor", type=float, default=None, help="GPU fraction per actor (e.g. 0.25)")
+        "--register-sigma", dest="calibrate.register_sigma", type=float,
+        help="low-pass (px) of the fine registration (3)",
+    )  # fmt: skip
+    p.add_argument("--camera", dest="calibrate.camera", help="camera name stored in the field")
+    p.add_argument("--actors", dest="calibrate.actors", type=int, help="tile-fitting Ray actors")
+    p.add_argument("--gpus-per-actor", dest="calibrate.gpus_per_actor", type=float,
+                   help="GPU fraction per actor (e.g. 0.25)")  # fmt: skip
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("--local", action="store_true", help="fit in this process, without Ray")
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
-        flags = {
-            "psf_size": args.psf_size,
-            "psf_param": args.psf_param,
-            "iterations": args.iterations,
-            "distortion": args.distortion,
-            "register_sigma": args.register_sigma,
-            "camera": args.camera,
-            "actors": args.actors,
-            "gpus_per_actor": args.gpus_per_actor,
-        }
-        extra = [f"calibrate.{key}={value}" for key, value in flags.items() if value is not None]
-        if args.grid is not None:
-            extra += [f"calibrate.rows={args.grid[0]}", f"calibrate.cols={args.grid[1]}"]
-        config = resolve_config(args, extra).calibrate
+        config = resolve_config(args).calibrate
         if args.local:
             from degtrans.calibrate.pipeline import calibrate_local as run
         else:
@@ -145,8 +165,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
     t = sub.add_parser(
-        "calibrate-make-targets",
-        help="write calibration targets (calibrate make-targets)",
+        "calibrate make-targets",
+        help="write calibration targets to photograph",
         description="Writes target_NNN_KIND.png (16-bit) with a layout target_NNN_KIND.json beside each."
         " 'calib' is the calibration chart: ArUco markers (coarse geometry, and which chart a photo shows),"
         " a grey ramp and colour patches (tone curve, colour matrix, black offset) and broadband noise. The"
@@ -155,9 +175,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("-o", "--output", type=Path, required=True, help="directory for the target PNGs")
     t.add_argument("-n", "--count", type=int, default=6, help="number of targets")
-    t.add_argument("--size", type=pair_of_ints, default=(1024, 1024), metavar="HxW", help="target size")
+    t.add_argument("--size", type=size, default=(1024, 1024), metavar="HxW", help="target size")
     t.add_argument(
         "--kinds",
+        type=lambda text: tuple(k.strip() for k in text.split(",") if k.strip()),
         default="calib,noise",
         help="comma-separated cycle of calib/noise/edges/checker (default calib,noise: a chart and a noise"
         " pattern per pose)",
@@ -175,10 +196,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     def make_targets_handler(args: argparse.Namespace) -> int:
         from degtrans.calibrate.targets import BAND_LIMIT, make_targets
 
-        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
         band_limit = BAND_LIMIT if args.band_limit is None else args.band_limit
         paths = make_targets(
-            args.output, n=args.count, size=args.size, seed=args.seed, kinds=kinds, band_limit=band_limit
+            args.output, n=args.count, size=args.size, seed=args.seed, kinds=args.kinds, band_limit=band_limit
         )
         print(f"wrote {len(paths)} targets to {args.output}")
         return 0
@@ -187,18 +207,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    def size(text: str) -> tuple[int, int]:
-        try:
-            a, b = (int(v) for v in text.lower().split("x"))
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"expected AxB (e.g. 6x8), got {text!r}") from error
-        return a, b
-
-    p = sub.add_parser(
-        "simulate",
-        help="synthesise degraded/clean pairs as Parquet shards "
-        "(also: simulate make-field, simulate make-dead-leaves, simulate make-photos)",
-    )
+    p = sub.add_parser("simulate", help="synthesise degraded/clean pairs as Parquet shards")
     p.add_argument(
         "--images",
         type=Path,
@@ -219,8 +228,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--camera-choice",
+        dest="simulate.camera_choice",
         choices=["all", "draw"],
-        default=None,
         help="every camera per image x patch, or one drawn by weight (default: all with --psf, draw with "
         "--cameras)",
     )
@@ -231,14 +240,20 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="camera profile per --psf (bundled name, .toml or a RAW file), or one for all; "
         "default: the field's meta 'profile' or canon-eos-5d-mark-ii",
     )
-    p.add_argument("--patch-size", type=int, help="patch side in pixels (simulate.patch_size)")
-    p.add_argument("--patches-per-image", type=int, help="patches per image and camera")
-    p.add_argument("--seed", type=int, help="dataset seed: a pair depends only on (seed, sample_id)")
-    p.add_argument("--store-raw", action="store_true", help="also store the noisy Bayer mosaic (camera DN)")
-    p.add_argument("--fit-field", action="store_true", help="stretch a field made for another frame size")
-    p.add_argument("--workers", type=int, help="shards written at once (default: the cluster's CPUs)")
+    p.add_argument("--patch-size", dest="simulate.patch_size", type=int, help="patch side in pixels")
+    p.add_argument("--patches-per-image", dest="simulate.patches_per_image", type=int,
+                   help="patches per image and camera")  # fmt: skip
+    p.add_argument("--seed", dest="simulate.seed", type=int,
+                   help="dataset seed: a pair depends only on (seed, sample_id)")  # fmt: skip
+    p.add_argument("--store-raw", dest="simulate.store_raw", action="store_true", default=None,
+                   help="also store the noisy Bayer mosaic (camera DN)")  # fmt: skip
+    p.add_argument("--fit-field", dest="simulate.fit_field", action="store_true", default=None,
+                   help="stretch a field made for another frame size")  # fmt: skip
+    p.add_argument("--workers", dest="simulate.workers", type=int,
+                   help="shards written at once (default: the cluster's CPUs)")  # fmt: skip
     p.add_argument(
         "--gpus-per-worker",
+        dest="simulate.gpus_per_worker",
         type=float,
         help="GPU fraction per shard task (e.g. 0.25): blur (Triton) and ISP on the GPU; default 0, the CPU",
     )
@@ -253,18 +268,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         from degtrans.simulate.sources import bundled_images
 
         if (args.psf is None) == (args.cameras is None):
-            raise CLIError("give the cameras either as --psf fields or as a --cameras catalogue")
-        flags = {
-            "patch_size": args.patch_size,
-            "patches_per_image": args.patches_per_image,
-            "seed": args.seed,
-            "workers": args.workers,
-            "store_raw": args.store_raw or None,
-            "fit_field": args.fit_field or None,
-            "gpus_per_worker": args.gpus_per_worker,
-            "camera_choice": args.camera_choice,
-        }
-        config = resolve_config(args, [f"simulate.{k}={v}" for k, v in flags.items() if v is not None])
+            raise InputError("give the cameras either as --psf fields or as a --cameras catalogue")
+        config = resolve_config(args)
         if not (args.output / "_SUCCESS").exists():
             args.output.mkdir(parents=True, exist_ok=True)
             write_resolved(config, args.output)
@@ -283,15 +288,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
     m = sub.add_parser(
-        "simulate-make-field", help="a virtual camera's PSF field from a pupil-function lens model"
+        "simulate make-field", help="a virtual camera's PSF field from a pupil-function lens model"
     )
-    m.add_argument("--grid", type=size, default=(6, 8), help="ROWSxCOLS of FOV tiles (default 6x8)")
+    m.add_argument("--grid", type=size, default=(6, 8), metavar="ROWSxCOLS", help="FOV tiles (default 6x8)")
     m.add_argument("--psf-size", type=int, default=31, help="PSF side k, odd (default 31)")
     m.add_argument(
         "--image-size",
         type=size,
         default=(256, 384),
-        help="HxW of the sensor frame (default 256x384, the bundled photographs)",
+        metavar="HxW",
+        help="sensor frame (default 256x384, the bundled photographs)",
     )
     m.add_argument(
         "--preset",
@@ -314,7 +320,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
         if args.count is not None:
             if args.preset != "random" or args.png is not None or args.camera is not None:
-                raise CLIError("--count takes --preset random (no --png or --camera: names are lens-NNNN)")
+                raise InputError("--count takes --preset random (no --png or --camera: names are lens-NNNN)")
             paths = write_random_cameras(args.output, args.count, args.seed, args.grid, args.psf_size,
                                          args.image_size, args.profile)  # fmt: skip
             print(f"wrote {len(paths)} lens fields and {args.output / 'cameras.toml'}")
@@ -329,11 +335,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=make_field)
 
     d = sub.add_parser(
-        "simulate-make-dead-leaves",
+        "simulate make-dead-leaves",
         help="synthetic clean training images (dead leaves: 1/f² spectrum, sharp edges, full tonal range)",
     )
     d.add_argument("-n", "--count", type=int, required=True, help="images to write")
-    d.add_argument("--size", type=size, default=(256, 384), help="HxW of each image (default 256x384)")
+    d.add_argument(
+        "--size", type=size, default=(256, 384), metavar="HxW", help="image size (default 256x384)"
+    )
     d.add_argument("--seed", type=int, default=0, help="seed: image i depends only on (seed, i)")
     d.add_argument("--texture", type=float, default=0.0,
                    help="fraction of textured discs: gratings, shading, 1/f noise (0: flat)")  # fmt: skip
@@ -344,9 +352,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         from degtrans.simulate.deadleaves import write_dead_leaves
 
         if args.count < 1:
-            raise CLIError(f"--count must be at least 1, got {args.count}")
+            raise InputError(f"--count must be at least 1, got {args.count}")
         if not 0.0 <= args.texture <= 1.0:
-            raise CLIError(f"--texture must be a fraction in [0, 1], got {args.texture}")
+            raise InputError(f"--texture must be a fraction in [0, 1], got {args.texture}")
         paths = write_dead_leaves(args.output, args.count, args.size, args.seed, args.texture)
         print(f"wrote {len(paths)} dead-leaves images to {args.output}")
         return 0
@@ -354,7 +362,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=make_dead_leaves)
 
     ph = sub.add_parser(
-        "simulate-make-photos",
+        "simulate make-photos",
         help="a set of natural photographs from Debian packages (train and held-out splits, licences)",
         description="Fetches the Debian packages named in degtrans/simulate/photoset.py with 'apt-get"
         " download' (nothing is installed), unpacks them with 'dpkg-deb -x', and writes the photographs"
@@ -389,7 +397,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             manifest = make_photo_set(output, args.cache, short_side=args.short_side,
                                       min_factor=args.min_factor, min_short=args.min_short)  # fmt: skip
         except FetchError as error:
-            raise CLIError(str(error)) from error
+            raise InputError(str(error)) from error
         counts = manifest["counts"]
         print(f"{counts['train']} training and {counts['heldout']} held-out photographs from "
               f"{len(manifest['packages'])} packages in {output}")  # fmt: skip
@@ -457,17 +465,16 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="pair dataset (degtrans simulate output)")
     p.add_argument("--space", type=Path, required=True, help="search space TOML")
     p.add_argument("-o", "--output", type=Path, required=True, help="sweep output directory")
-    p.add_argument("--trials", type=int, default=None, help="samples of the space (sweep.trials)")
-    p.add_argument("--scheduler", choices=["asha", "fifo"], default=None, help="early stopping")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (sweep.max_concurrent)")
+    p.add_argument("--trials", dest="sweep.trials", type=int, help="samples of the space")
+    p.add_argument("--scheduler", dest="sweep.scheduler", choices=["asha", "fifo"], help="early stopping")
+    p.add_argument("--max-concurrent", dest="sweep.max_concurrent", type=int, help="trials at once")
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
         from degtrans.cluster.sweep import run_sweep, summary_line
 
-        flags = {"trials": args.trials, "scheduler": args.scheduler, "max_concurrent": args.max_concurrent}
-        config = resolve_config(args, [f"sweep.{k}={v}" for k, v in flags.items() if v is not None])
+        config = resolve_config(args)
         print(summary_line(run_sweep(args.data, args.space, args.output, config, args.address)))
         return 0
 
@@ -487,18 +494,17 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", type=Path, default=None, help="camera PSF field .npz (deep Wiener, wiener, rl)")
     p.add_argument("--method", choices=["model", "wiener", "rl", "identity"], default=None,
                    help="default: model (--checkpoint, or the bundled deep Wiener with --field)")  # fmt: skip
-    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (restore.tile_size)")
-    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbour tiles")
+    p.add_argument("--tile-size", dest="restore.tile_size", type=int, help="tile side in pixels")
+    p.add_argument("--overlap", dest="restore.overlap", type=int, help="pixels shared by neighbour tiles")
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
         from degtrans.restore.infer import restore_image
 
         if args.method in (None, "model") and args.checkpoint is None and args.field is None:
-            raise CLIError("give --field camera.npz (the bundled deep Wiener), --checkpoint RUN/best.pt, "
-                           "or --method wiener|rl|identity")  # fmt: skip
-        flags = {"tile_size": args.tile_size, "overlap": args.overlap}
-        config = resolve_config(args, [f"restore.{k}={v}" for k, v in flags.items() if v is not None]).restore
+            raise InputError("give --field camera.npz (the bundled deep Wiener), --checkpoint RUN/best.pt, "
+                             "or --method wiener|rl|identity")  # fmt: skip
+        config = resolve_config(args).restore
         out = restore_image(args.photo, args.output, args.checkpoint, args.field, args.method, config)
         print(f"wrote {out}")
         return 0
@@ -514,7 +520,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="identity | wiener | rl | ckpt:RUN/best.pt (repeatable)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="PNG of the same crops restored by each method (default: none)")  # fmt: skip
-    p.add_argument("--max-samples", type=int, default=None, help="evaluate at most N samples")
+    p.add_argument("--max-samples", dest="restore.eval_max_samples", type=int, metavar="N",
+                   help="evaluate at most N samples")  # fmt: skip
     p.add_argument("--frames", type=Path, action="append", default=None, metavar="IMAGES",
                    help="held-out clean images (folder or files): simulate each as a whole frame of every "
                    "camera of --data and restore it whole (images of its training split are left out); "
@@ -524,8 +531,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         from degtrans.restore.evaluate import evaluate_methods, format_table
 
-        extra = [f"restore.eval_max_samples={args.max_samples}"] if args.max_samples is not None else []
-        config = resolve_config(args, extra)
+        config = resolve_config(args)
         if args.frames:
             from degtrans.restore.evaluate import evaluate_frames, frame_restorers, held_out_frames
 
@@ -533,15 +539,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             if skipped:
                 print(f"left out (in the training split): {', '.join(skipped)}")
             if not frames:
-                raise CLIError("--frames: no held-out image left to evaluate")
+                raise InputError("--frames: no held-out image left to evaluate")
             restorers = frame_restorers(args.methods, fields, config.restore)
             print(format_table(evaluate_frames(frames, restorers, args.output)))
-            if args.output is not None:
-                print(f"wrote {args.output}")
-            return 0
-        rows = evaluate_methods(args.data, args.methods, args.split, args.output, config.restore,
-                                val_fraction=config.train.val_fraction)  # fmt: skip
-        print(format_table(rows))
+        else:
+            rows = evaluate_methods(args.data, args.methods, args.split, args.output, config.restore,
+                                    val_fraction=config.train.val_fraction)  # fmt: skip
+            print(format_table(rows))
         if args.output is not None:
             print(f"wrote {args.output}")
         return 0
@@ -568,36 +572,10 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
-        from degtrans.cluster import submit
+        from degtrans.cluster.submit import run_submit
 
-        rest = list(args.rest)
-        if rest and rest[0] in ("status", "logs", "stop"):
-            if len(rest) != 2:
-                raise CLIError(f"usage: degtrans submit {rest[0]} JOB_ID")
-            action, job_id = rest
-            if action == "status":
-                outcome = submit.job_status(job_id, args.address)
-                print(f"{outcome.submission_id}: {outcome.status} (exit code {outcome.exit_code})")
-            elif action == "logs":
-                print(submit.job_logs(job_id, args.address), end="")
-            else:
-                stopped = submit.stop_job(job_id, args.address)
-                print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
-            return 0
-        command = rest[1:] if rest[:1] == ["--"] else rest
-        outcome = submit.submit_job(
-            command,
-            args.address,
-            wait=not args.no_wait,
-            working_dir=args.working_dir,
-            submission_id=args.submission_id,
-            timeout_s=args.timeout,
-        )
-        if args.no_wait:
-            print(outcome.submission_id)
-            return 0
-        print(f"job {outcome.submission_id}: {outcome.status} (exit {outcome.exit_code})", file=sys.stderr)
-        return outcome.exit_code
+        return run_submit(args.rest, args.address, wait=not args.no_wait, working_dir=args.working_dir,
+                          submission_id=args.submission_id, timeout_s=args.timeout)  # fmt: skip
 
     p.set_defaults(func=handler)
 
@@ -613,25 +591,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
     def handler(args: argparse.Namespace) -> int:
-        from degtrans.demo import DemoFailed, demo_config, run_demo
+        from degtrans.demo import demo_config, run_demo
 
-        try:
-            print(f"report: {run_demo(args.output, demo_config(args.config, args.overrides))}")
-        except DemoFailed as error:
-            print(f"degtrans demo: {error}", file=sys.stderr)
-            return 1
+        print(f"report: {run_demo(args.output, demo_config(args.config, args.overrides))}")
         return 0
 
     p.set_defaults(func=handler)
 
-
-# Two-word subcommands (``calibrate make-targets``) are parsers of their own, named with a dash.
-TWO_WORD = {
-    ("calibrate", "make-targets"),
-    ("simulate", "make-field"),
-    ("simulate", "make-dead-leaves"),
-    ("simulate", "make-photos"),
-}
 
 ADDERS = [
     _add_calibrate,
@@ -653,16 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
         "synthesise data, restore.",
     )
     parser.add_argument("--version", action="version", version=f"degtrans {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, action=_Commands)
     for add in ADDERS:
         add(sub)
     return parser
-
-
-def _join_two_word(argv: list[str]) -> list[str]:
-    if len(argv) >= 2 and (argv[0], argv[1]) in TWO_WORD:
-        return [f"{argv[0]}-{argv[1]}", *argv[2:]]
-    return argv
 
 
 def setup_logging(verbosity: int) -> None:
@@ -674,16 +634,15 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = _join_two_word(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", 0))
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, ValueError, FileNotFoundError) as error:
-        if getattr(args, "verbose", 0) >= 2:
-            raise
+    except DegtransError as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"degtrans {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(error, (InputError, ConfigError)) else EXIT_FAILURE
 
 
 if __name__ == "__main__":

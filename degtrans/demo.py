@@ -29,6 +29,7 @@ from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import psf_error
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import RunConfig, load_config, write_resolved
+from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
 from degtrans.io import read_image, write_image
@@ -301,8 +302,8 @@ STAGES: list[tuple[str, Callable[[Demo], Section]]] = [
 ]
 
 
-class DemoFailed(RuntimeError):
-    """One or more stages raised; the report still shows every stage that ran."""
+class DemoFailed(DegtransError):
+    """One or more stages raised; the report still shows every stage that ran (exit status 1)."""
 
 
 def run_demo(output: Path, config: RunConfig) -> Path:

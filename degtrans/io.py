@@ -40,7 +40,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
         where: the file's name for error messages.
 
     Raises:
-        ValueError: naming ``where``, for undecodable data or an unsupported type or channel count.
+        InputError: naming ``where``, for undecodable data or an unsupported type or channel count.
     """
     import cv2
 
@@ -125,7 +125,7 @@ def encode_image(image: np.ndarray, suffix: str, where: str = "image") -> bytes:
     [0, 1] and rounded.
 
     Raises:
-        ValueError: naming ``where``, for an unsupported suffix or shape.
+        InputError: naming ``where``, for an unsupported suffix; ValueError for a wrong shape (a bug).
     """
     import cv2
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from degtrans import __version__
 from degtrans.atomic import write_atomic
+from degtrans.errors import MissingInput
 
 FORMAT = "degtrans-pairs"
 FORMAT_VERSION = 1
@@ -194,7 +195,7 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: dataset directory not found")
+        raise MissingInput(f"{data_dir}: dataset directory not found")
     if not (data_dir / SUCCESS).exists():
         raise ValueError(
             f"{data_dir}: incomplete dataset (no {SUCCESS} marker); was 'degtrans simulate' interrupted?"
@@ -211,5 +212,5 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: manifest has no {key!r}")
     for shard in manifest["shards"]:
         if not (data_dir / shard["path"]).is_file():
-            raise FileNotFoundError(f"{path}: listed shard {shard['path']} is missing")
+            raise MissingInput(f"{path}: listed shard {shard['path']} is missing")
     return manifest

@@ -21,6 +21,7 @@ from degtrans.atomic import write_atomic
 from degtrans.calibrate.register import Geometry, remap
 from degtrans.calibrate.sensor import supersample
 from degtrans.calibrate.targets import read_layout, sidecar_path
+from degtrans.errors import MissingInput
 from degtrans.field import PSFField
 from degtrans.io import RAW_SUFFIXES, read_image, write_image
 from degtrans.kernels import sv_conv2d
@@ -37,7 +38,7 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """
     pairs_dir = Path(pairs_dir)
     if not pairs_dir.is_dir():
-        raise FileNotFoundError(f"{pairs_dir}: pairs directory not found")
+        raise MissingInput(f"{pairs_dir}: pairs directory not found")
     pairs = []
     orphans = []
     for target in sorted(pairs_dir.glob("*.target.png")):

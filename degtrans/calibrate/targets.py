@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import InputError
 from degtrans.io import write_image
 
 TargetKind = Literal["calib", "noise", "edges", "checker"]
@@ -312,9 +313,9 @@ def make_target(
     if kind not in KINDS:
         raise ValueError(f"make_target: kind must be one of {list(KINDS)}, got {kind!r}")
     if min(size) < 16:
-        raise ValueError(f"make_target: size must be at least 16x16, got {size}")
+        raise InputError(f"make_target: size must be at least 16x16, got {size}")
     if not 0.05 <= band_limit <= 0.5:
-        raise ValueError(f"make_target: band_limit must be in [0.05, 0.5] cycles/pixel, got {band_limit}")
+        raise InputError(f"make_target: band_limit must be in [0.05, 0.5] cycles/pixel, got {band_limit}")
     size = (int(size[0]), int(size[1]))
     rng = np.random.default_rng(seed)
     if kind == "calib":

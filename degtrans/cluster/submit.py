@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import degtrans
+from degtrans.errors import InputError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-class SubmitError(ValueError):
-    """The head is unreachable, the token is missing or wrong, or the job id is unknown."""
+class SubmitError(InputError):
+    """The head is unreachable, the token is missing or wrong, or the job id is unknown: each is fixed by
+    the user's address, token or id (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -226,3 +228,40 @@ def job_logs(job_id: str, address: str | None = None) -> str:
 def stop_job(job_id: str, address: str | None = None) -> bool:
     """Ask the cluster to stop a job; ``True`` if it was running."""
     return bool(_call(address, lambda c: c.stop_job(job_id)))
+
+
+def run_submit(
+    words: Sequence[str],
+    address: str | None = None,
+    *,
+    wait: bool = True,
+    working_dir: Path | None = None,
+    submission_id: str | None = None,
+    timeout_s: float | None = None,
+) -> int:
+    """``degtrans submit WORDS``: ``status|logs|stop ID`` manage a job, ``[--] COMMAND...`` submits one.
+
+    Prints what the command line shows; returns its exit status (the job's, when waiting for it).
+    """
+    words = list(words)
+    if words[:1] in (["status"], ["logs"], ["stop"]):
+        if len(words) != 2:
+            raise SubmitError(f"usage: degtrans submit {words[0]} JOB_ID")
+        action, job_id = words
+        if action == "status":
+            outcome = job_status(job_id, address)
+            print(f"{outcome.submission_id}: {outcome.status} (exit code {outcome.exit_code})")
+        elif action == "logs":
+            print(job_logs(job_id, address), end="")
+        else:
+            print(f"{job_id}: {'stop requested' if stop_job(job_id, address) else 'not running'}")
+        return 0
+    command = words[1:] if words[:1] == ["--"] else words
+    outcome = submit_job(
+        command, address, wait=wait, working_dir=working_dir, submission_id=submission_id, timeout_s=timeout_s
+    )
+    if not wait:
+        print(outcome.submission_id)
+        return 0
+    print(f"job {outcome.submission_id}: {outcome.status} (exit {outcome.exit_code})", file=sys.stderr)
+    return outcome.exit_code

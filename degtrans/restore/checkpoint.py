@@ -17,6 +17,7 @@ from torch import nn
 from degtrans import __version__
 from degtrans.atomic import atomic_path
 from degtrans.config import TrainConfig, replace_checked, to_dict
+from degtrans.errors import MissingInput
 from degtrans.restore.models import build_model, model_name
 
 FORMAT = "degtrans-checkpoint"
@@ -67,7 +68,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingInput(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises many types for corrupt files

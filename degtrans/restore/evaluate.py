@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from degtrans.config import RestoreConfig, SimulateConfig
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
@@ -75,7 +76,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
             return forward(model.eval(), batch, device).float().clamp(0.0, 1.0).cpu()
 
         return network
-    raise ValueError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
+    raise InputError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
 
 
 def _label(method: str) -> str:
@@ -322,7 +323,7 @@ def frame_restorers(
         elif method.startswith("ckpt:"):
             restorers[_label(method)] = network(method[len("ckpt:") :])
         else:
-            raise ValueError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
+            raise InputError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
     return restorers
 
 

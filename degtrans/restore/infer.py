@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from degtrans.config import RestoreConfig
+from degtrans.errors import MissingInput
 from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
 from degtrans.restore.baselines import baseline_settings, deconvolve_field
@@ -266,7 +267,7 @@ def restore_image(
                 model, train_config = load_pretrained()
             except FileNotFoundError as error:
                 hint = "give --checkpoint RUN/best.pt, or --method wiener"
-                raise FileNotFoundError(f"{error}; {hint}") from error
+                raise MissingInput(f"{error}; {hint}") from error
         else:
             model, train_config = model_from_checkpoint(checkpoint)
         if getattr(model, "needs_psf", False) and loaded is None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from degtrans.config import TrainConfig
+from degtrans.errors import MissingInput
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.models import build_model
 
@@ -29,7 +30,7 @@ BUNDLED = "pretrained"
 def pretrained_path() -> Path:
     """The bundled checkpoint; a clear error when the installation lacks it."""
     if not PRETRAINED.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{PRETRAINED}: the bundled deep Wiener weights are missing from this installation "
             "(benchmarks/pretrain.py --export writes them)"
         )
@@ -66,7 +67,7 @@ def init_weights(model: nn.Module, init: str) -> None:
         path = pretrained_path() if init == BUNDLED else Path(init)
         state = load_checkpoint(path)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"train.init={init!r}: {error}") from error
+        raise MissingInput(f"train.init={init!r}: {error}") from error
     weights = state["extra"].get("ema") or state["model"]
     try:
         model.load_state_dict(weights)

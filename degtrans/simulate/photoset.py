@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import MissingInput
 from degtrans.io import read_image, write_image
 
 FORMAT = "degtrans-photos"
@@ -448,7 +449,7 @@ def read_photo_set(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """
     folder = Path(folder) if folder is not None else default_photos()
     if not (folder / SUCCESS).exists() or not (folder / MANIFEST).exists():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{folder}: no photograph set there; make it with 'degtrans simulate make-photos -o {folder}'"
         )
     return _read_manifest(folder)
@@ -462,5 +463,5 @@ def photo_paths(folder: str | os.PathLike | None = None, split: Split = "train")
     manifest = read_photo_set(folder)
     paths = [folder / e["path"] for e in manifest["photos"] if e["split"] == split]
     if missing := [p for p in paths if not p.is_file()]:
-        raise FileNotFoundError(f"{missing[0]}: listed in {folder / MANIFEST} but missing; rerun make-photos")
+        raise MissingInput(f"{missing[0]}: listed in {folder / MANIFEST} but missing; rerun make-photos")
     return sorted(paths, key=lambda p: p.name)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from degtrans.config import SimulateConfig, to_dict
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.pairs import FORMAT_VERSION, file_sha256, shard_path
 from degtrans.simulate.camera import load_profile
@@ -111,7 +112,7 @@ def check_frames(sources: Sequence[Source], cameras: Sequence[Camera], config: S
         for camera in cameras:
             size = camera.frame
             if size != (source.height, source.width):
-                raise ValueError(
+                raise InputError(
                     f"{where}: frame {source.height}x{source.width} does not match "
                     f"the PSF field {camera.field_path} "
                     f"(made for {size[0]}x{size[1]}); pass --fit-field to stretch the field over the frame"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from degtrans.cli import _join_two_word, build_parser
+from degtrans.cli import build_parser
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 BASH = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -27,7 +27,7 @@ def page_commands() -> list[str]:
 
 def _parse(words: list[str]):
     try:
-        return build_parser().parse_args(_join_two_word(words))
+        return build_parser().parse_args(words)
     except SystemExit as error:
         raise AssertionError(f"degtrans {shlex.join(words)}: does not parse") from error
 
