@@ -23,6 +23,7 @@ import pytest
 
 from degtrans.cli import main
 from degtrans.cluster import submit
+from degtrans.errors import DegtransError
 
 
 def _free_ports(n: int) -> list[int]:
@@ -127,6 +128,14 @@ def test_bad_address_and_command_are_clear_errors():
         submit.entrypoint([])
     with pytest.raises(submit.SubmitError, match="cannot be submitted"):
         submit.entrypoint(["submit", "status", "x"])
+    with pytest.raises(submit.SubmitError, match="usage: degtrans submit logs JOB_ID"):
+        submit.run_submit(["logs"])
+    assert isinstance(submit.SubmitError("x"), DegtransError)
+
+
+def test_a_submit_usage_error_is_one_line(capsys):
+    assert main(["submit", "stop", "a", "b"]) == 2
+    assert capsys.readouterr().err == "degtrans submit: error: usage: degtrans submit stop JOB_ID\n"
 
 
 def test_job_entrypoint_runs_the_command_line(tmp_path):
