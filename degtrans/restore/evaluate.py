@@ -112,7 +112,7 @@ def evaluate_methods(
     if not methods:
         raise ValueError("evaluate_methods: give at least one --method")
     if split not in ("train", "val", "all"):
-        raise ValueError(f"--split: expected train, val or all, got {split!r}")
+        raise InputError(f"--split: expected train, val or all, got {split!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     reader = PairReader(data_dir, val_fraction=val_fraction, with_psf=True)
     fns = {m: _method_fn(m, reader, config, device) for m in methods}

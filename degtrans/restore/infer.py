@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from degtrans.config import RestoreConfig
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
 from degtrans.restore.baselines import baseline_settings, deconvolve_field
@@ -203,7 +203,7 @@ def restore_array(
         )
     if method in ("wiener", "rl"):
         if field is None:
-            raise ValueError(f"method {method!r} needs a PSF field (--field camera.npz)")
+            raise InputError(f"method {method!r} needs a PSF field (--field camera.npz)")
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         # A photograph's ISP and noise level are unknown: sRGB curve undone, noise estimated per tile.
         out = deconvolve_field(
@@ -217,7 +217,7 @@ def restore_array(
         fn: TileFn = lambda tiles, origins: tiles  # noqa: E731
     elif method == "model":
         if model is None:
-            raise ValueError("method 'model' needs a checkpoint (--checkpoint RUN/best.pt)")
+            raise InputError("method 'model' needs a checkpoint (--checkpoint RUN/best.pt)")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(device).eval()
         fn = model_tile_fn(model, (height, width), field, device, self_ensemble=config.self_ensemble)
@@ -260,7 +260,7 @@ def restore_image(
     if method == "model":
         if checkpoint is None:
             if loaded is None:
-                raise ValueError("method 'model' needs --checkpoint, or --field for the bundled deep Wiener")
+                raise InputError("method 'model' needs --checkpoint, or --field for the bundled deep Wiener")
             from degtrans.restore.pretrained import load_pretrained
 
             try:
@@ -271,7 +271,7 @@ def restore_image(
         else:
             model, train_config = model_from_checkpoint(checkpoint)
         if getattr(model, "needs_psf", False) and loaded is None:
-            raise ValueError(
+            raise InputError(
                 f"{checkpoint}: a {train_config.model!r} checkpoint needs the camera's PSF field (--field)"
             )
     restored = restore_array(image, method=method, model=model, field=loaded, config=config, device=device,

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from degtrans.errors import InputError
+
 CATALOGUE_FILE = "cameras.toml"
 ENTRY_KEYS = ("field", "name", "profile", "weight")
 
@@ -40,9 +42,9 @@ def fields_as_entries(
 ) -> list[CameraEntry]:
     """``--psf`` files (and ``--profile``: one for all, or one per field) as catalogue entries."""
     if not fields:
-        raise ValueError("--psf: give at least one PSF field (.npz), or a catalogue with --cameras")
+        raise InputError("--psf: give at least one PSF field (.npz), or a catalogue with --cameras")
     if profiles and len(profiles) not in (1, len(fields)):
-        raise ValueError(
+        raise InputError(
             f"--profile: give one profile, or one per --psf ({len(fields)}), got {len(profiles)}"
         )
     entries = []
@@ -60,10 +62,10 @@ def load_catalogue(path: str | os.PathLike) -> list[CameraEntry]:
             return load_catalogue(path / CATALOGUE_FILE)
         fields = sorted(path.glob("*.npz"))
         if not fields:
-            raise ValueError(f"--cameras: {path} holds neither {CATALOGUE_FILE} nor any *.npz field")
+            raise InputError(f"--cameras: {path} holds neither {CATALOGUE_FILE} nor any *.npz field")
         return [CameraEntry(f.stem, f) for f in fields]
     if not path.is_file():
-        raise ValueError(f"--cameras: {path} does not exist")
+        raise InputError(f"--cameras: {path} does not exist")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -133,7 +135,7 @@ def write_random_cameras(
     from degtrans.atomic import write_atomic
 
     if count < 1:
-        raise ValueError(f"--count: expected >= 1, got {count}")
+        raise InputError(f"--count: expected >= 1, got {count}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(count - 1)))

@@ -22,6 +22,7 @@ from typing import Any
 
 from degtrans.atomic import atomic_path
 from degtrans.config import SimulateConfig, to_dict
+from degtrans.errors import InputError
 from degtrans.pairs import SHARD_PREFIX, file_sha256, is_complete, read_manifest, write_manifest
 from degtrans.simulate.catalogue import CameraEntry, fields_as_entries, load_catalogue
 from degtrans.simulate.plan import ShardSpec, check_frames, plan_shards, resolve_cameras
@@ -48,7 +49,7 @@ def camera_entries(
     """The cameras of a run: ``--psf`` fields (with ``--profile``) or a ``--cameras`` catalogue, not both."""
     if catalogue is not None:
         if fields or profiles:
-            raise ValueError("--cameras: give either a catalogue or --psf/--profile, not both")
+            raise InputError("--cameras: give either a catalogue or --psf/--profile, not both")
         return load_catalogue(catalogue)
     return fields_as_entries(fields or [], profiles)
 
@@ -89,7 +90,7 @@ def build_dataset(
     output = Path(output).resolve()
     sources, skipped = scan_sources(list_images(images))
     if not sources:
-        raise ValueError(f"--images: none of the images could be read ({len(skipped)} skipped)")
+        raise InputError(f"--images: none of the images could be read ({len(skipped)} skipped)")
     if config.camera_choice == "auto":
         config = dataclasses.replace(config, camera_choice="all" if catalogue is None else "draw")
     cameras = resolve_cameras(camera_entries(fields, profiles, catalogue))

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from degtrans.errors import InputError
 from degtrans.io import IMAGE_SUFFIXES, decode_image, image_size
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ def list_images(images: Sequence[str | os.PathLike] | str | os.PathLike) -> list
         elif path.is_file():
             found.append(path)
         else:
-            raise ValueError(f"--images: {path} does not exist")
+            raise InputError(f"--images: {path} does not exist")
     if not found:
-        raise ValueError(f"--images: no images (*{', *'.join(IMAGE_SUFFIXES)}, *.parquet) in {items}")
+        raise InputError(f"--images: no images (*{', *'.join(IMAGE_SUFFIXES)}, *.parquet) in {items}")
     return found
 
 
@@ -118,7 +119,7 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(
+        raise InputError(
             f"--images: several images share the name {duplicates[0]!r} (sample ids need unique names)"
         )
     return sorted(sources, key=lambda s: s.name), skipped
