@@ -37,7 +37,6 @@ META_COLUMNS = ("sample_id", "camera", "y0", "x0", "frame_h", "frame_w", "height
 PIXEL_COLUMNS = ("clean", "degraded")
 IMAGE_COLUMNS = (*PIXEL_COLUMNS, "raw")
 INT_COLUMNS = ("y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
-RAW_COLUMNS = ("raw", "raw_pattern", "raw_black_level", "raw_white_level")
 # Each pair's draws, float64 after the pixels: the ISP draw and the noise variances (``var = shot * x +
 # read`` in linear raw units). ``ISP_COLUMNS`` is also the order of the (B, 12) ISP vector that training
 # and evaluation pass around (``ISPParams.vector``): brightness gain, red and blue gains, then rgb2cam
