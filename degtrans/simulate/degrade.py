@@ -219,7 +219,7 @@ def develop_pair(
         both_masks = torch.cat([masks, masks]) if masks.dim() == 4 else masks
         both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, settings.demosaic)
         both = crop_windows(both, _twice(crop_at), crop_size)
-        out = process(both, _repeat(params.isp, 2))
+        out = process(both, ISPParams.from_vector(params.isp.vector().repeat(2, 1)))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
     else:
@@ -255,15 +255,6 @@ def stack_params(params: Sequence[DegradeParams]) -> DegradeParams:
         return kind(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(kind)))
 
     return DegradeParams(isp=cat([p.isp for p in params]), noise=cat([p.noise for p in params]))
-
-
-def _repeat(isp: ISPParams, times: int) -> ISPParams:
-    return ISPParams(
-        *(
-            t.repeat(times, *([1] * (t.dim() - 1)))
-            for t in (isp.rgb2cam, isp.rgb_gain, isp.red_gain, isp.blue_gain)
-        )
-    )
 
 
 def degrade(
