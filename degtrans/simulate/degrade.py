@@ -54,6 +54,7 @@ class PairSettings:
 
     @classmethod
     def of(cls, config: SimulateConfig) -> PairSettings:
+        """The fields of the ``[simulate]`` section that a pair depends on."""
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
     def pattern(self, camera: CameraProfile) -> str:
