@@ -184,7 +184,7 @@ def demo_calibration(root: Path, target_scale: float | None) -> dict:
     ``stage_calibrate``, with the local runner instead of Ray: the same rounds), its targets
     ``target_scale`` times the frame (``None``: the demo's own size); the demo's mean errors."""
     from degtrans.calibrate.metrics import band_floor, in_band_error
-    from degtrans.calibrate.pipeline import psf_error
+    from degtrans.calibrate.accuracy import psf_error
     from degtrans.demo import CAL_FRAME, CAL_TARGET, demo_config
 
     config = demo_config().calibrate

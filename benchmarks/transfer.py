@@ -129,7 +129,7 @@ def calibrate_hidden(truth_path: Path, work: Path, targets: int, seed: int) -> d
     field's path and its error against the truth (relative L2 per tile, raw and centroid-aligned)."""
     from degtrans.calibrate.inspect import draw_psf_comparison
     from degtrans.calibrate.photos import synthesize_pairs
-    from degtrans.calibrate.pipeline import psf_error
+    from degtrans.calibrate.accuracy import psf_error
     from degtrans.cli import main as degtrans
 
     truth = PSFField.load(truth_path)
