@@ -196,7 +196,8 @@ class Shard:
             src_y, src_x = _intersect(_grow(out_y, self.r), ry), _intersect(_grow(out_x, self.r), rx)
             if src_y is None or src_x is None:
                 continue
-            shape = (fast_fft_len(src_y[1] - src_y[0] + 2 * self.r), fast_fft_len(src_x[1] - src_x[0] + 2 * self.r))
+            span_y, span_x = src_y[1] - src_y[0], src_x[1] - src_x[0]
+            shape = (fast_fft_len(span_y + 2 * self.r), fast_fft_len(span_x + 2 * self.r))
             weight = wy[tr, src_y[0] : src_y[1], None] * wx[tc, None, src_x[0] : src_x[1]]
             for pair in range(pairs):
                 observed = data.masks[pair, out_y[0] - by0 : out_y[1] - by0, out_x[0] - bx0 : out_x[1] - bx0]
@@ -204,9 +205,7 @@ class Shard:
                     continue
                 source = data.targets[pair, :, src_y[0] - oy : src_y[1] - oy, src_x[0] - ox : src_x[1] - ox]
                 buffer = np.zeros((channels, *shape), np.float32)
-                buffer[:, self.r : self.r + src_y[1] - src_y[0], self.r : self.r + src_x[1] - src_x[0]] = (
-                    source * weight
-                )
+                buffer[:, self.r : self.r + span_y, self.r : self.r + span_x] = source * weight
                 # Buffer index 0 is frame pixel src - r; the outputs start there plus (out - src + r).
                 place = (
                     pair,
@@ -262,7 +261,8 @@ class Shard:
             crops = torch.zeros(len(group.places), self.channels, *group.shape, device=self.device)
             for index, (pair, y0, y1, x0, x1, oy, ox) in enumerate(group.places):
                 crops[index, :, oy : oy + y1 - y0, ox : ox + x1 - x0] = frames[pair, :, y0:y1, x0:x1]
-            out.index_add_(0, group.tiles, correlate(torch.fft.rfft2(crops), group.spectra, self.k, group.shape))
+            back = correlate(torch.fft.rfft2(crops), group.spectra, self.k, group.shape)
+            out.index_add_(0, group.tiles, back)
         return out
 
     def normal(self, h: torch.Tensor) -> torch.Tensor:

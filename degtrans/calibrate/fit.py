@@ -114,40 +114,6 @@ def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int
 
 
 @dataclass(frozen=True)
-class TileFit:
-    """One tile's result.
-
-    Attributes:
-        psf: (C, k, k) float32, non-negative, each channel summing to 1.
-        loss: the fit's objective's data term (equal to ``residual``).
-        residual: RMS re-blur error over the tile's observations (linear RGB).
-        pairs: number of pairs that cover the tile.
-        pixels: observations used.
-        seconds: wall time of this fit.
-        condition: the regularised normal matrix's condition number, estimated from the spectra.
-        observed_fraction: share of the kernel's frequencies where the targets, not the prior, decide.
-    """
-
-    row: int
-    col: int
-    psf: np.ndarray
-    loss: float
-    residual: float
-    pairs: int
-    pixels: int
-    seconds: float
-    condition: float = float("nan")
-    observed_fraction: float = float("nan")
-
-
-def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int, col: int) -> np.ndarray:
-    """(H, W) float32 bilinear weight of tile ``(row, col)`` at every pixel, as ``sv_conv2d`` uses it."""
-    wy = tile_weights_1d(torch.arange(frame_size[0]), grid[0], frame_size[0], torch.float64)[row]
-    wx = tile_weights_1d(torch.arange(frame_size[1]), grid[1], frame_size[1], torch.float64)[col]
-    return (wy[:, None] * wx[None, :]).numpy().astype(np.float32)
-
-
-@dataclass(frozen=True)
 class FourierSystem:
     """Every observation of one tile, as FFTs over a crop of its region of influence.
 
@@ -355,7 +321,8 @@ def fit_tile(
             system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
         )
         start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32)).to(device)
-        solved = solve_fourier(system, tile_prior(config, problem.channels), start, support, config.cg_iterations)
+        prior = tile_prior(config, problem.channels)
+        solved = solve_fourier(system, prior, start, support, config.cg_iterations)
         fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,

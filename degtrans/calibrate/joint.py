@@ -5,9 +5,9 @@ convolution). Fitting one tile with its neighbours fixed (block relaxation) conv
 neighbouring tiles share every pixel: on the triplet lens (3x4 tiles, k = 31, 256x320, 4 targets,
 noise-free, true geometry) block-Jacobi rounds left a median pixel error of 0.086 after 2 rounds, 0.067
 after 4 and 0.062 after 7 (the band's floor: 0.061); this solve, with non-negativity, reaches 0.078 in
-one pass (0.089 without it), about the cost of one round (the tile sweeps, ``refine_rounds``, are removed since). Here the normal equations of the whole field,
-``(A^T M A + R) h = A^T M y``, are solved together: ``M`` the pair masks, ``R`` the per-tile prior of
-``priors.Regulariser``.
+one pass (0.089 without it), about the cost of one round (the tile sweeps, ``refine_rounds``, are
+removed since). Here the normal equations of the whole field, ``(A^T M A + R) h = A^T M y``, are solved
+together: ``M`` the pair masks, ``R`` the per-tile prior of ``priors.Regulariser``.
 
 The products ``A^T M A h`` are sums over pixels, computed by shards (:mod:`degtrans.calibrate.blocks`:
 blocks of the frame with their halo) and added here; only the PSFs go to the shards and come back. A

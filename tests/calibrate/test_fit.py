@@ -49,9 +49,7 @@ def test_tile_weights_partition_unity():
 
 def test_exact_closed_form_recovers_noise_free_psf(truth):
     problem = _problem(truth)
-    config = CalibrateConfig(
-        rows=2, cols=2, psf_size=K, wiener_reg=1e-7, support_radius=K
-    )
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K, wiener_reg=1e-7, support_radius=K)
     fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
     relative = np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0])
     assert relative < 1e-2

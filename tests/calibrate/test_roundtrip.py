@@ -6,8 +6,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.accuracy import psf_error
+from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local, make_problem
 from degtrans.calibrate.prepare import prepare_pair
 from degtrans.calibrate.targets import make_targets

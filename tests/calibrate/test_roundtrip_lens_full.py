@@ -13,8 +13,8 @@ these PSF sizes. About 1.5-2 min of CPU (three registrations and stage II solves
 import numpy as np
 import pytest
 
-from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.accuracy import psf_error
+from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
