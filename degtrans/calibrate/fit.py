@@ -11,7 +11,8 @@ the PSF model of ``degtrans.kernels.spectral``), so every pixel of the region is
    (centre-weighted);
 2. **exact** (``field`` given): the model of the tile's region is exact — ``h_rc * (w_rc x)`` plus the
    fixed contribution of the neighbours taken from ``field`` (``sv_conv2d`` on the crop with tile
-   ``(r, c)`` zeroed).
+   ``(r, c)`` zeroed); the pipeline fits inits only (the joint solve does the rest), the tests check
+   the model with this one.
 
 The prior (``calibrate.priors``) is the same quadratic one the joint solve of all tiles
 (``calibrate.joint``) uses; the init here is its start. The solve is a masked, non-periodic crop (no
