@@ -125,9 +125,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "--grid", dest="calibrate.rows,cols", type=size, metavar="ROWSxCOLS", help="FOV tiles (6x8)"
     )
     p.add_argument("--psf-size", dest="calibrate.psf_size", type=int, help="PSF size k (odd)")
-    p.add_argument("--psf-param", dest="calibrate.psf_param", choices=["direct", "deep-linear"],
-                   help="PSF parametrisation")  # fmt: skip
-    p.add_argument("--iterations", dest="calibrate.iterations", type=int, help="Adam steps per tile")
     p.add_argument(
         "--distortion",
         dest="calibrate.distortion",
@@ -157,7 +154,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         report = args.output.with_suffix(".report.png")
         grid = f"{field.grid[0]}x{field.grid[1]}"
         print(f"wrote {args.output} ({grid} tiles, k={field.kernel_size}); report {report}")
-        from degtrans.calibrate.metrics import format_metrics
+        from degtrans.calibrate.accuracy import format_metrics
 
         print(format_metrics(field.meta.get("metrics", {})))
         return 0

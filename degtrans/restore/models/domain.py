@@ -1,7 +1,7 @@
 """Where the PSF acts: processed image <-> linear camera RGB, and the sensor noise variance there.
 
 ``degtrans simulate`` blurs in linear camera RGB (after the inverse ISP, before mosaic and noise) and
-stores each pair's ISP draw (``isp``, the ``ISP_COLUMNS`` of :mod:`degtrans.restore.data`) and noise
+stores each pair's ISP draw (``isp``, the ``ISP_COLUMNS`` of :mod:`degtrans.pairs`) and noise
 variances (``noise``: ``shot``, ``read``; ``var(x) = shot * x + read`` in those linear units). With
 the ISP draw, :func:`to_linear` inverts the simulation's ``process`` exactly; without it (toy data,
 photographs of unknown processing) the sRGB transfer curve stands in, as for the classical baselines.
@@ -12,14 +12,6 @@ from __future__ import annotations
 import torch
 
 from degtrans.simulate.isp import ISPParams, apply_ccm, gamma_expansion, inverse_smoothstep, process
-
-
-def isp_params(isp: torch.Tensor) -> ISPParams:
-    """``isp: (B, 12)`` ``(rgb_gain, red_gain, blue_gain, rgb2cam row-major)`` -> :class:`ISPParams`."""
-    if isp.dim() != 2 or isp.shape[1] != 12:
-        raise ValueError(f"isp_params: expected (B, 12) ISP parameters, got {tuple(isp.shape)}")
-    rgb2cam = isp[:, 3:].reshape(-1, 3, 3)
-    return ISPParams(rgb2cam=rgb2cam, rgb_gain=isp[:, 0], red_gain=isp[:, 1], blue_gain=isp[:, 2])
 
 
 def _srgb_curves():
@@ -37,7 +29,7 @@ def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Ten
     """
     if isp is None:
         return _srgb_curves()[0](image)
-    params = isp_params(isp.to(image.dtype))
+    params = ISPParams.from_vector(isp.to(image.dtype))
     x = apply_ccm(gamma_expansion(inverse_smoothstep(image)), params.rgb2cam)
     ones = torch.ones_like(params.red_gain)
     gains = torch.stack([params.red_gain, ones, params.blue_gain], dim=1) * params.rgb_gain[:, None]
@@ -48,7 +40,7 @@ def to_display(linear: torch.Tensor, isp: torch.Tensor | None = None) -> torch.T
     """Inverse of :func:`to_linear`: the simulation's ISP (or the sRGB curve), values in [0, 1]."""
     if isp is None:
         return _srgb_curves()[1](linear)
-    return process(linear, isp_params(isp.to(linear.dtype)))
+    return process(linear, ISPParams.from_vector(isp.to(linear.dtype)))
 
 
 def estimate_noise(linear: torch.Tensor) -> torch.Tensor:
