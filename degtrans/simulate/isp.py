@@ -102,7 +102,7 @@ class ISPParams:
 
 
 class CameraColour(Protocol):
-    """What :func:`sample_isp_params` reads of a camera (``degtrans.simulate.camera.CameraProfile``)."""
+    """What :func:`sample_isp_params` reads of a camera profile: colour matrix, as-shot white balance."""
 
     @property
     def rgb2cam(self) -> np.ndarray: ...
