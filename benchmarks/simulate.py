@@ -47,13 +47,14 @@ import torch
 from degtrans.atomic import write_atomic
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
-from degtrans.simulate import shards as shard_module
+from degtrans.simulate import writer
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.catalogue import fields_as_entries
-from degtrans.simulate.degrade import blur, context_window, sample_generator
-from degtrans.simulate.plan import plan_shards, resolve_cameras, shard_settings
-from degtrans.simulate.shards import simulate_sample, write_shard
+from degtrans.simulate.degrade import PairSettings, blur, context_window, sample_generator
+from degtrans.simulate.plan import plan_shards, resolve_cameras
+from degtrans.simulate.sample import simulate_sample
 from degtrans.simulate.sources import bundled_images, list_images, load_source, scan_sources
+from degtrans.simulate.writer import write_shard
 from degtrans.testing.synthetic import gaussian_field
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,7 +141,7 @@ def bench_cameras(work, sources, frame, counts, config, repeats) -> tuple[dict, 
         for n in counts:
             specs = plans(work, f"c{n}-{round_}", sources, fields[:n], config)
             if round_ == 0:
-                shard_module.load_field_cached.cache_clear()  # a fresh worker: reads its n fields once
+                writer.load_field_cached.cache_clear()  # a fresh worker: reads its n fields once
                 first_cpu[n] = write_all_timed(specs)[1]
                 continue
             seconds, cpu_seconds = write_all_timed(specs)
@@ -251,7 +252,7 @@ def main() -> None:
         image = load_source(sources[0])
         field = PSFField.load(one[0])
         _blur_once(image, field, args.patch, "warm-up")  # allocator and first-call overheads
-        results |= bench_blur_vs_pipeline(image, field, shard_settings(config), 16, args.patch)
+        results |= bench_blur_vs_pipeline(image, field, PairSettings.of(config), 16, args.patch)
         write_all(plans(work, "warm", sources[:1], one, dataclasses.replace(config, patches_per_image=1)))
         scaling, one_off = bench_cameras(work, sources, frame, counts, config, args.repeats)
         results |= scaling

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from degtrans.restore.evaluate import evaluate_methods
 from degtrans.restore.infer import restore_image
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.deadleaves import write_dead_leaves
-from degtrans.simulate.degrade import degrade, sample_generator, sample_params
+from degtrans.simulate.degrade import DEFAULT_SETTINGS, degrade, sample_generator, sample_params
 from degtrans.simulate.optics import lens_field
 from degtrans.simulate.preview import draw_pairs
 from degtrans.simulate.sources import bundled_images
@@ -379,8 +379,8 @@ def _photograph_held_out(demo: Demo, truth) -> tuple[Path, np.ndarray]:
     clean_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     # The true field stretched over this frame, as simulate.fit_field does for the dataset.
     field = PSFField(truth.psfs, image.shape[:2], truth.channels, truth.domain, truth.meta)
-    degraded, clean = degrade(clean_t, field, profile, params, generator,
-                              clean_cfa=demo.config.simulate.clean_cfa)  # fmt: skip
+    settings = replace(DEFAULT_SETTINGS, clean_cfa=demo.config.simulate.clean_cfa)
+    degraded, clean = degrade(clean_t, field, profile, params, generator, settings)
     photo = write_image(demo.output / "photo.png", degraded[0].permute(1, 2, 0).numpy())
     write_image(demo.output / "photo_reference.png", clean[0].permute(1, 2, 0).numpy())
     return photo, clean[0].permute(1, 2, 0).numpy()

@@ -37,7 +37,18 @@ META_COLUMNS = ("sample_id", "camera", "y0", "x0", "frame_h", "frame_w", "height
 PIXEL_COLUMNS = ("clean", "degraded")
 IMAGE_COLUMNS = (*PIXEL_COLUMNS, "raw")
 INT_COLUMNS = ("y0", "x0", "frame_h", "frame_w", "height", "width", "channels")
-RAW_COLUMNS = ("raw", "raw_pattern", "raw_black_level", "raw_white_level")
+# Each pair's draws, float64 after the pixels: the ISP draw and the noise variances (``var = shot * x +
+# read`` in linear raw units). ``ISP_COLUMNS`` is also the order of the (B, 12) ISP vector that training
+# and evaluation pass around (``ISPParams.vector``): brightness gain, red and blue gains, then rgb2cam
+# row-major.
+ISP_COLUMNS = (
+    "isp_rgb_gain",
+    "isp_red_gain",
+    "isp_blue_gain",
+    *(f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)),
+)
+NOISE_COLUMNS = ("noise_shot", "noise_read")
+PARAM_COLUMNS = (*ISP_COLUMNS, *NOISE_COLUMNS)
 # Parquet key-value metadata of a shard: the format header, and (at close) its row count and skips.
 SHARD_HEADER_KEY = b"degtrans"
 SHARD_INFO_KEY = b"degtrans_shard"

@@ -1,6 +1,6 @@
 """``degtrans simulate`` on Ray: one task per missing shard, local embedded Ray or a cluster.
 
-The plan, the shard writer and the manifest live in ``degtrans.simulate`` (``plan``, ``shards``,
+The plan, the shard writer and the manifest live in ``degtrans.simulate`` (``plan``, ``writer``,
 ``dataset``); Ray only runs ``write_shard`` on the workers. Tasks are retried by Ray (a retry rewrites
 the same shard under a fresh temporary name, then renames: idempotent), at most ``workers`` run at
 once, and results come back as they finish so the progress bar moves and a failure stops the run early.
@@ -26,7 +26,7 @@ from degtrans.cluster.session import ensure_ray
 from degtrans.config import SimulateConfig
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.plan import ShardSpec
-from degtrans.simulate.shards import ShardResult, write_shard
+from degtrans.simulate.writer import ShardResult, write_shard
 
 log = logging.getLogger(__name__)
 

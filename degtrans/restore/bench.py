@@ -26,8 +26,8 @@ from degtrans.restore.loop import make_optimizer, train_epoch
 from degtrans.restore.models import build_model
 from degtrans.restore.recipe import WeightEMA, lr_factor
 from degtrans.simulate.photoset import cover_crop, downscale, photo_paths
-from degtrans.simulate.shards import write_shard
 from degtrans.simulate.sources import bundled_images
+from degtrans.simulate.writer import write_shard
 
 FRAME = (256, 384)
 RECIPES = {

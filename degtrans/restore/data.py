@@ -21,7 +21,9 @@ import torch
 
 from degtrans.field import PSFField
 from degtrans.pairs import (
+    ISP_COLUMNS,
     META_COLUMNS,
+    NOISE_COLUMNS,
     PIXEL_COLUMNS,
     decode_u16,
     read_manifest,
@@ -32,9 +34,7 @@ from degtrans.pairs import (
 from degtrans.restore.coords import fov_coords
 
 __all__ = [
-    "ISP_COLUMNS",
     "META_COLUMNS",
-    "NOISE_COLUMNS",
     "PIXEL_COLUMNS",
     "PairReader",
     "load_fields",
@@ -44,16 +44,6 @@ __all__ = [
     "rows_to_batch",
     "split_of",
 ]
-
-# Per-pair noise variances (linear raw units, ``var = shot * x + read``) and ISP draw that
-# ``degtrans simulate`` stores; read when a shard has them (non-blind models use them).
-NOISE_COLUMNS = ("noise_shot", "noise_read")
-ISP_COLUMNS = (
-    "isp_rgb_gain",
-    "isp_red_gain",
-    "isp_blue_gain",
-    *(f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)),
-)
 
 Split = Literal["train", "val", "all"]
 
@@ -84,7 +74,8 @@ def patch_corner_psfs(field: PSFField, y0: float, x0: float, size: int | tuple[i
 
 def batch_columns(available: Sequence[str]) -> list[str]:
     """The columns a training batch is decoded from: metadata, pixels, and the noise and ISP columns
-    that a shard with the names ``available`` stores (older datasets and toy data lack some)."""
+    that a shard with the names ``available`` stores (older datasets and toy data lack some; non-blind
+    models use them)."""
     optional = [name for name in (*NOISE_COLUMNS, *ISP_COLUMNS) if name in available]
     return [*META_COLUMNS, *PIXEL_COLUMNS, *optional]
 

@@ -57,7 +57,7 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
                         offset=(int(batch["y0"][i]), int(batch["x0"][i])),
                         frame_size=(int(batch["frame_h"][i]), int(batch["frame_w"][i])),
                         noise=SensorNoise(*batch["noise"][i].tolist()) if known else None,
-                        isp=isp_params(batch["isp"][i]) if known else None,
+                        isp=ISPParams.from_vector(batch["isp"][i : i + 1].double()) if known else None,
                         **baseline_settings(config),
                     )  # fmt: skip
                 )
@@ -220,21 +220,6 @@ class Frame:
 Restorer = Callable[[Frame], torch.Tensor]
 
 
-def isp_vector(isp: ISPParams) -> torch.Tensor:
-    """(12,) an ISP draw in the dataset's column order (``degtrans.restore.data.ISP_COLUMNS``)."""
-    from degtrans.restore.data import ISP_COLUMNS
-
-    columns = isp.columns(0)
-    return torch.tensor([columns[name] for name in ISP_COLUMNS])
-
-
-def isp_params(vector: torch.Tensor) -> ISPParams:
-    """Inverse of :func:`isp_vector`: one sample's ``ISPParams`` (float64)."""
-    from degtrans.restore.data import ISP_COLUMNS
-
-    return ISPParams.from_columns(dict(zip(ISP_COLUMNS, vector.double().tolist(), strict=True)))
-
-
 def simulate_frame(
     image: np.ndarray, name: str, camera: str, field: PSFField, profile: CameraProfile, config: SimulateConfig
 ) -> Frame:
@@ -243,26 +228,17 @@ def simulate_frame(
     The field is stretched over the frame when the sizes differ. Randomness depends only on
     ``(config.seed, camera, name)``.
     """
-    from degtrans.simulate.degrade import sample_generator, sample_params, simulate_pair
+    from degtrans.simulate.degrade import PairSettings, sample_generator, sample_params, simulate_pair
     from degtrans.simulate.isp import ISPRanges
-    from degtrans.simulate.noise import NoiseModel
 
     height, width = image.shape[:2]
     if field.image_size != (height, width):
         field = PSFField(field.psfs, (height, width), field.channels, field.domain, field.meta)
+    settings = PairSettings.of(config)
     generator = sample_generator(config.seed, f"frame/{camera}/{name}")
-    noise_model = NoiseModel(
-        shot_min=10.0**config.log_shot_noise_min, shot_max=10.0**config.log_shot_noise_max,
-        read_slope=profile.noise.read_slope, read_intercept=profile.noise.read_intercept,
-        read_sigma=profile.noise.read_sigma,
-    )  # fmt: skip
-    params = sample_params(generator, profile, ISPRanges(), noise_model)
-    pattern = profile.cfa_pattern if config.cfa_pattern == "camera" else config.cfa_pattern
+    params = sample_params(generator, profile, ISPRanges(), settings.noise_model(profile))
     clean = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    pair = simulate_pair(
-        clean, field, profile, params, generator, cfa_pattern=pattern, demosaic_method=config.demosaic,
-        noise=config.noise, clean_cfa=config.clean_cfa,
-    )  # fmt: skip
+    pair = simulate_pair(clean, field, profile, params, generator, settings)
     shot, read = (float(v[0]) for v in (params.noise.shot, params.noise.read))
     noise = SensorNoise(shot, read) if config.noise else SensorNoise(0.0, 0.0)
     return Frame(name, camera, pair.degraded[0].float(), pair.clean[0].float(), params.isp, noise)
@@ -304,7 +280,7 @@ def frame_restorers(
         def restore(frame: Frame) -> torch.Tensor:
             size = tuple(frame.degraded.shape[-2:])
             noise = torch.tensor([frame.noise.shot, frame.noise.read]) if side_info else None
-            isp = isp_vector(frame.isp) if side_info else None
+            isp = frame.isp.vector()[0].float() if side_info else None
             fn = model_tile_fn(model, size, field_of(frame), device, noise, isp, config.self_ensemble)
             image = frame.degraded.permute(1, 2, 0).numpy()
             tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)

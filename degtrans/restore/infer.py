@@ -146,7 +146,7 @@ def model_tile_fn(
 
     Args:
         noise: (2,) ``(shot, read)`` of the frame, when known (simulated frames); isp: (12,) its ISP
-            draw (``degtrans.restore.data.ISP_COLUMNS``). Both are given to every tile.
+            draw (``degtrans.pairs.ISP_COLUMNS``). Both are given to every tile.
         self_ensemble: restore every tile with :func:`flip_ensemble` (4x the time).
     """
     run = flip_ensemble if self_ensemble else (lambda m, *inputs: m(*inputs))

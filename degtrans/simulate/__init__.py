@@ -2,7 +2,14 @@
 
 from degtrans.simulate.camera import CameraProfile, bundled_profiles, load_profile
 from degtrans.simulate.cfa import demosaic, mosaic
-from degtrans.simulate.degrade import DegradeParams, degrade, sample_generator, sample_params, simulate_pair
+from degtrans.simulate.degrade import (
+    DegradeParams,
+    PairSettings,
+    degrade,
+    sample_generator,
+    sample_params,
+    simulate_pair,
+)
 from degtrans.simulate.isp import ISPParams, ISPRanges, process, sample_isp_params, unprocess
 from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
 from degtrans.simulate.optics import PRESETS, LensSpec, lens_field, random_lens
@@ -16,6 +23,7 @@ __all__ = [
     "LensSpec",
     "NoiseModel",
     "NoiseParams",
+    "PairSettings",
     "add_noise",
     "bundled_profiles",
     "degrade",

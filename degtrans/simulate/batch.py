@@ -1,6 +1,6 @@
 """The device path of the synthesis: a whole row group through the camera chain in one pass.
 
-The CPU makes each sample's draws exactly as the one-sample path does (``shards.draw_sample``: position,
+The CPU makes each sample's draws exactly as the one-sample path does (``sample.draw_sample``: position,
 parameters, then one standard normal per pixel of its context crop, all from the sample's own
 generator). Each patch then gets a window of one size per batch, ``patch + 2 * (k // 2 + 2)`` a side (the
 frame's size where the frame is smaller), shifted inwards at the frame border so that it holds the
@@ -23,9 +23,9 @@ import torch
 from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import cfa_masks_batch
-from degtrans.simulate.degrade import DEMOSAIC_HALO, develop_pair, stack_params
+from degtrans.simulate.degrade import DEMOSAIC_HALO, PairSettings, develop_pair, stack_params
 from degtrans.simulate.noise import standard_noise
-from degtrans.simulate.sample import EncodedPair, SampleDraws, cfa_pattern_of, draw_sample, sample_row
+from degtrans.simulate.sample import EncodedPair, SampleDraws, draw_sample, sample_row
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class PendingRows:
 
     items: tuple[BatchItem, ...]
     draws: tuple[SampleDraws, ...]
-    settings: dict[str, Any]
+    settings: PairSettings
     parts: tuple[tuple[list[int], EncodedPair], ...]
 
     def rows(self) -> list[dict[str, Any]]:
@@ -94,11 +94,11 @@ class FieldCache:
 
 def simulate_batch(
     items: Sequence[BatchItem],
-    settings: dict[str, Any],
+    settings: PairSettings,
     device: torch.device | str,
     fields: FieldCache | None = None,
 ) -> PendingRows:
-    """Develop ``items`` on ``device`` (any torch device); rows equal ``shards.simulate_sample``'s.
+    """Develop ``items`` on ``device`` (any torch device); rows equal ``sample.simulate_sample``'s.
 
     Samples whose windows and fields have the same shapes run as one batch (usually the whole group).
     """
@@ -109,7 +109,7 @@ def simulate_batch(
         for item in items
     )
     windows = [
-        batch_window(d.y0, d.x0, settings["patch_size"], item.image.shape[:2], item.field.kernel_size)
+        batch_window(d.y0, d.x0, settings.patch_size, item.image.shape[:2], item.field.kernel_size)
         for item, d in zip(items, draws, strict=True)
     ]
     batches: dict[tuple, list[int]] = {}
@@ -127,18 +127,18 @@ def _develop(
     items: list[BatchItem],
     draws: list[SampleDraws],
     windows: list[tuple[int, int, int, int]],
-    settings: dict[str, Any],
+    settings: PairSettings,
     device: torch.device,
     fields: FieldCache,
 ) -> EncodedPair:
-    patch = settings["patch_size"]
+    patch = settings.patch_size
     height, width = windows[0][2:]
     crops = np.stack(
         [item.image[t : t + h, x : x + w] for item, (t, x, h, w) in zip(items, windows, strict=True)]
     )
     clean = torch.from_numpy(crops).permute(0, 3, 1, 2)
     noise = None
-    if settings["noise"]:
+    if settings.noise:
         # Each sample's noise is drawn over its one-sample context crop, as that path draws it, and put in
         # place inside the window (the rest of the window never reaches the patch).
         noise = torch.zeros(len(items), 1, height, width, dtype=clean.dtype)
@@ -153,7 +153,7 @@ def _develop(
     psfs = fields.stack([by_id[u] for u in used])
     offsets = torch.tensor([w[:2] for w in windows])
     frames = torch.tensor([item.image.shape[:2] for item in items])
-    patterns = [cfa_pattern_of(item.camera, settings) for item in items]
+    patterns = [settings.pattern(item.camera) for item in items]
     masks = cfa_masks_batch(patterns, offsets.tolist(), height, width, device)
     crop_at = torch.tensor([(d.y0 - w[0], d.x0 - w[1]) for d, w in zip(draws, windows, strict=True)])
     pair = develop_pair(
@@ -167,8 +167,7 @@ def _develop(
         field_index=torch.tensor([used.index(id(item.field.psfs)) for item in items]),
         crop_at=crop_at,
         crop_size=(patch, patch),
-        demosaic_method=settings["demosaic"],
-        clean_cfa=settings["clean_cfa"],
+        settings=settings,
     )
     # Quantised on the device in one pass for the batch: the rows then only slice the arrays.
-    return EncodedPair.of(pair, [item.camera for item in items] if settings["store_raw"] else None)
+    return EncodedPair.of(pair, [item.camera for item in items] if settings.store_raw else None)

@@ -81,14 +81,8 @@ def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
     )
 
 
-def demosaic_bilinear(
-    raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
-) -> torch.Tensor:
-    """Bilinear demosaicking: ``raw (B, 1, H, W)`` -> ``(B, 3, H, W)``."""
-    return _bilinear(raw, cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device))
-
-
 def _bilinear(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Bilinear demosaicking: ``raw (B, 1, H, W)`` -> ``(B, 3, H, W)``."""
     planes = raw * masks.to(raw.dtype)
     rb = (
         torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=raw.dtype, device=raw.device)
@@ -117,14 +111,8 @@ def _malvar_kernels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor([g_at_rb, same_row, same_col, diagonal], dtype=dtype, device=device)[:, None] / 8
 
 
-def demosaic_malvar(
-    raw: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)
-) -> torch.Tensor:
-    """Malvar-He-Cutler gradient-corrected linear demosaicking: ``(B, 1, H, W)`` -> ``(B, 3, H, W)``."""
-    return _malvar(raw, cfa_masks(pattern, raw.shape[-2], raw.shape[-1], offset, raw.device))
-
-
 def _malvar(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Malvar-He-Cutler gradient-corrected linear demosaicking: ``(B, 1, H, W)`` -> ``(B, 3, H, W)``."""
     m = masks.to(raw.dtype).unbind(-3)
     g_at_rb, along_row, along_col, diagonal = F.conv2d(
         _reflect(raw, 2), _malvar_kernels(raw.dtype, raw.device)

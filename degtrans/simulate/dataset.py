@@ -2,7 +2,7 @@
 Ray tasks.
 
 Scan the sources (``sources``), plan cameras, samples and shards (``plan``), write the missing shards
-(``shards``), then the manifest and ``_SUCCESS`` (``degtrans.pairs``, which also documents the layout).
+(``writer``), then the manifest and ``_SUCCESS`` (``degtrans.pairs``, which also documents the layout).
 Guarantees: a pair depends only on ``(seed, sample_id)``; each shard is written atomically; a rerun
 writes only the missing shards; ``manifest.json`` and then ``_SUCCESS`` are written last; a finished
 dataset is left untouched.
@@ -25,8 +25,8 @@ from degtrans.config import SimulateConfig, to_dict
 from degtrans.pairs import SHARD_PREFIX, file_sha256, is_complete, read_manifest, write_manifest
 from degtrans.simulate.catalogue import CameraEntry, fields_as_entries, load_catalogue
 from degtrans.simulate.plan import ShardSpec, check_frames, plan_shards, resolve_cameras
-from degtrans.simulate.shards import ShardResult, existing_shard, write_shard
 from degtrans.simulate.sources import list_images, scan_sources
+from degtrans.simulate.writer import ShardResult, existing_shard, write_shard
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,15 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from degtrans.config import SimulateConfig
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.kernels.sv_conv.geometry import PairArg
+from degtrans.pairs import PARAM_COLUMNS
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import cfa_masks, demosaic_masked, mosaic_masked
 from degtrans.simulate.isp import DEFAULT_RANGES, ISPParams, ISPRanges, process, sample_isp_params, unprocess
@@ -34,6 +36,44 @@ DEMOSAIC_HALO = 2
 
 
 @dataclass(frozen=True)
+class PairSettings:
+    """The ``[simulate]`` choices a pair's pixels and row depend on (``SimulateConfig`` documents each).
+
+    Frozen and picklable: a shard's plan carries it to the worker that writes the shard.
+    """
+
+    patch_size: int
+    seed: int
+    cfa_pattern: str
+    demosaic: Literal["bilinear", "malvar"]
+    noise: bool
+    clean_cfa: bool
+    log_shot_noise_min: float
+    log_shot_noise_max: float
+    store_raw: bool
+
+    @classmethod
+    def of(cls, config: SimulateConfig) -> PairSettings:
+        """The fields of the ``[simulate]`` section that a pair depends on."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    def pattern(self, camera: CameraProfile) -> str:
+        """The Bayer pattern at the sensor origin: the camera's (``"camera"``), or the one forced."""
+        return camera.cfa_pattern if self.cfa_pattern == "camera" else self.cfa_pattern
+
+    def noise_model(self, camera: CameraProfile) -> NoiseModel:
+        """The camera's read-noise calibration with the settings' shot-noise range."""
+        return NoiseModel(
+            shot_min=10.0**self.log_shot_noise_min, shot_max=10.0**self.log_shot_noise_max,
+            read_slope=camera.noise.read_slope, read_intercept=camera.noise.read_intercept,
+            read_sigma=camera.noise.read_sigma,
+        )  # fmt: skip
+
+
+DEFAULT_SETTINGS = PairSettings.of(SimulateConfig())
+
+
+@dataclass(frozen=True)
 class DegradeParams:
     """Everything random about one pair: ISP draw and noise levels."""
 
@@ -41,7 +81,9 @@ class DegradeParams:
     noise: NoiseParams
 
     def columns(self, index: int = 0) -> dict[str, float]:
-        return {**self.isp.columns(index), **self.noise.columns(index)}
+        """The ``degtrans.pairs.PARAM_COLUMNS`` of sample ``index`` (the dataset's row format)."""
+        noise = (float(self.noise.shot[index]), float(self.noise.read[index]))
+        return dict(zip(PARAM_COLUMNS, [*self.isp.vector()[index].tolist(), *noise], strict=True))
 
 
 @dataclass(frozen=True)
@@ -103,14 +145,11 @@ def simulate_pair(
     camera: CameraProfile,
     params: DegradeParams,
     generator: torch.Generator,
+    settings: PairSettings = DEFAULT_SETTINGS,
     *,
     offset: tuple[int, int] = (0, 0),
     frame_size: tuple[int, int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
-    cfa_pattern: str | None = None,
-    demosaic_method: str = "malvar",
-    noise: bool = True,
-    clean_cfa: bool = False,
     backend: str = "auto",
 ) -> Pair:
     """Like :func:`degrade`, also returning the noisy Bayer mosaic."""
@@ -118,17 +157,16 @@ def simulate_pair(
         raise ValueError(f"degrade: clean_srgb must be (B, 3, H, W), got {tuple(clean_srgb.shape)}")
     if clean_srgb.shape[0] != params.isp.batch:
         raise ValueError(f"degrade: {clean_srgb.shape[0]} images but parameters for {params.isp.batch}")
-    pattern = cfa_pattern or camera.cfa_pattern
     frame = tuple(frame_size) if frame_size is not None else field.image_size
     top, left, height, width = crop if crop is not None else (0, 0, *clean_srgb.shape[-2:])
     batch, _, full_h, full_w = clean_srgb.shape
-    masks = cfa_masks(pattern, full_h, full_w, offset, clean_srgb.device)
+    masks = cfa_masks(settings.pattern(camera), full_h, full_w, offset, clean_srgb.device)
     # The sample's next draws after its parameters: one standard normal per raw pixel.
-    z = standard_noise((batch, 1, full_h, full_w), generator, clean_srgb.dtype) if noise else None
+    z = standard_noise((batch, 1, full_h, full_w), generator, clean_srgb.dtype) if settings.noise else None
     psfs = torch.as_tensor(field.psfs, dtype=clean_srgb.dtype, device=clean_srgb.device)
     return develop_pair(
         clean_srgb, psfs, masks, params, z, offset=offset, frame_size=frame, crop_at=(top, left),
-        crop_size=(height, width), demosaic_method=demosaic_method, clean_cfa=clean_cfa, backend=backend,
+        crop_size=(height, width), settings=settings, backend=backend,
     )  # fmt: skip
 
 
@@ -144,8 +182,7 @@ def develop_pair(
     crop_at: PairArg,
     crop_size: tuple[int, int],
     field_index: torch.Tensor | None = None,
-    demosaic_method: str = "malvar",
-    clean_cfa: bool = False,
+    settings: PairSettings = DEFAULT_SETTINGS,
     backend: str = "auto",
 ) -> Pair:
     """The camera chain on a batch whose draws are made: unprocess, blur, CFA, noise, demosaic, process.
@@ -164,7 +201,8 @@ def develop_pair(
         crop_at: (top, left) of the returned window inside the crops, or (B, 2).
         crop_size: (h, w) of the returned window.
         field_index: (B,) field of each crop in a stacked ``field_psfs``.
-        demosaic_method, clean_cfa, backend: see :func:`degrade`.
+        settings: its ``demosaic`` and ``clean_cfa`` (the noise is ``noise_z``).
+        backend: see :func:`degrade`.
 
     Returns:
         The pair, each image (B, 3, h, w) (``raw``: (B, 1, h, w)).
@@ -178,16 +216,16 @@ def develop_pair(
     if noise_z is not None:
         raw = add_standard_noise(raw, params.noise, noise_z)
     # process() is per pixel: crop first, it only needs the context that demosaicking used.
-    if clean_cfa:
+    if settings.clean_cfa:
         both_masks = torch.cat([masks, masks]) if masks.dim() == 4 else masks
-        both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, demosaic_method)
+        both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, settings.demosaic)
         both = crop_windows(both, _twice(crop_at), crop_size)
-        out = process(both, _repeat(params.isp, 2))
+        out = process(both, ISPParams.from_vector(params.isp.vector().repeat(2, 1)))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
     else:
         degraded = process(
-            crop_windows(demosaic_masked(raw, masks, demosaic_method), crop_at, crop_size), params.isp
+            crop_windows(demosaic_masked(raw, masks, settings.demosaic), crop_at, crop_size), params.isp
         )
         clean = process(crop_windows(linear, crop_at, crop_size), params.isp)
     return Pair(degraded=degraded, clean=clean, raw=crop_windows(raw, crop_at, crop_size))
@@ -220,29 +258,17 @@ def stack_params(params: Sequence[DegradeParams]) -> DegradeParams:
     return DegradeParams(isp=cat([p.isp for p in params]), noise=cat([p.noise for p in params]))
 
 
-def _repeat(isp: ISPParams, times: int) -> ISPParams:
-    return ISPParams(
-        *(
-            t.repeat(times, *([1] * (t.dim() - 1)))
-            for t in (isp.rgb2cam, isp.rgb_gain, isp.red_gain, isp.blue_gain)
-        )
-    )
-
-
 def degrade(
     clean_srgb: torch.Tensor,
     field: PSFField,
     camera: CameraProfile,
     params: DegradeParams,
     generator: torch.Generator,
+    settings: PairSettings = DEFAULT_SETTINGS,
     *,
     offset: tuple[int, int] = (0, 0),
     frame_size: tuple[int, int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
-    cfa_pattern: str | None = None,
-    demosaic_method: str = "malvar",
-    noise: bool = True,
-    clean_cfa: bool = False,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulate the camera on a clean image: returns the aligned ``(degraded, clean)`` pair.
@@ -253,33 +279,21 @@ def degrade(
         camera: profile (CFA, colour matrix, noise calibration).
         params: sampled with :func:`sample_params`; the same for both images of the pair.
         generator: the sample's random stream (noise draws).
+        settings: the chain's choices: ``cfa_pattern`` (``"camera"``: the camera's), ``demosaic``
+            (``"malvar"`` or ``"bilinear"``), ``noise`` (False: optics only) and ``clean_cfa`` (the clean
+            image also passes the CFA and demosaicking: the pair then differs only by optics and noise,
+            but the label carries demosaicking artefacts that a network learns to reproduce; False, the
+            default: an artefact-free label).
         offset: (y0, x0) of ``clean_srgb``'s top-left pixel on the sensor.
         frame_size: (H, W) of the sensor frame; defaults to the field's ``image_size``.
         crop: (top, left, h, w) inside ``clean_srgb`` to return; ``clean_srgb`` should extend
             ``k // 2 + 2`` pixels beyond it where the frame allows (see :func:`context_window`).
-        cfa_pattern: Bayer pattern at the sensor origin; defaults to the camera's.
-        demosaic_method: ``"malvar"`` or ``"bilinear"``.
-        noise: add sensor noise (False: optics only).
-        clean_cfa: the clean image also passes the CFA and demosaicking (the pair then differs
-            only by optics and noise, but the label carries demosaicking artefacts that a network
-            learns to reproduce); False (the default, as ``simulate.clean_cfa``): an artefact-free label.
 
     Returns:
         ``(degraded, clean)``, each (B, 3, h, w) in [0, 1], processed identically.
     """
     pair = simulate_pair(
-        clean_srgb,
-        field,
-        camera,
-        params,
-        generator,
-        offset=offset,
-        frame_size=frame_size,
-        crop=crop,
-        cfa_pattern=cfa_pattern,
-        demosaic_method=demosaic_method,
-        noise=noise,
-        clean_cfa=clean_cfa,
-        backend=backend,
-    )
+        clean_srgb, field, camera, params, generator, settings, offset=offset, frame_size=frame_size,
+        crop=crop, backend=backend,
+    )  # fmt: skip
     return pair.degraded, pair.clean

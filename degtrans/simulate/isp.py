@@ -75,30 +75,19 @@ class ISPParams:
     def to(self, dtype: torch.dtype) -> ISPParams:
         return ISPParams(*(t.to(dtype) for t in (self.rgb2cam, self.rgb_gain, self.red_gain, self.blue_gain)))
 
-    def columns(self, index: int = 0) -> dict[str, float]:
-        """Scalar ``isp_*`` columns of sample ``index`` (the dataset's row format)."""
-        out = {
-            "isp_rgb_gain": float(self.rgb_gain[index]),
-            "isp_red_gain": float(self.red_gain[index]),
-            "isp_blue_gain": float(self.blue_gain[index]),
-        }
-        for i in range(3):
-            for j in range(3):
-                out[f"isp_rgb2cam_{i}{j}"] = float(self.rgb2cam[index, i, j])
-        return out
+    def vector(self) -> torch.Tensor:
+        """(B, 12) the draws packed in ``degtrans.pairs.ISP_COLUMNS`` order: rgb_gain, red_gain, blue_gain,
+        rgb2cam row-major (the dataset's columns and the networks' ``isp`` input)."""
+        gains = torch.stack([self.rgb_gain, self.red_gain, self.blue_gain], dim=1)
+        return torch.cat([gains, self.rgb2cam.reshape(-1, 9)], dim=1)
 
     @classmethod
-    def from_columns(cls, row: dict[str, float]) -> ISPParams:
-        """Inverse of :meth:`columns` for one row (batch of one, float64)."""
-        matrix = torch.tensor(
-            [[row[f"isp_rgb2cam_{i}{j}"] for j in range(3)] for i in range(3)], dtype=torch.float64
-        )
-        return cls(
-            rgb2cam=matrix[None],
-            rgb_gain=torch.tensor([row["isp_rgb_gain"]], dtype=torch.float64),
-            red_gain=torch.tensor([row["isp_red_gain"]], dtype=torch.float64),
-            blue_gain=torch.tensor([row["isp_blue_gain"]], dtype=torch.float64),
-        )
+    def from_vector(cls, vector: torch.Tensor) -> ISPParams:
+        """Inverse of :meth:`vector`: ``vector (B, 12)`` -> B draws (views of it, its dtype)."""
+        if vector.dim() != 2 or vector.shape[1] != 12:
+            raise ValueError(f"ISPParams.from_vector: expected (B, 12) parameters, got {tuple(vector.shape)}")
+        rgb2cam = vector[:, 3:].reshape(-1, 3, 3)
+        return cls(rgb2cam=rgb2cam, rgb_gain=vector[:, 0], red_gain=vector[:, 1], blue_gain=vector[:, 2])
 
 
 class CameraColour(Protocol):

@@ -41,9 +41,6 @@ class NoiseParams:
     shot: torch.Tensor
     read: torch.Tensor
 
-    def columns(self, index: int = 0) -> dict[str, float]:
-        return {"noise_shot": float(self.shot[index]), "noise_read": float(self.read[index])}
-
     @classmethod
     def zero(cls, batch: int = 1) -> NoiseParams:
         return cls(torch.zeros(batch, dtype=torch.float64), torch.zeros(batch, dtype=torch.float64))

@@ -1,12 +1,16 @@
-"""A set of natural photographs made from Debian packages: no internet but Debian's package index.
+"""A set of natural photographs made from Debian packages, on any machine that reaches a Debian archive.
 
-``degtrans simulate make-photos`` fetches the packages of :data:`PACKAGES` with ``apt-get download``
-(nothing is installed), unpacks them with ``dpkg-deb -x``, takes the photographs :data:`PHOTOS` names
-(chosen by looking at them: no drawings, renders, logos or scans of text), and writes each, area-averaged
-in linear light, into ``OUT/train`` or ``OUT/heldout`` as a lossless 8-bit WebP (the whole set is
-about 32 MB, small enough to carry to a lent GPU machine), with ``OUT/manifest.json``
-giving for every photograph its package and version, the file in the package, the licence and
-copyright holders from the package's ``copyright`` file, and its sizes.
+What a machine needs: ``apt-get`` and ``dpkg-deb`` (Debian's ``apt`` and ``dpkg``, on every Debian or
+Ubuntu system) and an apt source that lists the packages of :data:`PACKAGES` (Debian 12 "bookworm"
+``main`` has all four: ``plasma-workspace-wallpapers``, ``mate-backgrounds``, ``lomiri-wallpapers-20.04``,
+``opencv-doc``); no root, nothing is installed. Then one command: ``degtrans simulate make-photos``.
+
+It fetches the packages with ``apt-get download``, unpacks them with ``dpkg-deb -x``, takes the
+photographs :data:`PHOTOS` names (chosen by looking at them: no drawings, renders, logos or scans of
+text), and writes each, area-averaged in linear light, into ``OUT/train`` or ``OUT/heldout`` as a
+lossless 8-bit WebP (the whole set is about 32 MB), with ``OUT/manifest.json`` giving for every
+photograph its package and version, the file in the package, the licence and copyright holders from the
+package's ``copyright`` file, and its sizes.
 
 Downscaling: the shorter side becomes ``short_side`` (1,024), and every photograph is reduced by at
 least ``min_factor`` (1.5): averaging k×k pixels divides the noise by k and shrinks JPEG blocks and

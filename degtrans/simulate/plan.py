@@ -23,6 +23,7 @@ from degtrans.field import PSFField
 from degtrans.pairs import FORMAT_VERSION, file_sha256, shard_path
 from degtrans.simulate.camera import load_profile
 from degtrans.simulate.catalogue import CameraEntry
+from degtrans.simulate.degrade import PairSettings
 from degtrans.simulate.sources import Source
 
 DEFAULT_PROFILE = "canon-eos-5d-mark-ii"
@@ -42,14 +43,20 @@ class Camera:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Everything a worker needs to write one shard; picklable, no open files."""
+    """Everything a worker needs to write one shard; picklable, no open files.
+
+    ``settings``: how each pair is drawn, developed and stored; ``fit_field`` and ``row_group_rows``:
+    the ``[simulate]`` fields of the same names.
+    """
 
     index: int
     output: str
     samples: tuple[tuple[str, int, int, int], ...]
     sources: tuple[Source, ...]
     cameras: tuple[Camera, ...]
-    settings: dict[str, Any]
+    settings: PairSettings
+    fit_field: bool
+    row_group_rows: int
     fingerprint: str
 
     @property
@@ -154,15 +161,12 @@ def plan_samples(
     return samples
 
 
-def shard_settings(config: SimulateConfig) -> dict[str, Any]:
-    """What the pixels depend on (``workers`` does not; ``gpus_per_worker`` only within kernel tolerance)."""
+def fingerprint(config: SimulateConfig, sources: Sequence[Source], cameras: Sequence[Camera]) -> str:
+    """The plan's identity: the format, the config (less ``workers``, which the pixels do not depend on,
+    and ``gpus_per_worker``, which they do only within kernel tolerance), the sources and the cameras."""
     settings = to_dict(config)
     settings.pop("workers", None)
     settings.pop("gpus_per_worker", None)
-    return settings
-
-
-def fingerprint(settings: dict[str, Any], sources: Sequence[Source], cameras: Sequence[Camera]) -> str:
     payload = {
         "format_version": FORMAT_VERSION,
         "settings": settings,
@@ -178,8 +182,8 @@ def plan_shards(
     """Fixed shards of ``rows_per_file`` consecutive samples; each carries only the sources it uses."""
     if config.rows_per_file < 1 or config.patches_per_image < 1:
         raise ValueError("simulate: rows_per_file and patches_per_image must be positive")
-    settings = shard_settings(config)
-    print_ = fingerprint(settings, sources, cameras)
+    settings = PairSettings.of(config)
+    print_ = fingerprint(config, sources, cameras)
     samples = plan_samples(sources, cameras, config.patches_per_image, config.camera_choice, config.seed)
     specs = []
     for index, start in enumerate(range(0, len(samples), config.rows_per_file)):
@@ -196,6 +200,8 @@ def plan_shards(
                 sources=tuple(sources[s] for s in used),
                 cameras=tuple(cameras[c] for c in used_cameras),
                 settings=settings,
+                fit_field=config.fit_field,
+                row_group_rows=config.row_group_rows,
                 fingerprint=print_,
             )
         )

@@ -1,6 +1,6 @@
 """One sample of the dataset: its draws (position, parameters, then noise) and its row.
 
-Both synthesis paths use these: the one-sample path (``shards.simulate_sample``) and the device path that
+Both synthesis paths use these: the one-sample path (:func:`simulate_sample`) and the device path that
 develops a row group at once (``batch.simulate_batch``); a sample's draws depend only on ``(seed,
 sample_id)``, its frame size and its camera.
 """
@@ -13,10 +13,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from degtrans.field import PSFField
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.degrade import DegradeParams, Pair, context_window, sample_generator, sample_params
+from degtrans.simulate.cfa import phase_pattern
+from degtrans.simulate.degrade import (
+    DegradeParams,
+    Pair,
+    PairSettings,
+    context_window,
+    sample_generator,
+    sample_params,
+    simulate_pair,
+)
 from degtrans.simulate.isp import ISPRanges
-from degtrans.simulate.noise import NoiseModel
 
 
 @dataclass(frozen=True)
@@ -71,29 +80,44 @@ class SampleDraws:
 
 
 def draw_sample(
-    frame: tuple[int, int], kernel_size: int, camera: CameraProfile, sample_id: str, settings: dict[str, Any]
+    frame: tuple[int, int], kernel_size: int, camera: CameraProfile, sample_id: str, settings: PairSettings
 ) -> SampleDraws:
     """The draws of one sample: depend only on ``(seed, sample_id)``, the frame size and the camera."""
-    patch = settings["patch_size"]
+    patch = settings.patch_size
     height, width = frame
-    generator = sample_generator(settings["seed"], sample_id)
+    generator = sample_generator(settings.seed, sample_id)
     y0 = int(torch.randint(0, height - patch + 1, (1,), generator=generator))
     x0 = int(torch.randint(0, width - patch + 1, (1,), generator=generator))
-    noise_model = NoiseModel(
-        shot_min=10.0 ** settings["log_shot_noise_min"],
-        shot_max=10.0 ** settings["log_shot_noise_max"],
-        read_slope=camera.noise.read_slope,
-        read_intercept=camera.noise.read_intercept,
-        read_sigma=camera.noise.read_sigma,
-    )
-    params = sample_params(generator, camera, ISPRanges(), noise_model)
+    params = sample_params(generator, camera, ISPRanges(), settings.noise_model(camera))
     window = context_window(y0, x0, (patch, patch), frame, kernel_size)
     return SampleDraws(generator, y0, x0, params, window)
 
 
-def cfa_pattern_of(camera: CameraProfile, settings: dict[str, Any]) -> str:
-    """The Bayer pattern at the sensor origin: the camera's, or the one the settings force."""
-    return camera.cfa_pattern if settings["cfa_pattern"] == "camera" else settings["cfa_pattern"]
+def simulate_sample(
+    image: np.ndarray,
+    psf_field: PSFField,
+    camera: CameraProfile,
+    sample_id: str,
+    settings: PairSettings,
+    camera_name: str,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """One row of the dataset from its clean frame; depends only on ``(seed, sample_id)`` and inputs.
+
+    The one-sample path (the CPU baseline). The random draws stay on the CPU generator wherever the
+    patch is developed; ``degtrans.simulate.batch`` develops whole row groups on a device instead.
+    """
+    frame = image.shape[:2]
+    draws = draw_sample(frame, psf_field.kernel_size, camera, sample_id, settings)
+    top, bottom, left, right = draws.window
+    crop = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right])).permute(2, 0, 1)[None]
+    patch = settings.patch_size
+    pair = simulate_pair(
+        crop.to(device), psf_field, camera, draws.params, draws.generator, settings, offset=(top, left),
+        frame_size=frame, crop=(draws.y0 - top, draws.x0 - left, patch, patch),
+    )  # fmt: skip
+    encoded = EncodedPair.of(pair, [camera] if settings.store_raw else None).to_host()
+    return sample_row(sample_id, camera_name, camera, draws, frame, settings, encoded)
 
 
 def sample_row(
@@ -102,12 +126,12 @@ def sample_row(
     camera: CameraProfile,
     draws: SampleDraws,
     frame: tuple[int, int],
-    settings: dict[str, Any],
+    settings: PairSettings,
     pair: EncodedPair,
     index: int = 0,
 ) -> dict[str, Any]:
     """The dataset row of image ``index`` of an encoded ``pair`` on the CPU (:meth:`EncodedPair.to_host`)."""
-    patch = settings["patch_size"]
+    patch = settings.patch_size
     row: dict[str, Any] = {
         "sample_id": sample_id,
         "camera": camera_name,
@@ -122,11 +146,9 @@ def sample_row(
         "degraded": pair.degraded[index].numpy().astype(np.uint16),
         **draws.params.columns(),
     }
-    if settings["store_raw"]:
-        from degtrans.simulate.cfa import phase_pattern
-
+    if settings.store_raw:
         row["raw"] = pair.raw[index].numpy().astype(np.uint16)
-        row["raw_pattern"] = phase_pattern(cfa_pattern_of(camera, settings), (draws.y0, draws.x0))
+        row["raw_pattern"] = phase_pattern(settings.pattern(camera), (draws.y0, draws.x0))
         row["raw_black_level"] = float(np.mean(camera.black_level))
         row["raw_white_level"] = float(camera.white_level)
     return row

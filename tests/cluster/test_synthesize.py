@@ -63,6 +63,7 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
     import torch
 
     from degtrans.cli import main
+    from degtrans.pairs import ISP_COLUMNS
     from degtrans.simulate.camera import CameraProfile
     from degtrans.simulate.cfa import demosaic, phase_pattern
     from degtrans.simulate.isp import ISPParams, process
@@ -83,7 +84,8 @@ def test_cli_with_store_raw(ray_session, inputs, capsys):
         assert raw.max() <= white
         # The stored mosaic is what the degraded image was developed from: develop it again.
         linear = torch.from_numpy((raw - black) / (white - black))[None, None]
-        developed = process(demosaic(linear, row["raw_pattern"]), ISPParams.from_columns(row))[0]
+        isp = ISPParams.from_vector(torch.tensor([[row[n] for n in ISP_COLUMNS]], dtype=torch.float64))
+        developed = process(demosaic(linear, row["raw_pattern"]), isp)[0]
         degraded = np.asarray(row["degraded"], np.uint16).reshape(16, 16, 3) / 65535.0
         # Interior only (the pipeline demosaicked with context beyond the patch); 1 DN of
         # quantisation grows through gains and gamma to ~2e-3 in dark pixels.

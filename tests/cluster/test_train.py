@@ -118,7 +118,7 @@ def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
 
 def test_ray_dataset_carries_the_noise_columns_the_local_reader_reads(ray_session, tmp_path):
     from degtrans.cluster.train import pair_dataset
-    from degtrans.restore.data import NOISE_COLUMNS
+    from degtrans.pairs import NOISE_COLUMNS
 
     data = tiny_dataset(tmp_path)
     names = pair_dataset(data, "train", 0.25).schema().names

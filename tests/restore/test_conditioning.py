@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from degtrans.pairs import ISP_COLUMNS
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.data import ISP_COLUMNS, PairReader, patch_corner_psfs
+from degtrans.restore.data import PairReader, patch_corner_psfs
 from degtrans.restore.models.domain import to_display, to_linear
 from degtrans.restore.models.wiener import DeepWiener, corner_weights, frequency_bands, wiener_deconv
 from degtrans.simulate.isp import process, sample_isp_params

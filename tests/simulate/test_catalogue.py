@@ -11,7 +11,7 @@ import pytest
 from degtrans.cli import main
 from degtrans.config import SimulateConfig
 from degtrans.field import PSFField
-from degtrans.simulate import shards
+from degtrans.simulate import writer
 from degtrans.simulate.catalogue import fields_as_entries, load_catalogue, write_random_cameras
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.plan import draw_camera, plan_shards, resolve_cameras
@@ -140,7 +140,7 @@ def test_catalogue_dataset_draws_cameras_and_counts_them(tmp_path, capsys, monke
     monkeypatch.setattr(
         PSFField, "load", classmethod(lambda cls, path: loads.append(path) or real_load(path))
     )
-    shards.load_field_cached.cache_clear()
+    writer.load_field_cached.cache_clear()
     summary = build_dataset(images, None, tmp_path / "out", CONFIG, catalogue=tmp_path / "cams")
     manifest, table = _rows(tmp_path / "out")
     ids = table.column("sample_id").to_pylist()

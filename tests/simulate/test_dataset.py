@@ -15,7 +15,8 @@ from degtrans.field import PSFField
 from degtrans.pairs import FORMAT_VERSION
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.dataset import build_dataset
-from degtrans.simulate.shards import simulate_sample
+from degtrans.simulate.degrade import PairSettings
+from degtrans.simulate.sample import simulate_sample
 from degtrans.simulate.sources import bundled_images, list_images, scan_sources
 from degtrans.testing.synthetic import gaussian_field
 
@@ -91,7 +92,7 @@ def test_dataset_format_and_contents(reference):
         PSFField.load(fields[0 if row["camera"] == "camA" else 1]),
         profile,
         row["sample_id"],
-        {**manifest["config"], "workers": 0},
+        PairSettings.of(SimulateConfig(**manifest["config"])),
         row["camera"],
     )
     assert np.array_equal(again["degraded"], np.asarray(row["degraded"], np.uint16))

@@ -1,10 +1,14 @@
 """degrade: aligned pairs, identity field, patch = crop of the full frame, reproducibility."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from degtrans.pairs import PARAM_COLUMNS
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.degrade import (
+    DEFAULT_SETTINGS,
     blur,
     context_window,
     degrade,
@@ -16,6 +20,7 @@ from degtrans.simulate.isp import process, unprocess
 from degtrans.testing.synthetic import gaussian_field, identity_field
 
 CAMERA = CameraProfile.bundled("sony-rx100m4")
+OPTICS = replace(DEFAULT_SETTINGS, noise=False)
 
 
 def _image(height=40, width=48, seed=0):
@@ -30,7 +35,7 @@ def test_identity_field_without_noise_gives_identical_images(dtype, tolerance):
     field = identity_field((2, 3), 5, tuple(image.shape[-2:]))
     gen = sample_generator(0, "camA/img/p00")
     params = sample_params(gen, CAMERA)
-    degraded, clean = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=True)
+    degraded, clean = degrade(image, field, CAMERA, params, gen, replace(OPTICS, clean_cfa=True))
     # Equal up to rounding: the blur blends the (identical) tile results with weights summing to 1.
     assert torch.allclose(degraded, clean, **tolerance(dtype))
     assert degraded.shape == image.shape and 0 <= float(clean.min()) and float(clean.max()) <= 1
@@ -41,7 +46,7 @@ def test_pair_differs_only_by_optics_and_noise():
     field = gaussian_field((2, 2), 7, tuple(image.shape[-2:]), sigma_centre=1.5, sigma_corner=2.5)
     gen = sample_generator(0, "x")
     params = sample_params(gen, CAMERA)
-    blurred, clean = degrade(image, field, CAMERA, params, torch.Generator().manual_seed(1), noise=False)
+    blurred, clean = degrade(image, field, CAMERA, params, torch.Generator().manual_seed(1), OPTICS)
     noisy, clean2 = degrade(image, field, CAMERA, params, torch.Generator().manual_seed(1))
     assert torch.equal(clean, clean2)
     # Blur removes detail: less total variation than the clean image.
@@ -80,7 +85,7 @@ def test_degraded_patch_equals_crop_of_degraded_frame_without_noise(y0, x0):
     field = gaussian_field((3, 4), 7, (48, 56))
     gen = sample_generator(0, "p")
     params = sample_params(gen, CAMERA)
-    full = simulate_pair(frame, field, CAMERA, params, gen, noise=False)
+    full = simulate_pair(frame, field, CAMERA, params, gen, OPTICS)
     patch = (16, 18)
     top, bottom, left, right = context_window(y0, x0, patch, (48, 56), field.kernel_size)
     crop = (y0 - top, x0 - left, *patch)
@@ -90,14 +95,23 @@ def test_degraded_patch_equals_crop_of_degraded_frame_without_noise(y0, x0):
         CAMERA,
         params,
         gen,
+        OPTICS,
         offset=(top, left),
         crop=crop,
-        noise=False,
     )
     window = (..., slice(y0, y0 + patch[0]), slice(x0, x0 + patch[1]))
     assert torch.allclose(part.degraded, full.degraded[window], atol=1e-10)
     assert torch.allclose(part.clean, full.clean[window], atol=1e-10)
     assert torch.allclose(part.raw, full.raw[window], atol=1e-12)
+
+
+def test_param_columns_are_the_pair_format():
+    params = sample_params(sample_generator(0, "columns"), CAMERA, batch=2)
+    row = params.columns(1)
+    assert tuple(row) == PARAM_COLUMNS
+    assert row["isp_rgb_gain"] == float(params.isp.rgb_gain[1])
+    assert row["isp_rgb2cam_12"] == float(params.isp.rgb2cam[1, 1, 2])
+    assert row["noise_read"] == float(params.noise.read[1])
 
 
 def test_bad_input_is_reported():
@@ -114,9 +128,9 @@ def test_clean_target_without_cfa_has_no_demosaicking_error():
     field = identity_field((1, 1), 3, (32, 32))
     gen = sample_generator(0, "c")
     params = sample_params(gen, CAMERA)
-    _, ideal = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=False)
-    _, through_cfa = degrade(image, field, CAMERA, params, gen, noise=False, clean_cfa=True)
-    _, default = degrade(image, field, CAMERA, params, gen, noise=False)
+    _, ideal = degrade(image, field, CAMERA, params, gen, replace(OPTICS, clean_cfa=False))
+    _, through_cfa = degrade(image, field, CAMERA, params, gen, replace(OPTICS, clean_cfa=True))
+    _, default = degrade(image, field, CAMERA, params, gen, OPTICS)
     assert torch.equal(default, ideal)  # the default label is the artefact-free one (simulate.clean_cfa)
     reference = process(unprocess(image, params.isp), params.isp)
     assert torch.allclose(ideal, reference, atol=1e-12)

@@ -16,8 +16,8 @@ from degtrans.simulate.batch import batch_window
 from degtrans.simulate.catalogue import fields_as_entries
 from degtrans.simulate.degrade import context_window
 from degtrans.simulate.plan import plan_shards, resolve_cameras
-from degtrans.simulate.shards import write_shard
 from degtrans.simulate.sources import list_images, scan_sources
+from degtrans.simulate.writer import write_shard
 from tests.simulate.test_dataset import _make_inputs
 
 CONFIG = SimulateConfig(patch_size=24, patches_per_image=3, rows_per_file=4, row_group_rows=2)

@@ -1,7 +1,7 @@
 """Where the PSF acts: processed image <-> linear camera RGB.
 
 ``degtrans simulate`` blurs in linear camera RGB (after the inverse ISP, before mosaic and noise) and
-stores each pair's ISP draw (``isp``, the ``ISP_COLUMNS`` of :mod:`degtrans.restore.data`) and noise
+stores each pair's ISP draw (``isp``, the ``ISP_COLUMNS`` of :mod:`degtrans.pairs`) and noise
 variances (``noise``: ``shot``, ``read``; ``var(x) = shot * x + read`` in those linear units). With
 the ISP draw, :func:`to_linear` inverts the simulation's ``process`` exactly; without it (toy data,
 photographs of unknown processing) the sRGB transfer curve stands in, as for the classical baselines.
@@ -22,14 +22,6 @@ from degtrans.simulate.isp import (
 )
 
 
-def isp_params(isp: torch.Tensor) -> ISPParams:
-    """``isp: (B, 12)`` ``(rgb_gain, red_gain, blue_gain, rgb2cam row-major)`` -> :class:`ISPParams`."""
-    if isp.dim() != 2 or isp.shape[1] != 12:
-        raise ValueError(f"isp_params: expected (B, 12) ISP parameters, got {tuple(isp.shape)}")
-    rgb2cam = isp[:, 3:].reshape(-1, 3, 3)
-    return ISPParams(rgb2cam=rgb2cam, rgb_gain=isp[:, 0], red_gain=isp[:, 1], blue_gain=isp[:, 2])
-
-
 def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Tensor:
     """Processed ``image (B, 3, H, W)`` in [0, 1] -> linear camera RGB (the raw sensor's units).
 
@@ -38,7 +30,7 @@ def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Ten
     """
     if isp is None:
         return srgb_to_linear(image)
-    params = isp_params(isp.to(image.dtype))
+    params = ISPParams.from_vector(isp.to(image.dtype))
     x = apply_ccm(gamma_expansion(inverse_smoothstep(image)), params.rgb2cam)
     ones = torch.ones_like(params.red_gain)
     gains = torch.stack([params.red_gain, ones, params.blue_gain], dim=1) * params.rgb_gain[:, None]
@@ -49,4 +41,4 @@ def to_display(linear: torch.Tensor, isp: torch.Tensor | None = None) -> torch.T
     """Inverse of :func:`to_linear`: the simulation's ISP (or the sRGB curve), values in [0, 1]."""
     if isp is None:
         return linear_to_srgb(linear)
-    return process(linear, isp_params(isp.to(linear.dtype)))
+    return process(linear, ISPParams.from_vector(isp.to(linear.dtype)))

@@ -355,7 +355,7 @@ class DeepWiener(nn.Module):
                 (B, 4, C, k, k) at its corners (``patch_corner_psfs``), blended across the patch.
             noise: (B, 2) ``(shot, read)`` noise variances in linear units; estimated when ``None``
                 (or when the model was built with ``known_isp=False``).
-            isp: (B, 12) the pair's ISP draw (``degtrans.restore.data.ISP_COLUMNS``); ``None``: sRGB.
+            isp: (B, 12) the pair's ISP draw (``degtrans.pairs.ISP_COLUMNS``); ``None``: sRGB.
 
         Returns:
             (B, C, H, W) restored patch.

@@ -6,7 +6,7 @@ skipped images, so a rerun can tell a complete shard of this plan from a partial
 dataset.
 
 Samples are simulated a row group at a time, ordered by camera inside the group, and written in the
-planned order: one at a time on the CPU (``simulate_sample``), or, on a GPU, the whole group in one
+planned order: one at a time on the CPU (``sample.simulate_sample``), or, on a GPU, the whole group in one
 pass (``degtrans.simulate.batch``) while threads decode the next group's frames and encode the last
 one's rows. PSF fields are loaded once per worker process (``load_field_cached``), so the cost of a
 pair does not depend on the size of the catalogue.
@@ -32,6 +32,7 @@ from degtrans.atomic import atomic_path
 from degtrans.field import PSFField
 from degtrans.pairs import (
     IMAGE_COLUMNS,
+    PARAM_COLUMNS,
     SHARD_HEADER_KEY,
     SHARD_INFO_KEY,
     file_sha256,
@@ -40,9 +41,8 @@ from degtrans.pairs import (
 )
 from degtrans.simulate.batch import BatchItem, FieldCache, simulate_batch
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.degrade import sample_params, simulate_pair
 from degtrans.simulate.plan import ShardSpec
-from degtrans.simulate.sample import EncodedPair, cfa_pattern_of, draw_sample, sample_row
+from degtrans.simulate.sample import simulate_sample
 from degtrans.simulate.sources import Source, load_source
 
 log = logging.getLogger(__name__)
@@ -75,58 +75,21 @@ def load_field_cached(path: str, sha256: str) -> PSFField:
     return PSFField.load(path)
 
 
-def _schema(spec: ShardSpec, store_raw: bool) -> pa.Schema:
-    probe = sample_params(torch.Generator().manual_seed(0), CameraProfile.from_dict(spec.cameras[0].profile))
-    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": spec.settings["patch_size"]}
-    return shard_schema(list(probe.columns()), store_raw, header)
+def _schema(spec: ShardSpec) -> pa.Schema:
+    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": spec.settings.patch_size}
+    return shard_schema(PARAM_COLUMNS, spec.settings.store_raw, header)
 
 
-def _row_group_rows(settings: dict[str, Any]) -> int:
-    patch = settings["patch_size"]
-    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if settings["store_raw"] else 0)
-    return max(1, min(settings["row_group_rows"], MAX_ROW_GROUP_BYTES // per_row))
+def _row_group_rows(spec: ShardSpec) -> int:
+    patch, raw = spec.settings.patch_size, spec.settings.store_raw
+    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if raw else 0)
+    return max(1, min(spec.row_group_rows, MAX_ROW_GROUP_BYTES // per_row))
 
 
 def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
     if not fit or base.image_size == (source.height, source.width):
         return base
     return PSFField(base.psfs, (source.height, source.width), base.channels, base.domain, base.meta)
-
-
-def simulate_sample(
-    image: np.ndarray,
-    psf_field: PSFField,
-    camera: CameraProfile,
-    sample_id: str,
-    settings: dict[str, Any],
-    camera_name: str,
-    device: torch.device | str = "cpu",
-) -> dict[str, Any]:
-    """One row of the dataset from its clean frame; depends only on ``(seed, sample_id)`` and inputs.
-
-    The one-sample path (the CPU baseline). The random draws stay on the CPU generator wherever the
-    patch is developed; ``degtrans.simulate.batch`` develops whole row groups on a device instead.
-    """
-    frame = image.shape[:2]
-    draws = draw_sample(frame, psf_field.kernel_size, camera, sample_id, settings)
-    top, bottom, left, right = draws.window
-    crop = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right])).permute(2, 0, 1)[None]
-    pair = simulate_pair(
-        crop.to(device),
-        psf_field,
-        camera,
-        draws.params,
-        draws.generator,
-        offset=(top, left),
-        frame_size=frame,
-        crop=(draws.y0 - top, draws.x0 - left, settings["patch_size"], settings["patch_size"]),
-        cfa_pattern=cfa_pattern_of(camera, settings),
-        demosaic_method=settings["demosaic"],
-        noise=settings["noise"],
-        clean_cfa=settings["clean_cfa"],
-    )
-    encoded = EncodedPair.of(pair, [camera] if settings["store_raw"] else None).to_host()
-    return sample_row(sample_id, camera_name, camera, draws, frame, settings, encoded)
 
 
 def _load_images(
@@ -153,7 +116,6 @@ def _group_items(
 ) -> list[tuple[int, BatchItem, str]]:
     """``(index in group, item, source name)`` of the group's samples with a readable frame, camera by
     camera (on a GPU a camera's patches then run back to back)."""
-    settings = spec.settings
     profiles = {c: CameraProfile.from_dict(spec.cameras[c].profile) for c in {c for _, _, c, _ in group}}
     items = []
     for i in sorted(range(len(group)), key=lambda i: group[i][2]):
@@ -161,8 +123,8 @@ def _group_items(
         if images[s] is None:
             continue
         source, camera = spec.sources[s], spec.cameras[c]
-        psf_field = _shard_field(load_field_cached(camera.field_path, camera.field_sha256), source,
-                                 settings["fit_field"])  # fmt: skip
+        base = load_field_cached(camera.field_path, camera.field_sha256)
+        psf_field = _shard_field(base, source, spec.fit_field)
         items.append((i, BatchItem(images[s], psf_field, profiles[c], sample_id, camera.name), source.name))
     return items
 
@@ -197,10 +159,9 @@ def write_shard(
             decode the next group's frames and encode the last group's rows; the default: on any device
             but the CPU, whose one-sample path needs no copies. Both write the same rows within 1 DN.
     """
-    settings = spec.settings
     batched = torch.device(device).type != "cpu" if batched is None else batched
-    schema = _schema(spec, settings["store_raw"])
-    group = _row_group_rows(settings)
+    schema = _schema(spec)
+    group = _row_group_rows(spec)
     final = spec.path
     skipped: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
