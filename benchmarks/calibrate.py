@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from degtrans.atomic import write_atomic
-from degtrans.calibrate.metrics import reblur_psnr, target_band, truth_metrics
+from degtrans.calibrate.accuracy import reblur_psnr, target_band, truth_metrics
 from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local, local_mapper, solve_field
 from degtrans.calibrate.targets import make_targets
@@ -122,7 +122,7 @@ class Profile:
     """Wall time of the pipeline's steps, by wrapping the functions the local runner calls (this
     process only: with Ray, the actors' and tasks' time is not seen)."""
 
-    PIPELINE = {
+    PREPARE = {
         "read_image": "read images",
         "coarse_geometry": "registration: markers",
         "patch_samples": "stage I (patches)",
@@ -132,6 +132,8 @@ class Profile:
         "warp_to_photo": "registration: target on the sensor",
         "correlation": "photo checks",
         "sharpness": "photo checks",
+    }
+    PIPELINE = {
         "fit_tile": "stage II: init, per tile",
         "solve_joint": "stage II: joint solve",
         "write_outputs": "metrics and report",
@@ -144,12 +146,13 @@ class Profile:
 
     def __init__(self) -> None:
         import degtrans.calibrate.pipeline as pipeline
-        from degtrans.calibrate.shards import Shard
+        import degtrans.calibrate.prepare as prepare
+        from degtrans.calibrate.blocks import Shard
 
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.calls: dict[str, int] = collections.Counter()
         self._undo: list = []
-        for owner, names in ((pipeline, self.PIPELINE), (Shard, self.SHARD)):
+        for owner, names in ((prepare, self.PREPARE), (pipeline, self.PIPELINE), (Shard, self.SHARD)):
             for name, label in names.items():
                 original = getattr(owner, name)
                 setattr(owner, name, self._timed(original, label))
@@ -183,8 +186,7 @@ def demo_calibration(root: Path, target_scale: float | None) -> dict:
     """The demo's hidden camera as ``degtrans demo`` makes and calibrates it (``stage_targets`` and
     ``stage_calibrate``, with the local runner instead of Ray: the same rounds), its targets
     ``target_scale`` times the frame (``None``: the demo's own size); the demo's mean errors."""
-    from degtrans.calibrate.metrics import band_floor, in_band_error
-    from degtrans.calibrate.pipeline import psf_error
+    from degtrans.calibrate.accuracy import band_floor, in_band_error, psf_error
     from degtrans.demo import CAL_FRAME, CAL_TARGET, demo_config
 
     config = demo_config().calibrate
@@ -270,7 +272,6 @@ def main() -> None:
         rows=rows,
         cols=cols,
         psf_size=args.k,
-        iterations=0,
         min_inliers=20,
         register_rounds=args.register_rounds,
         gpus_per_actor=1.0 if args.device == "cuda" else 0.0,

@@ -17,11 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from degtrans.calibrate.inspect import psf_mosaic  # noqa: E402
 from degtrans.figures import save_figure  # noqa: E402
-from degtrans.kernels import sv_conv2d  # noqa: E402
 from degtrans.testing.synthetic import gaussian_field  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -34,9 +32,9 @@ def blurred_point_grid(
     field = gaussian_field(
         grid=grid, psf_size=psf_size, image_size=frame, sigma_centre=0.7, sigma_corner=3.5, chromatic=0.3
     )
-    points = torch.zeros(1, 3, *frame)
-    points[..., spacing // 2 :: spacing, spacing // 2 :: spacing] = 1.0
-    blurred = sv_conv2d(points, torch.from_numpy(field.psfs), padding="zeros")[0].permute(1, 2, 0).numpy()
+    points = np.zeros((*frame, 3), np.float32)
+    points[spacing // 2 :: spacing, spacing // 2 :: spacing] = 1.0
+    blurred = field.blur(points, padding="zeros")
     return blurred, field.psfs
 
 

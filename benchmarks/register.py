@@ -24,7 +24,7 @@ import torch
 
 from degtrans.atomic import write_atomic
 from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
-from degtrans.calibrate.pipeline import PreparedPair, prepare_pair
+from degtrans.calibrate.prepare import PreparedPair, prepare_pair
 from degtrans.calibrate.register import Geometry
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig

@@ -127,9 +127,9 @@ BARS = {"true": 0.5, "gaussian": 1.5, "other": 1.0}
 def calibrate_hidden(truth_path: Path, work: Path, targets: int, seed: int) -> dict[str, Any]:
     """Targets → photographs through the hidden lens → ``degtrans calibrate --local``; the calibrated
     field's path and its error against the truth (relative L2 per tile, raw and centroid-aligned)."""
+    from degtrans.calibrate.accuracy import psf_error
     from degtrans.calibrate.inspect import draw_psf_comparison
     from degtrans.calibrate.photos import synthesize_pairs
-    from degtrans.calibrate.pipeline import psf_error
     from degtrans.cli import main as degtrans
 
     truth = PSFField.load(truth_path)

@@ -95,8 +95,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
     p.add_argument("--grid", type=pair_of_ints, default=None, metavar="ROWSxCOLS", help="FOV tiles (6x8)")
     p.add_argument("--psf-size", type=int, default=None, help="PSF size k (odd)")
-    p.add_argument("--psf-param", choices=["direct", "deep-linear"], default=None, help="PSF parametrisation")
-    p.add_argument("--iterations", type=int, default=None, help="Adam steps per tile")
     p.add_argument(
         "--distortion",
         choices=["auto", "none", "always"],
@@ -116,8 +114,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     def handler(args: argparse.Namespace) -> int:
         flags = {
             "psf_size": args.psf_size,
-            "psf_param": args.psf_param,
-            "iterations": args.iterations,
             "distortion": args.distortion,
             "register_sigma": args.register_sigma,
             "camera": args.camera,
@@ -137,7 +133,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         report = args.output.with_suffix(".report.png")
         grid = f"{field.grid[0]}x{field.grid[1]}"
         print(f"wrote {args.output} ({grid} tiles, k={field.kernel_size}); report {report}")
-        from degtrans.calibrate.metrics import format_metrics
+        from degtrans.calibrate.accuracy import format_metrics
 
         print(format_metrics(field.meta.get("metrics", {})))
         return 0

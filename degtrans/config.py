@@ -65,43 +65,19 @@ class CalibrateConfig:
     cols: int = 8
     psf_size: int = 31
     support_radius: float = 0.0
-    psf_param: Literal["direct", "deep-linear"] = "direct"
-    alpha_fidelity: float = 1.0
-    beta_sum2one: float = 1.0
-    gamma_boundary: float = 1.0
-    delta_symmetry: float = 0.0
-    # Adam steps of the optional descent round after the closed form (0: none). The joint closed form is
-    # the estimate; the descent is an L1 polish on sampled pixels whose patch system at k = 31 holds
-    # 3 x 40000 x 961 floats (0.46 GB) per tile, so it is off unless asked for.
-    iterations: int = 0
-    learning_rate: float = 1e-3
-    # Observations per Adam step (mini-batch of the tile's sampled pixels).
-    batch_pixels: int = 4096
-    # Tikhonov weight (relative to the mean diagonal) of the closed-form least-squares start.
+    # Ridge weight (relative to each channel's data scale) of the Fourier and joint solves' prior.
     wiener_reg: float = 3e-4
-    # Closed form: "fourier" (every pixel of a tile's region, conjugate gradients with FFT products; k up
-    # to 41 and more) or "patches" (the k^2 x k^2 normal equations on sampled pixels, non-negative FISTA).
-    solver: Literal["fourier", "patches"] = "fourier"
-    # Fourier solver priors, relative to the data scale: |grad h|^2 and the centroid of the middle
-    # (green) channel ((sum h y)^2 + (sum h x)^2: PSFs are stored centred, geometry is not blur).
+    # Their other priors, relative to the data scale: |grad h|^2 and the centroid of the middle (green)
+    # channel ((sum h y)^2 + (sum h x)^2: PSFs are stored centred, geometry is not blur).
     smooth_reg: float = 1e-3
     centroid_weight: float = 1.0
+    # Conjugate-gradient steps of a tile's init (its Fourier solve).
     cg_iterations: int = 400
-    # Sweeps of the exact interpolated-field model (block Gauss-Seidel over four tile colours) before
-    # descent, each update over-relaxed by ``relaxation``.
-    refine_rounds: int = 0
-    relaxation: float = 1.0
-    # Preconditioned CG steps of the joint solve of all tiles (Fourier solver; 0: tile sweeps only).
+    # Preconditioned CG steps of the joint solve of all tiles (0: the per-tile inits alone).
     joint_iterations: int = 300
     # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
     holdout: int = 0
-    # Observation pixels sampled per tile (bounds memory and time per tile on large frames).
-    max_pixels: int = 40000
-    deep_linear_width: int = 64
-    deep_linear_warmup: int = 200
-    deep_linear_lr: float = 1e-4
     fit_gamma: bool = True
-    dense_flow: bool = False
     min_inliers: int = 30
     # How the registered target reaches the sensor in the fit: "area" (a screen or print is piecewise
     # constant and a pixel averages it over its footprint, calibrate.sensor) or "bicubic" (resampled at

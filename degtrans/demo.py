@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from degtrans import __version__
+from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.inspect import draw_field, draw_psf_comparison
 from degtrans.calibrate.photos import synthesize_pairs
-from degtrans.calibrate.pipeline import psf_error
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import RunConfig, load_config, write_resolved
 from degtrans.field import PSFField
@@ -50,7 +50,6 @@ DEMO_OVERRIDES = (
     "calibrate.rows=3",
     "calibrate.cols=4",
     "calibrate.psf_size=15",
-    "calibrate.iterations=100",
     "calibrate.actors=2",
     "simulate.patch_size=64",
     "simulate.patches_per_image=48",

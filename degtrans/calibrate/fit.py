@@ -2,23 +2,21 @@
 
 The photograph of a tile is made by the *interpolated* field (``sv_conv2d``: ``y = sum_t h_t * (w_t x)``
 with the bilinear tile weights ``w_t``), so one PSF per tile fitted to the tile region alone is biased
-toward its neighbours (first order at the frame border, where the weights are clamped). We therefore:
+toward its neighbours (first order at the frame border, where the weights are clamped). A tile's fit
+(:func:`fit_tile`) is a regularised least-squares solve by conjugate gradients whose normal products
+are FFTs over a crop of the tile's region of influence (:class:`FourierSystem`; the kernel's side is
+the PSF model of ``degtrans.kernels.spectral``), so every pixel of the region is used whatever ``k``:
 
-1. **init** (``field=None``): weighted least squares of a single PSF over the tile's region, rows
-   weighted by ``w_rc`` (centre-weighted), solved in closed form (normal equations, Tikhonov);
+1. **init** (``field=None``): a single PSF over the tile's region, rows weighted by ``w_rc``
+   (centre-weighted);
 2. **exact** (``field`` given): the model of the tile's region is exact — ``h_rc * (w_rc x)`` plus the
    fixed contribution of the neighbours taken from ``field`` (``sv_conv2d`` on the crop with tile
-   ``(r, c)`` zeroed) — solved again in closed form; rounds of this (block Jacobi over tiles) converge to
-   the joint least-squares field;
-3. **descent**: a short Adam run on ``alpha·L1 + beta·sum2one + gamma·boundary + delta·sym`` from the
-   closed form, through the direct (``h = theta^2``, non-negative by construction) or the deep-linear
-   parameterisation.
+   ``(r, c)`` zeroed); the pipeline fits inits only (the joint solve does the rest), the tests check
+   the model with this one.
 
-The spatial normal equations replace the Fourier-domain regularised least squares of the issue: the
-same estimator, but exact on a masked, non-periodic crop (no window or wrap-around bias), and for
-``k <= 31`` the ``k^2 x k^2`` system is cheap. Observations are sampled pixels (at most
-``max_pixels`` per tile, seeded by ``(seed, row, col)``), so the cost per tile does not grow with
-the frame. Every function is idempotent: the same inputs give the same PSF.
+The prior (``calibrate.priors``) is the same quadratic one the joint solve of all tiles
+(``calibrate.joint``) uses; the init here is its start. The solve is a masked, non-periodic crop (no
+window or wrap-around bias). Every function is deterministic: the same inputs give the same PSF.
 """
 
 from __future__ import annotations
@@ -29,16 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from degtrans.calibrate import losses
-from degtrans.calibrate.shards import fast_size
+from degtrans.calibrate.priors import Regulariser, normalise, support_mask, tile_prior
 from degtrans.config import CalibrateConfig
+from degtrans.errors import DegtransError
 from degtrans.kernels import sv_conv2d
+from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 from degtrans.kernels.weights import tile_weights_1d
 
 
-class TileFitError(RuntimeError):
+class TileFitError(DegtransError):
     """A tile that cannot be fitted (no pair covers it)."""
 
 
@@ -88,14 +86,12 @@ class TileFit:
 
     Attributes:
         psf: (C, k, k) float32, non-negative, each channel summing to 1.
-        loss: final total loss of the descent (closed-form fits: the fidelity term).
-        residual: re-blur error over the tile's observations (linear RGB): RMS for the Fourier and joint
-            solves, mean |error| for the patch solver and the descent.
+        loss: the fit's objective's data term (equal to ``residual``).
+        residual: RMS re-blur error over the tile's observations (linear RGB).
         pairs: number of pairs that cover the tile.
         pixels: observations used.
         seconds: wall time of this fit.
-        condition: the regularised normal matrix's condition number, estimated from the spectra
-            (Fourier solver; NaN otherwise).
+        condition: the regularised normal matrix's condition number, estimated from the spectra.
         observed_fraction: share of the kernel's frequencies where the targets, not the prior, decide.
     """
 
@@ -118,143 +114,9 @@ def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int
     return (wy[:, None] * wx[None, :]).numpy().astype(np.float32)
 
 
-def _offsets(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    r = k // 2
-    dy, dx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
-    return dy.reshape(-1), dx.reshape(-1)
-
-
-def sample_pixels(
-    problem: FitProblem, row: int, col: int, max_pixels: int, seed: int
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Observation pixels of tile ``(row, col)``: ``[(pair, ys, xs)]`` inside the tile's region of
-    influence (``w_rc > 0``) and the pair's mask, at most ``max_pixels`` in all (seeded subsample)."""
-    weight = tile_weight_map(problem.grid, problem.frame_size, row, col)
-    region = weight > 1e-6
-    candidates = []
-    for pair in range(problem.targets.shape[0]):
-        ys, xs = np.nonzero(region & problem.masks[pair])
-        if ys.size:
-            candidates.append((pair, ys, xs))
-    total = sum(ys.size for _, ys, _ in candidates)
-    if total > max_pixels:
-        rng = np.random.default_rng([seed, row, col])
-        keep_fraction = max_pixels / total
-        thinned = []
-        for pair, ys, xs in candidates:
-            keep = rng.random(ys.size) < keep_fraction
-            thinned.append((pair, ys[keep], xs[keep]))
-        candidates = [item for item in thinned if item[1].size]
-    return candidates
-
-
-@dataclass(frozen=True)
-class TileSystem:
-    """The linear observation model of one tile: ``photo = A @ vec(flip(h)) + fixed`` per channel.
-
-    ``a``: (C, N, k*k) patches; ``observed``, ``fixed``: (C, N); ``weights``: (N,) row weights.
-    """
-
-    a: torch.Tensor
-    observed: torch.Tensor
-    fixed: torch.Tensor
-    weights: torch.Tensor
-    pairs: int
-
-    def predict(self, h: torch.Tensor) -> torch.Tensor:
-        """(C, N) prediction for PSFs ``h: (C, k, k)``."""
-        coeff = h.flip(-1, -2).reshape(h.shape[0], -1, 1)
-        return torch.bmm(self.a, coeff).squeeze(-1) + self.fixed
-
-
-def build_system(
-    problem: FitProblem, row: int, col: int, field: np.ndarray | None, max_pixels: int, seed: int
-) -> TileSystem:
-    """Gather the tile's observations.
-
-    With ``field=None`` the single-PSF model (patches of ``x``, rows weighted by ``w_rc``); with a field
-    ``(rows, cols, C, k, k)`` the exact model (patches of ``w_rc x``, neighbours' contribution fixed).
-    """
-    samples = sample_pixels(problem, row, col, max_pixels, seed)
-    if not samples:
-        raise TileFitError(f"tile ({row}, {col}): no registered pair covers it")
-    k = problem.psf_size
-    r = k // 2
-    dy, dx = _offsets(k)
-    weight_map = torch.from_numpy(tile_weight_map(problem.grid, problem.frame_size, row, col))
-    field_zeroed = None
-    if field is not None:
-        field_zeroed = torch.from_numpy(np.array(field, dtype=np.float32))
-        field_zeroed[row, col] = 0.0
-    patches, observed, fixed, weights = [], [], [], []
-    for pair, ys_np, xs_np in samples:
-        ys, xs = torch.from_numpy(ys_np), torch.from_numpy(xs_np)
-        x = torch.from_numpy(problem.targets[pair])
-        source = x * weight_map if field is not None else x
-        patches.append(source[:, ys[:, None] + dy[None, :], xs[:, None] + dx[None, :]])
-        observed.append(torch.from_numpy(problem.photos[pair])[:, ys, xs])
-        if field_zeroed is None:
-            fixed.append(torch.zeros(problem.channels, ys.numel()))
-            weights.append(weight_map[ys, xs])
-        else:
-            y0, y1 = int(ys.min()) - r, int(ys.max()) + r + 1
-            x0, x1 = int(xs.min()) - r, int(xs.max()) + r + 1
-            with torch.no_grad():
-                rest = sv_conv2d(
-                    x[None, :, y0:y1, x0:x1],
-                    field_zeroed,
-                    offset=(y0, x0),
-                    frame_size=problem.frame_size,
-                    padding="zeros",
-                )[0]
-            fixed.append(rest[:, ys - y0, xs - x0])
-            weights.append(torch.ones(ys.numel()))
-    return TileSystem(
-        a=torch.cat(patches, dim=1).contiguous(),
-        observed=torch.cat(observed, dim=1),
-        fixed=torch.cat(fixed, dim=1),
-        weights=torch.cat(weights),
-        pairs=len(samples),
-    )
-
-
-def solve_least_squares(
-    system: TileSystem, k: int, support: torch.Tensor, regulariser: float, iterations: int = 150
-) -> torch.Tensor:
-    """Closed-form start: Tikhonov least squares over the allowed support with ``h >= 0``.
-
-    The unconstrained solution of the normal equations starts FISTA (projected accelerated gradient
-    on the same quadratic), which enforces non-negativity: for narrow PSFs that prior halves the error
-    of the plain solve on noisy photographs. Returns clipped, normalised ``(C, k, k)``.
-    """
-    inside = (support.flip(-1, -2).reshape(-1) == 0).nonzero().squeeze(1)
-    # The products run in float32 (the cost: N x k^4 per channel); the small solve in float64.
-    a = system.a[:, :, inside]
-    weighted = system.weights[None, :, None] * a
-    gram = (a.transpose(1, 2) @ weighted).double()
-    rhs = (weighted.transpose(1, 2) @ (system.observed - system.fixed)[..., None]).double()
-    scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1)
-    eye = torch.eye(inside.numel(), dtype=torch.float64, device=gram.device)
-    gram = gram + regulariser * scale[:, None, None] * eye
-    lipschitz = torch.linalg.eigvalsh(gram)[:, -1][:, None, None]
-    x = torch.linalg.solve(gram, rhs).clamp(min=0.0)
-    y, t = x.clone(), 1.0
-    for step in range(iterations):
-        x_next = (y - (gram @ y - rhs) / lipschitz).clamp(min=0.0)
-        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
-        y = x_next + (t - 1.0) / t_next * (x_next - x)
-        change = float((x_next - x).abs().max()) if step % 10 == 9 else 1.0
-        x, t = x_next, t_next
-        if change < 1e-7 * float(x.abs().max()):
-            break
-    full = torch.zeros(system.a.shape[0], k * k, dtype=torch.float64, device=system.a.device)
-    full[:, inside] = x.squeeze(-1)
-    return _normalise(full.reshape(-1, k, k).flip(-1, -2).float())
-
-
 @dataclass(frozen=True)
 class FourierSystem:
-    """Every observation of one tile, as FFTs over a crop of its region of influence (``solver="fourier"``).
+    """Every observation of one tile, as FFTs over a crop of its region of influence.
 
     The model of a pair's crop is ``photo = W * ((s * h) + fixed)`` with ``s`` the source (``x`` for the
     single-PSF init, ``w_rc x`` for the exact model), ``W`` the row weights (the init's ``w_rc``, or 1)
@@ -276,24 +138,12 @@ class FourierSystem:
     pixels: int
     data_norm: torch.Tensor
 
-    def _embed(self, h: torch.Tensor) -> torch.Tensor:
-        """(C, k, k) kernel → (C, Hf, Wf//2+1) spectrum, offset ``o`` stored at ``o mod (Hf, Wf)``."""
-        r = self.k // 2
-        padded = h.new_zeros(h.shape[0], *self.shape)
-        padded[:, : self.k, : self.k] = h
-        return torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1)))
-
-    def _extract(self, image: torch.Tensor) -> torch.Tensor:
-        """(C, Hf, Wf) correlation → (C, k, k) at offsets ``-r..r``."""
-        r = self.k // 2
-        return torch.roll(image, shifts=(r, r), dims=(-2, -1))[:, : self.k, : self.k]
-
     def normal(self, h: torch.Tensor) -> torch.Tensor:
         """``A^T W A h`` for ``h: (C, k, k)``."""
-        spectrum = self._embed(h)[None] * self.sources
+        spectrum = psf_to_otf(h, *self.shape)[None] * self.sources
         predicted = torch.fft.irfft2(spectrum, s=self.shape) * self.weights
         back = torch.fft.rfft2(predicted) * self.sources.conj()
-        return self._extract(torch.fft.irfft2(back.sum(dim=0), s=self.shape))
+        return otf_to_psf(back.sum(dim=0), self.k, *self.shape)
 
 
 def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndarray | None) -> FourierSystem:
@@ -317,7 +167,7 @@ def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndar
         raise TileFitError(f"tile ({row}, {col}): no registered pair covers it")
     height = max(y1 - y0 for _, y0, y1, _, _ in crops)
     width = max(x1 - x0 for _, _, _, x0, x1 in crops)
-    shape = (fast_size(height + r), fast_size(width + r))
+    shape = (fast_fft_len(height + r), fast_fft_len(width + r))
     channels = problem.channels
     sources = torch.zeros(len(crops), channels, *shape)
     targets = torch.zeros(len(crops), channels, *shape)
@@ -341,8 +191,7 @@ def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndar
             targets[index, :, : y1 - y0, : x1 - x0] = observed - rest
     spectra = torch.fft.rfft2(sources)
     weighted = torch.fft.rfft2(targets * weights) * spectra.conj()
-    rhs_full = torch.fft.irfft2(weighted.sum(dim=0), s=shape)
-    rhs = torch.roll(rhs_full, shifts=(r, r), dims=(-2, -1))[:, :k, :k]
+    rhs = otf_to_psf(weighted.sum(dim=0), k, *shape)
     # Mean diagonal of A^T W A: sum over observations of W s^2 (the shift of s by o changes it little).
     scale = (weights * sources**2).sum(dim=(0, 2, 3)).clamp(min=1e-12)
     fraction = weights.sum(dim=(1, 2, 3)) / (shape[0] * shape[1])
@@ -370,66 +219,6 @@ def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
     quadratic = (h * system.normal(h)).sum() - 2 * (h * system.rhs).sum() + system.data_norm.sum()
     count = system.weights.sum() * h.shape[0]
     return float((quadratic.clamp(min=0) / count).sqrt())
-
-
-@dataclass(frozen=True)
-class Regulariser:
-    """Quadratic prior of the Fourier solve, weights relative to each channel's data scale.
-
-    ``ridge``: ``|h|^2``; ``smooth``: ``|grad h|^2`` (the tails of a real PSF are smooth, the noise is
-    not); ``centroid``: ``(sum h y)^2 + (sum h x)^2`` on ``centroid_channels`` — the stored convention
-    that PSFs are centred (the reference's ``Centralized`` loss), the other channels keep their offset.
-    """
-
-    ridge: float
-    smooth: float
-    centroid: float
-    centroid_channels: tuple[int, ...]
-
-    def apply(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """``R h`` for ``h: (..., C, k, k)`` with ``scale: (..., C)`` (the gradient of half the penalty)."""
-        out = self.ridge * h
-        if self.smooth > 0:
-            out = out + self.smooth * _neumann_laplacian(h)
-        if self.centroid > 0 and self.centroid_channels:
-            k = h.shape[-1]
-            coords = torch.arange(k, dtype=h.dtype, device=h.device) - k // 2
-            yy, xx = coords[:, None].expand(k, k), coords[None, :].expand(k, k)
-            out = out.clone()
-            for ch in self.centroid_channels:
-                my = (h[..., ch, :, :] * yy).sum(dim=(-1, -2))[..., None, None]
-                mx = (h[..., ch, :, :] * xx).sum(dim=(-1, -2))[..., None, None]
-                out[..., ch, :, :] += self.centroid * (my * yy + mx * xx)
-        return out * scale[..., None, None]
-
-    def power(self, shape: tuple[int, int]) -> torch.Tensor:
-        """(Hf, Wf//2+1) the prior's strength per frequency (ridge + smooth), relative to the scale."""
-        fy = torch.fft.fftfreq(shape[0])[:, None]
-        fx = torch.fft.rfftfreq(shape[1])[None, :]
-        laplacian = 4 * torch.sin(torch.pi * fy) ** 2 + 4 * torch.sin(torch.pi * fx) ** 2
-        return self.ridge + self.smooth * laplacian
-
-
-def tile_prior(config: CalibrateConfig, channels: int) -> Regulariser:
-    """The prior of ``config``; the centroid term on the middle channel (green of R, G, B)."""
-    return Regulariser(
-        ridge=config.wiener_reg,
-        smooth=config.smooth_reg,
-        centroid=config.centroid_weight,
-        centroid_channels=(channels // 2,),
-    )
-
-
-def _neumann_laplacian(h: torch.Tensor) -> torch.Tensor:
-    """``D^T D h`` for forward differences ``D`` inside the ``k x k`` kernel (no wrap)."""
-    out = torch.zeros_like(h)
-    dy = h[..., 1:, :] - h[..., :-1, :]
-    dx = h[..., :, 1:] - h[..., :, :-1]
-    out[..., 1:, :] += dy
-    out[..., :-1, :] -= dy
-    out[..., :, 1:] += dx
-    out[..., :, :-1] -= dx
-    return out
 
 
 @dataclass(frozen=True)
@@ -491,184 +280,12 @@ def solve_fourier(
     condition = float((regularised.amax(dim=(1, 2)) / regularised.amin(dim=(1, 2))).max())
     observed = data > prior.power(system.shape)[None]
     return Solve(
-        psf=_normalise(x * allowed),
+        psf=normalise(x * allowed),
         iterations=steps,
         condition=condition,
         observed_fraction=float(observed.float().mean()),
         residual=float((rho.sqrt() / b_norm).max()),
     )
-
-
-def _normalise(h: torch.Tensor) -> torch.Tensor:
-    h = h.clamp(min=0.0)
-    total = h.sum(dim=(-1, -2), keepdim=True)
-    k = h.shape[-1]
-    delta = torch.zeros_like(h)
-    delta[..., k // 2, k // 2] = 1.0
-    return torch.where(total > 1e-12, h / total.clamp(min=1e-12), delta)
-
-
-def total_loss(
-    h: torch.Tensor,
-    system: TileSystem,
-    support: torch.Tensor,
-    config: CalibrateConfig,
-    rows: slice | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total, fidelity) for PSFs ``h: (C, k, k)``; the fidelity is weighted by the system's row weights.
-
-    ``rows``: optional mini-batch of observations (a slice of the shuffled system, no copy).
-    """
-    if rows is not None:
-        system = TileSystem(
-            system.a[:, rows],
-            system.observed[:, rows],
-            system.fixed[:, rows],
-            system.weights[rows],
-            system.pairs,
-        )
-    error = (system.predict(h) - system.observed).abs()
-    fidelity = (error * system.weights).sum() / (system.weights.sum() * error.shape[0])
-    total = (
-        config.alpha_fidelity * fidelity
-        + config.beta_sum2one * losses.sum2one(h)
-        + config.gamma_boundary * losses.boundary(h, support)
-        + config.delta_symmetry * losses.symmetry(h)
-    )
-    return total, fidelity
-
-
-class Adam:
-    """Plain Adam (Kingma & Ba) for a few small tensors.
-
-    ``torch.optim.Adam`` would do the same, but its first use imports ``torch._dynamo`` (seconds of
-    start-up in every tile actor); this is the textbook update without that cost.
-    """
-
-    def __init__(
-        self,
-        params: list[torch.Tensor],
-        lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            if p.grad is None:
-                continue
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
-
-
-def deep_linear_sizes(k: int) -> list[int]:
-    """Layer sizes whose composition is ``k x k``: Chen et al.'s 7, 5, 3, 3, 3, 3, 3, 3 (23 x 23),
-    shrunk from the front or extended with 3s to reach ``k``."""
-    sizes = [7, 5, 3, 3, 3, 3, 3, 3]
-    while sum(s - 1 for s in sizes) + 1 > k:
-        if sizes[0] > 3:
-            sizes[0] -= 2
-        else:
-            sizes.pop(0)
-    while sum(s - 1 for s in sizes) + 1 < k:
-        sizes.append(3)
-    return sizes or [k]
-
-
-class DeepLinearPSF(torch.nn.Module):
-    """KernelGAN-style implicit PSF: a stack of linear convolutions (``width`` channels) whose
-    composition, applied to a delta, is the ``(C, k, k)`` kernel (one stack per colour channel)."""
-
-    def __init__(
-        self, channels: int, k: int, width: int = 64, generator: torch.Generator | None = None
-    ) -> None:
-        super().__init__()
-        self.channels, self.k = channels, k
-        self.sizes = deep_linear_sizes(k)
-        ins = [1] + [width] * (len(self.sizes) - 1)
-        outs = [width] * (len(self.sizes) - 1) + [1]
-        self.weights = torch.nn.ParameterList(
-            torch.nn.Parameter(torch.randn(channels * o, i, s, s, generator=generator) / np.sqrt(i * s * s))
-            for i, o, s in zip(ins, outs, self.sizes, strict=True)
-        )
-
-    def forward(self) -> torch.Tensor:
-        x = torch.zeros(1, self.channels, self.k, self.k, device=self.weights[0].device)
-        x[:, :, self.k // 2, self.k // 2] = 1.0
-        for weight, size in zip(self.weights, self.sizes, strict=True):
-            x = F.conv2d(x, weight, padding=size // 2, groups=self.channels)
-        return x[0]
-
-
-def descend_direct(
-    h0: torch.Tensor, system: TileSystem, support: torch.Tensor, config: CalibrateConfig
-) -> tuple[torch.Tensor, float]:
-    """Adam on ``theta`` with ``h = theta^2`` (non-negative by construction) from ``h0``."""
-    floor = 1e-4 * float(h0.max())
-    theta = h0.clamp(min=floor).sqrt().clone().requires_grad_(True)
-    optimiser = Adam([theta], lr=config.learning_rate)
-    system, batches = _shuffled_batches(system, config)
-    loss = torch.tensor(float("nan"))
-    for rows in batches:
-        optimiser.zero_grad()
-        loss, _ = total_loss(theta**2, system, support, config, rows)
-        loss.backward()
-        optimiser.step()
-    return theta.detach() ** 2, float(loss.detach())
-
-
-def _shuffled_batches(system: TileSystem, config: CalibrateConfig) -> tuple[TileSystem, list[slice]]:
-    """Shuffle the observations once (seeded) and cut them into contiguous mini-batches, one per step
-    (epochs repeat the same order): slicing a view is free, gathering rows every step is not."""
-    n = system.a.shape[1]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).to(system.a.device)
-    shuffled = TileSystem(
-        system.a[:, order].contiguous(),
-        system.observed[:, order],
-        system.fixed[:, order],
-        system.weights[order],
-        system.pairs,
-    )
-    size = max(1, min(config.batch_pixels, n))
-    starts = [(step * size) % max(n - size + 1, 1) for step in range(config.iterations)]
-    return shuffled, [slice(start, start + size) for start in starts]
-
-
-def descend_deep_linear(
-    h0: torch.Tensor, system: TileSystem, support: torch.Tensor, config: CalibrateConfig, seed: int
-) -> tuple[torch.Tensor, float]:
-    """Deep-linear parameterisation: distil the closed form into the network, then Adam on the loss."""
-    generator = torch.Generator().manual_seed(seed)
-    net = DeepLinearPSF(h0.shape[0], h0.shape[-1], config.deep_linear_width, generator).to(h0.device)
-    optimiser = Adam(list(net.parameters()), lr=1e-3)
-    for _ in range(config.deep_linear_warmup):
-        optimiser.zero_grad()
-        distil = ((net() - h0) ** 2).sum()
-        distil.backward()
-        optimiser.step()
-    optimiser = Adam(list(net.parameters()), lr=config.deep_linear_lr)
-    loss = torch.tensor(float("nan"))
-    system, batches = _shuffled_batches(system, config)
-    for rows in batches:
-        optimiser.zero_grad()
-        loss, _ = total_loss(net(), system, support, config, rows)
-        loss.backward()
-        optimiser.step()
-    with torch.no_grad():
-        return net(), float(loss.detach())
 
 
 def stage_device(config: CalibrateConfig) -> torch.device:
@@ -682,65 +299,41 @@ def fit_tile(
     col: int,
     config: CalibrateConfig,
     field: np.ndarray | None = None,
-    descend: bool = True,
 ) -> TileFit:
-    """Fit tile ``(row, col)``'s PSF.
+    """Fit tile ``(row, col)``'s PSF by :func:`solve_fourier`.
 
     Args:
         problem: the registered pairs.
-        config: weights, ``iterations``, ``learning_rate``, ``psf_param``, ``support_radius``...
+        config: the prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``), ``cg_iterations``,
+            ``support_radius``.
         field: (rows, cols, C, k, k) current field for the exact model; ``None`` = centre-weighted init.
-        descend: run the Adam descent after the closed form (only meaningful with ``field``).
 
     Raises:
         TileFitError: no pair covers the tile.
     """
     began = time.perf_counter()
-    torch.manual_seed(config.seed)
     k = problem.psf_size
-    # Observations are gathered on the CPU; an actor given a GPU fraction solves and descends there.
+    # Observations are gathered on the CPU; an actor given a GPU fraction solves there.
     device = stage_device(config)
-    support = losses.support_mask(k, config.support_radius).to(device)
-    condition = observed = float("nan")
+    support = support_mask(k, config.support_radius).to(device)
     with torch.no_grad():
-        if config.solver == "fourier":
-            fourier = build_fourier_system(problem, row, col, field)
-            fourier = dataclasses.replace(
-                fourier, **{name: getattr(fourier, name).to(device) for name in FOURIER_TENSORS}
-            )
-            prior = tile_prior(config, problem.channels)
-            start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32))
-            start = None if start is None else start.to(device)
-            solved = solve_fourier(fourier, prior, start, support, config.cg_iterations)
-            h, condition, observed = solved.psf, solved.condition, solved.observed_fraction
-        descent = descend and field is not None and config.iterations > 0
-        if config.solver == "patches" or descent:
-            system = build_system(problem, row, col, field, config.max_pixels, config.seed)
-            system = TileSystem(*(t.to(device) for t in dataclasses.astuple(system)[:4]), system.pairs)
-        if config.solver == "patches":
-            h = solve_least_squares(system, k, support, config.wiener_reg)
-    if descent:
-        if config.psf_param == "deep-linear":
-            h, _ = descend_deep_linear(h, system, support, config, seed=config.seed * 7919 + row * 131 + col)
-        else:
-            h, _ = descend_direct(h, system, support, config)
-        h = _normalise(h * (1.0 - support))
-    if config.solver == "fourier" and not descent:
-        loss = fidelity = fourier_fidelity(fourier, h)
-        pairs, pixels = fourier.pairs, fourier.pixels
-    else:
-        with torch.no_grad():
-            loss, fidelity = total_loss(h, system, support, config)
-        pairs, pixels = system.pairs, int(system.observed.shape[1])
+        system = build_fourier_system(problem, row, col, field)
+        system = dataclasses.replace(
+            system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
+        )
+        start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32)).to(device)
+        prior = tile_prior(config, problem.channels)
+        solved = solve_fourier(system, prior, start, support, config.cg_iterations)
+        fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,
         col=col,
-        psf=h.cpu().numpy().astype(np.float32),
-        loss=float(loss),
-        residual=float(fidelity),
-        pairs=pairs,
-        pixels=pixels,
+        psf=solved.psf.cpu().numpy().astype(np.float32),
+        loss=fidelity,
+        residual=fidelity,
+        pairs=system.pairs,
+        pixels=system.pixels,
         seconds=time.perf_counter() - began,
-        condition=condition,
-        observed_fraction=observed,
+        condition=solved.condition,
+        observed_fraction=solved.observed_fraction,
     )

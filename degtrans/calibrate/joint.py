@@ -5,11 +5,11 @@ convolution). Fitting one tile with its neighbours fixed (block relaxation) conv
 neighbouring tiles share every pixel: on the triplet lens (3x4 tiles, k = 31, 256x320, 4 targets,
 noise-free, true geometry) block-Jacobi rounds left a median pixel error of 0.086 after 2 rounds, 0.067
 after 4 and 0.062 after 7 (the band's floor: 0.061); this solve, with non-negativity, reaches 0.078 in
-one pass (0.089 without it), about the cost of one round. Here the normal equations of the whole field,
-``(A^T M A + R) h = A^T M y``, are solved together: ``M`` the pair masks, ``R`` the per-tile prior of
-``fit.Regulariser``.
+one pass (0.089 without it), about the cost of one round (the tile sweeps, ``refine_rounds``, are
+removed since). Here the normal equations of the whole field, ``(A^T M A + R) h = A^T M y``, are solved
+together: ``M`` the pair masks, ``R`` the per-tile prior of ``priors.Regulariser``.
 
-The products ``A^T M A h`` are sums over pixels, computed by shards (:mod:`degtrans.calibrate.shards`:
+The products ``A^T M A h`` are sums over pixels, computed by shards (:mod:`degtrans.calibrate.blocks`:
 blocks of the frame with their halo) and added here; only the PSFs go to the shards and come back. A
 runner supplies how the shards are reached (:data:`MapShards`): in this process (:func:`local_shards`),
 on Ray actors (``degtrans.cluster.calibrate``), on a GPU. The preconditioner is each tile's normal
@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from degtrans.calibrate.fit import FitProblem, Regulariser, _normalise
-from degtrans.calibrate.shards import Shard, ShardStats, fast_size, plan_blocks, shard_data
+from degtrans.calibrate.blocks import Shard, ShardStats, plan_blocks, shard_data
+from degtrans.calibrate.fit import FitProblem
+from degtrans.calibrate.priors import Regulariser, normalise
+from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 
 # (method, args) -> one result per shard, in shard order: how a runner reaches its shards.
 MapShards = Callable[[str, tuple], list]
@@ -50,7 +52,7 @@ class JointResult:
 
 
 def problem_shards(problem: FitProblem, count: int) -> list:
-    """The problem cut into ``count`` blocks with their halos (``shards.ShardData``, for any runner)."""
+    """The problem cut into ``count`` blocks with their halos (``blocks.ShardData``, for any runner)."""
     blocks = plan_blocks(problem.frame_size, count)
     return [
         shard_data(problem.targets, problem.photos, problem.masks, block, problem.grid, problem.psf_size)
@@ -87,35 +89,17 @@ def preconditioner_symbol(stats: ShardStats, prior: Regulariser) -> torch.Tensor
     plus the scaled prior's."""
     k = stats.autocorrelation.shape[-1]
     r = k // 2
-    n = fast_size(2 * k)
+    n = fast_fft_len(2 * k)
     lags = torch.arange(k, dtype=torch.float32) - r
     bartlett = 1.0 - lags.abs() / (r + 1)
     windowed = stats.autocorrelation * (bartlett[:, None] * bartlett[None, :])
     # The autocorrelation is nearly symmetric (the mask breaks it slightly): use its symmetric part.
     windowed = 0.5 * (windowed + windowed.flip(-1, -2))
-    padded = windowed.new_zeros(*windowed.shape[:2], n, n)
-    padded[..., :k, :k] = windowed
-    spectrum = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))).real
+    spectrum = psf_to_otf(windowed, n, n).real
     scale = stats.scale[..., None, None]
     # Windowing keeps it nearly non-negative; a floor guards the rest.
     spectrum = spectrum.clamp(min=1e-3 * float(scale.mean()))
     return spectrum + scale * prior.power((n, n))[None, None]
-
-
-def wiener_prior(
-    psfs: torch.Tensor, stats: ShardStats, noise: torch.Tensor, n: int, floor: float = 1e-4
-) -> torch.Tensor:
-    """(T, C, n, n//2+1) per-frequency prior ``sigma^2 N / |H(f)|^2`` of a Wiener estimate, from an
-    earlier estimate ``psfs`` (T, C, k, k) (or the truth, as an oracle): ``noise`` (C,) the photographs'
-    noise variance, ``N`` each tile's effective pixel count ``sum M w_t^2``)."""
-    k = psfs.shape[-1]
-    r = k // 2
-    padded = psfs.new_zeros(*psfs.shape[:2], n, n)
-    padded[..., :k, :k] = psfs
-    power = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))).abs() ** 2
-    # The data's symbol is sum M w^2 |X(f)|^2 per pixel; the noise's is sum M w^2 sigma^2.
-    pixels = stats.weight2[:, None, None, None]
-    return noise[None, :, None, None] * pixels / power.clamp(min=floor)
 
 
 def conditioning(stats: ShardStats, prior: Regulariser) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +124,6 @@ def solve_joint(
     iterations: int,
     tolerance: float = 1e-4,
     active_set_rounds: int = 3,
-    wiener: torch.Tensor | None = None,
 ) -> JointResult:
     """Preconditioned CG on the whole field's normal equations from ``start`` (rows, cols, C, k, k),
     ``active_set_rounds`` times, each on the pixels that stayed positive.
@@ -159,22 +142,12 @@ def solve_joint(
     b = stats.rhs
     symbol = preconditioner_symbol(stats, prior)
     n = symbol.shape[-2]
-    r = k // 2
-    if wiener is not None:
-        symbol = symbol + wiener
 
     def apply(h: torch.Tensor) -> torch.Tensor:
-        out = _add(run("normal", (h,))) + prior.apply(h, scale)
-        return out if wiener is None else out + filtered(h, wiener)
-
-    def filtered(residual: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        padded = residual.new_zeros(*residual.shape[:2], n, n)
-        padded[..., :k, :k] = residual
-        spectrum = torch.fft.rfft2(torch.roll(padded, shifts=(-r, -r), dims=(-2, -1))) * gain
-        return torch.roll(torch.fft.irfft2(spectrum, s=(n, n)), shifts=(r, r), dims=(-2, -1))[..., :k, :k]
+        return _add(run("normal", (h,))) + prior.apply(h, scale)
 
     def precondition(residual: torch.Tensor) -> torch.Tensor:
-        return filtered(residual, 1.0 / symbol)
+        return otf_to_psf(psf_to_otf(residual, n, n) * (1.0 / symbol), k, n, n)
 
     x = torch.from_numpy(np.asarray(start, np.float32)).reshape(tiles, *start.shape[2:]) * allowed
     steps = 0
@@ -188,7 +161,7 @@ def solve_joint(
         steps += taken
         allowed = allowed * (x > 0)
         x = x.clamp(min=0.0)
-    psfs = _normalise(x * allowed)
+    psfs = normalise(x * allowed)
     squared, weight = (_add(parts) for parts in zip(*run("residual", (psfs,)), strict=True))
     channels = psfs.shape[1]
     residual = (squared / (weight * channels).clamp(min=1e-12)).sqrt().reshape(rows, cols)

@@ -15,7 +15,6 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import torch
 
 from degtrans.atomic import write_atomic
 from degtrans.calibrate.register import Geometry, remap
@@ -23,7 +22,6 @@ from degtrans.calibrate.sensor import supersample
 from degtrans.calibrate.targets import read_layout, sidecar_path
 from degtrans.field import PSFField
 from degtrans.io import RAW_SUFFIXES, read_image, write_image
-from degtrans.kernels import sv_conv2d
 
 PHOTO_SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
 
@@ -135,9 +133,7 @@ def photograph(
     else:
         warped = remap(target, coords)
     camera_rgb = warped @ np.asarray(camera.colour_matrix, dtype=np.float32).T + np.asarray(camera.offset)
-    x = torch.from_numpy(np.ascontiguousarray(camera_rgb.transpose(2, 0, 1), dtype=np.float32))[None]
-    with torch.no_grad():
-        blurred = sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy().transpose(1, 2, 0)
+    blurred = field.blur(camera_rgb)
     if camera.noise > 0:
         blurred = blurred + rng.normal(0.0, camera.noise, size=blurred.shape)
     linear = np.clip(blurred, 0.0, 1.0)

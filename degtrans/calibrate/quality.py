@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 
 from degtrans.calibrate.transfer import SATURATED
+from degtrans.errors import DegtransError
 
 
-class PhotoRejected(ValueError):
+class PhotoRejected(DegtransError):
     """A photograph that must be left out of the calibration; the message is the reason."""
 
 

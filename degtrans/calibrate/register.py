@@ -5,7 +5,7 @@ model about the frame centre (OpenCV's ``k1, k2, p1, p2``, in coordinates normal
 diagonal), then mapped to the target by a homography. It is the map a resampler needs (photo grid →
 target coordinates), so the same model renders the synthetic photographs and warps targets.
 
-Steps (:func:`register`):
+Steps (:func:`coarse_geometry`, then :func:`refine`; ``calibrate.prepare.register_pose`` runs both):
 
 1. Coarse: ArUco markers of a calibration chart (large cells: their detection and centres survive a
    30-px blur) matched by id to the chart's layout, or SIFT + RANSAC for targets without a layout.
@@ -27,9 +27,10 @@ import numpy as np
 
 from degtrans.calibrate.sensor import TargetModel, area_sample
 from degtrans.calibrate.targets import MARKERS_PER_CHART, Layout, aruco_dictionary
+from degtrans.errors import DegtransError
 
 
-class RegistrationError(ValueError):
+class RegistrationError(DegtransError):
     """A pair that cannot be registered (too few inliers, degenerate homography, wrong target)."""
 
 
@@ -82,31 +83,6 @@ class Geometry:
 def _centre_radius(frame: tuple[int, int]) -> tuple[float, float, float]:
     height, width = frame
     return (width - 1) / 2.0, (height - 1) / 2.0, float(np.hypot(height, width)) / 2.0
-
-
-@dataclass(frozen=True)
-class Registration:
-    """Where the target lands on the photograph.
-
-    Attributes:
-        geometry: the photo → target map.
-        inliers: matched fiducial corners or feature inliers of the coarse step.
-        ecc: correlation of the low-passed photo and warped target after refinement (1: perfect).
-        residual_px: RMS over tiles of the residual shift that the final model leaves (pixels).
-        method: ``"markers"`` or ``"features"`` for the coarse step.
-        flow: optional (H, W, 2) residual displacement (dx, dy) in photo pixels, applied after the geometry.
-    """
-
-    geometry: Geometry
-    inliers: int
-    ecc: float
-    residual_px: float = float("nan")
-    method: str = "features"
-    flow: np.ndarray | None = None
-
-    @property
-    def homography(self) -> np.ndarray:
-        return self.geometry.homography
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -441,7 +417,7 @@ def tile_shifts(
 
 def warp_to_photo(
     target: np.ndarray,
-    registration: Registration | Geometry,
+    geometry: Geometry,
     photo_size: tuple[int, int],
     model: TargetModel = "bicubic",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -452,14 +428,9 @@ def warp_to_photo(
     Returns:
         (H, W, C) warped target and (H, W) bool mask of pixels the target covers.
     """
-    geometry = registration.geometry if isinstance(registration, Registration) else registration
-    flow = registration.flow if isinstance(registration, Registration) else None
     if tuple(geometry.frame) != tuple(photo_size):
         geometry = Geometry(geometry.homography, tuple(photo_size), geometry.distortion)
     coords = geometry.target_coords()
-    if flow is not None:
-        gy, gx = np.mgrid[0 : photo_size[0], 0 : photo_size[1]].astype(np.float32)
-        coords = remap(coords, np.stack([gx + flow[..., 0], gy + flow[..., 1]], axis=-1), cv2.INTER_LINEAR)
     if model == "area":
         import torch
 
@@ -472,15 +443,6 @@ def warp_to_photo(
     # target are valid.
     mask = _valid(coords, target.shape[:2], 2.0)
     return warped.reshape(*photo_size, *target.shape[2:]).astype(np.float32), mask
-
-
-def dense_residual_flow(warped: np.ndarray, photo: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """DIS optical flow (photo → warped target) on low-passed images: (H, W, 2) displacement in pixels."""
-    a = _to_u8(cv2.GaussianBlur(to_gray(photo), (0, 0), sigma))
-    b = _to_u8(cv2.GaussianBlur(to_gray(warped), (0, 0), sigma))
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(a, b, None)
-    return cv2.GaussianBlur(flow, (0, 0), 4 * sigma)
 
 
 def coarse_geometry(
@@ -545,67 +507,3 @@ def refine(
         if distorted_residual < residual:
             geometry, correlation, residual = distorted, corr, distorted_residual
     return geometry, correlation, residual
-
-
-def register(
-    target: np.ndarray,
-    photo: np.ndarray,
-    min_inliers: int = 30,
-    dense_flow: bool = False,
-    *,
-    layout: Layout | None = None,
-    sigma: float = 3.0,
-    distortion: DistortionMode = "auto",
-    threshold_px: float = 0.05,
-) -> Registration:
-    """Register ``target`` (h, w, 3) to ``photo`` (H, W, 3), both float in [0, 1], on their luminance.
-
-    The calibration pipeline linearises the photo between the coarse and the fine step (stage I needs
-    only the coarse geometry) and refines on linear data; this one-call version compares luminances
-    directly, which a gain and offset absorb for linear photos.
-
-    Raises:
-        RegistrationError: with the reason when the pair cannot be registered.
-    """
-    geometry, inliers, method = coarse_geometry(target, photo, layout, min_inliers)
-    geometry, correlation, residual = refine(
-        to_gray(target),
-        to_gray(photo),
-        geometry,
-        sigma=sigma,
-        distortion=distortion,
-        threshold_px=threshold_px,
-    )
-    check_homography(geometry.homography, target.shape[:2], photo.shape[:2])
-    registration = Registration(geometry, inliers, correlation, residual, method)
-    if dense_flow:
-        warped, _ = warp_to_photo(target, registration, photo.shape[:2])
-        registration = Registration(
-            geometry, inliers, correlation, residual, method, dense_residual_flow(warped, photo)
-        )
-    return registration
-
-
-def tile_registration_error(
-    warped: np.ndarray, photo: np.ndarray, mask: np.ndarray, grid: tuple[int, int], sigma: float = 1.5
-) -> np.ndarray:
-    """Residual misregistration per FOV tile in pixels: phase correlation of low-passed tile crops.
-
-    Returns:
-        (rows, cols) float64; NaN for tiles with too little valid area.
-    """
-    rows, cols = grid
-    height, width = mask.shape
-    a = cv2.GaussianBlur(to_gray(photo), (0, 0), sigma).astype(np.float64)
-    b = cv2.GaussianBlur(to_gray(warped), (0, 0), sigma).astype(np.float64)
-    errors = np.full(grid, np.nan)
-    for r in range(rows):
-        for c in range(cols):
-            ys = slice(r * height // rows, (r + 1) * height // rows)
-            xs = slice(c * width // cols, (c + 1) * width // cols)
-            if mask[ys, xs].mean() < 0.9 or min(ys.stop - ys.start, xs.stop - xs.start) < 16:
-                continue
-            window = cv2.createHanningWindow((xs.stop - xs.start, ys.stop - ys.start), cv2.CV_64F)
-            (dx, dy), _ = cv2.phaseCorrelate(b[ys, xs], a[ys, xs], window)
-            errors[r, c] = float(np.hypot(dx, dy))
-    return errors

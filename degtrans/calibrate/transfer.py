@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from degtrans.errors import DegtransError
+
 if TYPE_CHECKING:
     from degtrans.calibrate.register import Geometry
     from degtrans.calibrate.targets import Layout
@@ -31,6 +33,10 @@ GAMMA_RANGE = (0.3, 4.0)
 # Coarse grid of gammas, then a fine one around the best coarse value.
 COARSE_GAMMAS = np.round(np.arange(1.0, 2.81, 0.1), 4)
 FINE_STEP = 0.01
+
+
+class ToneFitError(DegtransError):
+    """A photograph whose tone and colour cannot be fitted (too few usable pixels or patches)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ def fit_tone_colour(
     keep &= (photo.min(axis=-1) > 0.002) & (photo.max(axis=-1) < 0.998)
     index = np.flatnonzero(keep)
     if index.size < 100:
-        raise ValueError(f"fit_tone_colour: only {index.size} usable pixels (need 100)")
+        raise ToneFitError(f"fit_tone_colour: only {index.size} usable pixels (need 100)")
     step = max(1, index.size // max_samples)
     index = index[::step]
     design = np.concatenate([lt.reshape(-1, 3)[index], np.ones((index.size, 1), np.float32)], axis=1).astype(
@@ -174,7 +180,7 @@ def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin:
         spread = 1.4826 * np.median(np.abs(values - median), axis=0)
         rows.append((patch.rgb, median, spread, len(values)))
     if not rows:
-        raise ValueError(
+        raise ToneFitError(
             f"patch_samples: no patch has an interior {margin:.1f} px from its edges in the photo"
             " (patches must be wider than the PSF: make the targets larger)"
         )
@@ -189,13 +195,13 @@ def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:
     the photo's own (encoded) values, where the noise is uniform. Saturated patches are left out.
 
     Raises:
-        ValueError: fewer than 5 unsaturated patches in a channel (the fit would be under-determined).
+        ToneFitError: fewer than 5 unsaturated patches in a channel (the fit would be under-determined).
     """
     gammas, matrix, offsets = np.ones(3), np.eye(3), np.zeros(3)
     for ch in range(3):
         keep = (samples.photo[:, ch] < SATURATED) & (samples.photo[:, ch] > 0.0)
         if keep.sum() < 5:
-            raise ValueError(
+            raise ToneFitError(
                 f"fit_patches: only {int(keep.sum())} unsaturated patches in channel {ch} (need 5)"
             )
         design = np.concatenate([samples.target[keep], np.ones((int(keep.sum()), 1))], axis=1)

@@ -2,7 +2,7 @@
 
 Each ``TileFitter`` actor loads the registered pairs once (the ``FitProblem`` travels through the
 object store), fits tiles on request (the per-tile start), and holds one block of the frame with its
-halo (``degtrans.calibrate.shards``) whose products the joint solve asks for: the driver runs the
+halo (``degtrans.calibrate.blocks``) whose products the joint solve asks for: the driver runs the
 conjugate gradients of ``degtrans.calibrate.joint`` and only tile PSFs cross the wire. Fitting and
 products are idempotent, so an actor that dies is restarted by Ray (``max_restarts``, re-running its
 constructor with the same data) and its queued and running calls re-executed (``max_task_retries``); a
@@ -32,9 +32,9 @@ from degtrans.calibrate.pipeline import (
     Tile,
     TileMapper,
     calibrate_in_rounds,
-    prepare_pair,
     solve_field,
 )
+from degtrans.calibrate.prepare import prepare_pair
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
@@ -54,12 +54,12 @@ def _prepare_pair_task(
 @ray.remote(max_restarts=2, max_task_retries=2)
 class TileFitter:
     """Holds the registered pairs and one shard; ``fit`` returns a ``TileFit`` or the reason the tile
-    cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.shards.Shard``)."""
+    cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.blocks.Shard``)."""
 
     def __init__(self, problem: FitProblem, shard=None, device: str = "cpu", threads: int = 1) -> None:
         import torch
 
-        from degtrans.calibrate.shards import Shard
+        from degtrans.calibrate.blocks import Shard
 
         torch.set_num_threads(max(1, threads))
         self.problem = problem
@@ -77,11 +77,9 @@ class TileFitter:
             return tuple(r.cpu() for r in result)
         return type(result)(*(getattr(result, f).cpu() for f in result.__dataclass_fields__))
 
-    def fit(
-        self, row: int, col: int, config: CalibrateConfig, field: np.ndarray | None, descend: bool
-    ) -> TileFit | str:
+    def fit(self, row: int, col: int, config: CalibrateConfig) -> TileFit | str:
         try:
-            return fit_tile(self.problem, row, col, config, field, descend)
+            return fit_tile(self.problem, row, col, config)
         except TileFitError as error:
             return str(error)
 
@@ -138,20 +136,18 @@ def ray_mapper(
     ``on_result(tile, actors)`` is called after every finished tile (progress hooks, fault injection).
     """
 
-    def run(tiles: list[Tile], field: np.ndarray | None, descend: bool) -> dict[Tile, TileFit | str]:
-        field_ref = ray.put(field)
+    def run(tiles: list[Tile]) -> dict[Tile, TileFit | str]:
         pending: dict = {}
         attempts = dict.fromkeys(tiles, 0)
 
         def submit(tile: Tile, index: int) -> None:
             actor = actors[index % len(actors)]
-            pending[actor.fit.remote(tile[0], tile[1], config, field_ref, descend)] = (tile, index)
+            pending[actor.fit.remote(tile[0], tile[1], config)] = (tile, index)
 
         for index, tile in enumerate(tiles):
             submit(tile, index)
         results: dict[Tile, TileFit | str] = {}
-        stage = "descent" if descend else ("init" if field is None else "refine")
-        with tqdm(total=len(tiles), desc=f"tiles ({stage})", unit="tile", disable=not progress) as bar:
+        with tqdm(total=len(tiles), desc="tiles (init)", unit="tile", disable=not progress) as bar:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 tile, index = pending.pop(ref)

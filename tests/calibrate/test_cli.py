@@ -50,7 +50,7 @@ def test_calibrate_missing_directory_is_a_user_error(tmp_path, capsys):
 def test_calibrate_rejects_bad_override(tmp_path, capsys):
     (tmp_path / "pairs").mkdir()
     code = main(
-        ["calibrate", str(tmp_path / "pairs"), "-o", "x.npz", "--local", "--set", "calibrate.psf_param=cnn"]
+        ["calibrate", str(tmp_path / "pairs"), "-o", "x.npz", "--local", "--set", "calibrate.distortion=cnn"]
     )
     assert code == 2
-    assert "psf_param" in capsys.readouterr().err
+    assert "distortion" in capsys.readouterr().err

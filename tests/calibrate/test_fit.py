@@ -1,4 +1,4 @@
-"""Stage II: the tile observation model is ``sv_conv2d``; the closed form is exact without noise."""
+"""Stage II: the tile observation model is ``sv_conv2d``; the Fourier solve is exact without noise."""
 
 import dataclasses
 
@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.calibrate.fit import (
-    DeepLinearPSF,
-    FitProblem,
-    TileFitError,
-    build_system,
-    deep_linear_sizes,
-    fit_tile,
-    tile_weight_map,
-)
-from degtrans.calibrate.pipeline import fill_from_neighbours, local_mapper, psf_error, solve_field
+from degtrans.calibrate.accuracy import psf_error
+from degtrans.calibrate.fit import FitProblem, TileFitError, build_fourier_system, fit_tile, tile_weight_map
+from degtrans.calibrate.pipeline import fill_from_neighbours, local_mapper, solve_field
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
@@ -41,12 +34,12 @@ def _problem(truth: PSFField, pairs: int = 2, noise: float = 0.0) -> FitProblem:
     return FitProblem(targets, photos, masks, tuple(f"p{i}" for i in range(pairs)), GRID, K)
 
 
-def test_tile_system_is_the_sv_convolution(truth):
+def test_fourier_system_is_the_sv_convolution(truth):
     problem = _problem(truth)
-    system = build_system(problem, 0, 1, truth.psfs, max_pixels=500, seed=0)
-    predicted = system.predict(torch.from_numpy(truth.psfs[0, 1]))
-    # Noise-free photos are sv_conv2d of the targets: the exact model must reproduce them.
-    torch.testing.assert_close(predicted, system.observed, atol=1e-5, rtol=1e-4)
+    system = build_fourier_system(problem, 0, 1, truth.psfs)
+    # Noise-free photos are sv_conv2d of the targets: the exact model's normal equations hold at the truth.
+    h = torch.from_numpy(truth.psfs[0, 1])
+    torch.testing.assert_close(system.normal(h), system.rhs, rtol=1e-4, atol=1e-5)
 
 
 def test_tile_weights_partition_unity():
@@ -56,9 +49,7 @@ def test_tile_weights_partition_unity():
 
 def test_exact_closed_form_recovers_noise_free_psf(truth):
     problem = _problem(truth)
-    config = CalibrateConfig(
-        rows=2, cols=2, psf_size=K, wiener_reg=1e-7, iterations=0, max_pixels=4000, support_radius=K
-    )
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K, wiener_reg=1e-7, support_radius=K)
     fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
     relative = np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0])
     assert relative < 1e-2
@@ -66,29 +57,9 @@ def test_exact_closed_form_recovers_noise_free_psf(truth):
     assert fit.pairs == 2 and fit.pixels > 0
 
 
-@pytest.mark.parametrize("param", ["direct", "deep-linear"])
-def test_descent_keeps_a_good_start(truth, param):
-    problem = _problem(truth, noise=0.002)
-    base = CalibrateConfig(rows=2, cols=2, psf_size=K, max_pixels=3000, batch_pixels=1000, psf_param=param)
-    start = fit_tile(problem, 0, 0, dataclasses.replace(base, iterations=0), field=truth.psfs)
-    descended = fit_tile(
-        problem,
-        0,
-        0,
-        dataclasses.replace(base, iterations=20, deep_linear_warmup=60, deep_linear_width=8),
-        field=truth.psfs,
-    )
-    err = [
-        np.linalg.norm(f.psf - truth.psfs[0, 0]) / np.linalg.norm(truth.psfs[0, 0])
-        for f in (start, descended)
-    ]
-    assert err[1] < max(0.15, 1.5 * err[0])
-    assert descended.psf.min() >= 0
-
-
 def test_fit_is_idempotent(truth):
     problem = _problem(truth, noise=0.002)
-    config = CalibrateConfig(rows=2, cols=2, psf_size=K, max_pixels=2000, batch_pixels=500, iterations=5)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K)
     a = fit_tile(problem, 1, 1, config, field=truth.psfs)
     b = fit_tile(problem, 1, 1, config, field=truth.psfs)
     np.testing.assert_array_equal(a.psf, b.psf)
@@ -111,14 +82,6 @@ def test_fill_from_neighbours_uses_nearest_tiles():
         fill_from_neighbours(psfs, {(r, c) for r in range(3) for c in range(3)})
 
 
-@pytest.mark.parametrize("k", [3, 7, 11, 23, 31])
-def test_deep_linear_composes_to_k(k):
-    sizes = deep_linear_sizes(k)
-    assert sum(s - 1 for s in sizes) + 1 == k
-    net = DeepLinearPSF(3, k, width=4, generator=torch.Generator().manual_seed(0))
-    assert net().shape == (3, k, k)
-
-
 def test_psf_error_properties(truth):
     assert np.all(psf_error(truth, truth) == 0)
     other = gaussian_field(GRID, K, (SIZE, SIZE), sigma_centre=1.5, sigma_corner=2.0)
@@ -129,23 +92,12 @@ def test_psf_error_properties(truth):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("param", ["direct", "deep-linear"])
-def test_gpu_actor_fit_matches_cpu(truth, param):
+def test_gpu_actor_fit_matches_cpu(truth):
     problem = _problem(truth, noise=0.002)
-    config = CalibrateConfig(
-        rows=2,
-        cols=2,
-        psf_size=K,
-        max_pixels=3000,
-        batch_pixels=1000,
-        iterations=10,
-        psf_param=param,
-        deep_linear_warmup=20,
-        deep_linear_width=8,
-    )
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K)
     cpu = fit_tile(problem, 0, 1, config, field=truth.psfs)
     gpu = fit_tile(problem, 0, 1, dataclasses.replace(config, gpus_per_actor=0.25), field=truth.psfs)
-    # Loosened: float32 reductions run in another order on the GPU, through 10 Adam steps.
+    # Loosened: float32 reductions run in another order on the GPU, through the CG steps.
     np.testing.assert_allclose(gpu.psf, cpu.psf, atol=2e-3)
 
 
@@ -165,22 +117,6 @@ def test_aligned_psf_error_ignores_a_common_shift_but_not_lateral_colour():
     assert psf_error(centred, coloured, align=True)[0, 0] > 0.15
 
 
-def test_fourier_system_is_the_patch_system(truth):
-    from degtrans.calibrate.fit import build_fourier_system
-
-    problem = _problem(truth)
-    fourier = build_fourier_system(problem, 0, 1, truth.psfs)
-    patches = build_system(problem, 0, 1, truth.psfs, max_pixels=10**9, seed=0)
-    h = torch.rand(3, K, K, generator=torch.Generator().manual_seed(1))
-    predicted = torch.bmm(patches.a, h.flip(-1, -2).reshape(3, -1, 1))
-    normal = torch.bmm(patches.a.transpose(1, 2), predicted).squeeze(-1).reshape(3, K, K).flip(-1, -2)
-    torch.testing.assert_close(fourier.normal(h), normal, rtol=1e-4, atol=1e-4)
-    rhs = torch.bmm(patches.a.transpose(1, 2), (patches.observed - patches.fixed)[..., None])
-    rhs = rhs.squeeze(-1).reshape(3, K, K).flip(-1, -2)
-    torch.testing.assert_close(fourier.rhs, rhs, rtol=1e-4, atol=1e-4)
-    assert fourier.pixels == patches.a.shape[1]
-
-
 def test_fourier_solver_recovers_noise_free_psf_with_diagnostics(truth):
     problem = _problem(truth)
     config = CalibrateConfig(
@@ -190,7 +126,6 @@ def test_fourier_solver_recovers_noise_free_psf_with_diagnostics(truth):
         wiener_reg=1e-7,
         smooth_reg=0.0,
         centroid_weight=0.0,
-        iterations=0,
         support_radius=K,
     )
     fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
@@ -201,21 +136,9 @@ def test_fourier_solver_recovers_noise_free_psf_with_diagnostics(truth):
     assert smooth.observed_fraction < fit.observed_fraction and smooth.condition < fit.condition
 
 
-def test_centroid_prior_centres_green_only():
-    from degtrans.calibrate.fit import Regulariser
-
-    h = torch.zeros(3, 5, 5)
-    h[:, 2, 3] = 1.0  # every channel one pixel right of centre
-    prior = Regulariser(ridge=0.0, smooth=0.0, centroid=1.0, centroid_channels=(1,))
-    push = prior.apply(h, torch.ones(3))
-    assert push[0].abs().sum() == 0 and push[2].abs().sum() == 0
-    # The gradient of (sum h x)^2 / 2 at a centroid of +1: pixels right of centre pay, left gain.
-    assert push[1, 2, 4] > 0 and push[1, 2, 0] < 0
-
-
 def test_joint_solve_beats_the_tile_init(truth):
     problem = _problem(truth, pairs=2, noise=0.002)
-    base = CalibrateConfig(rows=2, cols=2, psf_size=K, iterations=0, refine_rounds=0, smooth_reg=1e-4)
+    base = CalibrateConfig(rows=2, cols=2, psf_size=K, smooth_reg=1e-4)
     errors = []
     for joint in (0, 200):
         config = dataclasses.replace(base, joint_iterations=joint)

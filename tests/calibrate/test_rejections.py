@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from degtrans.calibrate.photos import HiddenCamera, find_pairs, photograph, synthesize_pairs
-from degtrans.calibrate.pipeline import PreparedPair, Rejected, prepare_pair, split_prepared
+from degtrans.calibrate.pipeline import split_prepared
+from degtrans.calibrate.prepare import PreparedPair, Rejected, prepare_pair
 from degtrans.calibrate.targets import make_target, make_targets
 from degtrans.config import CalibrateConfig
 from degtrans.io import read_image, write_image

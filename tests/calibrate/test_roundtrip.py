@@ -6,9 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.photos import synthesize_pairs
-from degtrans.calibrate.pipeline import calibrate_local, make_problem, prepare_pair, psf_error
-from degtrans.calibrate.report import reblur
+from degtrans.calibrate.pipeline import calibrate_local, make_problem
+from degtrans.calibrate.prepare import prepare_pair
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
@@ -17,9 +18,7 @@ from degtrans.metrics import psnr_array
 from degtrans.testing.synthetic import gaussian_field
 
 SIZE, GRID, K = 256, (3, 3), 11
-CONFIG = CalibrateConfig(
-    rows=3, cols=3, psf_size=K, iterations=20, refine_rounds=1, max_pixels=12000, min_inliers=20
-)
+CONFIG = CalibrateConfig(rows=3, cols=3, psf_size=K, min_inliers=20)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def test_heldout_target_reblurred_within_40db(calibrated):
         name, root / "heldout" / f"{name}.target.png", root / "heldout" / f"{name}.photo.png", CONFIG, GRID
     )
     problem = make_problem([pair], CONFIG)
-    blurred = reblur(field, problem.targets[0])
+    blurred = field.blur(problem.targets[0], layout="chw")
     assert psnr_array(blurred, problem.photos[0], problem.masks[0]) > 40.0
 
 
@@ -80,10 +79,9 @@ def test_uncovered_tile_is_filled_and_flagged(calibrated, tmp_path):
     masks = problem.masks.copy()
     masks[:, : 2 * SIZE // 3, : 2 * SIZE // 3] = False  # tile (0, 0)'s whole region of influence
     problem = dataclasses.replace(problem, masks=masks)
-    config = dataclasses.replace(CONFIG, iterations=0, refine_rounds=0, max_pixels=3000)
-    solution = solve_field(problem, config, local_mapper(problem, config, progress=False))
+    solution = solve_field(problem, CONFIG, local_mapper(problem, CONFIG, progress=False))
     assert set(solution.failed) == {(0, 0)}
-    field = build_field(solution, pairs, [], config)
+    field = build_field(solution, pairs, [], CONFIG)
     assert field.meta["tiles"]["filled_from_neighbours"][0][0] is True
     assert field.meta["failed_tiles"][0]["tile"] == [0, 0]
     np.testing.assert_allclose(field.psfs[0, 0].sum(axis=(-1, -2)), 1.0, atol=1e-5)

@@ -11,8 +11,8 @@ Bounds: centroid-aligned pixel error median <= 0.10, max <= 0.20; held-out re-bl
 import numpy as np
 import pytest
 
-from degtrans.calibrate.metrics import band_floor, in_band_error, reblur_psnr, target_band
-from degtrans.calibrate.pipeline import local_mapper, psf_error, solve_field
+from degtrans.calibrate.accuracy import band_floor, in_band_error, psf_error, reblur_psnr, target_band
+from degtrans.calibrate.pipeline import local_mapper, solve_field
 from degtrans.calibrate.targets import make_targets
 from degtrans.config import CalibrateConfig
 from degtrans.field import PSFField
@@ -21,7 +21,7 @@ from degtrans.simulate.optics import lens_field
 from degtrans.testing.calibration import oracle_pairs, oracle_problem
 
 FRAME, GRID, K = (192, 256), (3, 3), 25
-CONFIG = CalibrateConfig(rows=GRID[0], cols=GRID[1], psf_size=K, iterations=0)
+CONFIG = CalibrateConfig(rows=GRID[0], cols=GRID[1], psf_size=K)
 
 
 @pytest.fixture(scope="module")

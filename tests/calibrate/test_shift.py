@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from degtrans.calibrate.pipeline import _shift_psfs, centred_field, mean_centroid, psf_error
+from degtrans.calibrate.accuracy import centred_field, mean_centroid, psf_error, shift_psfs
 from degtrans.field import PSFField
 from degtrans.simulate.optics import lens_field
 
@@ -17,16 +17,16 @@ def lens():
 def test_shift_moves_the_centroid_by_the_shift_either_way(lens, shift):
     psfs = lens.psfs.astype(np.float64)
     offsets = np.array([[[shift, -0.5 * shift], [0.2, shift]], [[-shift, 0.0], [shift, shift]]])
-    moved = _shift_psfs(psfs, offsets)
+    moved = shift_psfs(psfs, offsets)
     # What the 31-px window cuts off the tails moves the centroid by a few hundredths.
     np.testing.assert_allclose(mean_centroid(moved) - mean_centroid(psfs), offsets, atol=0.05)
     np.testing.assert_allclose(moved.sum(axis=(-1, -2)), psfs.sum(axis=(-1, -2)), rtol=1e-9)
-    back = _shift_psfs(moved, -offsets)
+    back = shift_psfs(moved, -offsets)
     assert np.abs(back - psfs).max() < 0.01 * psfs.max()
 
 
 def test_aligned_error_ignores_a_common_shift_but_not_lateral_colour(lens):
-    shifted = PSFField(_shift_psfs(lens.psfs.astype(np.float64), np.full((2, 2, 2), 0.7)), lens.image_size)
+    shifted = PSFField(shift_psfs(lens.psfs.astype(np.float64), np.full((2, 2, 2), 0.7)), lens.image_size)
     assert psf_error(shifted, lens).min() > 0.2
     assert psf_error(shifted, lens, align=True).max() < 0.02
     # Swapping R and B reverses the lateral colour: the aligned error still sees it.
@@ -36,7 +36,7 @@ def test_aligned_error_ignores_a_common_shift_but_not_lateral_colour(lens):
 
 def test_centred_field_centres_green_and_keeps_the_offsets_of_red_and_blue(lens):
     psfs = lens.psfs.astype(np.float64)
-    moved = _shift_psfs(psfs, np.array([[[0.6, -0.3], [-0.8, 0.1]], [[0.0, 0.9], [0.4, 0.4]]]))
+    moved = shift_psfs(psfs, np.array([[[0.6, -0.3], [-0.8, 0.1]], [[0.0, 0.9], [0.4, 0.4]]]))
     centred = centred_field(moved, lens.image_size).psfs.astype(np.float64)
     green = mean_centroid(centred[:, :, 1:2])
     assert np.abs(green).max() < 0.02

@@ -5,7 +5,7 @@ import pytest
 
 from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.targets import make_target, make_targets
-from degtrans.calibrate.transfer import ToneColour, fit_tone_colour, linearise, to_camera
+from degtrans.calibrate.transfer import ToneColour, ToneFitError, fit_tone_colour, linearise, to_camera
 from degtrans.io import read_image, write_image
 
 
@@ -248,7 +248,7 @@ def test_stage_one_refuses_too_few_patches(chart):
     from degtrans.calibrate.transfer import PatchSamples, fit_patches
 
     samples = PatchSamples(np.full((4, 3), 0.5), np.full((4, 3), 0.5), np.zeros((4, 3)), np.full(4, 100.0))
-    with pytest.raises(ValueError, match="unsaturated patches"):
+    with pytest.raises(ToneFitError, match="unsaturated patches"):
         fit_patches(samples)
 
 
@@ -256,7 +256,7 @@ def test_stage_one_through_prepare_pair_with_a_target_larger_than_the_frame(tmp_
     """The whole path (markers, patch margins converted from photo to target pixels, about 2 target
     pixels per photo pixel here, stage I) on a linear photo: gamma 1 and the identity matrix."""
     from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
-    from degtrans.calibrate.pipeline import PreparedPair, prepare_pair
+    from degtrans.calibrate.prepare import PreparedPair, prepare_pair
     from degtrans.config import CalibrateConfig
     from degtrans.testing.synthetic import gaussian_field
 
@@ -281,7 +281,7 @@ def test_colour_refit_through_the_psfs_recovers_the_matrix(chart):
     back exactly from a photo of the blurred, colour-mixed chart, whatever spatially variant blur."""
     import torch
 
-    from degtrans.calibrate.pipeline import refit_colour
+    from degtrans.calibrate.prepare import refit_colour
     from degtrans.kernels import sv_conv2d
 
     target, _, field = chart

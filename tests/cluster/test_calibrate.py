@@ -12,9 +12,7 @@ from degtrans.testing.synthetic import gaussian_field
 pytestmark = pytest.mark.ray
 
 SIZE, GRID, K = 48, (2, 2), 5
-CONFIG = CalibrateConfig(
-    rows=2, cols=2, psf_size=K, iterations=5, max_pixels=1500, batch_pixels=500, actors=2
-)
+CONFIG = CalibrateConfig(rows=2, cols=2, psf_size=K, actors=2)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +41,13 @@ def test_killed_actor_tiles_are_retried(ray_session, problem):
             ray.kill(pool[0], no_restart=False)
 
     tiles = [(r, c) for r in range(2) for c in range(2)]
-    field = np.ascontiguousarray(np.broadcast_to(np.eye(1, K * K, K * K // 2).reshape(K, K), (2, 2, 3, K, K)))
     mapper = ray_mapper(actors, CONFIG, progress=False, on_result=kill_first_actor_once)
-    results = mapper(tiles, field.astype(np.float32), True)
+    results = mapper(tiles)
     assert killed and set(results) == set(tiles)
     for (r, c), fit in results.items():
         assert not isinstance(fit, str), fit
         # Idempotent: the actor's (possibly retried) fit equals the same fit done here.
-        np.testing.assert_allclose(fit.psf, fit_tile(problem, r, c, CONFIG, field, True).psf, atol=1e-6)
+        np.testing.assert_allclose(fit.psf, fit_tile(problem, r, c, CONFIG).psf, atol=1e-6)
     pids_after = ray.get([a.pid.remote() for a in actors])
     assert pids_after[0] != pids_before[0] and pids_after[1] == pids_before[1]
     for actor in actors:
@@ -66,7 +63,7 @@ def test_uncoverable_tile_is_reported_not_fatal(ray_session, problem):
     masks = problem.masks.copy()
     masks[:, : 3 * SIZE // 4 + 1, : 3 * SIZE // 4 + 1] = False
     hidden = dataclasses.replace(problem, masks=masks)
-    config = dataclasses.replace(CONFIG, iterations=0, refine_rounds=0, actors=1)
+    config = dataclasses.replace(CONFIG, actors=1)
     actors = start_fitters(hidden, config)
     solution = solve_field(hidden, config, ray_mapper(actors, config, progress=False))
     assert set(solution.failed) == {(0, 0)}
@@ -85,7 +82,7 @@ def test_joint_solve_on_actor_blocks_is_the_one_process_solve(ray_session, probl
     noisy = dataclasses.replace(
         problem, photos=problem.photos + np.random.default_rng(1).normal(0, 0.002, problem.photos.shape)
     )
-    config = dataclasses.replace(CONFIG, iterations=0, actors=2)
+    config = CONFIG
     actors = start_fitters(noisy, config)
     try:
         shards = ray_shards(actors)

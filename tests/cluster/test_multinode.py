@@ -104,8 +104,7 @@ def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
     masks = np.zeros((2, size, size), bool)
     masks[:, k // 2 : -(k // 2), k // 2 : -(k // 2)] = True
     problem = FitProblem(targets, photos, masks, ("a", "b"), grid, k)
-    config = CalibrateConfig(rows=2, cols=2, psf_size=k, iterations=5, max_pixels=1500, batch_pixels=500,
-                             refine_rounds=0, actors=3, gpus_per_actor=0.5)  # fmt: skip
+    config = CalibrateConfig(rows=2, cols=2, psf_size=k, actors=3, gpus_per_actor=0.5)
     actors = start_fitters(problem, config)
     try:
         solution = solve_field(

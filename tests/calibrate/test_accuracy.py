@@ -2,9 +2,8 @@
 
 import numpy as np
 
+from degtrans.calibrate.accuracy import band_floor, format_metrics, in_band_error, psf_error, target_band
 from degtrans.calibrate.fit import FitProblem
-from degtrans.calibrate.metrics import band_floor, format_metrics, in_band_error, target_band
-from degtrans.calibrate.pipeline import psf_error
 from degtrans.testing.synthetic import gaussian_field
 
 

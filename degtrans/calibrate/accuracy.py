@@ -1,14 +1,15 @@
 """Honest calibration metrics: what the targets could show, what the field gets right, how well it
 re-blurs a photograph it was not fitted on.
 
-- ``psf_error`` (pipeline): per-tile pixel relative L2, raw and centroid-aligned.
+- ``psf_error``: per-tile pixel relative L2, raw and centroid-aligned (``mean_centroid``,
+  ``shift_psfs``; ``centred_field`` re-centres a field on green's centroid between registration rounds).
 - ``target_band``: the half-side (cycles/px, photo grid) of the frequency square ``|fx|, |fy| <= band``
   in which the registered targets carry content. Outside it the photographs say nothing about the PSF:
   the prior decides.
 - ``in_band_error``: the pixel error of both fields low-passed to that band (what calibration is
   responsible for); ``band_floor``: the error a perfect in-band calibration would still have
-  (``||h - lowpass(h)|| / ||h||`` of the true field). Without the truth, ``out_of_band_share`` of the
-  recovered field estimates that floor.
+  (``||h - lowpass(h)|| / ||h||`` of the true field). Without the truth, ``band_floor`` of the
+  recovered field estimates that floor (stored as ``out_of_band_share``).
 - ``reblur_psnr``: the field applied to a registered target against its photograph, over the mask.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from degtrans.calibrate.fit import FitProblem
-from degtrans.field import PSFField
+from degtrans.field import PSFField, normalise_psfs
 from degtrans.metrics import psnr_array
 
 
@@ -104,17 +105,10 @@ def band_floor(truth: PSFField, band: float) -> np.ndarray:
     return relative_l2(lowpass_psfs(b, band), b)
 
 
-def out_of_band_share(field: PSFField, band: float) -> np.ndarray:
-    """(rows, cols) ``band_floor`` of a field (of the recovered one: an estimate of the true floor)."""
-    return band_floor(field, band)
-
-
 def reblur_psnr(field: PSFField, problem: FitProblem) -> list[float]:
     """PSNR (dB, peak 1) of each pair's registered target blurred by ``field`` against its photograph."""
-    from degtrans.calibrate.report import reblur
-
     return [
-        float(psnr_array(reblur(field, problem.targets[p]), problem.photos[p], problem.masks[p]))
+        float(psnr_array(field.blur(problem.targets[p], layout="chw"), problem.photos[p], problem.masks[p]))
         for p in range(problem.targets.shape[0])
     ]
 
@@ -122,7 +116,7 @@ def reblur_psnr(field: PSFField, problem: FitProblem) -> list[float]:
 def field_metrics(field: PSFField, fitted: FitProblem, heldout: FitProblem | None) -> dict:
     """The metrics a calibration can state without the truth (stored in ``meta["metrics"]``)."""
     band = target_band(fitted)
-    share = out_of_band_share(field, band)
+    share = band_floor(field, band)
     metrics = {
         "target_band_cycles_per_px": band,
         "out_of_band_share_median": float(np.median(share)),
@@ -137,8 +131,6 @@ def field_metrics(field: PSFField, fitted: FitProblem, heldout: FitProblem | Non
 
 def truth_metrics(recovered: PSFField, truth: PSFField, band: float) -> dict:
     """Raw, centroid-aligned and in-band pixel errors against a known field, with the band's floor."""
-    from degtrans.calibrate.pipeline import psf_error
-
     rows = {
         "raw": psf_error(recovered, truth),
         "aligned": psf_error(recovered, truth, align=True),
@@ -184,3 +176,63 @@ def format_metrics(metrics: dict, truth: dict | None = None) -> str:
             " floor of the band {floor_median:.3f} / {floor_max:.3f}".format(**truth)
         )
     return "\n".join(lines)
+
+
+def centred_field(psfs: np.ndarray, frame: tuple[int, int], reference: int = 1) -> PSFField:
+    """A field of ``psfs`` (rows, cols, C, k, k) shifted tile by tile so that channel ``reference``'s
+    centroid is at the kernel centre, every channel by the same amount (lateral colour is kept)."""
+    reference = min(reference, psfs.shape[2] - 1)
+    shift = -mean_centroid(psfs[:, :, reference : reference + 1])
+    return PSFField(normalise_psfs(shift_psfs(psfs.astype(np.float64), shift)), frame)
+
+
+def psf_error(recovered: PSFField, truth: PSFField, align: bool = False) -> np.ndarray:
+    """Per-tile relative L2 error ``||h - h_true|| / ||h_true||`` over channels and pixels: (rows, cols).
+
+    Kernels of different sizes are compared after zero-padding the smaller one about its centre.
+    With ``align``, each true tile PSF is first shifted (all channels together, by a Fourier phase
+    ramp) so that its mean centroid over channels matches the recovered one: registration cannot tell
+    a PSF's centroid offset from geometric distortion (a homography absorbs the radial shift that
+    coma and distortion give a real lens), so that offset is not the calibration's to recover.
+    Relative shifts between channels (lateral colour) are kept and still count.
+    """
+    if recovered.grid != truth.grid or len(recovered.channels) != len(truth.channels):
+        raise ValueError(
+            f"psf_error: grids/channels differ: {recovered.grid}x{len(recovered.channels)} vs"
+            f" {truth.grid}x{len(truth.channels)}"
+        )
+    a, b = padded_psfs(recovered, truth)
+    if align:
+        b = shift_psfs(b, mean_centroid(a) - mean_centroid(b))
+    return relative_l2(a, b)
+
+
+def mean_centroid(psfs: np.ndarray) -> np.ndarray:
+    """(rows, cols, 2) centroid (dy, dx) in pixels about the kernel centre, averaged over channels."""
+    k = psfs.shape[-1]
+    coords = np.arange(k, dtype=np.float64) - k // 2
+    total = psfs.sum(axis=(-1, -2))
+    cy = (psfs.sum(axis=-1) * coords).sum(axis=-1) / total
+    cx = (psfs.sum(axis=-2) * coords).sum(axis=-1) / total
+    return np.stack([cy.mean(axis=-1), cx.mean(axis=-1)], axis=-1)
+
+
+def shift_psfs(psfs: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Shift each tile's PSFs ``(rows, cols, C, k, k)`` by ``shift (rows, cols, 2)`` pixels ``(dy, dx)``
+    (sub-pixel, Fourier phase ramp), clipped and renormalised to each PSF's sum.
+
+    The kernel sits in the middle of a grid three times its size, so that a shift of up to ``k`` pixels
+    either way moves content into zeros instead of wrapping it round; what leaves the ``k x k`` window
+    is cut (not folded back onto the other side).
+    """
+    k = psfs.shape[-1]
+    n = 3 * k
+    padded = np.zeros((*psfs.shape[:-2], n, n))
+    padded[..., k : 2 * k, k : 2 * k] = psfs
+    fy = np.fft.fftfreq(n)[:, None]
+    fx = np.fft.fftfreq(n)[None, :]
+    shift = np.asarray(shift, np.float64)
+    ramp = np.exp(-2j * np.pi * (fy * shift[..., 0, None, None] + fx * shift[..., 1, None, None]))
+    moved = np.fft.ifft2(np.fft.fft2(padded) * ramp[:, :, None]).real[..., k : 2 * k, k : 2 * k]
+    moved = np.clip(moved, 0.0, None)
+    return moved / moved.sum(axis=(-1, -2), keepdims=True) * psfs.sum(axis=(-1, -2), keepdims=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from degtrans.kernels.spectral import correlate, fast_fft_len, psf_to_otf
 from degtrans.kernels.weights import tile_weights_1d
 
 Tile = tuple[int, int]
@@ -82,19 +83,6 @@ def _intersect(a: Span, b: Span) -> Span | None:
 
 def _grow(span: Span, by: int) -> Span:
     return span[0] - by, span[1] + by
-
-
-def fast_size(n: int) -> int:
-    """Smallest ``m >= n`` whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    m = n
-    while True:
-        rest = m
-        for p in (2, 3, 5):
-            while rest % p == 0:
-                rest //= p
-        if rest == 1:
-            return m
-        m += 1
 
 
 @dataclass(frozen=True)
@@ -208,7 +196,8 @@ class Shard:
             src_y, src_x = _intersect(_grow(out_y, self.r), ry), _intersect(_grow(out_x, self.r), rx)
             if src_y is None or src_x is None:
                 continue
-            shape = (fast_size(src_y[1] - src_y[0] + 2 * self.r), fast_size(src_x[1] - src_x[0] + 2 * self.r))
+            span_y, span_x = src_y[1] - src_y[0], src_x[1] - src_x[0]
+            shape = (fast_fft_len(span_y + 2 * self.r), fast_fft_len(span_x + 2 * self.r))
             weight = wy[tr, src_y[0] : src_y[1], None] * wx[tc, None, src_x[0] : src_x[1]]
             for pair in range(pairs):
                 observed = data.masks[pair, out_y[0] - by0 : out_y[1] - by0, out_x[0] - bx0 : out_x[1] - bx0]
@@ -216,9 +205,7 @@ class Shard:
                     continue
                 source = data.targets[pair, :, src_y[0] - oy : src_y[1] - oy, src_x[0] - ox : src_x[1] - ox]
                 buffer = np.zeros((channels, *shape), np.float32)
-                buffer[:, self.r : self.r + src_y[1] - src_y[0], self.r : self.r + src_x[1] - src_x[0]] = (
-                    source * weight
-                )
+                buffer[:, self.r : self.r + span_y, self.r : self.r + span_x] = source * weight
                 # Buffer index 0 is frame pixel src - r; the outputs start there plus (out - src + r).
                 place = (
                     pair,
@@ -256,22 +243,12 @@ class Shard:
 
     # -- the operator ------------------------------------------------------------------------------
 
-    def _embed(self, h: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        """(N, C, k, k) kernels → (N, C, Hf, Wf//2+1) spectra, offset ``o`` at ``o mod shape``."""
-        padded = h.new_zeros(*h.shape[:2], *shape)
-        padded[..., : self.k, : self.k] = h
-        return torch.fft.rfft2(torch.roll(padded, shifts=(-self.r, -self.r), dims=(-2, -1)))
-
-    def _extract(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, Hf, Wf) correlations → (N, C, k, k) at offsets ``-r..r``."""
-        return torch.roll(images, shifts=(self.r, self.r), dims=(-2, -1))[..., : self.k, : self.k]
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(T, C, k, k) PSFs → (P, C, bh, bw) the predicted photographs on the block."""
         h = h.to(self.device, torch.float32)
         out = torch.zeros_like(self.photos)
         for group in self.groups:
-            spectra = self._embed(h[group.unique], group.shape)[group.position] * group.spectra
+            spectra = psf_to_otf(h[group.unique], *group.shape)[group.position] * group.spectra
             images = torch.fft.irfft2(spectra, s=group.shape)
             for index, (pair, y0, y1, x0, x1, oy, ox) in enumerate(group.places):
                 out[pair, :, y0:y1, x0:x1] += images[index, :, oy : oy + y1 - y0, ox : ox + x1 - x0]
@@ -284,8 +261,8 @@ class Shard:
             crops = torch.zeros(len(group.places), self.channels, *group.shape, device=self.device)
             for index, (pair, y0, y1, x0, x1, oy, ox) in enumerate(group.places):
                 crops[index, :, oy : oy + y1 - y0, ox : ox + x1 - x0] = frames[pair, :, y0:y1, x0:x1]
-            back = torch.fft.irfft2(torch.fft.rfft2(crops) * group.spectra.conj(), s=group.shape)
-            out.index_add_(0, group.tiles, self._extract(back))
+            back = correlate(torch.fft.rfft2(crops), group.spectra, self.k, group.shape)
+            out.index_add_(0, group.tiles, back)
         return out
 
     def normal(self, h: torch.Tensor) -> torch.Tensor:
@@ -317,8 +294,7 @@ class Shard:
             scale.index_add_(0, group.tiles, (masked * sources).sum(dim=(-1, -2)))
             # Correlation of the masked source with the source at lags up to r: exact (the buffer's
             # r-wide zero margins keep the circular correlation from wrapping), so blocks add up.
-            back = torch.fft.irfft2(torch.fft.rfft2(masked) * group.spectra.conj(), s=group.shape)
-            lags = torch.roll(back, shifts=(self.r, self.r), dims=(-2, -1))[..., :k, :k]
+            lags = correlate(torch.fft.rfft2(masked), group.spectra, k, group.shape)
             autocorrelation.index_add_(0, group.tiles, lags)
         inside_y, inside_x = (wy > 1e-6).float(), (wx > 1e-6).float()
         observations = torch.einsum("ry,pyx,cx->rc", inside_y, self.masks, inside_x).reshape(-1)

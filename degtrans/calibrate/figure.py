@@ -5,20 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from degtrans.calibrate.accuracy import format_metrics
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.inspect import psf_mosaic
 from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
-from degtrans.kernels import sv_conv2d
-
-
-def reblur(field: PSFField, target: np.ndarray) -> np.ndarray:
-    """(C, H, W) camera-RGB target blurred by the field (``sv_conv2d``, reflect padding)."""
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None]
-        return sv_conv2d(x, torch.from_numpy(field.psfs))[0].numpy()
 
 
 def _tiles_to_show(rows: int, cols: int) -> list[tuple[str, tuple[int, int]]]:
@@ -43,7 +35,7 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
     )
     filled = np.array(field.meta.get("tiles", {}).get("filled_from_neighbours", np.zeros((rows, cols), bool)))
     target = problem.targets[pair]
-    blurred = reblur(field, target)
+    blurred = field.blur(target, layout="chw")
     photo = problem.photos[pair]
 
     fig = plt.figure(figsize=(13, 9), constrained_layout=True)
@@ -77,8 +69,6 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
         ax.set_title(f"{label} tile ({r},{c}): photo | target re-blurred | target", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    from degtrans.calibrate.metrics import format_metrics
-
     metrics = format_metrics(field.meta.get("metrics", {}))
     title = f"calibration report: {field.camera}  ({height}x{width} px, pair {problem.names[pair]})"
     fig.suptitle(title + ("\n" + metrics if metrics else ""), fontsize=9 if metrics else None)
