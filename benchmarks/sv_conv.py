@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from degtrans.kernels import sv_conv2d
-from degtrans.kernels.sv_conv.cpu import fast_fft_len, sv_conv2d_cpu
+from degtrans.kernels.spectral import fast_fft_len
+from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
 from degtrans.kernels.weights import tile_weights_1d
 
 RESULTS = Path(__file__).resolve().parent / "results"

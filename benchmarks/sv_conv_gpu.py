@@ -31,8 +31,8 @@ import torch
 
 from degtrans.atomic import write_atomic
 from degtrans.kernels import sv_conv2d
+from degtrans.kernels.spectral import fast_fft_len
 from degtrans.kernels.sv_conv import choose_backend
-from degtrans.kernels.sv_conv.cpu import fast_fft_len
 from degtrans.kernels.sv_conv.geometry import make_geometry
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -189,7 +189,8 @@ class PSFField:
         if device is not None:
             tensor, kernels = tensor.to(device), kernels.to(device)
         with torch.no_grad():
-            out = sv_conv2d(tensor, kernels, padding=padding, backend=backend, frame_size=frame_size)[0].cpu().numpy()
+            out = sv_conv2d(tensor, kernels, padding=padding, backend=backend, frame_size=frame_size)
+        out = out[0].cpu().numpy()
         if channel is not None:
             return out[0]
         return out.transpose(1, 2, 0) if layout == "hwc" else out

@@ -6,6 +6,11 @@ for offsets ``o`` in ``-r..r``; on an FFT grid of ``(height, width)`` its offset
 circular convolution. ``otf_to_psf`` reads the offsets ``-r..r`` back; ``correlate`` is the adjoint of
 the product with respect to the kernel: ``<irfft2(X H), y> = <h, correlate(rfft2(y), X, k)>``.
 All spectra are ``rfft2`` half spectra: (..., height, width // 2 + 1).
+
+The product-convolution backends of ``sv_conv2d`` use the *full* (linear) convolution instead:
+``kernel_spectrum`` keeps tap ``(0, 0)`` of the kernel at the origin, so on a grid of at least
+``L + k - 1`` the product with a window's spectrum is the window's full convolution, whose sample ``j``
+is output offset ``j - (k - 1)`` from the window's start.
 """
 
 from __future__ import annotations
@@ -41,6 +46,22 @@ def psf_to_otf(psf: torch.Tensor, height: int, width: int) -> torch.Tensor:
         raise ValueError(f"psf_to_otf: kernel of size {k} does not fit a {height}x{width} grid")
     padded = F.pad(psf, (0, width - k, 0, height - k))
     return torch.fft.rfft2(torch.roll(padded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1)))
+
+
+def kernel_spectrum(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(..., k, k) kernels -> (..., H, W // 2 + 1) ``rfft2`` zero-padded to ``shape``, not centred (full
+    linear convolution, see the module docstring)."""
+    return torch.fft.rfft2(psf, s=shape)
+
+
+def circular_blur(x: torch.Tensor, otf: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) image -> its circular convolution with the kernel of ``otf`` (..., H, W // 2 + 1)."""
+    return torch.fft.irfft2(torch.fft.rfft2(x) * otf, s=x.shape[-2:])
+
+
+def circular_blur_adjoint(y: torch.Tensor, otf: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`circular_blur` in the image: the circular correlation with the kernel."""
+    return torch.fft.irfft2(torch.fft.rfft2(y) * otf.conj(), s=y.shape[-2:])
 
 
 def otf_to_psf(otf: torch.Tensor, k: int, height: int, width: int) -> torch.Tensor:

@@ -13,9 +13,10 @@ again, must explain the observation down to the noise and no further.
 
 The noise variance of a tile is ``shot * mean + read`` (the sensor model, from a pair's
 ``noise_shot``/``noise_read`` or a camera profile) or, when not given, estimated from the tile's
-finest detail (:func:`estimate_noise_variance`). Every tile's PSF deconvolves the region where its
-bilinear weight is non-zero (plus a margin); results are blended with the forward model's tile
-weights (``degtrans.kernels.weights``), which sum to one. Regions are mirror-extended before the FFT.
+finest detail (``degtrans.simulate.noise.estimate_noise_variance`` times :data:`ESTIMATE_GAIN`).
+Every tile's PSF deconvolves the region where its bilinear weight is non-zero (plus a margin); results
+are blended with the forward model's tile weights (``degtrans.kernels.weights``), which sum to one.
+Regions are mirror-extended before the FFT.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import torch.nn.functional as F
 
 from degtrans.config import RestoreConfig
 from degtrans.field import PSFField
+from degtrans.kernels.spectral import circular_blur, circular_blur_adjoint, psf_to_otf, symmetric_extend
 from degtrans.kernels.weights import tile_weights_1d
-from degtrans.restore.models.wiener import psf_to_otf, symmetric_extend
-from degtrans.simulate.isp import ISPParams, process, unprocess
+from degtrans.simulate.isp import ISPParams, linear_to_srgb, process, srgb_to_linear, unprocess
+from degtrans.simulate.noise import NoiseParams, estimate_noise_variance, noise_variance
 
 Method = Literal["wiener", "rl"]
 # Range of the Wiener weight λ (gradient prior) searched by bisection in log λ for the discrepancy.
@@ -73,19 +75,9 @@ class SensorNoise:
 
     def variance(self, linear: torch.Tensor) -> torch.Tensor:
         """(C,) noise variance of a linear region ``(C, h, w)`` at its mean level."""
-        return self.shot * linear.double().clamp(min=0.0).flatten(1).mean(1) + self.read
-
-
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """Inverse sRGB transfer curve, values in [0, 1]."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """sRGB transfer curve, values clipped to [0, 1]."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
+        level = linear.double().clamp(min=0.0).flatten(1).mean(1)[None, :, None, None]
+        params = NoiseParams(*torch.tensor([[self.shot], [self.read]], dtype=torch.float64))
+        return noise_variance(level, params)[0, :, 0, 0]
 
 
 def gradient_power(height: int, width: int) -> torch.Tensor:
@@ -102,16 +94,6 @@ def _half_plane_weights(width: int) -> torch.Tensor:
     if width % 2 == 0:
         weights[-1] = 1.0
     return weights
-
-
-def estimate_noise_variance(image: torch.Tensor) -> torch.Tensor:
-    """(C,) per-pixel noise variance of ``image (C, H, W)`` (linear), from its finest diagonal detail.
-
-    Median absolute diagonal Haar coefficient (Donoho), scaled by :data:`ESTIMATE_GAIN`.
-    """
-    x = image.double()[:, : image.shape[1] // 2 * 2, : image.shape[2] // 2 * 2]
-    detail = (x[:, 0::2, 0::2] - x[:, 0::2, 1::2] - x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) / 2
-    return ESTIMATE_GAIN * (detail.flatten(1).abs().median(1).values / 0.6745) ** 2
 
 
 def wiener_filter(
@@ -182,14 +164,14 @@ def richardson_lucy(
     estimate = observed.clone()
     active = torch.ones(image.shape[0], dtype=torch.bool)
     for iteration in range(iterations):
-        blurred = torch.fft.irfft2(torch.fft.rfft2(estimate) * otf, s=size)
+        blurred = circular_blur(estimate, otf)
         if noise_variance is not None and iteration >= min_iterations:
             residual = ((blurred - observed) ** 2).flatten(1).mean(1).double()
             active &= residual > discrepancy * noise_variance
             if not bool(active.any()):
                 break
         ratio = observed / blurred.clamp(min=eps)
-        update = estimate * torch.fft.irfft2(torch.fft.rfft2(ratio) * otf.conj(), s=size).clamp(min=0.0)
+        update = estimate * circular_blur_adjoint(ratio, otf).clamp(min=0.0)
         estimate = torch.where(active[:, None, None], update, estimate)
     return estimate[..., :height, :width].to(image.dtype)
 
@@ -261,7 +243,7 @@ def deconvolve_field(
             if pad_h or pad_w:
                 region = F.pad(region[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
             psf = psfs[r, c]
-            variance = estimate_noise_variance(region)
+            variance = ESTIMATE_GAIN * estimate_noise_variance(region)
             if noise is not None:
                 # Demosaicking and model errors look like noise to the deconvolution: the sensor
                 # model is a floor, not the whole budget.

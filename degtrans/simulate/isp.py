@@ -2,7 +2,8 @@
 
 ``unprocess`` takes a processed sRGB-like image back to linear camera RGB; ``process`` goes forward
 (white balance, colour correction, gamma, tone curve). Every random choice lives in ``ISPParams``,
-sampled once by ``sample_isp_params`` and applied to both images of a pair.
+sampled once by ``sample_isp_params`` and applied to both images of a pair. ``srgb_to_linear`` and
+``linear_to_srgb`` (the sRGB transfer curve) stand in for the ISP where its draw is unknown.
 
 Images are ``(B, 3, H, W)`` float tensors; per-sample parameters have a leading batch dimension.
 """
@@ -10,13 +11,10 @@ Images are ``(B, 3, H, W)`` float tensors; per-sample parameters have a leading 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from degtrans.simulate.camera import CameraProfile
 
 # Linear sRGB (D65) -> CIE XYZ, IEC 61966-2-1.
 SRGB_TO_XYZ = np.array(
@@ -92,6 +90,16 @@ class ISPParams:
         return cls(rgb2cam=rgb2cam, rgb_gain=vector[:, 0], red_gain=vector[:, 1], blue_gain=vector[:, 2])
 
 
+class CameraColour(Protocol):
+    """What :func:`sample_isp_params` reads of a camera profile: colour matrix, as-shot white balance."""
+
+    @property
+    def rgb2cam(self) -> np.ndarray: ...
+
+    @property
+    def wb_gains(self) -> tuple[float, float, float]: ...
+
+
 def normalise_rows(matrix: torch.Tensor) -> torch.Tensor:
     """Scale each row of ``(..., 3, 3)`` to sum to 1 (white stays white)."""
     return matrix / matrix.sum(dim=-1, keepdim=True)
@@ -110,7 +118,7 @@ def _uniform(generator: torch.Generator, batch: int, low: float, high: float) ->
 def sample_isp_params(
     generator: torch.Generator,
     ranges: ISPRanges = DEFAULT_RANGES,
-    camera: CameraProfile | None = None,
+    camera: CameraColour | None = None,
     batch: int = 1,
 ) -> ISPParams:
     """Draw ``batch`` ISP parameter sets (float64).
@@ -146,6 +154,18 @@ def inverse_smoothstep(y: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`smoothstep` on [0, 1]."""
     y = y.clamp(0.0, 1.0)
     return 0.5 - torch.sin(torch.asin(1.0 - 2.0 * y) / 3.0)
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """Inverse sRGB transfer curve, values in [0, 1]."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """sRGB transfer curve, values clipped to [0, 1]."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
 
 
 def gamma_expansion(x: torch.Tensor) -> torch.Tensor:

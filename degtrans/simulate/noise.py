@@ -2,7 +2,8 @@
 
 Variance model (Brooks et al. 2019): ``var(x) = shot * x + read``. Per sample, ``shot`` is drawn
 log-uniformly and ``read`` follows the camera's calibrated log-linear relation
-``ln(read) = slope * ln(shot) + intercept + N(0, sigma^2)``.
+``ln(read) = slope * ln(shot) + intercept + N(0, sigma^2)``. Images whose levels are not known get
+their read variance estimated from their finest detail (:func:`estimate_noise_variance`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def noise_variance(x: torch.Tensor, params: NoiseParams) -> torch.Tensor:
     shot = params.shot.to(device=x.device, dtype=x.dtype)[:, None, None, None]
     read = params.read.to(device=x.device, dtype=x.dtype)[:, None, None, None]
     return shot * x.clamp(min=0.0) + read
+
+
+def estimate_noise_variance(x: torch.Tensor) -> torch.Tensor:
+    """(N,) white-noise variance of ``x (N, ..., H, W)``, pooled over all but the first dimension.
+
+    Donoho's median absolute deviation of the finest diagonal Haar band ``(a - b - c + d) / 2``, whose
+    variance is the pixels' own for white noise; a trailing odd row or column is left out.
+    """
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    band = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    return (band.flatten(1).abs().median(dim=1).values / 0.6745) ** 2
 
 
 def add_noise(x: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:

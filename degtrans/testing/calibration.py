@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.photos import jitter_homography
 from degtrans.field import PSFField
-from degtrans.kernels import sv_conv2d
 
 
 def true_geometry(
@@ -32,13 +30,6 @@ def true_geometry(
     return field.distort(warped), field.distort(cover.astype(np.float32)) > 0.999
 
 
-def blur(field: PSFField, image: np.ndarray) -> np.ndarray:
-    """(H, W, C) image blurred by the field's (centred) PSFs, reflect padding."""
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
-    with torch.no_grad():
-        return sv_conv2d(x, torch.from_numpy(field.psfs), padding="reflect")[0].numpy().transpose(1, 2, 0)
-
-
 def oracle_pairs(
     targets: list[np.ndarray], field: PSFField, noise: float, seed: int, jitter: float = 2.0
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -48,7 +39,7 @@ def oracle_pairs(
         rng = np.random.default_rng([seed, index])
         homography = jitter_homography(target.shape[:2], field.image_size, jitter, rng)
         mapped, mask = true_geometry(target, field, homography)
-        photo = blur(field, mapped) + rng.normal(0.0, noise, size=mapped.shape).astype(np.float32)
+        photo = field.blur(mapped) + rng.normal(0.0, noise, size=mapped.shape).astype(np.float32)
         pairs.append((mapped.astype(np.float32), photo.astype(np.float32), mask))
     return pairs
 

@@ -17,7 +17,7 @@ from degtrans.atomic import atomic_path
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.pairs import encode_u16, file_sha256, rows_to_table, shard_path, shard_schema, write_manifest
-from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
+from degtrans.simulate.isp import linear_to_srgb, srgb_to_linear
 
 
 def toy_frame(height: int, width: int, rng: np.random.Generator) -> np.ndarray:

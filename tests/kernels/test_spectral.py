@@ -28,7 +28,7 @@ def test_fast_fft_len_is_smallest_5_smooth():
                 m //= p
         return m == 1
 
-    for n in range(1, 400):
+    for n in [*range(1, 400), 1054]:
         m = fast_fft_len(n)
         assert m >= n and smooth(m)
         assert not any(smooth(j) for j in range(n, m))

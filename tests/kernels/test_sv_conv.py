@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
-from degtrans.kernels.sv_conv.cpu import fast_fft_len, sv_conv2d_cpu
+from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 from degtrans.kernels.weights import tile_weights_1d
 from degtrans.testing.synthetic import gaussian_field
@@ -366,19 +366,6 @@ def test_auto_backend_on_cpu_is_the_cpu_path(tolerance):
     torch.testing.assert_close(
         sv_conv2d(x, psfs), sv_conv2d_cpu(x, psfs, padding="reflect"), **tolerance(torch.float64)
     )
-
-
-@pytest.mark.parametrize("n", [1, 2, 7, 31, 97, 158, 1054])
-def test_fast_fft_len_is_smallest_5_smooth(n):
-    def smooth(m):
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        return m == 1
-
-    got = fast_fft_len(n)
-    assert got >= n and smooth(got)
-    assert not any(smooth(m) for m in range(n, got))
 
 
 def test_psffield_psfs_are_accepted_directly(tolerance):

@@ -7,7 +7,7 @@ import torch
 from degtrans.pairs import ISP_COLUMNS
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader, patch_corner_psfs
-from degtrans.restore.models.domain import estimate_noise, noise_variance, to_display, to_linear
+from degtrans.restore.models.domain import to_display, to_linear
 from degtrans.restore.models.wiener import DeepWiener, corner_weights, frequency_bands, wiener_deconv
 from degtrans.simulate.isp import process, sample_isp_params
 from degtrans.testing.synthetic import gaussian_psf
@@ -36,15 +36,6 @@ def test_to_linear_inverts_the_simulation_isp():
     image = process(linear.double(), params).float()
     torch.testing.assert_close(to_linear(image, isp), linear, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(to_display(to_linear(image, isp), isp), image, atol=2e-5, rtol=1e-4)
-
-
-def test_noise_estimate_recovers_white_noise_and_the_variance_model():
-    gen = torch.Generator().manual_seed(0)
-    flat = 0.4 + 0.02 * torch.randn(2, 3, 64, 64, generator=gen)
-    (shot, read) = estimate_noise(flat)[0]
-    assert shot == 0 and read == pytest.approx(0.02**2, rel=0.1)
-    variance = noise_variance(torch.full((1, 1, 2, 2), 0.5), torch.tensor([[0.01, 0.001]]))
-    torch.testing.assert_close(variance, torch.full((1, 1, 2, 2), 0.006))
 
 
 def test_corner_weights_and_frequency_bands_are_partitions_of_unity():

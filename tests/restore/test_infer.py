@@ -5,13 +5,7 @@ import torch
 from degtrans.config import RestoreConfig, TrainConfig
 from degtrans.io import read_image, write_image
 from degtrans.metrics import psnr, ssim
-from degtrans.restore.baselines import (
-    deconvolve_field,
-    linear_to_srgb,
-    richardson_lucy,
-    srgb_to_linear,
-    wiener_filter,
-)
+from degtrans.restore.baselines import deconvolve_field, richardson_lucy, wiener_filter
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.infer import (
@@ -23,6 +17,7 @@ from degtrans.restore.infer import (
     tile_origins,
 )
 from degtrans.restore.models import build_model
+from degtrans.simulate.isp import linear_to_srgb, srgb_to_linear
 from degtrans.testing.synthetic import gaussian_field, identity_field
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from degtrans.kernels.spectral import psf_to_otf
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock
 from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d, deform_conv2d
@@ -11,7 +12,6 @@ from degtrans.restore.models.wiener import (
     LEGACY_REFINE_NAMES,
     DeepWiener,
     data_consistency,
-    psf_to_otf,
     wiener_deconv,
 )
 

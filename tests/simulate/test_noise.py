@@ -2,9 +2,17 @@
 
 import math
 
+import pytest
 import torch
 
-from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, noise_variance, sample_noise_params
+from degtrans.simulate.noise import (
+    NoiseModel,
+    NoiseParams,
+    add_noise,
+    estimate_noise_variance,
+    noise_variance,
+    sample_noise_params,
+)
 
 
 def test_noise_variance_matches_model():
@@ -40,3 +48,23 @@ def test_same_generator_same_noise():
     a = add_noise(x, params, torch.Generator().manual_seed(5))
     b = add_noise(x, params, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_noise_estimate_follows_the_true_level_per_leading_index():
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.full((3, 64, 64), 0.4, dtype=torch.float64)
+    for sigma in (0.01, 0.05):
+        noisy = flat + sigma * torch.randn(flat.shape, generator=gen, dtype=torch.float64)
+        # White noise: the Haar estimate is the variance itself, one per channel here.
+        expected = torch.full((3,), sigma**2, dtype=torch.float64)
+        torch.testing.assert_close(estimate_noise_variance(noisy), expected, rtol=0.2, atol=0)
+
+
+def test_noise_estimate_pools_all_but_the_first_dimension():
+    gen = torch.Generator().manual_seed(0)
+    flat = 0.4 + 0.02 * torch.randn(2, 3, 64, 64, generator=gen)
+    estimate = estimate_noise_variance(flat)
+    assert estimate.shape == (2,) and float(estimate[0]) == pytest.approx(0.02**2, rel=0.1)
+    params = NoiseParams(shot=torch.tensor([0.01]), read=torch.tensor([0.001]))
+    variance = noise_variance(torch.full((1, 1, 2, 2), 0.5), params)
+    torch.testing.assert_close(variance, torch.full((1, 1, 2, 2), 0.006))

@@ -17,26 +17,26 @@ _PADDINGS = ("reflect", "zeros")
 _BACKENDS = ("auto", "reference", "cpu", "triton", "fft")
 
 
-def _validate(x: torch.Tensor, field_psfs: torch.Tensor, padding: str, backend: str) -> None:
+def _validate(name: str, x: torch.Tensor, field_psfs: torch.Tensor, padding: str, backend: str) -> None:
     if x.dim() != 4:
-        raise ValueError(f"sv_conv2d: x must be (B, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: x must be (B, C, H, W), got shape {tuple(x.shape)}")
     if not (x.is_floating_point() and field_psfs.is_floating_point()):
         raise ValueError(
-            f"sv_conv2d: x and field_psfs must be floating point, got {x.dtype} and {field_psfs.dtype}"
+            f"{name}: x and field_psfs must be floating point, got {x.dtype} and {field_psfs.dtype}"
         )
     if field_psfs.dim() not in (5, 6) or field_psfs.shape[-1] != field_psfs.shape[-2]:
         raise ValueError(
-            "sv_conv2d: field_psfs must be (rows, cols, C, k, k) or (F, rows, cols, C, k, k), "
+            f"{name}: field_psfs must be (rows, cols, C, k, k) or (F, rows, cols, C, k, k), "
             f"got shape {tuple(field_psfs.shape)}"
         )
     if field_psfs.shape[-1] % 2 == 0:
-        raise ValueError(f"sv_conv2d: PSF size k must be odd, got {field_psfs.shape[-1]}")
+        raise ValueError(f"{name}: PSF size k must be odd, got {field_psfs.shape[-1]}")
     if field_psfs.shape[-3] != x.shape[1]:
-        raise ValueError(f"sv_conv2d: field has {field_psfs.shape[-3]} channels but x has {x.shape[1]}")
+        raise ValueError(f"{name}: field has {field_psfs.shape[-3]} channels but x has {x.shape[1]}")
     if field_psfs.device != x.device:
-        raise ValueError(f"sv_conv2d: x is on {x.device} but field_psfs on {field_psfs.device}")
-    check_choice("sv_conv2d", "padding", padding, _PADDINGS)
-    check_choice("sv_conv2d", "backend", backend, _BACKENDS)
+        raise ValueError(f"{name}: x is on {x.device} but field_psfs on {field_psfs.device}")
+    check_choice(name, "padding", padding, _PADDINGS)
+    check_choice(name, "backend", backend, _BACKENDS)
 
 
 def sv_conv2d(
@@ -74,7 +74,7 @@ def sv_conv2d(
         (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``; image ``b`` equals the
         call on ``x[b:b+1]`` with its own offset, frame size and field.
     """
-    _validate(x, field_psfs, padding, backend)
+    _validate("sv_conv2d", x, field_psfs, padding, backend)
     fields = field_psfs if field_psfs.dim() == 6 else field_psfs.unsqueeze(0)
     geometry = make_geometry("sv_conv2d", tuple(x.shape), offset, frame_size, field_index, fields.shape[0])
     if backend == "auto":
@@ -94,6 +94,45 @@ def sv_conv2d(
         order.append(members)
     inverse = torch.argsort(torch.cat(order)).to(x.device)
     return torch.cat(parts).index_select(0, inverse)
+
+
+def sv_conv2d_adjoint(
+    y: torch.Tensor,
+    field_psfs: torch.Tensor,
+    *,
+    offset: PairArg = (0, 0),
+    frame_size: PairArg | None = None,
+    field_index: torch.Tensor | Sequence[int] | None = None,
+    padding: str = "reflect",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Adjoint of :func:`sv_conv2d` in the image: ``<sv_conv2d(x), y> = <x, sv_conv2d_adjoint(y)>``.
+
+    ``x(q) = sum_p y(p) h_q(p - q)``: ``y`` correlated with each source pixel's own PSF. The blur is
+    linear in ``x`` for both paddings (a reflected pixel is a copy), so its adjoint is the
+    vector-Jacobian product that :func:`sv_conv2d`'s backward already computes for the image gradient,
+    taken here at ``x = 0`` (one forward and one backward of the chosen backend). With ``"reflect"`` it
+    is the adjoint of the reflect-padded blur: what falls on the mirrored halo goes back to the pixels
+    it mirrors.
+
+    Args:
+        y: (B, C, H, W) an image on the blurred side; the other arguments as for :func:`sv_conv2d`.
+
+    Returns:
+        (B, C, H, W) in ``y``'s dtype; differentiable in ``y`` and ``field_psfs`` except through the
+        Triton backend (whose backward is not differentiable again).
+    """
+    _validate("sv_conv2d_adjoint", y, field_psfs, padding, backend)
+    create_graph = torch.is_grad_enabled() and (y.requires_grad or field_psfs.requires_grad)
+    psfs = field_psfs if create_graph else field_psfs.detach()
+    with torch.enable_grad():
+        x = torch.zeros_like(y, requires_grad=True)
+        blurred = sv_conv2d(
+            x, psfs, offset=offset, frame_size=frame_size, field_index=field_index, padding=padding,
+            backend=backend,
+        )  # fmt: skip
+        (adjoint,) = torch.autograd.grad(blurred, x, y, create_graph=create_graph)
+    return adjoint
 
 
 def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: Geometry, padding: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from degtrans.kernels._utils import pad_image, triton_dtype
 from degtrans.kernels.sv_conv import _triton
@@ -61,6 +62,7 @@ class SVConvFunction(torch.autograd.Function):
         return _triton.forward(x_pad, psfs, tables, out_hw)
 
     @staticmethod
+    @once_differentiable  # the Triton kernels have no backward: a second derivative fails loudly
     def backward(ctx, grad_out):
         x_pad, psfs = ctx.saved_tensors
         grad_out = grad_out.contiguous()

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from degtrans.kernels._utils import pad_image
-from degtrans.kernels.sv_conv.cpu import fast_fft_len, merge_short_runs
+from degtrans.kernels.spectral import fast_fft_len, kernel_spectrum
+from degtrans.kernels.sv_conv.cpu import merge_short_runs
 from degtrans.kernels.sv_conv.geometry import Geometry
 from degtrans.kernels.weights import constant_runs, padded_positions_batch, tile_lower_frac
 
@@ -296,7 +297,7 @@ def sv_conv2d_batched(
         # Tile spectra of the fields in use, gathered per (image, block, slot).
         used, field_of = geometry.fields.unique(return_inverse=True)
         tiles = field_psfs.index_select(0, used.to(device)).to(work).reshape(-1, channels, k, k)
-        tile_spectra = torch.fft.rfft2(tiles, s=(ny, nx)).transpose(0, 1)  # (C, U * T, Ny, Nxh)
+        tile_spectra = kernel_spectrum(tiles, (ny, nx)).transpose(0, 1)  # (C, U * T, Ny, Nxh)
         index = (
             field_of.view(count, 1, 1, 1, 1) * (rows * cols)
             + py.tiles.view(count, py.blocks, 1, py.slots, 1) * cols

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from degtrans.kernels._utils import pad_image
+from degtrans.kernels.spectral import fast_fft_len, kernel_spectrum
 from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac, tile_weights_1d
 
 Method = Literal["auto", "direct", "fft"]
@@ -89,22 +90,6 @@ def merge_short_runs(runs: list, min_len: int) -> list[tuple[int, int, tuple[int
         else:
             merged.append((start, stop, tuple(dict.fromkeys(tiles))))
     return merged
-
-
-def fast_fft_len(n: int) -> int:
-    """Smallest integer >= n whose only prime factors are 2, 3 and 5 (fast for pocketfft and cuFFT)."""
-    best = 1 << max(n - 1, 0).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p235 = p35
-            while p235 < n:
-                p235 *= 2
-            best = min(best, p235)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def _block_costs(blocks: list[Block], k: int) -> tuple[float, float]:
@@ -249,6 +234,6 @@ def _block_fft(weighted: torch.Tensor, kernels: torch.Tensor, tiles: tuple, spec
     size = (fast_fft_len(h + k - 1), fast_fft_len(w + k - 1))
     key = (size, tiles)
     if key not in spectra:
-        spectra[key] = torch.fft.rfft2(kernels, s=size)
+        spectra[key] = kernel_spectrum(kernels, size)
     product = (torch.fft.rfft2(weighted, s=size) * spectra[key]).sum(dim=2)
     return torch.fft.irfft2(product, s=size)[..., : h + k - 1, : w + k - 1]

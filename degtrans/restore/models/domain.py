@@ -1,4 +1,4 @@
-"""Where the PSF acts: processed image <-> linear camera RGB, and the sensor noise variance there.
+"""Where the PSF acts: processed image <-> linear camera RGB.
 
 ``degtrans simulate`` blurs in linear camera RGB (after the inverse ISP, before mosaic and noise) and
 stores each pair's ISP draw (``isp``, the ``ISP_COLUMNS`` of :mod:`degtrans.pairs`) and noise
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from degtrans.simulate.isp import ISPParams, apply_ccm, gamma_expansion, inverse_smoothstep, process
-
-
-def _srgb_curves():
-    # Imported here: degtrans.restore.baselines imports this package (psf_to_otf).
-    from degtrans.restore.baselines import linear_to_srgb, srgb_to_linear
-
-    return srgb_to_linear, linear_to_srgb
+from degtrans.simulate.isp import (
+    ISPParams,
+    apply_ccm,
+    gamma_expansion,
+    inverse_smoothstep,
+    linear_to_srgb,
+    process,
+    srgb_to_linear,
+)
 
 
 def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Tensor:
@@ -28,7 +29,7 @@ def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Ten
     inverse sRGB curve when ``isp`` is ``None``.
     """
     if isp is None:
-        return _srgb_curves()[0](image)
+        return srgb_to_linear(image)
     params = ISPParams.from_vector(isp.to(image.dtype))
     x = apply_ccm(gamma_expansion(inverse_smoothstep(image)), params.rgb2cam)
     ones = torch.ones_like(params.red_gain)
@@ -39,23 +40,5 @@ def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Ten
 def to_display(linear: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of :func:`to_linear`: the simulation's ISP (or the sRGB curve), values in [0, 1]."""
     if isp is None:
-        return _srgb_curves()[1](linear)
+        return linear_to_srgb(linear)
     return process(linear, ISPParams.from_vector(isp.to(linear.dtype)))
-
-
-def estimate_noise(linear: torch.Tensor) -> torch.Tensor:
-    """Read-noise variance of ``linear (B, C, H, W)`` from its finest diagonal Haar band (Donoho's MAD).
-
-    Returns:
-        (B, 2) ``(shot, read)`` with ``shot = 0``: for images whose noise level is not given.
-    """
-    x = linear[..., : linear.shape[-2] // 2 * 2, : linear.shape[-1] // 2 * 2]
-    band = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
-    sigma = band.flatten(1).abs().median(dim=1).values / 0.6745
-    return torch.stack([torch.zeros_like(sigma), sigma**2], dim=1)
-
-
-def noise_variance(linear: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-pixel variance ``shot * x + read`` (B, C, H, W) of ``linear`` for ``noise (B, 2)``."""
-    shot, read = noise.to(linear.dtype).unbind(1)
-    return shot[:, None, None, None] * linear.clamp(min=0.0) + read[:, None, None, None]

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degtrans.kernels.spectral import psf_to_otf, symmetric_extend
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock, pad_to_multiple
-from degtrans.restore.models.domain import estimate_noise, noise_variance, to_display, to_linear
+from degtrans.restore.models.domain import to_display, to_linear
+from degtrans.simulate.noise import NoiseParams, estimate_noise_variance, noise_variance
 
 # Horizontal and vertical first differences: the classical Wiener/Tikhonov smoothness prior.
 DERIVATIVE_FILTERS = torch.tensor(
@@ -40,26 +42,6 @@ DERIVATIVE_FILTERS = torch.tensor(
 )
 # Bounds of the learned log-correction of the 1/SNR (e^±8: wide, but never a division by ~0).
 MAX_LOG_CORRECTION = 8.0
-
-
-def psf_to_otf(psf: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Optical transfer function of centred kernels ``psf: (..., k, k)`` on a ``height x width`` grid.
-
-    Returns:
-        (..., height, width // 2 + 1) complex ``rfft2`` of the kernel with its centre moved to (0, 0).
-    """
-    k = psf.shape[-1]
-    if k > height or k > width:
-        raise ValueError(f"psf_to_otf: kernel of size {k} does not fit a {height}x{width} grid")
-    padded = F.pad(psf, (0, width - k, 0, height - k))
-    padded = torch.roll(padded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
-    return torch.fft.rfft2(padded)
-
-
-def symmetric_extend(x: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) -> (..., 2H, 2W) mirror extension: its periodic continuation is continuous."""
-    x = torch.cat([x, x.flip(-1)], dim=-1)
-    return torch.cat([x, x.flip(-2)], dim=-2)
 
 
 def frequency_bands(height: int, width: int, bands: int, device: torch.device | None = None) -> torch.Tensor:
@@ -388,7 +370,12 @@ class DeepWiener(nn.Module):
         per_channel = self.features // self.channels
         with torch.autocast(device_type=degraded.device.type, enabled=False):
             linear = to_linear(degraded.float(), isp)
-            variance = noise_variance(linear, estimate_noise(linear) if noise is None else noise)
+            if noise is None:  # shot noise unknown: all of it read noise
+                read = estimate_noise_variance(linear)
+                params = NoiseParams(torch.zeros_like(read), read)
+            else:
+                params = NoiseParams(*noise.unbind(1))
+            variance = noise_variance(linear, params)
             # Floored: a noise level estimated from a clipped or flat patch is 0, and its log and the
             # relative noise map (0 / 0) were NaN.
             noise_std = variance.mean(dim=1, keepdim=True).sqrt().clamp(min=MIN_NOISE_STD)
