@@ -12,7 +12,7 @@ from degtrans.kernels import sv_conv2d
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import evaluate, fit, make_optimizer, make_scheduler, train_epoch, train_local
+from degtrans.restore.loop import Budget, Progress, evaluate, fit, make_optimizer, make_scheduler, train_local, train_run
 from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame, write_toy_dataset
@@ -49,18 +49,16 @@ def test_tiny_fovkpn_overfits_four_patches():
     model = build_model(TINY)
     optimizer = make_optimizer(model, TINY)
     losses = []
-    for _ in range(50):
-        stats = train_epoch(
-            model, [batch] * 10, optimizer, report=lambda r: losses.append(r["loss"]), loss_kind=TINY.loss
-        )
-        assert stats["patches"] == 40
-        if losses[-1] < losses[0] / 10:
-            break
+    chunks = []
+    fit(model, lambda epoch: [batch] * 10, optimizer, TINY, Budget(epochs=50), report=lambda r: losses.append(r["loss"]),
+        on_chunk=lambda done, stats: chunks.append(stats["patches"]) or (Budget(epochs=done.epoch) if losses[-1] < losses[0] / 10 else None))  # fmt: skip
+    assert set(chunks) == {40}
     assert losses[-1] < losses[0] / 10, f"L2 loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
 
 
 def _step_and_params(model, optimizer, scheduler, batch):
-    train_epoch(model, [batch], optimizer, scheduler=scheduler, loss_kind="l1")
+    config = dataclasses.replace(TINY, loss="l1")
+    fit(model, lambda epoch: [batch], optimizer, config, Budget(epochs=1), scheduler=scheduler)
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -140,7 +138,7 @@ class Wrapper(nn.Module):
         return self.module(*args)
 
 
-def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
+def test_train_run_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
     """The wiener network needs the PSF; the registry says so, not an attribute the wrapper hides."""
     config = TrainConfig(model="wiener", width=8, wiener_features=6, epochs=1, batch_size=8)
     reader = PairReader(toy_data, with_psf=MODELS["wiener"].needs_psf)
@@ -148,7 +146,7 @@ def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data)
     def train_batches(epoch):
         return reader.batches("train", 8, epoch=epoch)
 
-    summary = fit(config, tmp_path / "run", train_batches, reader.count("train"), reader, wrap=Wrapper)
+    summary = train_run(config, tmp_path / "run", train_batches, reader.count("train"), reader, wrap=Wrapper)
     assert MODELS["wiener"].needs_psf and not MODELS["fovkpn"].needs_psf
     assert summary["best_epoch"] == 0 and math.isfinite(summary["metrics"]["train_loss"])
     assert load_checkpoint(tmp_path / "run" / "last.pt", build_model(config))["epoch"] == 0
