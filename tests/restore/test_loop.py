@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -170,3 +171,67 @@ def test_without_validation_it_warns_and_best_is_the_last_epoch(tmp_path, toy_fi
     assert summary["best_epoch"] == 1 and load_checkpoint(run / "best.pt")["epoch"] == 1
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_count"] for r in records] == [0, 0]
+
+
+class Gain(nn.Module):
+    """One parameter times the degraded patch, ``seconds`` per call."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+        self.seconds = seconds
+
+    def forward(self, degraded, *_):
+        time.sleep(self.seconds)
+        return self.gain * degraded
+
+
+def _tiny_run(budget, every=None, seconds_per_step=0.0, batches_per_epoch=3):
+    """``fit`` of a one-parameter network on constant batches; returns its progress and chunk ends."""
+    batch = {"degraded": torch.ones(2, 3, 4, 4), "clean": torch.full((2, 3, 4, 4), 0.5)}
+    model = Gain(seconds_per_step)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ends = []
+    done = fit(model, lambda epoch: [batch] * batches_per_epoch, optimizer, TrainConfig(), budget,
+               every=every, on_chunk=lambda progress, stats: ends.append((progress.epoch, progress.step)))  # fmt: skip
+    return done, ends
+
+
+def test_fit_stops_at_the_first_limit_of_its_budget():
+    done, ends = _tiny_run(Budget(epochs=2))
+    assert (done.epoch, done.step) == (2, 6) and ends == [(1, 3), (2, 6)]
+    done, ends = _tiny_run(Budget(epochs=5, steps=4))
+    assert (done.epoch, done.step) == (1, 4) and ends == [(1, 3), (1, 4)]
+    # ``every`` adds chunk ends inside an epoch; an endless epoch ends at the step budget.
+    done, ends = _tiny_run(Budget(steps=5), every=lambda step: step + 2, batches_per_epoch=10**6)
+    assert done.step == 5 and ends == [(0, 2), (0, 4), (0, 5)]
+
+
+def test_fit_honours_a_time_budget_between_steps():
+    done, ends = _tiny_run(Budget(steps=1000, seconds=0.2), seconds_per_step=0.05, batches_per_epoch=10**6)
+    assert 2 <= done.step <= 6 and ends == [(0, done.step)] and done.seconds >= 0.2
+
+
+def test_fit_resumes_from_its_start_and_a_chunk_end_may_change_the_budget():
+    batch = {"degraded": torch.ones(1, 3, 4, 4), "clean": torch.ones(1, 3, 4, 4)}
+    model = Gain()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ends = []
+
+    def end(progress, stats):
+        ends.append(progress.step)
+        return Budget(steps=6)
+
+    done = fit(model, lambda epoch: iter(lambda: batch, None), optimizer, TrainConfig(), Budget(steps=10),
+               start=Progress(step=4), every=lambda step: step + 1, on_chunk=end)  # fmt: skip
+    assert done.step == 6 and ends == [5, 6]
+
+
+def test_build_model_leaves_the_global_rng_alone_and_is_seeded_by_the_config():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = build_model(TINY)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = build_model(TINY)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
