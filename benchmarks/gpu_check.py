@@ -200,7 +200,8 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
             config = TrainConfig(model=model_name, batch_size=batch, learning_rate=1e-3)
             model = build_model(config).cuda()
             optimizer = make_optimizer(model, config)
-            fit(model, lambda epoch: [data] * 3, optimizer, config, Budget(epochs=1))  # warm-up: cuDNN, Triton autotuning, allocator
+            # Warm-up: cuDNN, Triton autotuning, allocator.
+            fit(model, lambda epoch: [data] * 3, optimizer, config, Budget(epochs=1))
             torch.cuda.synchronize()
             start = time.perf_counter()
             fit(model, lambda epoch: [data] * steps, optimizer, config, Budget(epochs=1))

@@ -73,7 +73,8 @@ def main() -> None:
         scales=tuple(x.strip() for x in args.scales.split(",") if x.strip()), flips=args.flips,
         patches_per_image=args.patches_per_image, seed=args.seed,
     )  # fmt: skip
-    schedule = Schedule(steps=args.steps, side_info_dropout=args.side_info_dropout, save_every=args.save_every,
+    schedule = Schedule(steps=args.steps, side_info_dropout=args.side_info_dropout,
+                        save_every=args.save_every,
                         snapshot_every=args.snapshot_every, time_limit=args.time_limit)  # fmt: skip
     try:
         exported = pretrain(args.work, f"pretrain-{args.recipe}", catalogue, schedule, device=args.device,

@@ -74,7 +74,9 @@ def load(data_dir: Path) -> dict:
     return out
 
 
-def batches(data: dict, index: torch.Tensor, batch_size: int, generator: torch.Generator | None, needs_psf: bool):
+def batches(
+    data: dict, index: torch.Tensor, batch_size: int, generator: torch.Generator | None, needs_psf: bool
+):
     """Batches of ``data`` at ``index``: random ones drawn by ``generator`` forever, or (``None``) each
     patch once in chunks of ``batch_size``."""
     names = ["degraded", "clean", "coords", *(["psf_corners"] if needs_psf else []), "noise", "isp"]
@@ -132,8 +134,8 @@ def main() -> None:
         print(line + f"  {time.perf_counter() - start:.0f} s", flush=True)
 
     stream = batches(data, train_idx, config.batch_size, generator, needs_psf)
-    fit(model, lambda epoch: stream, optimizer, config, Budget(steps=args.steps), scheduler=scheduler, ema=ema,
-        every=lambda step: (step // args.eval_every + 1) * args.eval_every, on_chunk=end_chunk,
+    fit(model, lambda epoch: stream, optimizer, config, Budget(steps=args.steps), scheduler=scheduler,
+        ema=ema, every=lambda step: (step // args.eval_every + 1) * args.eval_every, on_chunk=end_chunk,
         report=last.update)  # fmt: skip
 
 

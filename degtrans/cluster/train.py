@@ -1,11 +1,11 @@
-"""Distributed training with Ray Train: ``degtrans.restore.loop.train_run`` inside a ``TorchTrainer``.
+"""Distributed training with Ray Train: ``restore.loop.train_run`` inside a ``TorchTrainer``.
 
 The loop is ``train_local``'s own function (``train_run`` over ``restore.loop.fit``). Ray supplies
-only what differs: each worker's batches come from its shard of a ``ray.data.read_parquet`` over the manifest's shards, the model is wrapped
-for DDP (gloo on CPU, NCCL on GPU), a restarted worker group resumes from the last reported
-checkpoint, and every rank reports each epoch (rank 0 with a checkpoint). Rank 0 writes the same
-``RUN/`` layout as the local path (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.json``,
-``curves.png``); Ray's own run state lives in ``RUN/ray/``.
+only what differs: each worker's batches come from its shard of a ``ray.data.read_parquet`` over the
+manifest's shards, the model is wrapped for DDP (gloo on CPU, NCCL on GPU), a restarted worker
+group resumes from the last reported checkpoint, and every rank reports each epoch (rank 0 with a
+checkpoint). Rank 0 writes the same ``RUN/`` layout as the local path (``last.pt``, ``best.pt``,
+``metrics.jsonl``, ``config.json``, ``curves.png``); Ray's own run state lives in ``RUN/ray/``.
 """
 
 from __future__ import annotations

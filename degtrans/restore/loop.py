@@ -232,8 +232,8 @@ def fit(
             seconds = budget.seconds - (time.perf_counter() - began) if budget.seconds else math.inf
             title = f"epoch {done.epoch + 1}" + (f"/{budget.epochs}" if budget.epochs else "")
             stats = _train_steps(
-                model, itertools.islice(epoch_batches, chunk), optimizer, config, amp, scheduler, ema, seconds,
-                report, title if progress else None,
+                model, itertools.islice(epoch_batches, chunk), optimizer, config, amp, scheduler, ema,
+                seconds, report, title if progress else None,
             )  # fmt: skip
             if left is not None:
                 left -= stats["steps"]

@@ -154,7 +154,8 @@ def train(
     def end_chunk(done: Progress, stats: dict[str, float]) -> None:
         began = done.step - stats["steps"]
         if not math.isfinite(stats["loss"]):  # keep the last good checkpoint rather than NaN weights
-            raise FloatingPointError(f"non-finite loss in steps {began}-{done.step}: {last} keeps step {began}")
+            message = f"non-finite loss in steps {began}-{done.step}: {last} keeps step {began}"
+            raise FloatingPointError(message)
         extra = {"step": done.step, "steps": schedule.steps, "seconds": done.seconds, "ema": ema.state_dict()}
         save_checkpoint(last, model, optimizer, scheduler, 0, config, extra)
         if schedule.snapshot_every and done.step % schedule.snapshot_every == 0:

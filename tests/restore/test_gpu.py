@@ -30,7 +30,8 @@ def test_mixed_precision_training_steps_on_cuda(name, bf16, monkeypatch):
         "coords": fov_coords(torch.zeros(4), torch.arange(4) * 16, 128, 128, 64, 64),
     }  # fmt: skip
     losses = []
-    fit(model, lambda epoch: [batch] * 3, optimizer, config, Budget(epochs=1), on_chunk=lambda done, stats: losses.append(stats["loss"]))
+    fit(model, lambda epoch: [batch] * 3, optimizer, config, Budget(epochs=1),
+        on_chunk=lambda done, stats: losses.append(stats["loss"]))  # fmt: skip
     assert np.isfinite(losses[0]) and all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -38,7 +38,8 @@ def test_a_short_run_beats_the_identity_on_held_out_images(six_frames, tmp_path,
     assert val_sources and train_sources.isdisjoint(val_sources)
     net = build_model(config)
     optimizer = make_optimizer(net, config)
-    fit(net, lambda epoch: reader.batches("train", 8, seed=0, epoch=epoch), optimizer, config, Budget(epochs=20))
+    fit(net, lambda epoch: reader.batches("train", 8, seed=0, epoch=epoch), optimizer, config,
+        Budget(epochs=20))  # fmt: skip
     checkpoint = save_checkpoint(tmp_path / "net.pt", net, optimizer, None, 20, config)
     rows = evaluate_methods(six_frames, ["identity", f"ckpt:{checkpoint}"], "val", val_fraction=VAL_FRACTION,
                             progress=False)  # fmt: skip

@@ -13,7 +13,16 @@ from degtrans.kernels import sv_conv2d
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import Budget, Progress, evaluate, fit, make_optimizer, make_scheduler, train_local, train_run
+from degtrans.restore.loop import (
+    Budget,
+    Progress,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    train_local,
+    train_run,
+)
 from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame, write_toy_dataset
@@ -51,8 +60,13 @@ def test_tiny_fovkpn_overfits_four_patches():
     optimizer = make_optimizer(model, TINY)
     losses = []
     chunks = []
-    fit(model, lambda epoch: [batch] * 10, optimizer, TINY, Budget(epochs=50), report=lambda r: losses.append(r["loss"]),
-        on_chunk=lambda done, stats: chunks.append(stats["patches"]) or (Budget(epochs=done.epoch) if losses[-1] < losses[0] / 10 else None))  # fmt: skip
+
+    def end_epoch(done, stats):  # up to 50 epochs, the first where the loss fell tenfold the last
+        chunks.append(stats["patches"])
+        return Budget(epochs=done.epoch) if losses[-1] < losses[0] / 10 else None
+
+    fit(model, lambda epoch: [batch] * 10, optimizer, TINY, Budget(epochs=50),
+        report=lambda r: losses.append(r["loss"]), on_chunk=end_epoch)  # fmt: skip
     assert set(chunks) == {40}
     assert losses[-1] < losses[0] / 10, f"L2 loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
 
@@ -192,8 +206,12 @@ def _tiny_run(budget, every=None, seconds_per_step=0.0, batches_per_epoch=3):
     model = Gain(seconds_per_step)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ends = []
+
+    def end(progress, stats):
+        ends.append((progress.epoch, progress.step))
+
     done = fit(model, lambda epoch: [batch] * batches_per_epoch, optimizer, TrainConfig(), budget,
-               every=every, on_chunk=lambda progress, stats: ends.append((progress.epoch, progress.step)))  # fmt: skip
+               every=every, on_chunk=end)  # fmt: skip
     return done, ends
 
 
