@@ -17,7 +17,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         address: ``None`` starts an embedded local Ray, unless ``RAY_ADDRESS`` names a cluster (as it
             does inside a Ray job), which is then joined; ``"auto"`` or ``"ray://..."`` joins a cluster.
         num_cpus: logical CPUs of the embedded Ray; defaults to twice the cores, because Ray Data
-            needs spare logical CPUs beside training workers and actors (see shared/notes/ray-2.60.md).
+            needs spare logical CPUs beside training workers and actors (Ray Train's data loading guide,
+            https://docs.ray.io/en/latest/train/user-guides/data-loading-preprocessing.html).
     """
     if ray.is_initialized():
         return
