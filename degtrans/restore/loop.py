@@ -85,7 +85,7 @@ class Budget:
     """How long :func:`fit` trains: until the first limit it sets is reached (0: no limit).
 
     ``epochs`` and ``steps`` count from the start of the run (a resumed run included); ``seconds`` is
-    this call's training time, checked between steps.
+    the wall time of this call (callbacks included), checked after every step.
     """
 
     epochs: int = 0
@@ -104,7 +104,7 @@ class Progress:
 
 # Called by ``fit`` at the end of every epoch and at every stop ``every`` asks for: where the run
 # stands and the chunk's statistics (see ``_train_steps``). A ``Budget`` returned replaces the run's.
-ChunkEnd = Callable[[Progress, dict[str, float]], "Budget | None"]
+ChunkEnd = Callable[[Progress, dict[str, float]], Budget | None]
 
 
 def _train_steps(
