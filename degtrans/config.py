@@ -260,6 +260,7 @@ class RestoreConfig:
 # Settings a ``train.preset`` stands for, by section: the one table of training recipes. Unless a
 # row says otherwise, the model is left to ``train.model``.
 _BENCH = {"learning_rate": 1e-3, "lr_schedule": "cosine", "wiener_stages": 3}
+# fmt: off
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "custom": {},
     # FOV-KPN as Chen et al. trained it (TanGeeGo/DegradationTransfer): 32 channels, 32 offset channels
@@ -295,80 +296,41 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # held-out dB at 2,000 steps on the sample images: 1 stage 25.72; 2 stages 26.10 / 25.90 (seeds
     # 0 / 1); 3 stages 26.23 / 25.93 (benchmarks/README.md, third round).
     "bench-cpu": {
-        "train": {
-            **_BENCH,
-            "width": 16,
-            "offset_channels": 16,
-            "wiener_features": 12,
-            "batch_size": 8,
-            "warmup_steps": 100,
-            "ema_decay": 0.995,
-            "decoder_deform": 1,
-        },
+        "train": {**_BENCH, "width": 16, "offset_channels": 16, "wiener_features": 12, "batch_size": 8,
+                  "warmup_steps": 100, "ema_decay": 0.995, "decoder_deform": 1},
         "simulate": {"patch_size": 96},
-    },  # fmt: skip
+    },
     # One device call (an H200, <= 8 min in all): the reference's sizes, trained for a time budget.
     "bench-gpu": {
-        "train": {
-            **_BENCH,
-            "width": 32,
-            "offset_channels": 32,
-            "wiener_features": 24,
-            "batch_size": 16,
-            "warmup_steps": 300,
-            "ema_decay": 0.999,
-            "decoder_deform": 3,
-        },
+        "train": {**_BENCH, "width": 32, "offset_channels": 32, "wiener_features": 24, "batch_size": 16,
+                  "warmup_steps": 300, "ema_decay": 0.999, "decoder_deform": 3},
         "simulate": {"patch_size": 128},
-    },  # fmt: skip
+    },
     # The reference's sizes (width 32, 32 offset channels, patch 128) at its learning rate, on the
-    # benchmarks' cosine (not the paper's step schedule, loss or weight decay: see "paper").
+    # benchmarks' cosine (not the paper's step schedule, loss or weight decay: see "paper"); deep
+    # Wiener with one stage (the reference, Dong et al., has no HQS stages).
     "bench-reference": {
-        "train": {
-            **_BENCH,
-            "width": 32,
-            "offset_channels": 32,
-            "wiener_features": 24,
-            "batch_size": 16,
-            "learning_rate": 1e-4,
-            "warmup_steps": 0,
-            "ema_decay": 0.0,
-            "decoder_deform": 3,
-            "wiener_stages": 1,  # the reference (Dong et al.) has no HQS stages
-        },
+        "train": {**_BENCH, "width": 32, "offset_channels": 32, "wiener_features": 24, "batch_size": 16,
+                  "learning_rate": 1e-4, "warmup_steps": 0, "ema_decay": 0.0, "decoder_deform": 3,
+                  "wiener_stages": 1},
         "simulate": {"patch_size": 128},
-    },  # fmt: skip
+    },
     # The bundled deep Wiener (degtrans.restore.pretrain): the CPU benchmark's network (width 16, 12
     # features, 3 stages, 96², batch 8), for more steps, on every pair (no validation split).
     "pretrain-cpu": {
-        "train": {
-            **_BENCH,
-            "model": "wiener",
-            "width": 16,
-            "wiener_features": 12,
-            "batch_size": 8,
-            "warmup_steps": 100,
-            "ema_decay": 0.995,
-            "val_fraction": 0.0,
-        },
+        "train": {**_BENCH, "model": "wiener", "width": 16, "wiener_features": 12, "batch_size": 8,
+                  "warmup_steps": 100, "ema_decay": 0.995, "val_fraction": 0.0},
         "simulate": {"patch_size": 96, "patches_per_image": 24},
-    },  # fmt: skip
+    },
     # One device call (unmeasured: no GPU has run it). The same network with larger batches and
     # patches; its steps assume ~500 patches/s for 3 stages (1,089 were measured for 1 stage at 128²).
     "pretrain-gpu": {
-        "train": {
-            **_BENCH,
-            "model": "wiener",
-            "width": 16,
-            "wiener_features": 12,
-            "batch_size": 16,
-            "warmup_steps": 200,
-            "ema_decay": 0.998,
-            "val_fraction": 0.0,
-        },
+        "train": {**_BENCH, "model": "wiener", "width": 16, "wiener_features": 12, "batch_size": 16,
+                  "warmup_steps": 200, "ema_decay": 0.998, "val_fraction": 0.0},
         "simulate": {"patch_size": 128, "patches_per_image": 64},
-    },  # fmt: skip
+    },
 }
+# fmt: on
 
 
 # ``degtrans train`` on a CPU builds these sizes unless the config or ``--set`` gives them: FOV-KPN at
