@@ -1,8 +1,8 @@
 """Hyper-parameter sweeps with Ray Tune: each trial is a distributed training run (``build_trainer``).
 
-Train V2 pattern (shared/notes/ray-2.60.md): Tune runs a function that builds a ``TorchTrainer``
-with ``TuneReportCallback`` and the trial id in its run name, then ``fit()``s it; rank 0's
-per-epoch metrics reach Tune, where ASHA stops weak trials on validation PSNR.
+Train V2 pattern (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-optimization.html):
+Tune runs a function that builds a ``TorchTrainer`` with ``TuneReportCallback`` and the trial id in
+its run name, then ``fit()``s it; rank 0's per-epoch metrics reach Tune, where ASHA stops weak trials on validation PSNR.
 
 The search space is a TOML file over ``[train]`` fields::
 

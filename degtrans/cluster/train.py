@@ -1,11 +1,11 @@
-"""Distributed training with Ray Train: ``degtrans.restore.loop.fit`` inside a ``TorchTrainer``.
+"""Distributed training with Ray Train: ``restore.loop.train_run`` inside a ``TorchTrainer``.
 
-The loop is ``train_local``'s own function. Ray supplies only what differs: each worker's batches
-come from its shard of a ``ray.data.read_parquet`` over the manifest's shards, the model is wrapped
-for DDP (gloo on CPU, NCCL on GPU), a restarted worker group resumes from the last reported
-checkpoint, and every rank reports each epoch (rank 0 with a checkpoint). Rank 0 writes the same
-``RUN/`` layout as the local path (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.json``,
-``curves.png``); Ray's own run state lives in ``RUN/ray/``.
+The loop is ``train_local``'s own function (``train_run`` over ``restore.loop.fit``). Ray supplies
+only what differs: each worker's batches come from its shard of a ``ray.data.read_parquet`` over the
+manifest's shards, the model is wrapped for DDP (gloo on CPU, NCCL on GPU), a restarted worker
+group resumes from the last reported checkpoint, and every rank reports each epoch (rank 0 with a
+checkpoint). Rank 0 writes the same ``RUN/`` layout as the local path (``last.pt``, ``best.pt``,
+``metrics.jsonl``, ``config.json``, ``curves.png``); Ray's own run state lives in ``RUN/ray/``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from degtrans.restore.data import (
     rows_to_batch,
     split_of,
 )
-from degtrans.restore.loop import fit
+from degtrans.restore.loop import train_run
 from degtrans.restore.models import model_spec
 from degtrans.restore.pretrained import check_init
 
@@ -101,7 +101,7 @@ def report_to_ray(metrics: dict[str, Any], checkpoint_file: Path | None) -> None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
-    """The body every Ray Train worker runs: ``fit`` with this worker's shard, DDP, Ray's checkpoint and
+    """The body every Ray Train worker runs: ``train_run`` with this worker's shard, DDP, Ray's checkpoint and
     ``report_to_ray``. ``loop_config["config"]`` is the whole ``TrainConfig`` (Ray pickles it)."""
     config: TrainConfig = loop_config["config"]
     data_dir: Path = loop_config["data_dir"]
@@ -123,7 +123,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
     with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resumed:
-        summary = fit(
+        summary = train_run(
             config,
             loop_config["run_dir"],
             train_batches,

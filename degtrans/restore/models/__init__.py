@@ -71,7 +71,13 @@ def model_name(model: nn.Module) -> str | None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The network ``config.model`` names, with the sizes of ``config``, seeded by ``config.seed``."""
+    """The network ``config.model`` names, with the sizes of ``config``, its initial weights drawn from
+    ``config.seed`` alone.
+
+    ``nn.Module`` initialisers draw from torch's global CPU generator and take no other, so it is seeded
+    inside ``fork_rng``, which gives the caller's RNG state back untouched (same weights as seeding it).
+    """
     spec = model_spec(config.model)
-    torch.manual_seed(config.seed)
-    return spec.build(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(config.seed)
+        return spec.build(config)
