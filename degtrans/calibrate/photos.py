@@ -20,7 +20,7 @@ from degtrans.atomic import write_atomic
 from degtrans.calibrate.register import Geometry, remap
 from degtrans.calibrate.sensor import supersample
 from degtrans.calibrate.targets import read_layout, sidecar_path
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.field import PSFField
 from degtrans.io import RAW_SUFFIXES, read_image, write_image
 
@@ -47,7 +47,7 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
         else:
             orphans.append(target.name)
     if not pairs:
-        raise ValueError(
+        raise InputError(
             f"{pairs_dir}: no calibration pairs (expected NAME.target.png with NAME.photo.png/tif/dng/...;"
             f" targets without photo: {orphans[:5]})"
         )
