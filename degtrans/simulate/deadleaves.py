@@ -94,8 +94,8 @@ def dead_leaves(
     r_max = (max_radius if max_radius is not None else min(height, width) / 3.0) * s
     if r_max <= r_min:
         raise InputError(
-            f"dead_leaves: max_radius (default a third of the smaller --size side) must exceed {MIN_RADIUS} px,"
-            f" got {r_max / s:g}"
+            f"dead_leaves: max_radius (default: a third of the smaller --size side) must exceed"
+            f" {MIN_RADIUS} px, got {r_max / s:g}"
         )
     if not 0.0 <= texture <= 1.0:
         raise InputError(f"dead_leaves: texture (--texture) must be a fraction in [0, 1], got {texture}")
