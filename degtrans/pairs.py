@@ -200,8 +200,8 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``data_dir/manifest.json`` of a complete dataset (``_SUCCESS`` present).
 
     Raises:
-        FileNotFoundError: no such directory, or a listed shard is missing.
-        ValueError: naming the file, for an incomplete dataset or an unreadable or foreign manifest.
+        MissingInput: no such directory, or a listed shard is missing.
+        InputError: naming the file, for an incomplete dataset or an unreadable or foreign manifest.
     """
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST

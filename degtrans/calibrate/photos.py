@@ -31,8 +31,8 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """``(name, target, photo)`` for every ``NAME.target.png`` with a ``NAME.photo.*`` beside it, sorted.
 
     Raises:
-        FileNotFoundError: the directory does not exist.
-        ValueError: it holds no complete pair (the message lists what was found).
+        MissingInput: the directory does not exist.
+        InputError: it holds no complete pair (the message lists what was found).
     """
     pairs_dir = Path(pairs_dir)
     if not pairs_dir.is_dir():

@@ -248,7 +248,7 @@ def restore_image(
             or ``"rl"``.
 
     Raises:
-        ValueError naming the file for an unreadable photo, checkpoint or field, a field for another
+        InputError naming the file for an unreadable photo, checkpoint or field, a field for another
         frame size, or a non-blind checkpoint without a field.
     """
     from degtrans.restore.checkpoint import model_from_checkpoint

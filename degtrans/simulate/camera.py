@@ -136,7 +136,7 @@ class CameraProfile:
         """Read CFA, levels, as-shot white balance and colour matrix from a RAW file with rawpy.
 
         Raises:
-            ValueError: naming the file, if it is unreadable, corrupt, or not a Bayer RAW.
+            InputError: naming the file, if it is unreadable, corrupt, or not a Bayer RAW.
         """
         import rawpy
 

@@ -448,8 +448,8 @@ def read_photo_set(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest of a finished photograph set (default folder :func:`default_photos`).
 
     Raises:
-        FileNotFoundError: the set is not there (or unfinished): run ``degtrans simulate make-photos``.
-        ValueError: the manifest is unreadable or of another format.
+        MissingInput: the set is not there (or unfinished): run ``degtrans simulate make-photos``.
+        InputError: the manifest is unreadable or of another format.
     """
     folder = Path(folder) if folder is not None else default_photos()
     if not (folder / SUCCESS).exists() or not (folder / MANIFEST).exists():

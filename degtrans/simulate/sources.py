@@ -70,7 +70,7 @@ def _read_bytes(source: Source) -> bytes:
 
 
 def load_source(source: Source) -> np.ndarray:
-    """Decode a planned clean image; raises ``ValueError`` naming it if unreadable."""
+    """Decode a planned clean image; raises ``InputError`` naming it if unreadable."""
     where = source.where
     try:
         data = _read_bytes(source)
