@@ -115,9 +115,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...), and the"
         " target's layout NAME.target.json when it was made by 'degtrans calibrate make-targets' (charts"
         " are registered by their markers and give stage I from their patches). Photos that are clipped,"
-        " out of focus, of the wrong target or taken at a steep angle are left out with the reason, and the"
-        " run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio, min_correlation,"
-        " max_tilt_deg).",
+        " out of focus, of the wrong target, taken at a steep angle or unreadable are left out with the"
+        " reason, and the run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio,"
+        " min_correlation, max_tilt_deg).",
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")

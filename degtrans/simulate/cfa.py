@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from degtrans.errors import InputError
+
 Pattern = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
@@ -22,7 +24,7 @@ _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
 def check_pattern(pattern: str) -> str:
     if pattern not in PATTERNS:
-        raise ValueError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
+        raise InputError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
     return pattern
 
 
