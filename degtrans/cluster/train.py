@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import TrainConfig
+from degtrans.errors import DegtransError, InputError
 from degtrans.restore.data import (
     PairReader,
     batch_columns,
@@ -154,12 +155,12 @@ def build_trainer(
     """
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     if config.workers < 1:
-        raise ValueError(f"train.workers: expected >= 1, got {config.workers}")
+        raise InputError(f"train.workers: expected >= 1, got {config.workers}")
     run_dir.mkdir(parents=True, exist_ok=True)
     reader = PairReader(data_dir, val_fraction=config.val_fraction)
     train_samples = reader.count("train")
     if train_samples == 0:
-        raise ValueError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
     resources = {"CPU": float(config.cpus_per_worker)}
     if config.gpus_per_worker > 0:
         resources["GPU"] = float(config.gpus_per_worker)
@@ -207,7 +208,7 @@ def train_distributed(
     trainer = build_trainer(Path(data_dir), Path(run_dir), config)
     result = trainer.fit()
     if result.error is not None:
-        raise RuntimeError(f"{run_dir}: distributed training failed: {result.error}") from result.error
+        raise DegtransError(f"{run_dir}: distributed training failed: {result.error}") from result.error
     summary = dict(result.return_value or {})
     summary["checkpoint"] = result.checkpoint.path if result.checkpoint is not None else None
     return summary

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from degtrans.atomic import write_atomic
 from degtrans.config import TrainConfig, small_on_cpu, write_resolved
+from degtrans.errors import InputError
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
 from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
@@ -485,7 +486,7 @@ def train_local(
     reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
     n_train = reader.count("train")
     if n_train == 0:
-        raise ValueError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
 
     def train_batches(epoch: int) -> Batches:
         return reader.batches(

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from degtrans.config import TrainConfig
+from degtrans.errors import InputError
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.wiener import DeepWiener
 
@@ -61,7 +62,7 @@ MODELS: dict[str, ModelSpec] = {
 def model_spec(name: str) -> ModelSpec:
     """The registry entry of ``name``; an unknown name is an error listing the known ones."""
     if name not in MODELS:
-        raise ValueError(f"train.model: expected one of {sorted(MODELS)}, got {name!r}")
+        raise InputError(f"train.model: expected one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name]
 
 
