@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-Pattern = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
