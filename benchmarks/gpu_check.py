@@ -173,7 +173,7 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
     from degtrans.config import TrainConfig
     from degtrans.kernels import deform
     from degtrans.restore.coords import fov_coords
-    from degtrans.restore.loop import build_model, make_optimizer, train_epoch
+    from degtrans.restore.loop import Budget, build_model, fit, make_optimizer
 
     frame = (1024, 1536)
     gen = torch.Generator().manual_seed(0)
@@ -200,10 +200,11 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
             config = TrainConfig(model=model_name, batch_size=batch, learning_rate=1e-3)
             model = build_model(config).cuda()
             optimizer = make_optimizer(model, config)
-            train_epoch(model, [data] * 3, optimizer)  # warm-up: cuDNN, Triton autotuning, allocator
+            # Warm-up: cuDNN, Triton autotuning, allocator.
+            fit(model, lambda epoch: [data] * 3, optimizer, config, Budget(epochs=1))
             torch.cuda.synchronize()
             start = time.perf_counter()
-            train_epoch(model, [data] * steps, optimizer)
+            fit(model, lambda epoch: [data] * steps, optimizer, config, Budget(epochs=1))
             torch.cuda.synchronize()
             speeds[name] = steps * batch / (time.perf_counter() - start)
         except Exception as error:  # one network failing (a Triton kernel, say) keeps the others' figures

@@ -38,16 +38,15 @@ import numpy as np
 import torch
 
 from degtrans.atomic import write_atomic
-from degtrans.config import ConfigError, RestoreConfig, SimulateConfig
+from degtrans.config import ConfigError, RestoreConfig, SimulateConfig, preset_config
 from degtrans.io import read_image
 from degtrans.restore.bench import (
     FRAME,
     LABELS,
-    RECIPES,
     InMemoryPairs,
     held_out_images,
     pool_map,
-    recipe_configs,
+    preset_configs,
     train_for,
     training_frames,
 )
@@ -163,7 +162,8 @@ def main() -> None:
         default=0.0,
         help="seconds of training per network, 0: none (the GPU recipe's limit)",
     )
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
+    parser.add_argument("--recipe", choices=["cpu", "gpu", "reference"], default="cpu",
+                        help="the training preset bench-RECIPE (config.PRESETS)")  # fmt: skip
     parser.add_argument("--preset", default="triplet", help="lens preset (realistic, centred)")
     parser.add_argument("--psf-size", type=int, default=31, help="k (the triplet needs 31)")
     parser.add_argument("--patches-per-image", type=int, default=16, help="patches per training frame")
@@ -259,16 +259,17 @@ def main() -> None:
         combine(args.combine, args.output)
         return
     torch.set_num_threads(args.threads)
-    recipe = RECIPES[args.recipe]
+    preset = f"bench-{args.recipe}"
+    patch = preset_config(preset).simulate.patch_size
     sim = SimulateConfig(
-        patch_size=recipe["patch"],
+        patch_size=patch,
         patches_per_image=args.patches_per_image,
         clean_cfa=False,
         rows_per_file=256,
     )
     restore_config = RestoreConfig(tile_size=128, overlap=16, max_tiles_in_memory=8)
     try:
-        models = recipe_configs(recipe, args.models.split(","), args.device != "cpu", args.set)
+        models = preset_configs(preset, args.models.split(","), args.device != "cpu", args.set)
     except ConfigError as error:
         parser.error(str(error))
     if args.checkpoint:
@@ -296,14 +297,14 @@ def main() -> None:
         "device": args.device,
         "preset": args.preset,
         "steps": args.steps,
-        "recipe": recipe,
+        "train_preset": preset,
         "models": {k: dataclasses.asdict(v) for k, v in models.items()},
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         work = args.work or tmp
         # What the pairs depend on: a --work folder is reused only by runs that agree on all of it.
-        data_args = {k: str(getattr(args, k)) for k in DATA_ARGS} | {"patch": recipe["patch"]}
+        data_args = {k: str(getattr(args, k)) for k in DATA_ARGS} | {"patch": patch}
         if args.work is not None and (work / "data-args.json").exists():
             if json.loads((work / "data-args.json").read_text()) != data_args:
                 parser.error(f"--work {work}: made with other data settings ({work / 'data-args.json'})")
@@ -455,7 +456,8 @@ def main() -> None:
     write_atomic(args.output, json.dumps(results, indent=2))
     base = {r["zone"]: r["psnr"] for r in rows if r["method"] == "identity"}
     steps_done = ", ".join(f"{k} {v['steps']}" for k, v in trained.items())
-    budget = f"{steps_done} steps of {recipe['batch']}x{recipe['patch']}²"
+    batch = preset_config(preset).train.batch_size
+    budget = f"{steps_done} steps of {batch}x{patch}²"
     print(
         f"{args.preset}, {len(held_out)} held-out {FRAME[0]}x{FRAME[1]} frames; {budget} "
         f"on {args.device} ({args.threads} threads)"

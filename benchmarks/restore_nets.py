@@ -4,8 +4,8 @@ Loads a whole pair dataset (``degtrans simulate`` output) into memory, holds out
 source image (no crop of it is trained on), trains ``--steps`` optimizer steps on random batches of
 the rest and prints the validation PSNR of the model against that of the degraded input.
 
-It builds the network with ``degtrans.restore.loop.build_model`` and a ``TrainConfig`` from ``--set``
-(keys the checkout does not know are an error), so the same command measures an older checkout.
+It trains with ``degtrans.restore.loop.fit`` and a ``TrainConfig`` from ``--set`` (keys the checkout
+does not know are an error).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/restore_nets.py --data DATA --holdout rocket \\
         --steps 600 --set train.model=fovkpn --set train.width=16 --set train.learning_rate=1e-3
@@ -14,10 +14,8 @@ It builds the network with ``degtrans.restore.loop.build_model`` and a ``TrainCo
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import inspect
-import math
+import json
 import time
 from pathlib import Path
 
@@ -29,8 +27,9 @@ from degtrans.config import RunConfig, apply_overrides
 from degtrans.field import PSFField
 from degtrans.metrics import psnr
 from degtrans.restore.coords import fov_coords
-from degtrans.restore.loop import build_model
-from degtrans.restore.losses import restoration_loss
+from degtrans.restore.loop import Budget, Progress, evaluate, fit, make_optimizer
+from degtrans.restore.models import build_model, model_spec
+from degtrans.restore.recipe import WeightEMA, make_scheduler
 
 ISP_NAMES = ["isp_rgb_gain", "isp_red_gain", "isp_blue_gain"]
 ISP_NAMES += [f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)]
@@ -38,8 +37,6 @@ ISP_NAMES += [f"isp_rgb2cam_{i}{j}" for i in range(3) for j in range(3)]
 
 def load(data_dir: Path) -> dict:
     """Every pair of the dataset as tensors (one camera), with centre and corner PSFs."""
-    import json
-
     manifest = json.loads((data_dir / "manifest.json").read_text())
     (camera, entry), *_ = manifest["cameras"].items()
     field = PSFField.load(data_dir / entry["field"])
@@ -64,7 +61,6 @@ def load(data_dir: Path) -> dict:
         "degraded": image("degraded"),
         "clean": image("clean"),
         "coords": fov_coords(y0, x0, fh, fw, size, size),
-        "psf": torch.tensor(np.stack([field.at(r["y0"] + size / 2, r["x0"] + size / 2) for r in rows])),
         "psf_corners": torch.tensor(
             np.stack([np.stack([field.at(r["y0"] + dy, r["x0"] + dx) for dy, dx in corners]) for r in rows])
         ),
@@ -78,25 +74,21 @@ def load(data_dir: Path) -> dict:
     return out
 
 
-def forward(model, data: dict, index: torch.Tensor) -> torch.Tensor:
-    accepted = inspect.signature(model.forward).parameters
-    kwargs = {}
-    if getattr(model, "needs_psf", False):
-        kwargs["psf"] = data["psf_corners" if "noise" in accepted else "psf"][index]
-    for name in ("noise", "isp"):
-        if name in accepted and name in data:
-            kwargs[name] = data[name][index]
-    return model(data["degraded"][index], data["coords"][index], **kwargs)
+def batches(
+    data: dict, index: torch.Tensor, batch_size: int, generator: torch.Generator | None, needs_psf: bool
+):
+    """Batches of ``data`` at ``index``: random ones drawn by ``generator`` forever, or (``None``) each
+    patch once in chunks of ``batch_size``."""
+    names = ["degraded", "clean", "coords", *(["psf_corners"] if needs_psf else []), "noise", "isp"]
 
+    def take(rows: torch.Tensor) -> dict:
+        return {name: data[name][rows] for name in names if name in data}
 
-@torch.no_grad()
-def validate(model, data: dict, index: torch.Tensor) -> float:
-    model.eval()
-    values = []
-    for chunk in index.split(16):
-        values.append(psnr(forward(model, data, chunk).clamp(0, 1), data["clean"][chunk]))
-    model.train()
-    return float(torch.cat(values).mean())
+    if generator is None:
+        yield from (take(chunk) for chunk in index.split(batch_size))
+        return
+    while True:
+        yield take(index[torch.randint(len(index), (batch_size,), generator=generator)])
 
 
 def main() -> None:
@@ -111,51 +103,40 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     config = apply_overrides(RunConfig(), args.overrides).train
-    torch.manual_seed(args.seed)
+    config = dataclasses.replace(config, warmup_steps=args.warmup, ema_decay=args.ema, epochs=1)
     data = load(args.data)
     holdout = torch.tensor([s == args.holdout for s in data["source"]])
     train_idx, val_idx = torch.nonzero(~holdout).flatten(), torch.nonzero(holdout).flatten()
     model = build_model(config)
-    ema = copy.deepcopy(model) if args.ema else None
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-
-    def factor(step: int) -> float:
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    needs_psf = model_spec(config.model).needs_psf
+    ema = WeightEMA(model, args.ema) if args.ema else None
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, args.steps)
     generator = torch.Generator().manual_seed(args.seed)
     identity = float(psnr(data["degraded"][val_idx], data["clean"][val_idx]).mean())
+
+    def validate(net: torch.nn.Module) -> float:
+        return evaluate(net, batches(data, val_idx, 16, None, needs_psf))["psnr"]
+
     print(
         f"{config.model}: {sum(p.numel() for p in model.parameters())} parameters, "
         f"train {len(train_idx)} / val {len(val_idx)} patches, input {identity:.2f} dB"
     )
     print(f"  config: {dataclasses.asdict(config)}")
     start = time.perf_counter()
-    print(f"  step 0: val {validate(model, data, val_idx) - identity:+.2f} dB over the input")
-    for step in range(args.steps):
-        index = train_idx[torch.randint(len(train_idx), (config.batch_size,), generator=generator)]
-        restored = forward(model, data, index)
-        loss = restoration_loss(restored, data["clean"][index], config.ssim_weight, config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+    print(f"  step 0: val {validate(model) - identity:+.2f} dB over the input")
+    last: dict[str, float] = {}
+
+    def end_chunk(done: Progress, _stats: dict[str, float]) -> None:
+        line = f"  step {done.step}: loss {last['loss']:.4f}  val {validate(model) - identity:+.2f} dB"
         if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    e.lerp_(p, 1.0 - args.ema)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            gain = validate(model, data, val_idx) - identity
-            line = f"  step {step + 1}: loss {float(loss.detach()):.4f}  val {gain:+.2f} dB"
-            if ema is not None:
-                line += f"  (EMA {validate(ema, data, val_idx) - identity:+.2f} dB)"
-            print(line + f"  {time.perf_counter() - start:.0f} s", flush=True)
+            line += f"  (EMA {validate(ema.module) - identity:+.2f} dB)"
+        print(line + f"  {time.perf_counter() - start:.0f} s", flush=True)
+
+    stream = batches(data, train_idx, config.batch_size, generator, needs_psf)
+    fit(model, lambda epoch: stream, optimizer, config, Budget(steps=args.steps), scheduler=scheduler,
+        ema=ema, every=lambda step: (step // args.eval_every + 1) * args.eval_every, on_chunk=end_chunk,
+        report=last.update)  # fmt: skip
 
 
 if __name__ == "__main__":

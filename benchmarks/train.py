@@ -1,7 +1,7 @@
 """Ray Train overhead: patches/s of the Ray Train path (1 and 2 workers) against the local loop.
 
 Same toy dataset, same model and batch size, same process. The local baseline runs
-``restore.loop.train_epoch`` over ``PairReader`` batches on one torch thread; the Ray figure is the
+``restore.loop.fit`` over ``PairReader`` batches on one torch thread; the Ray figure is the
 training throughput rank 0 reports per epoch with N workers of one CPU each (epoch 0, which starts
 the worker group and the data pipeline, is left out of both). The figure of merit is
 ``overhead = N x local patches/s / Ray patches/s``: 1.0 is perfect scaling with no Ray cost
@@ -26,7 +26,7 @@ import torch
 
 from degtrans.config import TrainConfig
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import build_model, make_optimizer, train_epoch
+from degtrans.restore.loop import Budget, build_model, fit, make_optimizer
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import write_toy_dataset
 
@@ -41,12 +41,16 @@ def local_throughput(data: Path, config: TrainConfig, threads: int) -> dict[str,
     optimizer = make_optimizer(model, config)
     reader = PairReader(data, val_fraction=config.val_fraction)
     rates = []
-    for epoch in range(config.epochs):
-        batches = reader.batches("train", config.batch_size, seed=config.seed, epoch=epoch,
-                                 shuffle_buffer=config.shuffle_buffer)  # fmt: skip
-        stats = train_epoch(model, batches, optimizer, grad_clip=config.grad_clip, amp=False)
-        if epoch > 0:
+
+    def batches(epoch: int):
+        return reader.batches("train", config.batch_size, seed=config.seed, epoch=epoch,
+                              shuffle_buffer=config.shuffle_buffer)  # fmt: skip
+
+    def end_epoch(done, stats):
+        if done.epoch > 1:  # epochs after the first
             rates.append(stats["patches_per_s"])
+
+    fit(model, batches, optimizer, config, Budget(epochs=config.epochs), on_chunk=end_epoch)
     return {"patches_per_s": statistics.median(rates), "wall_s": time.perf_counter() - start}
 
 

@@ -59,10 +59,9 @@ from degtrans.io import read_image
 from degtrans.restore.bench import (
     FRAME,
     LABELS,
-    RECIPES,
     InMemoryPairs,
     held_out_images,
-    recipe_configs,
+    preset_configs,
     train_for,
     training_frames,
 )
@@ -84,7 +83,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "grid": (4, 6),
         "psf_size": 31,
         "targets": 4,
-        "recipe": {**RECIPES["cpu"], "patch": 64},
+        "preset": "bench-cpu",
+        "patch": 64,
         "steps": 400,
         "time_budget": 0.0,
         # Training frames: each photograph at half size and as a whole scene, and mirrored; as many
@@ -104,7 +104,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "grid": (4, 6),
         "psf_size": 31,
         "targets": 4,
-        "recipe": RECIPES["gpu"],
+        "preset": "bench-gpu",
+        "patch": 128,
         "steps": 100_000,
         "time_budget": 40.0,
         "scales": ("1", "0.5", "fit"),
@@ -456,14 +457,13 @@ def main() -> None:
     args.photos = args.photos or default_photos()
     name = "transfer" if args.variant == "cpu" else f"transfer_{args.variant}"
     output = args.output or RESULTS / f"{name}.json"
-    recipe = variant["recipe"]
     try:
         overrides = [f"seed={args.seed}", *args.set]
-        models = recipe_configs(recipe, args.models.split(","), args.device != "cpu", overrides)
+        models = preset_configs(variant["preset"], args.models.split(","), args.device != "cpu", overrides)
         sources = photo_paths(args.photos, "train")
     except (ConfigError, FileNotFoundError, ValueError) as error:
         parser.error(f"{error} (make the photograph set with: degtrans simulate make-photos)")
-    sim = SimulateConfig(patch_size=recipe["patch"], patches_per_image=variant["patches_per_image"],
+    sim = SimulateConfig(patch_size=variant["patch"], patches_per_image=variant["patches_per_image"],
                          clean_cfa=False, rows_per_file=256)  # fmt: skip
     restore = RestoreConfig(tile_size=128, overlap=16, max_tiles_in_memory=8)
     started = time.perf_counter()

@@ -115,9 +115,9 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         description="PAIRS_DIR holds NAME.target.png with NAME.photo.(png|tif|dng|nef|...), and the"
         " target's layout NAME.target.json when it was made by 'degtrans calibrate make-targets' (charts"
         " are registered by their markers and give stage I from their patches). Photos that are clipped,"
-        " out of focus, of the wrong target or taken at a steep angle are left out with the reason, and the"
-        " run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio, min_correlation,"
-        " max_tilt_deg).",
+        " out of focus, of the wrong target, taken at a steep angle or unreadable are left out with the"
+        " reason, and the run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio,"
+        " min_correlation, max_tilt_deg).",
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
@@ -422,31 +422,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                  "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}  # fmt: skip
         extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
-        config = resolve_config(args, extra).train
-        import torch
+        import functools
 
-        from degtrans.config import given_keys, small_on_cpu
+        from degtrans.config import given_keys
+        from degtrans.restore.loop import train
 
-        if not (torch.cuda.is_available() if args.local else config.gpus_per_worker > 0):
-            config, changed = small_on_cpu(
-                config, given_keys(args.config, [*args.overrides, *extra], "train")
-            )
-            if changed:
-                sizes = ", ".join(f"{k}={v}" for k, v in changed.items())
-                print(f"training on the CPU: the small network ({sizes}); --set train.KEY=VALUE for others")
-        if args.local:
-            from degtrans.restore.loop import train_local
-
-            result = train_local(args.data, args.output, config, resume=args.resume)
-        else:
+        distributed = None
+        if not args.local:
             from degtrans.cluster.train import train_distributed
 
-            result = train_distributed(args.data, args.output, config, args.address)
-        if result["metrics"].get("val_count", 1) == 0:
-            print(f"no validation split: best.pt is the last epoch's; checkpoints in {args.output}")
-        else:
-            print(f"best validation PSNR {result['best_psnr']:.2f} dB (epoch {result['best_epoch'] + 1}); "
-                  f"checkpoints in {args.output}")  # fmt: skip
+            distributed = functools.partial(train_distributed, address=args.address)
+        train(args.data, args.output, resolve_config(args, extra).train,
+              given_keys(args.config, [*args.overrides, *extra], "train"), resume=args.resume,
+              distributed=distributed)  # fmt: skip
         return 0
 
     p.set_defaults(func=handler)

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from degtrans import __version__
 from degtrans.atomic import write_atomic
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 
 FORMAT = "degtrans-pairs"
 FORMAT_VERSION = 1
@@ -200,27 +200,27 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``data_dir/manifest.json`` of a complete dataset (``_SUCCESS`` present).
 
     Raises:
-        FileNotFoundError: no such directory, or a listed shard is missing.
-        ValueError: naming the file, for an incomplete dataset or an unreadable or foreign manifest.
+        MissingInput: no such directory, or a listed shard is missing.
+        InputError: naming the file, for an incomplete dataset or an unreadable or foreign manifest.
     """
     data_dir = Path(data_dir)
     path = data_dir / MANIFEST
     if not data_dir.is_dir():
         raise MissingInput(f"{data_dir}: dataset directory not found")
     if not (data_dir / SUCCESS).exists():
-        raise ValueError(
+        raise InputError(
             f"{data_dir}: incomplete dataset (no {SUCCESS} marker); was 'degtrans simulate' interrupted?"
         )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read dataset manifest: {error}") from error
+        raise InputError(f"{path}: cannot read dataset manifest: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(f"{path}: not a degtrans pair dataset (format {found!r}, expected {FORMAT!r})")
+        raise InputError(f"{path}: not a degtrans pair dataset (format {found!r}, expected {FORMAT!r})")
     for key in ("shards", "cameras", "patch_size"):
         if key not in manifest:
-            raise ValueError(f"{path}: manifest has no {key!r}")
+            raise InputError(f"{path}: manifest has no {key!r}")
     for shard in manifest["shards"]:
         if not (data_dir / shard["path"]).is_file():
             raise MissingInput(f"{path}: listed shard {shard['path']} is missing")

@@ -24,7 +24,7 @@ import torch
 
 from degtrans.calibrate.priors import Regulariser, normalise, support_mask, tile_prior
 from degtrans.config import CalibrateConfig
-from degtrans.errors import DegtransError
+from degtrans.errors import DegtransError, InputError
 from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 from degtrans.kernels.weights import tile_weights_1d
 
@@ -62,7 +62,9 @@ class FitProblem:
         if self.masks.shape != (self.targets.shape[0], *self.targets.shape[2:]):
             raise ValueError(f"FitProblem: masks must be (P, H, W), got {self.masks.shape}")
         if self.psf_size < 1 or self.psf_size % 2 == 0:
-            raise ValueError(f"FitProblem: psf_size must be odd, got {self.psf_size}")
+            raise InputError(
+                f"FitProblem: psf_size (calibrate.psf_size, --psf-size) must be odd, got {self.psf_size}"
+            )
 
     @property
     def frame_size(self) -> tuple[int, int]:

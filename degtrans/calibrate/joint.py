@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from degtrans.calibrate.shards import Shard, ShardStats, plan_blocks, shard_data
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.priors import Regulariser, normalise
+from degtrans.calibrate.shards import Shard, ShardStats, plan_blocks, shard_data
 from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 
 # (method, args) -> one result per shard, in shard order: how a runner reaches its shards.

@@ -20,7 +20,7 @@ from degtrans.atomic import write_atomic
 from degtrans.calibrate.register import Geometry, remap
 from degtrans.calibrate.sensor import supersample
 from degtrans.calibrate.targets import read_layout, sidecar_path
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.field import PSFField
 from degtrans.io import RAW_SUFFIXES, read_image, write_image
 
@@ -31,8 +31,8 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """``(name, target, photo)`` for every ``NAME.target.png`` with a ``NAME.photo.*`` beside it, sorted.
 
     Raises:
-        FileNotFoundError: the directory does not exist.
-        ValueError: it holds no complete pair (the message lists what was found).
+        MissingInput: the directory does not exist.
+        InputError: it holds no complete pair (the message lists what was found).
     """
     pairs_dir = Path(pairs_dir)
     if not pairs_dir.is_dir():
@@ -47,7 +47,7 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
         else:
             orphans.append(target.name)
     if not pairs:
-        raise ValueError(
+        raise InputError(
             f"{pairs_dir}: no calibration pairs (expected NAME.target.png with NAME.photo.png/tif/dng/...;"
             f" targets without photo: {orphans[:5]})"
         )

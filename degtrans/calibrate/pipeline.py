@@ -27,6 +27,7 @@ from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.prepare import PreparedPair, Rejected, prepare_pair
 from degtrans.calibrate.priors import support_mask, tile_prior
 from degtrans.config import CalibrateConfig, to_dict, write_resolved
+from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ TileMapper = Callable[[list[Tile]], dict[Tile, TileFit | str]]
 def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProblem:
     """Stack prepared pairs; a pixel observes only if its whole ``k x k`` footprint is valid target."""
     if not pairs:
-        raise ValueError("calibrate: no pair could be registered")
+        raise DegtransError("calibrate: no pair could be registered")
     k = config.psf_size
     kernel = np.ones((k, k), np.uint8)
     masks = np.stack([cv2.erode(p.mask.astype(np.uint8), kernel, borderValue=0) > 0 for p in pairs])
@@ -82,7 +83,7 @@ def fill_from_neighbours(psfs: np.ndarray, failed: set[Tile]) -> np.ndarray:
     rows, cols = psfs.shape[:2]
     good = [(r, c) for r in range(rows) for c in range(cols) if (r, c) not in failed]
     if not good:
-        raise ValueError("calibrate: every tile failed, no field can be produced")
+        raise DegtransError("calibrate: every tile failed, no field can be produced")
     out = psfs.copy()
     for r, c in failed:
         distance = {t: max(abs(t[0] - r), abs(t[1] - c)) for t in good}
@@ -269,7 +270,7 @@ def split_prepared(
         log.warning("pair %s rejected: %s", item.name, item.reason)
     if not prepared:
         reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected)
-        raise ValueError(f"calibrate: no pair could be registered ({reasons})")
+        raise DegtransError(f"calibrate: no pair could be registered ({reasons})")
     return prepared, rejected
 
 

@@ -39,6 +39,7 @@ from degtrans.calibrate.transfer import (
     to_camera,
 )
 from degtrans.config import CalibrateConfig
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.io import read_image
 
@@ -211,7 +212,8 @@ def prepare_pair(
     grid: tuple[int, int],
     field: PSFField | None = None,
 ) -> PreparedPair | Rejected:
-    """Read, check, register and linearise one pair; an unusable pair comes back ``Rejected`` with why.
+    """Read, check, register and linearise one pair; an unusable pair (an unreadable image or layout too)
+    comes back ``Rejected`` with why.
 
     A pattern whose layout names ``geometry_from`` takes the geometry and stage I of that chart's photo
     (same pose); it is still checked on its own (clipping, focus, that it shows this target).
@@ -259,7 +261,7 @@ def prepare_pair(
             raise PhotoRejected(
                 f"out of focus: mid-band contrast transfer {sharp:.3f} (at least {config.min_sharpness:g})"
             )
-    except (RegistrationError, PhotoRejected, ToneFitError) as error:
+    except (InputError, RegistrationError, PhotoRejected, ToneFitError) as error:
         return Rejected(name, str(error))
     shifts = tile_shifts(
         to_camera(target, tone)[..., 1],

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from degtrans.errors import InputError
 from degtrans.kernels.spectral import correlate, fast_fft_len, psf_to_otf
 from degtrans.kernels.weights import tile_weights_1d
 
@@ -57,7 +58,9 @@ def plan_blocks(frame: tuple[int, int], count: int) -> list[Block]:
         if best is None or aspect < best[0]:
             best = (aspect, by, bx)
     if best is None:
-        raise ValueError(f"plan_blocks: a {height}x{width} frame cannot be cut into {count} blocks")
+        raise InputError(
+            f"plan_blocks: a {height}x{width} frame cannot be cut into {count} blocks (calibrate.actors)"
+        )
     _, by, bx = best
     ys = [round(i * height / by) for i in range(by + 1)]
     xs = [round(j * width / bx) for j in range(bx + 1)]

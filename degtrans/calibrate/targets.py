@@ -132,7 +132,7 @@ def read_layout(image_path: str | Path) -> Layout | None:
     try:
         return Layout.from_dict(json.loads(path.read_text()))
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: not a target layout: {error}") from error
+        raise InputError(f"{path}: not a target layout: {error}") from error
 
 
 def write_layout(image_path: str | Path, layout: Layout) -> Path:
@@ -268,7 +268,7 @@ def chart_layout(size: tuple[int, int], pose: int = 0, band_limit: float = BAND_
             best = (p, rows, cols)
     p, rows, cols = best
     if p < 4:
-        raise ValueError(f"chart_layout: size {size} leaves no room for patches; use at least 128x128")
+        raise InputError(f"chart_layout: size {size} leaves no room for patches; use at least --size 128x128")
     by, bx = y0 + ((y1 - y0) - rows * p) // 2, x0 + ((x1 - x0) - cols * p) // 2
     patches = tuple(
         Patch(
@@ -311,7 +311,7 @@ def make_target(
 ) -> tuple[np.ndarray, Layout]:
     """One target ``(H, W, 3)`` float32 in [0, 1] of ``kind`` and its layout."""
     if kind not in KINDS:
-        raise ValueError(f"make_target: kind must be one of {list(KINDS)}, got {kind!r}")
+        raise InputError(f"make_target: kind (--kinds) must be one of {list(KINDS)}, got {kind!r}")
     if min(size) < 16:
         raise InputError(f"make_target: size must be at least 16x16, got {size}")
     if not 0.05 <= band_limit <= 0.5:
@@ -344,10 +344,10 @@ def make_targets(
         The written image paths, in order.
     """
     if n < 1:
-        raise ValueError(f"make_targets: n must be >= 1, got {n}")
+        raise InputError(f"make_targets: n (-n/--count) must be >= 1, got {n}")
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
-        raise ValueError(f"make_targets: kinds must be a non-empty subset of {list(KINDS)}, got {kinds}")
+        raise InputError(f"make_targets: --kinds must be a non-empty subset of {list(KINDS)}, got {kinds}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

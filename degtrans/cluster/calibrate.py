@@ -37,6 +37,7 @@ from degtrans.calibrate.pipeline import (
 from degtrans.calibrate.prepare import prepare_pair
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import CalibrateConfig
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def start_fitters(problem: FitProblem, config: CalibrateConfig) -> FitterPool:
     """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``
     and one block of it (``joint.problem_shards``: the frame cut into ``actors`` blocks)."""
     if config.actors < 1:
-        raise ValueError(f"calibrate.actors must be >= 1, got {config.actors}")
+        raise InputError(f"calibrate.actors (--actors) must be >= 1, got {config.actors}")
     pool = FitterPool()
     pool.problem_ref = ray.put(problem)
     pool.shard_refs = [ray.put(data) for data in problem_shards(problem, config.actors)]

@@ -1,8 +1,9 @@
 """Hyper-parameter sweeps with Ray Tune: each trial is a distributed training run (``build_trainer``).
 
-Train V2 pattern (shared/notes/ray-2.60.md): Tune runs a function that builds a ``TorchTrainer``
-with ``TuneReportCallback`` and the trial id in its run name, then ``fit()``s it; rank 0's
-per-epoch metrics reach Tune, where ASHA stops weak trials on validation PSNR.
+Train V2 pattern (https://docs.ray.io/en/latest/train/user-guides/hyperparameter-optimization.html):
+Tune runs a function that builds a ``TorchTrainer`` with ``TuneReportCallback`` and the trial id in
+its run name, then ``fit()``s it; rank 0's per-epoch metrics reach Tune, where ASHA stops weak
+trials on validation PSNR.
 
 The search space is a TOML file over ``[train]`` fields::
 
@@ -39,6 +40,7 @@ from degtrans.atomic import atomic_path, write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.cluster.train import build_trainer
 from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, replace_checked, to_dict
+from degtrans.errors import DegtransError
 from degtrans.figures import pyplot, save_figure
 
 METRIC = "val_psnr"
@@ -195,7 +197,7 @@ def run_sweep(
     finished = [r for r in rows if not math.isnan(r["best_val_psnr"])]
     if not finished:
         errors = "; ".join(r["error"] for r in rows if r["error"]) or "no trial reported a metric"
-        raise RuntimeError(f"{out}: every trial failed: {errors}")
+        raise DegtransError(f"{out}: every trial failed: {errors}")
     rows.sort(key=lambda r: -r["best_val_psnr"] if not math.isnan(r["best_val_psnr"]) else math.inf)
     best = rows[0]
     best_config = trial_config(config.train, best["_params"])

@@ -24,6 +24,7 @@ import torch
 
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import SimulateConfig
+from degtrans.errors import InputError
 from degtrans.simulate.dataset import build_dataset
 from degtrans.simulate.plan import ShardSpec
 from degtrans.simulate.writer import ShardResult, write_shard
@@ -49,7 +50,9 @@ def shard_device(gpus: float) -> str:
 def task_options(gpus_per_worker: float) -> dict[str, float]:
     """The Ray options of one shard task: a CPU, and ``gpus_per_worker`` of a GPU when asked."""
     if gpus_per_worker < 0:
-        raise ValueError(f"simulate.gpus_per_worker: expected >= 0, got {gpus_per_worker}")
+        raise InputError(
+            f"simulate.gpus_per_worker (--gpus-per-worker): expected >= 0, got {gpus_per_worker}"
+        )
     return {"num_cpus": 1, "num_gpus": gpus_per_worker}
 
 

@@ -1,11 +1,11 @@
-"""Distributed training with Ray Train: ``degtrans.restore.loop.fit`` inside a ``TorchTrainer``.
+"""Distributed training with Ray Train: ``restore.loop.train_run`` inside a ``TorchTrainer``.
 
-The loop is ``train_local``'s own function. Ray supplies only what differs: each worker's batches
-come from its shard of a ``ray.data.read_parquet`` over the manifest's shards, the model is wrapped
-for DDP (gloo on CPU, NCCL on GPU), a restarted worker group resumes from the last reported
-checkpoint, and every rank reports each epoch (rank 0 with a checkpoint). Rank 0 writes the same
-``RUN/`` layout as the local path (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``config.json``,
-``curves.png``); Ray's own run state lives in ``RUN/ray/``.
+The loop is ``train_local``'s own function (``train_run`` over ``restore.loop.fit``). Ray supplies
+only what differs: each worker's batches come from its shard of a ``ray.data.read_parquet`` over the
+manifest's shards, the model is wrapped for DDP (gloo on CPU, NCCL on GPU), a restarted worker
+group resumes from the last reported checkpoint, and every rank reports each epoch (rank 0 with a
+checkpoint). Rank 0 writes the same ``RUN/`` layout as the local path (``last.pt``, ``best.pt``,
+``metrics.jsonl``, ``config.json``, ``curves.png``); Ray's own run state lives in ``RUN/ray/``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import TrainConfig
+from degtrans.errors import DegtransError, InputError
 from degtrans.restore.data import (
     PairReader,
     batch_columns,
@@ -37,7 +38,7 @@ from degtrans.restore.data import (
     rows_to_batch,
     split_of,
 )
-from degtrans.restore.loop import fit
+from degtrans.restore.loop import train_run
 from degtrans.restore.models import model_spec
 from degtrans.restore.pretrained import check_init
 
@@ -101,7 +102,7 @@ def report_to_ray(metrics: dict[str, Any], checkpoint_file: Path | None) -> None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
-    """The body every Ray Train worker runs: ``fit`` with this worker's shard, DDP, Ray's checkpoint and
+    """The body every Ray Train worker runs: ``train_run`` with this worker's shard, DDP, Ray's checkpoint and
     ``report_to_ray``. ``loop_config["config"]`` is the whole ``TrainConfig`` (Ray pickles it)."""
     config: TrainConfig = loop_config["config"]
     data_dir: Path = loop_config["data_dir"]
@@ -123,7 +124,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
     with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resumed:
-        summary = fit(
+        summary = train_run(
             config,
             loop_config["run_dir"],
             train_batches,
@@ -154,12 +155,12 @@ def build_trainer(
     """
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
     if config.workers < 1:
-        raise ValueError(f"train.workers: expected >= 1, got {config.workers}")
+        raise InputError(f"train.workers: expected >= 1, got {config.workers}")
     run_dir.mkdir(parents=True, exist_ok=True)
     reader = PairReader(data_dir, val_fraction=config.val_fraction)
     train_samples = reader.count("train")
     if train_samples == 0:
-        raise ValueError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
     resources = {"CPU": float(config.cpus_per_worker)}
     if config.gpus_per_worker > 0:
         resources["GPU"] = float(config.gpus_per_worker)
@@ -207,7 +208,7 @@ def train_distributed(
     trainer = build_trainer(Path(data_dir), Path(run_dir), config)
     result = trainer.fit()
     if result.error is not None:
-        raise RuntimeError(f"{run_dir}: distributed training failed: {result.error}") from result.error
+        raise DegtransError(f"{run_dir}: distributed training failed: {result.error}") from result.error
     summary = dict(result.return_value or {})
     summary["checkpoint"] = result.checkpoint.path if result.checkpoint is not None else None
     return summary

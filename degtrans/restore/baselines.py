@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from degtrans.config import RestoreConfig
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.kernels.spectral import circular_blur, circular_blur_adjoint, psf_to_otf, symmetric_extend
 from degtrans.kernels.weights import tile_weights_1d
@@ -213,7 +214,7 @@ def deconvolve_field(
         raise ValueError(f"deconvolve_field: method must be 'wiener' or 'rl', got {method!r}")
     channels, height, width = image.shape
     if channels != field.psfs.shape[2]:
-        raise ValueError(f"deconvolve_field: image has {channels} channels, the field {field.psfs.shape[2]}")
+        raise InputError(f"deconvolve_field: image has {channels} channels, the field {field.psfs.shape[2]}")
     if noise is not None and isp is None:
         raise ValueError("deconvolve_field: a sensor noise level needs the image's ISP (isp=) to map it")
     frame_h, frame_w = frame_size or field.image_size

@@ -1,13 +1,14 @@
 """What the restoration benchmarks share (``benchmarks/restore.py``, ``benchmarks/transfer.py``): the
-frames cut from the training photographs and the held-out ones, the budget recipes, the pairs in
-memory and a training run of a fixed number of optimizer steps (or seconds).
+frames cut from the training photographs and the held-out ones, the configs of a preset
+(``config.PRESETS``: ``bench-cpu``, ``bench-gpu``, ``bench-reference``), the pairs in memory and a
+training run of a fixed number of optimizer steps (or seconds).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from degtrans.config import ConfigError, TrainConfig, replace_checked
+from degtrans.config import ConfigError, TrainConfig, preset_config, replace_checked
 from degtrans.io import read_image, write_image
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.data import PairReader, batch_columns, rows_to_batch
-from degtrans.restore.loop import make_optimizer, train_epoch
+from degtrans.restore.loop import Budget, Progress, fit, make_optimizer
 from degtrans.restore.models import build_model
 from degtrans.restore.recipe import WeightEMA, lr_factor
 from degtrans.simulate.photoset import cover_crop, downscale, photo_paths
@@ -30,77 +31,16 @@ from degtrans.simulate.sources import bundled_images
 from degtrans.simulate.writer import write_shard
 
 FRAME = (256, 384)
-RECIPES = {
-    # The CPU budget of issue 12: width 16 at 96², batch 8.
-    "cpu": {
-        "patch": 96,
-        "batch": 8,
-        "width": 16,
-        "offset_channels": 16,
-        "wiener_features": 12,
-        # Deep Wiener's half-quadratic-splitting stages, held-out dB at 2,000 steps on the sample
-        # images: 1 stage 25.72; 2 stages 26.10 / 25.90 (seeds 0 / 1); 3 stages 26.23 / 25.93
-        # (benchmarks/README.md, third round).
-        "wiener_stages": 3,
-        "lr": 1e-3,
-        "warmup": 100,
-        "ema": 0.995,
-        # FOV-KPN's small CPU variant: a deformable block at the coarsest decoder level only (the
-        # full-resolution one costs a third of a step).
-        "decoder_deform": 1,
-    },
-    # One device call (an H200, <= 8 min in all): the reference's sizes, trained for a time budget.
-    "gpu": {
-        "patch": 128,
-        "batch": 16,
-        "width": 32,
-        "offset_channels": 32,
-        "wiener_features": 24,
-        "wiener_stages": 3,
-        "lr": 1e-3,
-        "warmup": 300,
-        "ema": 0.999,
-        "decoder_deform": 3,
-    },
-    # The reference's sizes and schedule (FOV-KPN paper): width 32, 32 offset channels, patch 128.
-    "paper": {
-        "patch": 128,
-        "batch": 16,
-        "width": 32,
-        "offset_channels": 32,
-        "wiener_features": 24,
-        "wiener_stages": 1,  # the reference (Dong et al.) has none
-        "lr": 1e-4,
-        "warmup": 0,
-        "ema": 0.0,
-        "decoder_deform": 3,
-    },
-}
 LABELS = {"fovkpn": "fovkpn", "wiener": "deep-wiener"}
 
 
-def recipe_configs(
-    recipe: dict, models: Sequence[str], amp: bool, overrides: Sequence[str] = ()
+def preset_configs(
+    preset: str, models: Sequence[str], amp: bool, overrides: Sequence[str] = ()
 ) -> dict[str, TrainConfig]:
-    """``{model: TrainConfig}`` of a ``RECIPES`` entry for each network, then ``overrides``
+    """``{model: TrainConfig}`` of ``config.PRESETS[preset]`` for each network, then ``overrides``
     (``KEY=VALUE`` of ``train.`` keys, typed; a ``ConfigError`` names a bad one)."""
-    configs = {
-        name: TrainConfig(
-            model=name,
-            width=recipe["width"],
-            offset_channels=recipe["offset_channels"],
-            wiener_features=recipe["wiener_features"],
-            wiener_stages=recipe["wiener_stages"],
-            batch_size=recipe["batch"],
-            learning_rate=recipe["lr"],
-            warmup_steps=recipe["warmup"],
-            lr_schedule="cosine",
-            ema_decay=recipe["ema"],
-            decoder_deform=recipe["decoder_deform"],
-            amp=amp,
-        )
-        for name in models
-    }
+    train = preset_config(preset).train
+    configs = {name: dataclasses.replace(train, model=name, amp=amp) for name in models}
     if bad := [item for item in overrides if "=" not in item]:
         raise ConfigError(f"--set {bad[0]!r}: expected KEY=VALUE (a train. key)")
     if overrides:
@@ -227,9 +167,10 @@ def train_for(
     score: Callable[[Path], dict] | None = None,
     time_budget: float = 0.0,
 ) -> dict:
-    """Train ``config.model`` for ``steps`` optimizer steps with the recipe (warmup, cosine decay over
-    the run, weight EMA); returns the checkpoint (the EMA weights when kept), its speed and, when
-    ``every`` > 0, ``score(checkpoint)`` after every ``every`` steps (the training clock stops meanwhile).
+    """Train ``config.model`` for ``steps`` optimizer steps (``loop.fit``) with the preset's schedule
+    (warmup, cosine decay over the run, weight EMA); returns the checkpoint (the EMA weights when
+    kept), its speed, the last learning rate and, when ``every`` > 0, ``score(checkpoint)`` after
+    every ``every`` steps (the training clock stops meanwhile).
 
     With ``time_budget`` > 0 (seconds of training) the run stops at ``steps`` or when the budget is
     spent, whichever comes first: the cosine's length is set from the speed measured during warmup
@@ -244,38 +185,26 @@ def train_for(
         optimizer, lambda step: lr_factor(step, config, total[0], total[0])
     )
     ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    batches = pairs.stream(config.batch_size, config.seed)
+    stream = pairs.stream(config.batch_size, config.seed)
     calibrate_at = sorted({20, max(20, config.warmup_steps)}) if time_budget > 0 else []
-    seconds, done, curve = 0.0, 0, []
+    curve: list[dict] = []
     checkpoint = path
-    while done < total[0]:
+
+    def next_stop(done: int) -> int:
         stop = min([total[0], *(c for c in calibrate_at if c > done)])
         if every > 0:
             stop = min(stop, (done // every + 1) * every)
         if time_budget > 0:  # a line of progress every tenth of the run (the device's log)
             tenth = max(1, total[0] // 10)
             stop = min(stop, (done // tenth + 1) * tenth)
-        start = time.perf_counter()
-        stats = train_epoch(
-            model,
-            itertools.islice(batches, stop - done),
-            optimizer,
-            scheduler=scheduler,
-            grad_clip=config.grad_clip,
-            ssim_weight=config.ssim_weight,
-            loss_kind=config.loss,
-            amp=config.amp,
-            ema=ema,
-        )
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        done += stats["steps"]
-        seconds += time.perf_counter() - start
+        return stop
+
+    def end_chunk(progress: Progress, stats: dict[str, float]) -> Budget | None:
+        nonlocal checkpoint
+        done, seconds = progress.step, progress.seconds
         if time_budget > 0:
-            print(
-                f"  {config.model} step {done}/{total[0]}: loss {stats['loss']:.4f}, {seconds:.0f} s",
-                flush=True,
-            )
+            print(f"  {config.model} step {done}/{total[0]}: loss {stats['loss']:.4f}, {seconds:.0f} s",
+                  flush=True)  # fmt: skip
         if done in calibrate_at:
             total[0] = max(done + 1, min(steps, int(time_budget / (seconds / done))))
             print(
@@ -289,12 +218,17 @@ def train_for(
             if score is not None and every > 0:
                 curve.append({"step": done, **score(checkpoint)})
                 print(f"  {config.model} step {done}: {curve[-1]['psnr']:.2f} dB", flush=True)
+        return Budget(steps=total[0])
+
+    done = fit(model, lambda epoch: stream, optimizer, config, Budget(steps=steps), scheduler=scheduler,
+               ema=ema, every=next_stop, on_chunk=end_chunk)  # fmt: skip
     return {
         "checkpoint": str(checkpoint),
-        "seconds": seconds,
+        "seconds": done.seconds,
         "curve": curve,
-        "steps": done,
-        "patches_per_s": done * config.batch_size / seconds,
+        "steps": done.step,
+        "patches_per_s": done.step * config.batch_size / done.seconds,
+        "lr": optimizer.param_groups[0]["lr"],
     }
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from degtrans import __version__
 from degtrans.atomic import atomic_path
 from degtrans.config import TrainConfig, replace_checked, to_dict
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.restore.models import build_model, model_name
 
 FORMAT = "degtrans-checkpoint"
@@ -72,18 +72,18 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises many types for corrupt files
-        raise ValueError(f"{path}: cannot read checkpoint: {error}") from error
+        raise InputError(f"{path}: cannot read checkpoint: {error}") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a degtrans checkpoint")
+        raise InputError(f"{path}: not a degtrans checkpoint")
     state["train_config"] = replace_checked(TrainConfig(), state["config"], f"{path}: checkpoint train")
     if model is not None:
         expected = model_name(model)
         if expected is not None and expected != state["model_name"]:
-            raise ValueError(f"{path}: checkpoint is for model {state['model_name']!r}, not {expected!r}")
+            raise InputError(f"{path}: checkpoint is for model {state['model_name']!r}, not {expected!r}")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:
-            raise ValueError(f"{path}: checkpoint does not fit the model: {error}") from error
+            raise InputError(f"{path}: checkpoint does not fit the model: {error}") from error
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -103,7 +103,7 @@ def model_from_checkpoint(
     state = load_checkpoint(path)
     config = state["train_config"]
     if expect is not None and config.model != expect:
-        raise ValueError(f"{path}: checkpoint is for model {config.model!r}, expected {expect!r}")
+        raise InputError(f"{path}: checkpoint is for model {config.model!r}, expected {expect!r}")
     model = build_model(config)
     state = load_checkpoint(path, model)
     if state["extra"].get("ema") is not None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.pairs import (
     ISP_COLUMNS,
@@ -142,7 +143,10 @@ def rows_to_batch(
         psfs, corners = [], []
         for camera, y0, x0 in zip(batch["camera"], batch["y0"].tolist(), batch["x0"].tolist(), strict=True):
             if camera not in fields:
-                raise ValueError(f"rows_to_batch: no PSF field for camera {camera!r} (have {sorted(fields)})")
+                raise InputError(
+                    f"rows_to_batch: the dataset has no PSF field for camera {camera!r}"
+                    f" (have {sorted(fields)})"
+                )
             psfs.append(patch_psfs(fields[camera], y0, x0, shape[:2]))
             corners.append(patch_corner_psfs(fields[camera], y0, x0, shape[:2]))
         batch["psf"] = torch.from_numpy(np.stack(psfs)).to(device)
@@ -178,7 +182,7 @@ class PairReader:
         try:
             return pq.read_table(shard, columns=["sample_id"]).column("sample_id").to_pylist()
         except (pa.ArrowInvalid, OSError) as error:
-            raise ValueError(f"{shard}: cannot read Parquet shard: {error}") from error
+            raise InputError(f"{shard}: cannot read Parquet shard: {error}") from error
 
     def _keep(self, sample_ids: list[str], split: Split) -> np.ndarray:
         if split == "all":
@@ -213,7 +217,7 @@ class PairReader:
                         elif len(buffer) >= buffer_size:
                             yield buffer.pop(int(rng.integers(len(buffer))))
             except (pa.ArrowInvalid, OSError) as error:
-                raise ValueError(f"{shard}: cannot read Parquet shard: {error}") from error
+                raise InputError(f"{shard}: cannot read Parquet shard: {error}") from error
         while buffer:
             yield buffer.pop(int(rng.integers(len(buffer))) if shuffle else 0)
 
@@ -236,7 +240,7 @@ class PairReader:
         ``shuffle_buffer``-row buffer. ``limit`` caps the number of samples.
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size (train.batch_size) must be >= 1, got {batch_size}")
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         rng = np.random.default_rng([seed, epoch])

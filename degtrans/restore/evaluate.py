@@ -110,7 +110,7 @@ def evaluate_methods(
         Rows ``{"method", "zone", "psnr", "ssim", "count"}`` for zones all, centre, mid, corner.
     """
     if not methods:
-        raise ValueError("evaluate_methods: give at least one --method")
+        raise InputError("evaluate_methods: give at least one --method")
     if split not in ("train", "val", "all"):
         raise InputError(f"--split: expected train, val or all, got {split!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

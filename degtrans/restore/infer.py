@@ -178,7 +178,7 @@ def _load_field(field: PSFField | str | Path | None, frame_size: tuple[int, int]
     loaded = field if isinstance(field, PSFField) else PSFField.load(field)
     if tuple(loaded.image_size) != tuple(frame_size):
         name = field if not isinstance(field, PSFField) else f"PSF field of camera {loaded.camera!r}"
-        raise ValueError(
+        raise InputError(
             f"{name}: PSF field is for a {loaded.image_size[0]}x{loaded.image_size[1]} frame, "
             f"the photo is {frame_size[0]}x{frame_size[1]}"
         )
@@ -198,7 +198,7 @@ def restore_array(
     """Restore a whole frame ``image: (H, W, 3)`` in [0, 1] with ``method``; returns the same shape."""
     height, width = image.shape[:2]
     if not 0 <= config.overlap < config.tile_size:
-        raise ValueError(
+        raise InputError(
             f"restore.overlap ({config.overlap}) must be in [0, restore.tile_size={config.tile_size})"
         )
     if method in ("wiener", "rl"):
@@ -222,7 +222,7 @@ def restore_array(
         model = model.to(device).eval()
         fn = model_tile_fn(model, (height, width), field, device, self_ensemble=config.self_ensemble)
     else:
-        raise ValueError(f"method must be one of model, identity, wiener, rl; got {method!r}")
+        raise InputError(f"--method must be one of model, identity, wiener, rl; got {method!r}")
     return restore_tiled(image, fn, config.tile_size, config.overlap, config.max_tiles_in_memory, progress)
 
 
@@ -248,7 +248,7 @@ def restore_image(
             or ``"rl"``.
 
     Raises:
-        ValueError naming the file for an unreadable photo, checkpoint or field, a field for another
+        InputError naming the file for an unreadable photo, checkpoint or field, a field for another
         frame size, or a non-blind checkpoint without a field.
     """
     from degtrans.restore.checkpoint import model_from_checkpoint

@@ -1,19 +1,24 @@
-"""The training loop, once: ``fit`` runs it for ``degtrans train --local`` and in every Ray Train worker.
+"""The training loop, once: ``fit`` trains every network of the package for a ``Budget``.
 
-``build_model`` -> ``make_optimizer`` / ``make_scheduler`` -> ``train_epoch`` / ``evaluate`` per epoch
--> ``record_epoch`` (checkpoints, ``metrics.jsonl``, curves). ``train_local`` gives ``fit`` batches
-from a ``PairReader``; ``degtrans.cluster.train`` gives it its Ray Data shard, the DDP wrapper, the
-checkpoint to resume from and a ``report`` callback, and nothing else.
+``fit`` steps an optimizer over batches (one mixed-precision policy, ``precision``) until its budget
+of epochs, steps or seconds is spent, calling back at the end of each epoch and wherever the caller
+asks. Its callers: ``train_run`` (per epoch: ``evaluate`` and ``record_epoch`` into a run directory)
+for ``degtrans train`` locally (``train_local``) and in every Ray Train worker
+(``degtrans.cluster.train`` gives it its Ray Data shard, the DDP wrapper, the checkpoint to resume
+from and a ``report`` callback, and nothing else); the benchmarks' fixed-step runs
+(``restore.bench.train_for``) and the pretraining of the bundled weights (``restore.pretrain``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from degtrans.atomic import write_atomic
-from degtrans.config import TrainConfig, write_resolved
+from degtrans.config import TrainConfig, small_on_cpu, write_resolved
+from degtrans.errors import InputError
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
 from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
@@ -62,59 +68,81 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def train_epoch(
+def precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """The one mixed-precision policy: ``(autocast dtype, scaler)``.
+
+    On CUDA with ``amp``: bfloat16 autocast where the GPU has it (its range needs no loss scaling),
+    else float16 with a ``GradScaler``. Elsewhere (the CPU, or ``amp`` off): float32, ``(None, None)``.
+    """
+    if not amp or device.type != "cuda":
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long :func:`fit` trains: until the first limit it sets is reached (0: no limit).
+
+    ``epochs`` and ``steps`` count from the start of the run (a resumed run included); ``seconds`` is
+    the wall time of this call (callbacks included), checked after every step.
+    """
+
+    epochs: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: epochs finished, optimizer steps taken, seconds trained (all calls)."""
+
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+
+
+# Called by ``fit`` at the end of every epoch and at every stop ``every`` asks for: where the run
+# stands and the chunk's statistics (see ``_train_steps``). A ``Budget`` returned replaces the run's.
+ChunkEnd = Callable[[Progress, dict[str, float]], Budget | None]
+
+
+def _train_steps(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
     optimizer: torch.optim.Optimizer,
-    report: Callable[[dict[str, float]], None] | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    grad_clip: float = 1.0,
-    ssim_weight: float = 0.0,
-    loss_kind: str = "l1",
-    amp: bool = True,
-    max_steps: int = 0,
-    progress: bool | str = False,
-    ema: WeightEMA | None = None,
+    config: TrainConfig,
+    amp: tuple[torch.dtype | None, torch.amp.GradScaler | None],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    ema: WeightEMA | None,
+    seconds: float,
+    report: Callable[[dict[str, float]], None] | None,
+    progress: str | None,
 ) -> dict[str, float]:
-    """One pass over ``batches``: L1 or L2 (+ SSIM) loss, clipped gradients, a scheduler step per batch.
-
-    Mixed precision (float16 autocast with ``scaler``, or bfloat16 without one) is used on CUDA when
-    ``amp``; CPU runs in float32.
-
-    Args:
-        batches: dicts with ``degraded``, ``clean``, ``coords`` (and ``psf`` for non-blind models).
-        report: called after every step with ``{"step", "loss", "lr"}``.
-        max_steps: stop after this many batches (0: all).
-        progress: show a tqdm bar (a string is its description).
-        ema: a weight average updated after every optimizer step.
-
-    Returns:
-        ``{"loss": mean loss, "patches": n, "seconds": s, "patches_per_s": n / s, "steps": steps}``.
-    """
+    """One optimizer step per batch of ``batches`` until they end or ``seconds`` have passed."""
     model.train()
     device = _device_of(model)
-    use_amp = amp and device.type == "cuda"
-    amp_dtype = torch.float16 if scaler is not None else torch.bfloat16
-    patches, steps = 0, 0
+    amp_dtype, scaler = amp
+    patches, steps, timed_out = 0, 0, False
     total = torch.zeros((), dtype=torch.float64, device=device)
     # Reading the loss waits for the device: only when a bar or a report shows it each step.
-    per_step = bool(progress) or report is not None
+    per_step = progress is not None or report is not None
     start = time.perf_counter()
-    bar = tqdm(desc=progress if isinstance(progress, str) else "train", unit="batch", disable=not progress)
+    bar = tqdm(desc=progress, unit="batch", disable=progress is None)
     for batch in batches:
         clean = batch["clean"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             restored = forward_batch(model, batch, device)
-            loss = restoration_loss(restored, clean, ssim_weight, loss_kind)
+            loss = restoration_loss(restored, clean, config.ssim_weight, config.loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -134,18 +162,89 @@ def train_epoch(
             bar.set_postfix(loss=f"{value:.4f}", patches_s=f"{patches / max(elapsed, 1e-9):.1f}")
             if report is not None:
                 report({"step": steps, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
-        if max_steps and steps >= max_steps:
+        if time.perf_counter() - start >= seconds:
+            timed_out = True
             break
     bar.close()
     mean_loss = float(total) / max(patches, 1)  # waits for the last step
-    seconds = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
     return {
         "loss": mean_loss,
         "patches": patches,
         "steps": steps,
-        "seconds": seconds,
-        "patches_per_s": patches / max(seconds, 1e-9),
+        "seconds": elapsed,
+        "patches_per_s": patches / max(elapsed, 1e-9),
+        "timed_out": timed_out,
     }
+
+
+def _spent(budget: Budget, done: Progress, elapsed: float) -> bool:
+    return bool(
+        (budget.epochs and done.epoch >= budget.epochs)
+        or (budget.steps and done.step >= budget.steps)
+        or (budget.seconds and elapsed >= budget.seconds)
+    )
+
+
+def fit(
+    model: nn.Module,
+    batches: Callable[[int], Batches],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    budget: Budget,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ema: WeightEMA | None = None,
+    start: Progress = Progress(),
+    every: Callable[[int], int] | None = None,
+    on_chunk: ChunkEnd | None = None,
+    report: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = False,
+) -> Progress:
+    """The training loop, once: L1 or L2 (+ SSIM) loss, clipped gradients, a scheduler step and a
+    weight-average update per batch, in :func:`precision`'s mixed precision, until ``budget`` is spent.
+
+    Args:
+        model: the network on its device (or its DDP wrapper).
+        batches: ``epoch -> batches`` (dicts with ``degraded``, ``clean``, ``coords``, and ``psf`` for
+            the non-blind models), at most ``config.max_steps_per_epoch`` of them used per epoch (0: all);
+            a stream that never ends is one endless epoch.
+        config: ``grad_clip``, ``loss``, ``ssim_weight``, ``amp`` and ``max_steps_per_epoch``.
+        start: the run's position when resuming (optimizer, schedule and batches already there).
+        every: ``step -> the next step (> step) at which on_chunk is called``, besides every epoch end.
+        on_chunk: see ``ChunkEnd``; it may checkpoint, score, log or raise to stop.
+        report: called after every step with ``{"step" (of the chunk), "loss", "lr"}``.
+        progress: a tqdm bar per chunk.
+
+    Returns:
+        The run's ``Progress`` when the budget is spent.
+    """
+    began = time.perf_counter()
+    amp = precision(_device_of(model), config.amp)  # one scaler for the run: its scale carries over
+    done = start
+    while not _spent(budget, done, time.perf_counter() - began):
+        epoch_batches = iter(batches(done.epoch))
+        left = config.max_steps_per_epoch or None  # steps left in this epoch (None: until it ends)
+        while True:
+            limits = [left] if left is not None else []
+            limits += [budget.steps - done.step] if budget.steps else []
+            limits += [every(done.step) - done.step] if every is not None else []
+            chunk = min(limits) if limits else None
+            seconds = budget.seconds - (time.perf_counter() - began) if budget.seconds else math.inf
+            title = f"epoch {done.epoch + 1}" + (f"/{budget.epochs}" if budget.epochs else "")
+            stats = _train_steps(
+                model, itertools.islice(epoch_batches, chunk), optimizer, config, amp, scheduler, ema,
+                seconds, report, title if progress else None,
+            )  # fmt: skip
+            if left is not None:
+                left -= stats["steps"]
+            ended = left == 0 or (not stats["timed_out"] and (chunk is None or stats["steps"] < chunk))
+            done = Progress(done.epoch + ended, done.step + stats["steps"], done.seconds + stats["seconds"])
+            if on_chunk is not None and (stats["steps"] or ended):
+                budget = on_chunk(done, stats) or budget
+            if ended or _spent(budget, done, time.perf_counter() - began):
+                break
+    return done
 
 
 @torch.no_grad()
@@ -245,7 +344,7 @@ def _keep_records_before(path: Path, epoch: int) -> None:
         path.unlink()
 
 
-def fit(
+def train_run(
     config: TrainConfig,
     run_dir: str | Path,
     train_batches: Callable[[int], Batches],
@@ -258,7 +357,9 @@ def fit(
     report: EpochReport | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config.model`` for ``config.epochs`` epochs with every ``[train]`` field of ``config``.
+    """Train ``config.model`` for ``config.epochs`` epochs (:func:`fit`) with every ``[train]`` field
+    of ``config``, validating and checkpointing in ``run_dir`` after each: ``train_local``'s run and
+    every Ray Train worker's.
 
     Args:
         train_batches: ``epoch -> batches`` of this worker's part of the training split (dicts with
@@ -292,7 +393,6 @@ def fit(
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps)
     ema = WeightEMA(net, config.ema_decay) if config.ema_decay > 0 else None
-    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and config.amp) else None
     start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
     if resume_from is not None:
         state = load_checkpoint(resume_from, net, optimizer, scheduler, map_location=device, restore_rng=True)
@@ -315,13 +415,10 @@ def fit(
                 "a single source image" if config.val_fraction > 0 else "none asked for",
             )  # fmt: skip
     record: dict[str, Any] = {}
-    for epoch in range(start_epoch, config.epochs):
-        stats = train_epoch(
-            model, train_batches(epoch), optimizer, scheduler=scheduler, scaler=scaler,
-            grad_clip=config.grad_clip, ssim_weight=config.ssim_weight, loss_kind=config.loss,
-            amp=config.amp, max_steps=config.max_steps_per_epoch,
-            progress=f"epoch {epoch + 1}/{config.epochs}" if progress else False, ema=ema,
-        )  # fmt: skip
+
+    def end_epoch(done: Progress, stats: dict[str, float]) -> None:
+        nonlocal record, best_psnr, best_epoch
+        epoch = done.epoch - 1
         record = {"epoch": epoch, "train_loss": stats["loss"]}
         checkpoint = None
         if main:
@@ -340,6 +437,9 @@ def fit(
             checkpoint = run_dir / "last.pt"
         if report is not None:
             report({**record, "best_psnr": best_psnr} if main else record, checkpoint)
+
+    fit(model, train_batches, optimizer, config, Budget(epochs=config.epochs), scheduler=scheduler, ema=ema,
+        start=Progress(epoch=start_epoch), on_chunk=end_epoch, progress=progress)  # fmt: skip
     return {
         "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch, "start_epoch": start_epoch,
         "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"), "metrics": record,
@@ -370,7 +470,7 @@ def train_local(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``config.model`` on ``data_dir`` in this process (``fit`` over a ``PairReader``).
+    """Train ``config.model`` on ``data_dir`` in this process (``train_run`` over a ``PairReader``).
 
     ``run_dir`` gets ``last.pt`` (every epoch), ``best.pt`` (best validation PSNR), ``metrics.jsonl``
     (one line per epoch), ``config.json`` and ``curves.png``. With ``resume`` and an existing
@@ -386,14 +486,14 @@ def train_local(
     reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
     n_train = reader.count("train")
     if n_train == 0:
-        raise ValueError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
 
     def train_batches(epoch: int) -> Batches:
         return reader.batches(
             "train", config.batch_size, seed=config.seed, epoch=epoch, shuffle_buffer=config.shuffle_buffer
         )
 
-    return fit(
+    return train_run(
         config,
         run_dir,
         train_batches,
@@ -404,3 +504,37 @@ def train_local(
         report=_print_epoch(config.epochs) if progress else None,
         progress=progress,
     )
+
+
+def train(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig,
+    given: set[str],
+    *,
+    resume: bool = True,
+    distributed: Callable[[Path, Path, TrainConfig], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``degtrans train``: ``train_local``, or ``distributed`` (Ray Train's, which restore may not
+    import) when given; on a CPU with the small network's sizes (``config.CPU_SIZES``) where ``given``
+    (the keys the config file and overrides set, ``config.given_keys``) leaves them open.
+
+    Returns:
+        The run's summary (see ``train_local``), after printing its best validation PSNR.
+    """
+    on_gpu = torch.cuda.is_available() if distributed is None else config.gpus_per_worker > 0
+    if not on_gpu:
+        config, changed = small_on_cpu(config, given)
+        if changed:
+            sizes = ", ".join(f"{k}={v}" for k, v in changed.items())
+            print(f"training on the CPU: the small network ({sizes}); --set train.KEY=VALUE for others")
+    if distributed is None:
+        result = train_local(data_dir, run_dir, config, resume=resume)
+    else:
+        result = distributed(Path(data_dir), Path(run_dir), config)
+    if result["metrics"].get("val_count", 1) == 0:
+        print(f"no validation split: best.pt is the last epoch's; checkpoints in {run_dir}")
+    else:
+        print(f"best validation PSNR {result['best_psnr']:.2f} dB (epoch {result['best_epoch'] + 1}); "
+              f"checkpoints in {run_dir}")  # fmt: skip
+    return result

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from degtrans.config import TrainConfig
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.models import build_model
 
@@ -73,7 +73,7 @@ def init_weights(model: nn.Module, init: str) -> None:
         model.load_state_dict(weights)
     except RuntimeError as error:
         sizes = {k: v for k, v in state["config"].items() if k.startswith("wiener_") or k == "width"}
-        raise ValueError(f"train.init={init!r} ({path}): its network does not fit this run's ({sizes}): "
+        raise InputError(f"train.init={init!r} ({path}): its network does not fit this run's ({sizes}): "
                          f"{str(error).splitlines()[0]}") from error  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from degtrans.atomic import write_atomic
+from degtrans.errors import InputError, MissingInput
 from degtrans.simulate.cfa import PATTERNS, demosaic
 from degtrans.simulate.isp import SRGB_TO_XYZ, ISPParams, process, rgb_to_cam_matrix
 from degtrans.simulate.noise import NoiseModel
@@ -56,7 +57,7 @@ class CameraProfile:
         object.__setattr__(self, "xyz_to_cam", tuple(tuple(float(v) for v in row) for row in self.xyz_to_cam))
         problem = self._problem()
         if problem:
-            raise ValueError(f"camera profile {self.name!r}: {problem}")
+            raise InputError(f"camera profile {self.name!r}: {problem}")
 
     def _problem(self) -> str | None:
         if self.cfa_pattern not in PATTERNS:
@@ -97,19 +98,19 @@ class CameraProfile:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"{source}: unknown camera profile key {unknown[0]!r} (known: {', '.join(sorted(known))})"
             )
         values = dict(data)
         if "name" not in values:
-            raise ValueError(f"{source}: camera profile needs a 'name'")
+            raise InputError(f"{source}: camera profile needs a 'name'")
         noise = values.pop("noise", {})
         try:
             return cls(**values, noise=NoiseModel(**noise))
         except TypeError as error:
-            raise ValueError(f"{source}: invalid camera profile: {error}") from error
+            raise InputError(f"{source}: invalid camera profile: {error}") from error
         except ValueError as error:
-            raise ValueError(f"{source}: {error}") from error
+            raise InputError(f"{source}: {error}") from error
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> CameraProfile:
@@ -119,9 +120,9 @@ class CameraProfile:
             with open(path, "rb") as handle:
                 data = tomllib.load(handle)
         except FileNotFoundError as error:
-            raise ValueError(f"{path}: camera profile not found") from error
+            raise MissingInput(f"{path}: camera profile not found") from error
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: invalid TOML: {error}") from error
+            raise InputError(f"{path}: invalid TOML: {error}") from error
         return cls.from_dict(data, str(path))
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -135,13 +136,13 @@ class CameraProfile:
         """Read CFA, levels, as-shot white balance and colour matrix from a RAW file with rawpy.
 
         Raises:
-            ValueError: naming the file, if it is unreadable, corrupt, or not a Bayer RAW.
+            InputError: naming the file, if it is unreadable, corrupt, or not a Bayer RAW.
         """
         import rawpy
 
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"{path}: RAW file not found")
+            raise MissingInput(f"{path}: RAW file not found")
         try:
             with rawpy.imread(str(path)) as raw:
                 pattern_idx = raw.raw_pattern
@@ -152,23 +153,23 @@ class CameraProfile:
                 xyz_table = np.array(raw.rgb_xyz_matrix, dtype=np.float64)[:3]
                 embedded = np.array(raw.color_matrix, dtype=np.float64)[:3, :3]
         except rawpy.LibRawError as error:
-            raise ValueError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
+            raise InputError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
         if pattern_idx is None or np.asarray(pattern_idx).shape != (2, 2):
-            raise ValueError(
+            raise InputError(
                 f"{path}: unsupported RAW: not a 2x2 Bayer sensor (X-Trans, Foveon or linear DNG?)"
             )
         pattern = "".join(desc[int(i)] for i in np.asarray(pattern_idx).ravel())
         if pattern not in PATTERNS:
-            raise ValueError(
+            raise InputError(
                 f"{path}: unsupported CFA {pattern!r} (colours {desc!r}); expected one of {list(PATTERNS)}"
             )
         black = tuple(float(blacks[int(i)]) for i in np.asarray(pattern_idx).ravel())
         matrix = _xyz_to_cam(embedded, xyz_table)
         if matrix is None:
-            raise ValueError(f"{path}: RAW file carries no colour matrix (LibRaw knows none for this camera)")
+            raise InputError(f"{path}: RAW file carries no colour matrix (LibRaw knows none for this camera)")
         r, g, b = multipliers[0], multipliers[1], multipliers[2]
         if min(r, g, b) <= 0:
-            raise ValueError(f"{path}: RAW file carries no as-shot white balance ({multipliers})")
+            raise InputError(f"{path}: RAW file carries no as-shot white balance ({multipliers})")
         neutral = (g / r, 1.0, g / b)
         try:
             return cls(
@@ -182,14 +183,14 @@ class CameraProfile:
                 source=f"rawpy {path.name}",
             )
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from error
+            raise InputError(f"{path}: {error}") from error
 
     @classmethod
     def bundled(cls, name: str) -> CameraProfile:
         """A profile shipped in ``degtrans/data/cameras/<name>.toml``."""
         names = bundled_profiles()
         if name not in names:
-            raise ValueError(f"unknown bundled camera profile {name!r} (available: {', '.join(names)})")
+            raise InputError(f"unknown bundled camera profile {name!r} (available: {', '.join(names)})")
         with resources.as_file(resources.files("degtrans").joinpath(f"{PROFILE_DIR}/{name}.toml")) as path:
             return cls.from_toml(path)
 
@@ -224,7 +225,7 @@ def load_profile(name_or_path: str | os.PathLike) -> CameraProfile:
         return CameraProfile.from_toml(path)
     if path.exists():
         return CameraProfile.from_raw(path)
-    raise ValueError(
+    raise InputError(
         f"camera profile {text!r}: not a bundled name ({', '.join(bundled_profiles())}),"
         " a .toml file or a RAW file"
     )
@@ -250,7 +251,7 @@ def develop_raw(path: str | os.PathLike, profile: CameraProfile | None = None) -
             colours = np.asarray(raw.raw_colors_visible[:2, :2])
             desc = raw.color_desc.decode("ascii", "replace")
     except rawpy.LibRawError as error:
-        raise ValueError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
+        raise InputError(f"{path}: cannot read RAW file ({type(error).__name__}: {error})") from error
     # The pattern of the visible area's top-left pixel (the sensor's margin may shift the phase).
     pattern = "".join(desc[int(c)] for c in colours.ravel())
     if pattern not in PATTERNS:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from degtrans.errors import InputError
+from degtrans.errors import InputError, MissingInput
 
 CATALOGUE_FILE = "cameras.toml"
 ENTRY_KEYS = ("field", "name", "profile", "weight")
@@ -69,48 +69,48 @@ def load_catalogue(path: str | os.PathLike) -> list[CameraEntry]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a valid TOML catalogue: {error}") from error
+        raise InputError(f"{path}: not a valid TOML catalogue: {error}") from error
     unknown = sorted(set(data) - {"camera"})
     if unknown:
-        raise ValueError(f"{path}: unknown top-level key {unknown[0]!r} (expected [[camera]] tables)")
+        raise InputError(f"{path}: unknown top-level key {unknown[0]!r} (expected [[camera]] tables)")
     tables = data.get("camera")
     if not isinstance(tables, list) or not tables:
-        raise ValueError(f"{path}: no cameras (expected one [[camera]] table per camera)")
+        raise InputError(f"{path}: no cameras (expected one [[camera]] table per camera)")
     entries = [_entry(path, i, table) for i, table in enumerate(tables)]
     names = [e.name for e in entries]
     repeated = next((n for n in names if names.count(n) > 1), None)
     if repeated is not None:
-        raise ValueError(f"{path}: two cameras are named {repeated!r} (names must be unique)")
+        raise InputError(f"{path}: two cameras are named {repeated!r} (names must be unique)")
     return entries
 
 
 def _entry(path: Path, index: int, table: object) -> CameraEntry:
     where = f"{path}: camera[{index}]"
     if not isinstance(table, dict):
-        raise ValueError(f"{where}: expected a table with field, name, profile, weight")
+        raise InputError(f"{where}: expected a table with field, name, profile, weight")
     unknown = sorted(set(table) - set(ENTRY_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(ENTRY_KEYS)})")
+        raise InputError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(ENTRY_KEYS)})")
     if not isinstance(table.get("field"), str):
-        raise ValueError(f"{where}: 'field' (the PSF field .npz, relative to the catalogue) is required")
+        raise InputError(f"{where}: 'field' (the PSF field .npz, relative to the catalogue) is required")
     field = Path(table["field"])
     field = field if field.is_absolute() else path.parent / field
     name = table.get("name", field.stem)
     where = f"{path}: camera[{index}] ({name!r})"
     if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"{where}: 'name' must be a non-empty string without '/'")
+        raise InputError(f"{where}: 'name' must be a non-empty string without '/'")
     if not field.is_file():
-        raise ValueError(f"{where}: field {field} does not exist")
+        raise MissingInput(f"{where}: field {field} does not exist")
     profile = table.get("profile")
     if profile is not None and not isinstance(profile, str):
-        raise ValueError(f"{where}: 'profile' must be a string (bundled name or file), got {profile!r}")
+        raise InputError(f"{where}: 'profile' must be a string (bundled name or file), got {profile!r}")
     weight = table.get("weight", 1.0)
     if (
         isinstance(weight, bool)
         or not isinstance(weight, (int, float))
         or not (math.isfinite(weight) and weight > 0)
     ):
-        raise ValueError(f"{where}: 'weight' must be a positive number, got {weight!r}")
+        raise InputError(f"{where}: 'weight' must be a positive number, got {weight!r}")
     if profile is not None and not Path(profile).is_absolute() and (path.parent / profile).is_file():
         profile = str(path.parent / profile)
     return CameraEntry(name, field, profile, float(weight))

@@ -15,13 +15,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from degtrans.errors import InputError
+
 PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
 
 def check_pattern(pattern: str) -> str:
     if pattern not in PATTERNS:
-        raise ValueError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
+        raise InputError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
     return pattern
 
 

@@ -100,7 +100,7 @@ def build_dataset(
     if is_complete(output):
         manifest = read_manifest(output)
         if manifest.get("fingerprint") != print_:
-            raise ValueError(
+            raise InputError(
                 f"{output}: holds a finished dataset with other inputs or config; "
                 "choose a new output directory"
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from degtrans.errors import InputError
 from degtrans.io import write_image
 
 # Radii in pixels of the frame: the smallest disc is about a pixel, the largest a third of the frame.
@@ -86,15 +87,18 @@ def dead_leaves(
         (height, width, 3) float32 in [0, 1].
     """
     if height < 1 or width < 1:
-        raise ValueError(f"dead_leaves: frame size must be positive, got {height}x{width}")
+        raise InputError(f"dead_leaves: frame size (--size) must be positive, got {height}x{width}")
     s = SUPERSAMPLE
     big_h, big_w = height * s, width * s
     r_min = MIN_RADIUS * s
     r_max = (max_radius if max_radius is not None else min(height, width) / 3.0) * s
     if r_max <= r_min:
-        raise ValueError(f"dead_leaves: max_radius must exceed {MIN_RADIUS} px, got {max_radius}")
+        raise InputError(
+            f"dead_leaves: max_radius (default: a third of the smaller --size side) must exceed"
+            f" {MIN_RADIUS} px, got {r_max / s:g}"
+        )
     if not 0.0 <= texture <= 1.0:
-        raise ValueError(f"dead_leaves: texture must be a fraction in [0, 1], got {texture}")
+        raise InputError(f"dead_leaves: texture (--texture) must be a fraction in [0, 1], got {texture}")
     noise = _pink_noise(big_h, big_w, rng) if texture > 0 else None
     image = np.zeros((big_h, big_w, 3), dtype=np.float32)
     covered = np.zeros((big_h, big_w), dtype=bool)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from degtrans.errors import InputError
+
 
 @dataclass(frozen=True)
 class NoiseModel:
@@ -26,7 +28,7 @@ class NoiseModel:
 
     def __post_init__(self) -> None:
         if not 0 < self.shot_min <= self.shot_max:
-            raise ValueError(
+            raise InputError(
                 f"noise model: need 0 < shot_min <= shot_max, got {self.shot_min}, {self.shot_max}"
             )
 

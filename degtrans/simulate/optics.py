@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from degtrans.errors import InputError
 from degtrans.field import PSFField, normalise_psfs
 
 MIN_PUPIL_SAMPLES = 96
@@ -338,9 +339,9 @@ def lens_field(
     spec = resolve_preset(preset)
     rows, cols = grid
     if psf_size % 2 == 0 or psf_size < 3:
-        raise ValueError(f"lens_field: psf_size must be odd and >= 3, got {psf_size}")
+        raise InputError(f"lens_field: psf_size (--psf-size) must be odd and >= 3, got {psf_size}")
     if rows < 1 or cols < 1:
-        raise ValueError(f"lens_field: grid must be positive, got {grid}")
+        raise InputError(f"lens_field: grid (--grid) must be positive, got {grid}")
     height_px, width_px = image_size
     half_diagonal = math.hypot(height_px / 2, width_px / 2)
     psfs = np.zeros((rows, cols, 3, psf_size, psf_size), dtype=np.float64)
@@ -392,4 +393,6 @@ def resolve_preset(preset: str | LensSpec) -> LensSpec:
         return PRESETS[preset]
     if preset.startswith("random-") and preset[len("random-") :].isdigit():
         return random_lens(int(preset[len("random-") :]), name=preset)
-    raise ValueError(f"unknown lens preset {preset!r} (known: {', '.join(PRESETS)}, random-<seed>)")
+    raise InputError(
+        f"unknown lens preset (--preset) {preset!r} (known: {', '.join(PRESETS)}, random-<seed>)"
+    )

@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from degtrans.atomic import write_atomic
-from degtrans.errors import MissingInput
+from degtrans.errors import InputError, MissingInput
 from degtrans.io import read_image, write_image
 
 FORMAT = "degtrans-photos"
@@ -357,7 +357,7 @@ def make_photo_set(
     out = Path(output) if output is not None else default_photos()
     cache = Path(cache) if cache is not None else default_cache()
     if short_side < 1 or min_factor < 1.0:
-        raise ValueError(f"short_side must be >= 1 and min_factor >= 1, got {short_side}, {min_factor}")
+        raise InputError(f"--short-side must be >= 1 and --min-factor >= 1, got {short_side}, {min_factor}")
     by_name = {p.name: p for p in packages}
     names = [p.name for p in photos]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
@@ -438,9 +438,9 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read the photograph set's manifest: {error}") from error
+        raise InputError(f"{path}: cannot read the photograph set's manifest: {error}") from error
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise ValueError(f"{path}: not a photograph set of version {VERSION} ({FORMAT})")
+        raise InputError(f"{path}: not a photograph set of version {VERSION} ({FORMAT})")
     return manifest
 
 
@@ -448,8 +448,8 @@ def read_photo_set(folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """The manifest of a finished photograph set (default folder :func:`default_photos`).
 
     Raises:
-        FileNotFoundError: the set is not there (or unfinished): run ``degtrans simulate make-photos``.
-        ValueError: the manifest is unreadable or of another format.
+        MissingInput: the set is not there (or unfinished): run ``degtrans simulate make-photos``.
+        InputError: the manifest is unreadable or of another format.
     """
     folder = Path(folder) if folder is not None else default_photos()
     if not (folder / SUCCESS).exists() or not (folder / MANIFEST).exists():

@@ -72,22 +72,22 @@ def resolve_cameras(entries: Sequence[CameraEntry]) -> list[Camera]:
         entries: from ``fields_as_entries`` (``--psf``) or ``load_catalogue`` (``--cameras``).
     """
     if not entries:
-        raise ValueError("simulate: no cameras")
+        raise InputError("simulate: no cameras (give --psf or --cameras)")
     cameras: list[Camera] = []
     seen: set[str] = set()
     profiles: dict[str, dict[str, Any]] = {}
     for entry in entries:
         if entry.name in seen:
-            raise ValueError(f"{entry.field}: two cameras are named {entry.name!r} (names must be unique)")
+            raise InputError(f"{entry.field}: two cameras are named {entry.name!r} (names must be unique)")
         seen.add(entry.name)
         try:
             psf_field = PSFField.load(entry.field)
         except (OSError, ValueError, KeyError) as error:
-            raise ValueError(
+            raise InputError(
                 f"{entry.field}: cannot read the PSF field of camera {entry.name!r}: {error}"
             ) from error
         if psf_field.psfs.shape[2] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{entry.field}: the simulation needs an RGB field, got {psf_field.psfs.shape[2]} channels"
             )
         choice = entry.profile or psf_field.meta.get("profile", DEFAULT_PROFILE)
@@ -103,15 +103,15 @@ def resolve_cameras(entries: Sequence[CameraEntry]) -> list[Camera]:
 def check_frames(sources: Sequence[Source], cameras: Sequence[Camera], config: SimulateConfig) -> None:
     """Patch size fits every image; every field fits every frame unless ``fit_field``."""
     if config.patch_size < 1 or config.patches_per_image < 1:
-        raise ValueError(
-            f"simulate: patch_size and patches_per_image must be positive, got {config.patch_size}, "
+        raise InputError(
+            f"simulate.patch_size and simulate.patches_per_image must be positive, got {config.patch_size}, "
             f"{config.patches_per_image}"
         )
     for source in sources:
         where = source.where
         if config.patch_size > min(source.height, source.width):
-            raise ValueError(
-                f"{where}: patch size {config.patch_size} is larger than the image "
+            raise InputError(
+                f"{where}: patch size {config.patch_size} (simulate.patch_size) is larger than the image "
                 f"({source.height}x{source.width})"
             )
         if config.fit_field:
@@ -182,7 +182,7 @@ def plan_shards(
 ) -> list[ShardSpec]:
     """Fixed shards of ``rows_per_file`` consecutive samples; each carries only the sources it uses."""
     if config.rows_per_file < 1 or config.patches_per_image < 1:
-        raise ValueError("simulate: rows_per_file and patches_per_image must be positive")
+        raise InputError("simulate.rows_per_file and simulate.patches_per_image must be positive")
     settings = PairSettings.of(config)
     print_ = fingerprint(config, sources, cameras)
     samples = plan_samples(sources, cameras, config.patches_per_image, config.camera_choice, config.seed)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from degtrans.errors import InputError
 from degtrans.figures import pyplot, save_figure
 from degtrans.pairs import PIXEL_COLUMNS, decode_u16, read_manifest
 
@@ -16,7 +17,7 @@ def draw_pairs(dataset: str | Path, png: str | Path, count: int = 6) -> Path:
     dataset = Path(dataset)
     manifest = read_manifest(dataset)
     if not manifest["shards"]:
-        raise ValueError(f"{dataset}: the dataset has no shards")
+        raise InputError(f"{dataset}: the dataset has no shards")
     table = pq.read_table(dataset / manifest["shards"][0]["path"]).slice(0, count)
     rows = table.to_pylist()
     fig, axes = plt.subplots(len(rows), 2, figsize=(6, 3 * len(rows)), squeeze=False)

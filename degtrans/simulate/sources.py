@@ -70,15 +70,15 @@ def _read_bytes(source: Source) -> bytes:
 
 
 def load_source(source: Source) -> np.ndarray:
-    """Decode a planned clean image; raises ``ValueError`` naming it if unreadable."""
+    """Decode a planned clean image; raises ``InputError`` naming it if unreadable."""
     where = source.where
     try:
         data = _read_bytes(source)
     except OSError as error:
-        raise ValueError(f"{where}: cannot read: {error}") from error
+        raise InputError(f"{where}: cannot read: {error}") from error
     image = decode_image(data, where)
     if image.shape[:2] != (source.height, source.width):
-        raise ValueError(f"{where}: decoded size {image.shape[:2]} differs from its header")
+        raise InputError(f"{where}: decoded size {image.shape[:2]} differs from its header")
     return image
 
 
@@ -91,13 +91,13 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
             try:
                 table = pq.read_table(path)
                 if "image" not in table.column_names:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}: a Parquet input needs a binary column 'image' (encoded images)"
                     )
                 names = table.column("name").to_pylist() if "name" in table.column_names else None
                 blobs = table.column("image").to_pylist()
             except (OSError, pa.ArrowException) as error:
-                raise ValueError(f"{path}: cannot read Parquet images: {error}") from error
+                raise InputError(f"{path}: cannot read Parquet images: {error}") from error
             for row, blob in enumerate(blobs):
                 name = str(names[row]) if names else f"{path.stem}-{row:05d}"
                 name = Path(name).stem

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from degtrans.atomic import atomic_path
+from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.pairs import (
     IMAGE_COLUMNS,
@@ -269,7 +270,7 @@ def existing_shard(spec: ShardSpec) -> ShardResult | None:
         path.unlink()
         return None
     if header.get("fingerprint") != spec.fingerprint:
-        raise ValueError(
+        raise InputError(
             f"{path}: this shard belongs to another dataset (other inputs or config); "
             f"write to a new output directory or delete {spec.output}"
         )

@@ -10,6 +10,7 @@ from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.fit import FitProblem, TileFitError, fit_tile, tile_weight_map
 from degtrans.calibrate.pipeline import fill_from_neighbours, local_mapper, solve_field
 from degtrans.config import CalibrateConfig
+from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
 from degtrans.testing.synthetic import gaussian_field
@@ -72,7 +73,7 @@ def test_fill_from_neighbours_uses_nearest_tiles():
     psfs = np.arange(9, dtype=np.float32).reshape(3, 3, 1, 1, 1)
     filled = fill_from_neighbours(psfs, {(0, 0)})
     assert filled[0, 0, 0, 0, 0] == pytest.approx(np.mean([1, 3, 4]))
-    with pytest.raises(ValueError, match="every tile failed"):
+    with pytest.raises(DegtransError, match="every tile failed"):
         fill_from_neighbours(psfs, {(r, c) for r in range(3) for c in range(3)})
 
 

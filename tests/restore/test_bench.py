@@ -5,21 +5,24 @@ the in-memory pairs and the time budget are tested through ``benchmarks/restore.
 import pytest
 import torch
 
-from degtrans.config import ConfigError, TrainConfig
-from degtrans.restore.bench import RECIPES, InMemoryPairs, recipe_configs, train_for
+from degtrans.config import PRESETS, ConfigError, TrainConfig
+from degtrans.restore.bench import InMemoryPairs, preset_configs, train_for
 from degtrans.restore.checkpoint import model_from_checkpoint
 from degtrans.restore.data import PairReader
 
 
-def test_recipe_configs_apply_typed_overrides_to_every_network():
-    configs = recipe_configs(RECIPES["cpu"], ["wiener", "fovkpn"], amp=False, overrides=["seed=3", "width=8"])
+def test_preset_configs_apply_typed_overrides_to_every_network():
+    configs = preset_configs("bench-cpu", ["wiener", "fovkpn"], amp=False, overrides=["seed=3", "width=8"])
     assert {c.model for c in configs.values()} == {"wiener", "fovkpn"}
-    batch = RECIPES["cpu"]["batch"]
+    batch = PRESETS["bench-cpu"]["train"]["batch_size"]
     assert all(c.seed == 3 and c.width == 8 and c.batch_size == batch for c in configs.values())
+    assert all(c.preset == "bench-cpu" and c.warmup_steps == 100 for c in configs.values())
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        recipe_configs(RECIPES["cpu"], ["wiener"], amp=False, overrides=["seed"])
+        preset_configs("bench-cpu", ["wiener"], amp=False, overrides=["seed"])
     with pytest.raises(ConfigError, match="widht"):
-        recipe_configs(RECIPES["cpu"], ["wiener"], amp=False, overrides=["widht=8"])
+        preset_configs("bench-cpu", ["wiener"], amp=False, overrides=["widht=8"])
+    with pytest.raises(ConfigError, match="preset"):
+        preset_configs("cpu", ["wiener"], amp=False)
 
 
 def test_train_for_takes_exactly_the_budget_and_scores_along_the_way(toy_data, tmp_path):

@@ -7,13 +7,19 @@ import torch
 from degtrans.config import RestoreConfig, TrainConfig
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.infer import restore_array
-from degtrans.restore.loop import build_model, make_optimizer, train_epoch
+from degtrans.restore.loop import Budget, build_model, fit, make_optimizer, precision
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["fovkpn", "wiener"])
-@pytest.mark.parametrize("scaler", [False, True], ids=["bf16", "fp16-scaler"])
-def test_mixed_precision_training_steps_on_cuda(name, scaler):
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp16-scaler"])
+def test_mixed_precision_training_steps_on_cuda(name, bf16, monkeypatch):
+    """Both arms of the one policy: bfloat16 where the GPU has it, else float16 with a scaler."""
+    if bf16 and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    dtype, scaler = precision(torch.device("cuda"), amp=True)
+    assert dtype == (torch.bfloat16 if bf16 else torch.float16) and (scaler is None) == bf16
     config = TrainConfig(model=name, width=8, offset_channels=8, wiener_features=6)
     model = build_model(config).cuda()
     optimizer = make_optimizer(model, config)
@@ -23,9 +29,10 @@ def test_mixed_precision_training_steps_on_cuda(name, scaler):
         "degraded": torch.rand(4, 3, 64, 64), "clean": torch.rand(4, 3, 64, 64), "psf": psf,
         "coords": fov_coords(torch.zeros(4), torch.arange(4) * 16, 128, 128, 64, 64),
     }  # fmt: skip
-    grad_scaler = torch.amp.GradScaler("cuda") if scaler else None
-    stats = train_epoch(model, [batch] * 3, optimizer, scaler=grad_scaler, amp=True)
-    assert np.isfinite(stats["loss"]) and all(torch.isfinite(p).all() for p in model.parameters())
+    losses = []
+    fit(model, lambda epoch: [batch] * 3, optimizer, config, Budget(epochs=1),
+        on_chunk=lambda done, stats: losses.append(stats["loss"]))  # fmt: skip
+    assert np.isfinite(losses[0]) and all(torch.isfinite(p).all() for p in model.parameters())
 
 
 @pytest.mark.gpu

@@ -6,7 +6,7 @@ from degtrans.config import TrainConfig
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import evaluate_methods
-from degtrans.restore.loop import make_optimizer, train_epoch
+from degtrans.restore.loop import Budget, fit, make_optimizer
 from degtrans.restore.models import build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import write_toy_dataset
@@ -38,8 +38,8 @@ def test_a_short_run_beats_the_identity_on_held_out_images(six_frames, tmp_path,
     assert val_sources and train_sources.isdisjoint(val_sources)
     net = build_model(config)
     optimizer = make_optimizer(net, config)
-    for epoch in range(20):
-        train_epoch(net, reader.batches("train", 8, seed=0, epoch=epoch), optimizer, amp=False)
+    fit(net, lambda epoch: reader.batches("train", 8, seed=0, epoch=epoch), optimizer, config,
+        Budget(epochs=20))  # fmt: skip
     checkpoint = save_checkpoint(tmp_path / "net.pt", net, optimizer, None, 20, config)
     rows = evaluate_methods(six_frames, ["identity", f"ckpt:{checkpoint}"], "val", val_fraction=VAL_FRACTION,
                             progress=False)  # fmt: skip

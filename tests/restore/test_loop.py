@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,16 @@ from degtrans.kernels import sv_conv2d
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import evaluate, fit, make_optimizer, make_scheduler, train_epoch, train_local
+from degtrans.restore.loop import (
+    Budget,
+    Progress,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    train_local,
+    train_run,
+)
 from degtrans.restore.models import MODELS, build_model
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import toy_frame, write_toy_dataset
@@ -49,18 +59,21 @@ def test_tiny_fovkpn_overfits_four_patches():
     model = build_model(TINY)
     optimizer = make_optimizer(model, TINY)
     losses = []
-    for _ in range(50):
-        stats = train_epoch(
-            model, [batch] * 10, optimizer, report=lambda r: losses.append(r["loss"]), loss_kind=TINY.loss
-        )
-        assert stats["patches"] == 40
-        if losses[-1] < losses[0] / 10:
-            break
+    chunks = []
+
+    def end_epoch(done, stats):  # up to 50 epochs, the first where the loss fell tenfold the last
+        chunks.append(stats["patches"])
+        return Budget(epochs=done.epoch) if losses[-1] < losses[0] / 10 else None
+
+    fit(model, lambda epoch: [batch] * 10, optimizer, TINY, Budget(epochs=50),
+        report=lambda r: losses.append(r["loss"]), on_chunk=end_epoch)  # fmt: skip
+    assert set(chunks) == {40}
     assert losses[-1] < losses[0] / 10, f"L2 loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
 
 
 def _step_and_params(model, optimizer, scheduler, batch):
-    train_epoch(model, [batch], optimizer, scheduler=scheduler, loss_kind="l1")
+    config = dataclasses.replace(TINY, loss="l1")
+    fit(model, lambda epoch: [batch], optimizer, config, Budget(epochs=1), scheduler=scheduler)
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -140,7 +153,7 @@ class Wrapper(nn.Module):
         return self.module(*args)
 
 
-def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
+def test_train_run_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
     """The wiener network needs the PSF; the registry says so, not an attribute the wrapper hides."""
     config = TrainConfig(model="wiener", width=8, wiener_features=6, epochs=1, batch_size=8)
     reader = PairReader(toy_data, with_psf=MODELS["wiener"].needs_psf)
@@ -148,7 +161,7 @@ def test_fit_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data)
     def train_batches(epoch):
         return reader.batches("train", 8, epoch=epoch)
 
-    summary = fit(config, tmp_path / "run", train_batches, reader.count("train"), reader, wrap=Wrapper)
+    summary = train_run(config, tmp_path / "run", train_batches, reader.count("train"), reader, wrap=Wrapper)
     assert MODELS["wiener"].needs_psf and not MODELS["fovkpn"].needs_psf
     assert summary["best_epoch"] == 0 and math.isfinite(summary["metrics"]["train_loss"])
     assert load_checkpoint(tmp_path / "run" / "last.pt", build_model(config))["epoch"] == 0
@@ -172,3 +185,71 @@ def test_without_validation_it_warns_and_best_is_the_last_epoch(tmp_path, toy_fi
     assert summary["best_epoch"] == 1 and load_checkpoint(run / "best.pt")["epoch"] == 1
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_count"] for r in records] == [0, 0]
+
+
+class Gain(nn.Module):
+    """One parameter times the degraded patch, ``seconds`` per call."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+        self.seconds = seconds
+
+    def forward(self, degraded, *_):
+        time.sleep(self.seconds)
+        return self.gain * degraded
+
+
+def _tiny_run(budget, every=None, seconds_per_step=0.0, batches_per_epoch=3):
+    """``fit`` of a one-parameter network on constant batches; returns its progress and chunk ends."""
+    batch = {"degraded": torch.ones(2, 3, 4, 4), "clean": torch.full((2, 3, 4, 4), 0.5)}
+    model = Gain(seconds_per_step)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ends = []
+
+    def end(progress, stats):
+        ends.append((progress.epoch, progress.step))
+
+    done = fit(model, lambda epoch: [batch] * batches_per_epoch, optimizer, TrainConfig(), budget,
+               every=every, on_chunk=end)  # fmt: skip
+    return done, ends
+
+
+def test_fit_stops_at_the_first_limit_of_its_budget():
+    done, ends = _tiny_run(Budget(epochs=2))
+    assert (done.epoch, done.step) == (2, 6) and ends == [(1, 3), (2, 6)]
+    done, ends = _tiny_run(Budget(epochs=5, steps=4))
+    assert (done.epoch, done.step) == (1, 4) and ends == [(1, 3), (1, 4)]
+    # ``every`` adds chunk ends inside an epoch; an endless epoch ends at the step budget.
+    done, ends = _tiny_run(Budget(steps=5), every=lambda step: step + 2, batches_per_epoch=10**6)
+    assert done.step == 5 and ends == [(0, 2), (0, 4), (0, 5)]
+
+
+def test_fit_honours_a_time_budget_between_steps():
+    done, ends = _tiny_run(Budget(steps=1000, seconds=0.2), seconds_per_step=0.05, batches_per_epoch=10**6)
+    assert 2 <= done.step <= 6 and ends == [(0, done.step)] and done.seconds >= 0.2
+
+
+def test_fit_resumes_from_its_start_and_a_chunk_end_may_change_the_budget():
+    batch = {"degraded": torch.ones(1, 3, 4, 4), "clean": torch.ones(1, 3, 4, 4)}
+    model = Gain()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ends = []
+
+    def end(progress, stats):
+        ends.append(progress.step)
+        return Budget(steps=6)
+
+    done = fit(model, lambda epoch: iter(lambda: batch, None), optimizer, TrainConfig(), Budget(steps=10),
+               start=Progress(step=4), every=lambda step: step + 1, on_chunk=end)  # fmt: skip
+    assert done.step == 6 and ends == [5, 6]
+
+
+def test_build_model_leaves_the_global_rng_alone_and_is_seeded_by_the_config():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = build_model(TINY)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = build_model(TINY)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -1,9 +1,9 @@
-"""The training recipe: schedule, weight EMA, and the paper preset."""
+"""The training recipe: schedule, weight EMA, and the presets."""
 
 import pytest
 import torch
 
-from degtrans.config import ConfigError, TrainConfig, from_dict, load_config
+from degtrans.config import PRESETS, ConfigError, TrainConfig, from_dict, load_config, preset_config
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint
 from degtrans.restore.loop import train_local
 from degtrans.restore.recipe import WeightEMA, lr_factor, make_scheduler
@@ -58,6 +58,15 @@ def test_paper_preset_sets_the_reference_settings_and_later_keys_win():
     assert from_file.train.learning_rate == 2e-4 and from_file.train.epochs == 50
     with pytest.raises(ConfigError, match="preset"):
         load_config(None, ["train.preset=fast"])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_train_preset_value_and_sets_what_it_says(name):
+    run = preset_config(name)
+    assert run.train.preset == name
+    for section, values in PRESETS[name].items():
+        assert {key: getattr(getattr(run, section), key) for key in values} == values
+    assert load_config(None, [f"train.preset={name}"]) == run
 
 
 def test_training_with_ema_validates_and_restores_the_average(tmp_path, toy_data):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from degtrans.config import TrainConfig
+from degtrans.errors import InputError
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.wiener import DeepWiener
 
@@ -61,7 +62,7 @@ MODELS: dict[str, ModelSpec] = {
 def model_spec(name: str) -> ModelSpec:
     """The registry entry of ``name``; an unknown name is an error listing the known ones."""
     if name not in MODELS:
-        raise ValueError(f"train.model: expected one of {sorted(MODELS)}, got {name!r}")
+        raise InputError(f"train.model: expected one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name]
 
 
@@ -71,7 +72,13 @@ def model_name(model: nn.Module) -> str | None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The network ``config.model`` names, with the sizes of ``config``, seeded by ``config.seed``."""
+    """The network ``config.model`` names, with the sizes of ``config``, its initial weights drawn from
+    ``config.seed`` alone.
+
+    ``nn.Module`` initialisers draw from torch's global CPU generator and take no other, so it is seeded
+    inside ``fork_rng``, which gives the caller's RNG state back untouched (same weights as seeding it).
+    """
     spec = model_spec(config.model)
-    torch.manual_seed(config.seed)
-    return spec.build(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(config.seed)
+        return spec.build(config)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degtrans.errors import InputError
 from degtrans.kernels.deform import deform_conv2d
 
 __all__ = ["DeformResBlock", "ModulatedDeformConv2d", "deform_conv2d"]
@@ -60,8 +61,9 @@ class DeformResBlock(nn.Module):
     def __init__(self, channels: int, offset_channels: int = 32, offset_groups: int = 1) -> None:
         super().__init__()
         if channels % offset_groups:
-            raise ValueError(
-                f"DeformResBlock: offset_groups ({offset_groups}) must divide the channels ({channels})"
+            raise InputError(
+                f"DeformResBlock: offset_groups (train.offset_groups: {offset_groups}) must divide the"
+                f" channels ({channels})"
             )
         self.dcn = ModulatedDeformConv2d(channels, channels, 3, offset_channels, offset_groups)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)

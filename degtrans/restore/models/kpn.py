@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from degtrans.errors import InputError
 from degtrans.kernels import apply_pixel_kernels
 
 
@@ -38,9 +39,13 @@ class MultiDilationKPN(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise ValueError(f"MultiDilationKPN: kernel_size must be odd, got {kernel_size}")
+            raise InputError(
+                f"MultiDilationKPN: kernel_size (train.kpn_kernel) must be odd, got {kernel_size}"
+            )
         if not dilations or min(dilations) < 1:
-            raise ValueError(f"MultiDilationKPN: dilations must be >= 1, got {dilations}")
+            raise InputError(
+                f"MultiDilationKPN: dilations (train.kpn_dilations) must be >= 1, got {dilations}"
+            )
         self.channels, self.kernel_size = channels, kernel_size
         self.dilations = tuple(int(d) for d in dilations)
         self.kernel_scale = kernel_scale

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from degtrans.errors import InputError
 from degtrans.kernels.spectral import psf_to_otf, symmetric_extend
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock, pad_to_multiple
 from degtrans.restore.models.domain import to_display, to_linear
@@ -277,13 +278,17 @@ class DeepWiener(nn.Module):
     ) -> None:
         super().__init__()
         if features % channels or features < 2 * channels:
-            raise ValueError(
-                f"DeepWiener: features ({features}) must be a multiple of {channels} and >= {2 * channels}"
+            raise InputError(
+                f"DeepWiener: features (train.wiener_features: {features}) must be a multiple of {channels}"
+                f" and >= {2 * channels}"
             )
         if bands < 1:
-            raise ValueError(f"DeepWiener: bands must be >= 1, got {bands}")
+            raise InputError(f"DeepWiener: bands (train.wiener_bands) must be >= 1, got {bands}")
         if levels < 1 or stages < 1:
-            raise ValueError(f"DeepWiener: levels and stages must be >= 1, got {levels} and {stages}")
+            raise InputError(
+                f"DeepWiener: levels and stages (train.wiener_levels, train.wiener_stages) must be >= 1,"
+                f" got {levels} and {stages}"
+            )
         self.channels, self.features, self.bands = channels, features, bands
         self.known_isp = known_isp
         self.encoder = nn.Sequential(
