@@ -1,9 +1,8 @@
 """Reader of the degraded/clean pair datasets that ``degtrans simulate`` writes (pyarrow, no Ray).
 
-The format (layout, manifest, columns, pixel encoding, splits) is ``degtrans.pairs``; its names used by
-the Ray collate (``degtrans.cluster.train``) are re-exported here. Only the shards the manifest lists are
-read, with column projection; batches are shuffled by file and within a bounded buffer from an explicit
-seed, and ``uint16`` pixels become float32 in [0, 1].
+The format (layout, manifest, columns, pixel encoding, splits) is ``degtrans.pairs``. Only the shards
+the manifest lists are read, with column projection; batches are shuffled by file and within a bounded
+buffer from an explicit seed, and ``uint16`` pixels become float32 in [0, 1].
 """
 
 from __future__ import annotations
@@ -33,18 +32,6 @@ from degtrans.pairs import (
     val_fallback,
 )
 from degtrans.restore.coords import fov_coords
-
-__all__ = [
-    "META_COLUMNS",
-    "PIXEL_COLUMNS",
-    "PairReader",
-    "load_fields",
-    "patch_corner_psfs",
-    "patch_psfs",
-    "read_manifest",
-    "rows_to_batch",
-    "split_of",
-]
 
 Split = Literal["train", "val", "all"]
 
@@ -101,10 +88,12 @@ def rows_to_batch(
         "camera", "sample_id": lists, "y0", "x0", "frame_h", "frame_w": (B,) int64}``.
     """
 
-    def ints(name: str) -> np.ndarray:
+    def array(name: str, dtype: type) -> np.ndarray:
         value = columns[name]
-        value = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
-        return value.astype(np.int64)
+        return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value).astype(dtype)
+
+    def ints(name: str) -> np.ndarray:
+        return array(name, np.int64)
 
     def strings(name: str) -> list[str]:
         value = columns[name]
@@ -127,12 +116,7 @@ def rows_to_batch(
     batch_size = len(batch["sample_id"])
 
     def floats(names: Sequence[str]) -> torch.Tensor:
-        values = [
-            np.asarray(columns[n].to_numpy() if hasattr(columns[n], "to_numpy") else columns[n], np.float32)
-            if n in columns
-            else np.zeros(batch_size, np.float32)
-            for n in names
-        ]
+        values = [array(n, np.float32) if n in columns else np.zeros(batch_size, np.float32) for n in names]
         return torch.from_numpy(np.stack(values, axis=1)).to(device)
 
     if any(name in columns for name in NOISE_COLUMNS):
@@ -156,7 +140,8 @@ def rows_to_batch(
 
 @dataclass
 class PairReader:
-    """Batches of one split of a pair dataset. Reads the manifest (and PSF fields) once.
+    """Batches of one split of a pair dataset. Reads the manifest (and PSF fields) once, and the
+    ``sample_ids`` of every shard (a list per shard).
 
     Args:
         data_dir: the dataset directory ``OUT/``.
@@ -174,8 +159,9 @@ class PairReader:
         self.manifest = read_manifest(self.data_dir)
         self.fields = load_fields(self.data_dir, self.manifest) if self.with_psf else None
         self.shards = [self.data_dir / entry["path"] for entry in self.manifest["shards"]]
-        self._ids = [self._sample_ids(shard) for shard in self.shards]
-        self.fallback = val_fallback((source_of(s) for ids in self._ids for s in ids), self.val_fraction)
+        self.sample_ids = [self._sample_ids(shard) for shard in self.shards]
+        sources = (source_of(s) for ids in self.sample_ids for s in ids)
+        self.fallback = val_fallback(sources, self.val_fraction)
 
     @staticmethod
     def _sample_ids(shard: Path) -> list[str]:
@@ -185,15 +171,12 @@ class PairReader:
             raise InputError(f"{shard}: cannot read Parquet shard: {error}") from error
 
     def _keep(self, sample_ids: list[str], split: Split) -> np.ndarray:
-        if split == "all":
-            return np.ones(len(sample_ids), dtype=bool)
-        return np.array(
-            [split_of(s, self.val_fraction, self.fallback) == split for s in sample_ids], dtype=bool
-        )
+        keep = [split == "all" or split_of(s, self.val_fraction, self.fallback) == split for s in sample_ids]
+        return np.array(keep, dtype=bool)
 
     def count(self, split: Split = "train") -> int:
         """Number of samples in ``split``."""
-        return sum(int(self._keep(ids, split).sum()) for ids in self._ids)
+        return sum(int(self._keep(ids, split).sum()) for ids in self.sample_ids)
 
     def _rows(
         self, split: Split, shuffle: bool, rng: np.random.Generator, buffer_size: int

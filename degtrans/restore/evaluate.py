@@ -48,43 +48,48 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
 
         def baseline(batch: dict[str, Any]) -> torch.Tensor:
             known = "noise" in batch and "isp" in batch  # the pair's own noise level and ISP draw
-            outs = []
-            for i, camera in enumerate(batch["camera"]):
-                outs.append(
-                    deconvolve_field(
-                        batch["degraded"][i],
-                        reader.fields[camera],
-                        method,
-                        offset=(int(batch["y0"][i]), int(batch["x0"][i])),
-                        frame_size=(int(batch["frame_h"][i]), int(batch["frame_w"][i])),
-                        noise=SensorNoise(*batch["noise"][i].tolist()) if known else None,
-                        isp=ISPParams.from_vector(batch["isp"][i : i + 1].double()) if known else None,
-                        **baseline_settings(config),
-                    )  # fmt: skip
+            return torch.stack([
+                deconvolve_field(
+                    batch["degraded"][i], reader.fields[camera], method,
+                    offset=(int(batch["y0"][i]), int(batch["x0"][i])),
+                    frame_size=(int(batch["frame_h"][i]), int(batch["frame_w"][i])),
+                    noise=SensorNoise(*batch["noise"][i].tolist()) if known else None,
+                    isp=ISPParams.from_vector(batch["isp"][i : i + 1].double()) if known else None,
+                    **baseline_settings(config),
                 )
-            return torch.stack(outs)
+                for i, camera in enumerate(batch["camera"])
+            ])  # fmt: skip
 
         return baseline
     if method.startswith("ckpt:"):
         from degtrans.restore.checkpoint import model_from_checkpoint
-        from degtrans.restore.loop import forward_batch as forward
+        from degtrans.restore.loop import forward_batch
 
-        model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
-
-        @torch.no_grad()
-        def network(batch: dict[str, Any]) -> torch.Tensor:
-            return forward(model.eval(), batch, device).float().clamp(0.0, 1.0).cpu()
-
-        return network
+        model = model_from_checkpoint(method[len("ckpt:") :], device=device)[0].eval()
+        return torch.no_grad()(
+            lambda batch: forward_batch(model, batch, device).float().clamp(0.0, 1.0).cpu()
+        )
     raise InputError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
 
 
 def _label(method: str) -> str:
-    return (
-        f"ckpt:{Path(method[5:]).parent.name}/{Path(method[5:]).name}"
-        if method.startswith("ckpt:")
-        else method
-    )
+    path = Path(method[len("ckpt:") :])
+    return f"ckpt:{path.parent.name}/{path.name}" if method.startswith("ckpt:") else method
+
+
+def _rows(
+    labels: dict[str, str], scores: dict[tuple[str, str], list[tuple[float, float]]]
+) -> list[dict[str, Any]]:
+    """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: the mean of ``scores[(method, zone)]``
+    for each method and zone (NaN for none)."""
+    rows = []
+    for method, label in labels.items():
+        for zone in ZONES:
+            values = scores.get((method, zone), [])
+            mean = np.mean(values, axis=0) if values else (math.nan, math.nan)
+            rows.append({"method": label, "zone": zone, "count": len(values),
+                         "psnr": float(mean[0]), "ssim": float(mean[1])})  # fmt: skip
+    return rows
 
 
 def evaluate_methods(
@@ -116,50 +121,35 @@ def evaluate_methods(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     reader = PairReader(data_dir, val_fraction=val_fraction, with_psf=True)
     fns = {m: _method_fn(m, reader, config, device) for m in methods}
-    sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    scores: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     crops: list[dict[str, Any]] = []
     spares: list[dict[str, Any]] = []
-    zones_shown: set[str] = set()
     limit = config.eval_max_samples or None
     batches = reader.batches(split, batch_size, shuffle=False, limit=limit)
     for batch in tqdm(batches, desc="evaluate", unit="batch", disable=not progress):
+        height, width = batch["clean"].shape[-2:]
+        positions = zip(batch["y0"], batch["x0"], batch["frame_h"], batch["frame_w"], strict=True)
         zones = [
-            zone_of(
-                patch_radius(
-                    int(y), int(x), batch["clean"].shape[-2], batch["clean"].shape[-1], int(h), int(w)
-                )
-            )
-            for y, x, h, w in zip(batch["y0"], batch["x0"], batch["frame_h"], batch["frame_w"], strict=True)
+            zone_of(patch_radius(int(y), int(x), height, width, int(h), int(w))) for y, x, h, w in positions
         ]
         outputs = {m: fn(batch) for m, fn in fns.items()}
         for method, restored in outputs.items():
             p, s = psnr(restored, batch["clean"]), ssim(restored, batch["clean"])
             for i, zone in enumerate(zones):
                 for key in ((method, "all"), (method, zone)):
-                    sums[key][0] += float(p[i])
-                    sums[key][1] += float(s[i])
-                    sums[key][2] += 1
+                    scores[key].append((float(p[i]), float(s[i])))
         for i, zone in enumerate(zones):
             # One crop per zone first; spares (in reading order) fill the remaining rows at the end.
             crop = {
                 "sample_id": batch["sample_id"][i], "zone": zone, "degraded": batch["degraded"][i],
                 "clean": batch["clean"][i], "restored": {m: outputs[m][i] for m in methods},
             }  # fmt: skip
-            if zone not in zones_shown and len(crops) < config.eval_crops:
-                zones_shown.add(zone)
+            if zone not in {c["zone"] for c in crops} and len(crops) < config.eval_crops:
                 crops.append(crop)
             elif len(spares) < config.eval_crops:
                 spares.append(crop)
     crops = (crops + spares)[: config.eval_crops]
-    rows = []
-    for method in methods:
-        for zone in ZONES:
-            total_p, total_s, count = sums.get((method, zone), [0.0, 0.0, 0])
-            nan = float("nan")
-            rows.append({
-                "method": _label(method), "zone": zone, "count": int(count),
-                "psnr": total_p / count if count else nan, "ssim": total_s / count if count else nan,
-            })  # fmt: skip
+    rows = _rows({m: _label(m) for m in methods}, scores)
     if out_png is not None and crops:
         draw_comparison(crops, methods, out_png)
     return rows
@@ -255,35 +245,18 @@ def frame_restorers(
 
     Networks and baselines alike are given each frame's noise level and ISP draw.
     """
-    from degtrans.restore.infer import model_tile_fn, restore_tiled
+    from degtrans.restore.checkpoint import model_from_checkpoint
+    from degtrans.restore.infer import restore_array
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    def field_of(frame: Frame) -> PSFField:
-        field = fields[frame.camera]
-        size = tuple(frame.degraded.shape[-2:])
-        return field if field.image_size == size else PSFField(field.psfs, size, field.channels)
-
-    def baseline(method: str) -> Restorer:
-        return lambda frame: deconvolve_field(
-            frame.degraded, field_of(frame), method, noise=frame.noise, isp=frame.isp,
-            **baseline_settings(config),
-        )  # fmt: skip
-
-    def network(path: str) -> Restorer:
-        from degtrans.restore.checkpoint import model_from_checkpoint
-
-        model, _ = model_from_checkpoint(path, device=device)
-        model = model.eval()
-
+    def restorer(method: str, model: torch.nn.Module | None = None) -> Restorer:
         def restore(frame: Frame) -> torch.Tensor:
-            size = tuple(frame.degraded.shape[-2:])
-            noise = torch.tensor([frame.noise.shot, frame.noise.read])
-            isp = frame.isp.vector()[0].float()
-            fn = model_tile_fn(model, size, field_of(frame), device, noise, isp, config.self_ensemble)
+            field, size = fields[frame.camera], tuple(frame.degraded.shape[-2:])
+            field = field if field.image_size == size else PSFField(field.psfs, size, field.channels)
             image = frame.degraded.permute(1, 2, 0).numpy()
-            tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)
-            out = restore_tiled(image, fn, *tiles, progress=False)
+            out = restore_array(image, method=method, model=model, field=field, config=config, device=device,
+                                progress=False, noise=frame.noise, isp=frame.isp)  # fmt: skip
             return torch.from_numpy(out).permute(2, 0, 1)
 
         return restore
@@ -293,9 +266,10 @@ def frame_restorers(
         if method == "identity":
             restorers[method] = lambda frame: frame.degraded
         elif method in ("wiener", "rl"):
-            restorers[method] = baseline(method)
+            restorers[method] = restorer(method)
         elif method.startswith("ckpt:"):
-            restorers[_label(method)] = network(method[len("ckpt:") :])
+            model, _ = model_from_checkpoint(method[len("ckpt:") :], device=device)
+            restorers[_label(method)] = restorer("model", model.eval())
         else:
             raise InputError(f"--method {method!r}: expected identity, wiener, rl or ckpt:PATH")
     return restorers
@@ -340,25 +314,6 @@ def frame_scores(
     return scores
 
 
-def corner_crops(
-    frame: Frame, outputs: dict[str, torch.Tensor], size: int, places: Sequence[str] = ("corner", "centre")
-) -> list[dict[str, Any]]:
-    """Crops of the top-left corner and/or the centre of a frame (``places``), for :func:`draw_comparison`."""
-    height, width = frame.clean.shape[-2:]
-    size = min(size, height // 2, width // 2)
-    corners = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
-    return [
-        {
-            "sample_id": frame.name,
-            "zone": zone,
-            "degraded": frame.degraded[:, y : y + size, x : x + size],
-            "clean": frame.clean[:, y : y + size, x : x + size],
-            "restored": {m: out[:, y : y + size, x : x + size] for m, out in outputs.items()},
-        }  # fmt: skip
-        for zone, (y, x) in ((place, corners[place]) for place in places)
-    ]
-
-
 def evaluate_frames(
     frames: Sequence[Frame],
     restorers: dict[str, Restorer],
@@ -394,8 +349,9 @@ def score_frames(
     progress: bool = True,
     places: Sequence[str] = ("corner", "centre"),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """:func:`evaluate_frames`' rows, and the crops of its picture (:func:`corner_crops`) undrawn:
-    restorers scored apart (in other processes) can be drawn side by side afterwards."""
+    """:func:`evaluate_frames`' rows, and the crops of its picture (the top-left corner and/or the
+    centre of a frame, ``places``) undrawn: restorers scored apart (in other processes) can be drawn
+    side by side afterwards."""
     if not frames:
         raise ValueError("evaluate_frames: no frames to evaluate")
     scores: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
@@ -406,15 +362,18 @@ def score_frames(
             for zone, value in frame_scores(restored, frame.clean).items():
                 scores[(method, zone)][f"{frame.camera}/{frame.name}"] = value
         if index < max_pictures:
-            crops += corner_crops(frame, outputs, crop, places)
-    rows = []
-    for method in restorers:
-        for zone in ZONES:
-            values = scores.get((method, zone), {})
-            mean = np.mean(list(values.values()), axis=0) if values else (float("nan"), float("nan"))
-            rows.append({"method": method, "zone": zone, "count": len(values),
-                         "psnr": float(mean[0]), "ssim": float(mean[1]),
-                         "frames": {k: [float(v[0]), float(v[1])] for k, v in values.items()}})  # fmt: skip
+            height, width = frame.clean.shape[-2:]
+            size = min(crop, height // 2, width // 2)
+            corners = {"corner": (0, 0), "centre": ((height - size) // 2, (width - size) // 2)}
+            for zone, (y, x) in ((place, corners[place]) for place in places):
+                cut = (slice(None), slice(y, y + size), slice(x, x + size))
+                crops.append({
+                    "sample_id": frame.name, "zone": zone, "degraded": frame.degraded[cut],
+                    "clean": frame.clean[cut], "restored": {m: out[cut] for m, out in outputs.items()},
+                })  # fmt: skip
+    rows = _rows({m: m for m in restorers}, {key: list(values.values()) for key, values in scores.items()})
+    for row in rows:
+        row["frames"] = {k: list(v) for k, v in scores.get((row["method"], row["zone"]), {}).items()}
     return rows, crops
 
 
@@ -473,27 +432,17 @@ def held_out_frames(
     Returns:
         The frames, the cameras' fields, and the names left out.
     """
-    import pyarrow.parquet as pq
-
     from degtrans.config import from_dict
     from degtrans.io import read_image
-    from degtrans.pairs import read_manifest, source_of, split_of, val_fallback
-    from degtrans.restore.data import load_fields
+    from degtrans.pairs import source_of, split_of
     from degtrans.simulate.sources import list_images
 
-    manifest = read_manifest(data_dir)
-    fields = load_fields(data_dir, manifest)
+    reader = PairReader(data_dir, val_fraction=val_fraction, with_psf=True)
+    manifest, fields = reader.manifest, reader.fields
     settings = {k: v for k, v in manifest.get("config", {}).items() if k != "workers"}
     sim = from_dict({"simulate": settings}, f"{data_dir}/manifest.json").simulate
-    ids = [
-        s
-        for shard in manifest["shards"]
-        for s in pq.read_table(Path(data_dir) / shard["path"], columns=["sample_id"])
-        .column("sample_id")
-        .to_pylist()
-    ]
-    fallback = val_fallback((source_of(s) for s in ids), val_fraction)
-    trained = {source_of(s) for s in ids if split_of(s, val_fraction, fallback) == "train"}
+    ids = [s for shard_ids in reader.sample_ids for s in shard_ids]
+    trained = {source_of(s) for s in ids if split_of(s, val_fraction, reader.fallback) == "train"}
     frames, skipped = [], []
     for path in list_images([Path(p) for p in images]):
         if path.stem in trained:

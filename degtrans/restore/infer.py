@@ -21,9 +21,10 @@ from degtrans.config import RestoreConfig
 from degtrans.errors import InputError, MissingInput
 from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
-from degtrans.restore.baselines import baseline_settings, deconvolve_field
+from degtrans.restore.baselines import SensorNoise, baseline_settings, deconvolve_field
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_corner_psfs
+from degtrans.simulate.isp import ISPParams
 
 # Where the corners (top-left, top-right, bottom-left, bottom-right) of patch_corner_psfs go when the
 # tile is flipped along these dims.
@@ -172,19 +173,6 @@ def model_tile_fn(
     return fn
 
 
-def _load_field(field: PSFField | str | Path | None, frame_size: tuple[int, int]) -> PSFField | None:
-    if field is None:
-        return None
-    loaded = field if isinstance(field, PSFField) else PSFField.load(field)
-    if tuple(loaded.image_size) != tuple(frame_size):
-        name = field if not isinstance(field, PSFField) else f"PSF field of camera {loaded.camera!r}"
-        raise InputError(
-            f"{name}: PSF field is for a {loaded.image_size[0]}x{loaded.image_size[1]} frame, "
-            f"the photo is {frame_size[0]}x{frame_size[1]}"
-        )
-    return loaded
-
-
 def restore_array(
     image: np.ndarray,
     *,
@@ -194,8 +182,14 @@ def restore_array(
     config: RestoreConfig = DEFAULT_CONFIG,
     device: torch.device | str | None = None,
     progress: bool = True,
+    noise: SensorNoise | None = None,
+    isp: ISPParams | None = None,
 ) -> np.ndarray:
-    """Restore a whole frame ``image: (H, W, 3)`` in [0, 1] with ``method``; returns the same shape."""
+    """Restore a whole frame ``image: (H, W, 3)`` in [0, 1] with ``method``; returns the same shape.
+
+    ``noise`` and ``isp``, the frame's sensor noise and ISP draw, are known for simulated frames; a
+    photograph has neither: the sRGB curve is undone and the noise estimated per tile.
+    """
     height, width = image.shape[:2]
     if not 0 <= config.overlap < config.tile_size:
         raise InputError(
@@ -205,13 +199,7 @@ def restore_array(
         if field is None:
             raise InputError(f"method {method!r} needs a PSF field (--field camera.npz)")
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        # A photograph's ISP and noise level are unknown: sRGB curve undone, noise estimated per tile.
-        out = deconvolve_field(
-            tensor,
-            field,
-            method,
-            **baseline_settings(config),
-        )
+        out = deconvolve_field(tensor, field, method, noise=noise, isp=isp, **baseline_settings(config))
         return out.permute(1, 2, 0).numpy()
     if method == "identity":
         fn: TileFn = lambda tiles, origins: tiles  # noqa: E731
@@ -220,7 +208,11 @@ def restore_array(
             raise InputError("method 'model' needs a checkpoint (--checkpoint RUN/best.pt)")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(device).eval()
-        fn = model_tile_fn(model, (height, width), field, device, self_ensemble=config.self_ensemble)
+        known = (
+            None if noise is None else torch.tensor([noise.shot, noise.read]),
+            None if isp is None else isp.vector()[0].float(),
+        )
+        fn = model_tile_fn(model, (height, width), field, device, *known, self_ensemble=config.self_ensemble)
     else:
         raise InputError(f"--method must be one of model, identity, wiener, rl; got {method!r}")
     return restore_tiled(image, fn, config.tile_size, config.overlap, config.max_tiles_in_memory, progress)
@@ -254,7 +246,13 @@ def restore_image(
     from degtrans.restore.checkpoint import model_from_checkpoint
 
     image = read_photo(photo)
-    loaded = _load_field(field, image.shape[:2])
+    loaded = field if field is None or isinstance(field, PSFField) else PSFField.load(field)
+    if loaded is not None and tuple(loaded.image_size) != image.shape[:2]:
+        name = field if not isinstance(field, PSFField) else f"PSF field of camera {loaded.camera!r}"
+        raise InputError(
+            f"{name}: PSF field is for a {loaded.image_size[0]}x{loaded.image_size[1]} frame, "
+            f"the photo is {image.shape[0]}x{image.shape[1]}"
+        )
     method = method or ("model" if checkpoint is not None or loaded is not None else "identity")
     model = None
     if method == "model":
