@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from degtrans.kernels.deform import deform_conv2d
 from degtrans.kernels.spectral import psf_to_otf
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock
-from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d, deform_conv2d
+from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.kpn import MultiDilationKPN
 from degtrans.restore.models.wiener import DeepWiener, data_consistency, wiener_deconv

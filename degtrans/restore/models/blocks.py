@@ -38,10 +38,14 @@ class FOVBlock(nn.Module):
         return features * (1.0 + gamma) + beta
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Replicate-pad ``x: (B, C, H, W)`` bottom/right to multiples of ``multiple`` -> (padded, (H, W))."""
+def pad_to_multiple(
+    x: torch.Tensor, coords: torch.Tensor, multiple: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Replicate-pad ``x: (B, C, H, W)`` and its ``coords: (B, 3, H, W)`` (as ``x``'s dtype) bottom/right
+    to multiples of ``multiple`` -> (x, coords, (H, W))."""
     height, width = x.shape[-2:]
     ph, pw = (-height) % multiple, (-width) % multiple
+    coords = coords.to(x.dtype)
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, (height, width)
+        x, coords = (F.pad(t, (0, pw, 0, ph), mode="replicate") for t in (x, coords))
+    return x, coords, (height, width)

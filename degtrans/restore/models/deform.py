@@ -13,8 +13,6 @@ from torch import nn
 from degtrans.errors import InputError
 from degtrans.kernels.deform import deform_conv2d
 
-__all__ = ["DeformResBlock", "ModulatedDeformConv2d", "deform_conv2d"]
-
 
 class ModulatedDeformConv2d(nn.Module):
     """DCNv2 layer: a small branch predicts offsets and masks from the input, then :func:`deform_conv2d`.

@@ -106,9 +106,7 @@ class FOVKPN(nn.Module):
         Returns:
             (B, C, H, W) restored patch.
         """
-        multiple = 2 ** (SCALES - 1)
-        x, (height, width) = pad_to_multiple(degraded, multiple)
-        c, _ = pad_to_multiple(coords.to(x.dtype), multiple)
+        x, c, (height, width) = pad_to_multiple(degraded, coords, 2 ** (SCALES - 1))
         coords_at = [c]
         for _ in range(SCALES - 1):
             coords_at.append(F.avg_pool2d(coords_at[-1], 2))

@@ -57,12 +57,12 @@ class MultiDilationKPN(nn.Module):
         identity[:, :, taps // 2] = 1.0
         self.register_buffer("identity_kernel", identity, persistent=False)
         self.fuse = nn.Conv2d(channels * len(self.dilations), channels, 3, padding=1)
-        with torch.no_grad():
+        with torch.no_grad():  # the mean of the dilations, channel by channel
             self.fuse.weight.zero_()
             self.fuse.bias.zero_()
-            for i in range(len(self.dilations)):
-                for c in range(channels):
-                    self.fuse.weight[c, i * channels + c, 1, 1] = 1.0 / len(self.dilations)
+            self.fuse.weight[:, :, 1, 1] = torch.eye(channels).repeat(1, len(self.dilations)) / len(
+                self.dilations
+            )
 
     def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """image: (B, C, H, W); features: (B, F, H, W) -> (B, C, H, W)."""

@@ -225,9 +225,7 @@ class RefineUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         """x: (B, channels_in, H, W), coords: (B, 3, H, W) -> (B, channels_out, H, W)."""
-        multiple = 2 ** (self.levels - 1)
-        x, (height, width) = pad_to_multiple(x, multiple)
-        c, _ = pad_to_multiple(coords.to(x.dtype), multiple)
+        x, c, (height, width) = pad_to_multiple(x, coords, 2 ** (self.levels - 1))
         skips = [self.enc1(self.fov(x, c))]
         for down, enc in zip(self.down, self.enc, strict=True):
             skips.append(enc(F.leaky_relu(down(skips[-1]), 0.1)))
