@@ -143,7 +143,6 @@ def richardson_lucy(
     iterations: int,
     noise_variance: torch.Tensor | None = None,
     discrepancy: float = 0.5,
-    eps: float = 1e-6,
     min_iterations: int = 0,
 ) -> torch.Tensor:
     """Richardson-Lucy deconvolution, stopped when the residual reaches the noise (per channel).
@@ -171,7 +170,7 @@ def richardson_lucy(
             active &= residual > discrepancy * noise_variance
             if not bool(active.any()):
                 break
-        ratio = observed / blurred.clamp(min=eps)
+        ratio = observed / blurred.clamp(min=1e-6)  # no division by a dark pixel's ~0
         update = estimate * circular_blur_adjoint(ratio, otf).clamp(min=0.0)
         estimate = torch.where(active[:, None, None], update, estimate)
     return estimate[..., :height, :width].to(image.dtype)

@@ -15,7 +15,6 @@ def fov_coords(
     height: int,
     width: int,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Normalised sensor position ``x, y`` in [-1, 1] and radius ``r`` in [0, 1] of every pixel.
 
@@ -25,7 +24,7 @@ def fov_coords(
         height, width: patch size in pixels.
 
     Returns:
-        (B, 3, height, width) channels ``(x, y, r)``; pixel ``i`` at ``i + 0.5``, ``r = 1`` at corners.
+        (B, 3, height, width) float32 ``(x, y, r)``; pixel ``i`` at ``i + 0.5``, ``r = 1`` at corners.
     """
 
     def column(value: torch.Tensor | int) -> torch.Tensor:
@@ -40,7 +39,7 @@ def fov_coords(
     ny = ny.expand(batch, height)[:, :, None].expand(batch, height, width)
     nx = nx.expand(batch, width)[:, None, :].expand(batch, height, width)
     radius = torch.sqrt(nx**2 + ny**2) / math.sqrt(2.0)
-    return torch.stack([nx, ny, radius], dim=1).to(dtype)
+    return torch.stack([nx, ny, radius], dim=1).float()
 
 
 def zone_of(radius: float) -> str:

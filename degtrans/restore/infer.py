@@ -90,11 +90,9 @@ def restore_tiled(
     weights = np.zeros((height, width, 1), dtype=np.float64)
     for start in tqdm(range(0, len(origins), max_tiles), desc="restore", unit="batch", disable=not progress):
         chunk = origins[start : start + max_tiles]
-        tiles = torch.from_numpy(np.stack([image[y : y + th, x : x + tw] for y, x in chunk])).permute(
-            0, 3, 1, 2
-        )
-        restored = fn(tiles.float().contiguous(), chunk).detach().float().cpu().permute(0, 2, 3, 1).numpy()
-        for (y, x), result in zip(chunk, restored, strict=True):
+        tiles = np.stack([image[y : y + th, x : x + tw] for y, x in chunk]).transpose(0, 3, 1, 2)
+        restored = fn(torch.from_numpy(tiles).float().contiguous(), chunk).detach().float().cpu()
+        for (y, x), result in zip(chunk, restored.permute(0, 2, 3, 1).numpy(), strict=True):
             accumulated[y : y + th, x : x + tw] += window[..., None] * result
             weights[y : y + th, x : x + tw] += window[..., None]
     return (accumulated / weights).astype(np.float32)
@@ -128,9 +126,8 @@ def flip_ensemble(
         mirrored = (
             coords.flip(dims) * torch.tensor(sign, dtype=coords.dtype, device=coords.device)[:, None, None]
         )
-        flipped_psf = None
-        if psf is not None:
-            flipped_psf = (psf[:, corners] if psf.dim() == 5 and psf.shape[1] == 4 else psf).flip(dims)
+        corner_psfs = psf is not None and psf.dim() == 5 and psf.shape[1] == 4
+        flipped_psf = None if psf is None else (psf[:, corners] if corner_psfs else psf).flip(dims)
         total = total + model(tiles.flip(dims), mirrored, flipped_psf, noise, isp).flip(dims)
     return total / (1 + len(FLIPPED_CORNERS))
 
@@ -156,8 +153,7 @@ def model_tile_fn(
     @torch.no_grad()
     def fn(tiles: torch.Tensor, origins: list[tuple[int, int]]) -> torch.Tensor:
         size = tiles.shape[-2:]
-        y0 = torch.tensor([o[0] for o in origins])
-        x0 = torch.tensor([o[1] for o in origins])
+        y0, x0 = torch.tensor(origins).unbind(1)
         coords = fov_coords(y0, x0, frame_size[0], frame_size[1], size[0], size[1], device=device)
         psf = None
         if getattr(model, "needs_psf", False):

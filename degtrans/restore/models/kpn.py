@@ -60,9 +60,8 @@ class MultiDilationKPN(nn.Module):
         with torch.no_grad():  # the mean of the dilations, channel by channel
             self.fuse.weight.zero_()
             self.fuse.bias.zero_()
-            self.fuse.weight[:, :, 1, 1] = torch.eye(channels).repeat(1, len(self.dilations)) / len(
-                self.dilations
-            )
+            mean = torch.eye(channels).repeat(1, len(self.dilations)) / len(self.dilations)
+            self.fuse.weight[:, :, 1, 1] = mean
 
     def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """image: (B, C, H, W); features: (B, F, H, W) -> (B, C, H, W)."""

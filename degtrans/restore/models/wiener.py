@@ -43,6 +43,8 @@ DERIVATIVE_FILTERS = torch.tensor(
 )
 # Bounds of the learned log-correction of the 1/SNR (e^±8: wide, but never a division by ~0).
 MAX_LOG_CORRECTION = 8.0
+# Added to the Fourier filters' denominators, so that a zero prior weight with a vanishing OTF stays finite.
+EPS = 1e-8
 
 
 def frequency_bands(height: int, width: int, bands: int, device: torch.device | None = None) -> torch.Tensor:
@@ -105,7 +107,6 @@ def wiener_deconv(
     phi: torch.Tensor,
     eta: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
-    eps: float = 1e-8,
     psf_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Feature-space Wiener deconvolution with a banded gradient prior.
@@ -117,9 +118,8 @@ def wiener_deconv(
             (M,): (B, P, k, k) or (B, T, P, k, k), feature i deconvolved with PSF ``psf_index[i]``.
         phi: (B, M, J) non-negative 1/SNR of the gradient prior in each of J frequency bands
             (:func:`frequency_bands`; J = 1: one value for all frequencies).
-        eta: (M,) or (B, M) output scales, default 1.
+        eta: (M,) output scales, default 1.
         weights: (B or 1, T, H, W) blending weights; required when T > 1.
-        eps: added to the denominator so that ``phi = 0`` with a vanishing OTF stays finite.
 
     Returns:
         (B, M, H, W) deconvolved features (float32, whatever the input dtype).
@@ -134,12 +134,12 @@ def wiener_deconv(
 
     def filtered(otf: torch.Tensor) -> torch.Tensor:
         # The real gain 1 / (|K|² + reg) once, then complex products: cheaper than a complex division.
-        gain = 1.0 / (otf.real.square() + otf.imag.square() + regulariser + eps)
+        gain = 1.0 / (otf.real.square() + otf.imag.square() + regulariser + EPS)
         return spectrum * torch.complex(otf.real * gain, -otf.imag * gain)
 
     out = _blend_per_psf(filtered, psf, weights, height, width, psf_index)
     if eta is not None:
-        out = out * (eta.view(1, -1, 1, 1) if eta.dim() == 1 else eta[..., None, None])
+        out = out * eta.view(1, -1, 1, 1)
     return out
 
 
@@ -169,7 +169,6 @@ def data_consistency(
     psf: torch.Tensor,
     rho: torch.Tensor,
     weights: torch.Tensor | None = None,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """The image closest to ``estimate`` that explains ``observed``: ``argmin |k * x - y|² + ρ |x - z|²``.
 
@@ -181,7 +180,6 @@ def data_consistency(
         observed, estimate: (B, C, H, W) linear images y and z.
         psf: (B, C, k, k) or (B, T, C, k, k) blended by ``weights`` (B or 1, T, H, W).
         rho: (B, C) non-negative weight of the estimate (0 when the pairs were simulated noise-free).
-        eps: added to the denominator, so that ``rho = 0`` with a vanishing OTF stays finite.
 
     Returns:
         (B, C, H, W) float32.
@@ -192,7 +190,7 @@ def data_consistency(
     rho = rho.float()[..., None, None]
 
     def filtered(otf: torch.Tensor) -> torch.Tensor:
-        gain = 1.0 / (otf.real.square() + otf.imag.square() + rho + eps)  # real: no complex division
+        gain = 1.0 / (otf.real.square() + otf.imag.square() + rho + EPS)  # real: no complex division
         return (otf.conj() * observed_spectrum + rho * estimate_spectrum) * gain
 
     return _blend_per_psf(filtered, psf, weights, height, width)
