@@ -124,17 +124,16 @@ def rows_to_batch(
     if all(name in columns for name in ISP_COLUMNS):
         batch["isp"] = floats(ISP_COLUMNS)
     if fields is not None:
-        psfs, corners = [], []
-        for camera, y0, x0 in zip(batch["camera"], batch["y0"].tolist(), batch["x0"].tolist(), strict=True):
+        for camera in batch["camera"]:
             if camera not in fields:
                 raise InputError(
                     f"rows_to_batch: the dataset has no PSF field for camera {camera!r}"
                     f" (have {sorted(fields)})"
                 )
-            psfs.append(patch_psfs(fields[camera], y0, x0, shape[:2]))
-            corners.append(patch_corner_psfs(fields[camera], y0, x0, shape[:2]))
-        batch["psf"] = torch.from_numpy(np.stack(psfs)).to(device)
-        batch["psf_corners"] = torch.from_numpy(np.stack(corners)).to(device)
+        places = list(zip(batch["camera"], batch["y0"].tolist(), batch["x0"].tolist(), strict=True))
+        for key, psfs_at in (("psf", patch_psfs), ("psf_corners", patch_corner_psfs)):
+            psfs = [psfs_at(fields[camera], y0, x0, shape[:2]) for camera, y0, x0 in places]
+            batch[key] = torch.from_numpy(np.stack(psfs)).to(device)
     return batch
 
 
@@ -187,10 +186,8 @@ class PairReader:
             shard = self.shards[int(index)]
             try:
                 parquet = pq.ParquetFile(shard)
-                record_batches = parquet.iter_batches(
-                    batch_size=64, columns=batch_columns(parquet.schema_arrow.names)
-                )
-                for record_batch in record_batches:
+                columns = batch_columns(parquet.schema_arrow.names)
+                for record_batch in parquet.iter_batches(batch_size=64, columns=columns):
                     table = pa.Table.from_batches([record_batch])
                     keep = self._keep(table.column("sample_id").to_pylist(), split)
                     for row in np.flatnonzero(keep):
