@@ -21,6 +21,7 @@ Regions are mirror-extended before the FFT.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -225,39 +226,32 @@ def deconvolve_field(
     out = torch.zeros((channels, height, width), dtype=torch.float64)
     psfs = torch.from_numpy(field.psfs)
     margin = 2 * k
-    for r in range(rows):
-        ys = torch.nonzero(wy[r]).flatten()
-        if ys.numel() == 0:
+    for r, c in itertools.product(range(rows), range(cols)):
+        ys, xs = torch.nonzero(wy[r]).flatten(), torch.nonzero(wx[c]).flatten()
+        if ys.numel() == 0 or xs.numel() == 0:
             continue
-        for c in range(cols):
-            xs = torch.nonzero(wx[c]).flatten()
-            if xs.numel() == 0:
-                continue
-            y_lo, y_hi = int(ys.min()), int(ys.max()) + 1
-            x_lo, x_hi = int(xs.min()), int(xs.max()) + 1
-            ry0, ry1 = max(0, y_lo - margin), min(height, y_hi + margin)
-            rx0, rx1 = max(0, x_lo - margin), min(width, x_hi + margin)
-            region = x[:, ry0:ry1, rx0:rx1]
-            # A region narrower than half the kernel cannot hold its mirror-extended OTF.
-            pad_h, pad_w = max(0, (k + 1) // 2 - region.shape[1]), max(0, (k + 1) // 2 - region.shape[2])
-            if pad_h or pad_w:
-                region = F.pad(region[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
-            psf = psfs[r, c]
-            variance = ESTIMATE_GAIN * estimate_noise_variance(region)
-            if noise is not None:
-                # Demosaicking and model errors look like noise to the deconvolution: the sensor
-                # model is a floor, not the whole budget.
-                variance = torch.maximum(variance, noise.variance(region))
-            if method == "wiener":
-                result = wiener_filter(region, psf, variance, discrepancy, min_lambda)
-            else:
-                result = richardson_lucy(region, psf, iterations, variance, rl_discrepancy,
-                                         min_iterations=min_iterations)  # fmt: skip
-            result = result[:, : ry1 - ry0, : rx1 - rx0].double()
-            weight = wy[r, y_lo:y_hi, None] * wx[c, None, x_lo:x_hi]
-            out[:, y_lo:y_hi, x_lo:x_hi] += (
-                weight * result[:, y_lo - ry0 : y_hi - ry0, x_lo - rx0 : x_hi - rx0]
-            )
+        y_lo, y_hi = int(ys.min()), int(ys.max()) + 1
+        x_lo, x_hi = int(xs.min()), int(xs.max()) + 1
+        ry0, ry1 = max(0, y_lo - margin), min(height, y_hi + margin)
+        rx0, rx1 = max(0, x_lo - margin), min(width, x_hi + margin)
+        region = x[:, ry0:ry1, rx0:rx1]
+        # A region narrower than half the kernel cannot hold its mirror-extended OTF.
+        pad_h, pad_w = max(0, (k + 1) // 2 - region.shape[1]), max(0, (k + 1) // 2 - region.shape[2])
+        if pad_h or pad_w:
+            region = F.pad(region[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        variance = ESTIMATE_GAIN * estimate_noise_variance(region)
+        if noise is not None:
+            # Demosaicking and model errors look like noise to the deconvolution: the sensor
+            # model is a floor, not the whole budget.
+            variance = torch.maximum(variance, noise.variance(region))
+        if method == "wiener":
+            result = wiener_filter(region, psfs[r, c], variance, discrepancy, min_lambda)
+        else:
+            result = richardson_lucy(region, psfs[r, c], iterations, variance, rl_discrepancy,
+                                     min_iterations=min_iterations)  # fmt: skip
+        result = result[:, : ry1 - ry0, : rx1 - rx0].double()
+        weight = wy[r, y_lo:y_hi, None] * wx[c, None, x_lo:x_hi]
+        out[:, y_lo:y_hi, x_lo:x_hi] += weight * result[:, y_lo - ry0 : y_hi - ry0, x_lo - rx0 : x_hi - rx0]
     if isp is not None:
         return process(out.clamp(0.0, 1.0)[None], isp)[0].to(image.dtype)
     return linear_to_srgb(out).to(image.dtype)
