@@ -78,12 +78,12 @@ def _label(method: str) -> str:
 
 
 def _rows(
-    labels: dict[str, str], scores: dict[tuple[str, str], list[tuple[float, float]]]
+    labels: list[tuple[str, str]], scores: dict[tuple[str, str], list[tuple[float, float]]]
 ) -> list[dict[str, Any]]:
     """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: the mean of ``scores[(method, zone)]``
-    for each method and zone (NaN for none)."""
+    for each ``(method, label)`` and zone (NaN for none)."""
     rows = []
-    for method, label in labels.items():
+    for method, label in labels:
         for zone in ZONES:
             values = scores.get((method, zone), [])
             mean = np.mean(values, axis=0) if values else (math.nan, math.nan)
@@ -149,7 +149,7 @@ def evaluate_methods(
             elif len(spares) < config.eval_crops:
                 spares.append(crop)
     crops = (crops + spares)[: config.eval_crops]
-    rows = _rows({m: _label(m) for m in methods}, scores)
+    rows = _rows([(m, _label(m)) for m in methods], scores)
     if out_png is not None and crops:
         draw_comparison(crops, methods, out_png)
     return rows
@@ -371,7 +371,7 @@ def score_frames(
                     "sample_id": frame.name, "zone": zone, "degraded": frame.degraded[cut],
                     "clean": frame.clean[cut], "restored": {m: out[cut] for m, out in outputs.items()},
                 })  # fmt: skip
-    rows = _rows({m: m for m in restorers}, {key: list(values.values()) for key, values in scores.items()})
+    rows = _rows([(m, m) for m in restorers], {key: list(values.values()) for key, values in scores.items()})
     for row in rows:
         row["frames"] = {k: list(v) for k, v in scores.get((row["method"], row["zone"]), {}).items()}
     return rows, crops
