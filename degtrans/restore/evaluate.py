@@ -240,10 +240,12 @@ def frame_restorers(
     fields: dict[str, PSFField],
     config: RestoreConfig = DEFAULT_CONFIG,
     device: torch.device | str | None = None,
+    side_info: bool = True,
 ) -> dict[str, Restorer]:
     """``{label: restore(frame) -> (3, H, W)}`` for ``identity``, ``wiener``, ``rl`` and ``ckpt:PATH``.
 
-    Networks and baselines alike are given each frame's noise level and ISP draw.
+    ``side_info``: networks are given each frame's noise level and ISP draw; ``False`` restores the
+    frame as a photograph, which carries neither (the classical baselines always get both).
     """
     from degtrans.restore.checkpoint import model_from_checkpoint
     from degtrans.restore.infer import restore_array
@@ -255,8 +257,10 @@ def frame_restorers(
             field, size = fields[frame.camera], tuple(frame.degraded.shape[-2:])
             field = field if field.image_size == size else PSFField(field.psfs, size, field.channels)
             image = frame.degraded.permute(1, 2, 0).numpy()
+            known = side_info or model is None
             out = restore_array(image, method=method, model=model, field=field, config=config, device=device,
-                                progress=False, noise=frame.noise, isp=frame.isp)  # fmt: skip
+                                progress=False, noise=frame.noise if known else None,
+                                isp=frame.isp if known else None)  # fmt: skip
             return torch.from_numpy(out).permute(2, 0, 1)
 
         return restore

@@ -107,3 +107,35 @@ def test_held_out_frames_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "left out (in the training split): i0" in out
     assert "(n=2)" in out and "wiener" in out and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frame_restorers_restore_as_a_photograph_without_side_info(tmp_path):
+    """``side_info=False`` gives the network neither the frame's noise nor its ISP draw, as a photograph."""
+    import numpy as np
+    import torch
+
+    from degtrans.config import SimulateConfig, TrainConfig
+    from degtrans.restore.checkpoint import save_checkpoint
+    from degtrans.restore.evaluate import frame_restorers, simulate_frame
+    from degtrans.restore.infer import restore_array
+    from degtrans.restore.models import build_model
+    from degtrans.simulate.camera import CameraProfile, bundled_profiles
+    from degtrans.testing.synthetic import gaussian_field
+
+    field = gaussian_field(grid=(2, 2), psf_size=7, image_size=(32, 32), sigma_centre=1.0, sigma_corner=1.5)
+    image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    frame = simulate_frame(
+        image, "f", "cam", field, CameraProfile.bundled(bundled_profiles()[0]), SimulateConfig()
+    )
+    net = build_model(TrainConfig(model="wiener", amp=False))
+    checkpoint = save_checkpoint(
+        tmp_path / "net.pt", net, None, None, 0, TrainConfig(model="wiener", amp=False)
+    )
+    method = [f"ckpt:{checkpoint}"]
+    known = next(iter(frame_restorers(method, {"cam": field}).values()))(frame)
+    blind = next(iter(frame_restorers(method, {"cam": field}, side_info=False).values()))(frame)
+    photo = restore_array(
+        frame.degraded.permute(1, 2, 0).numpy(), model=net.eval(), field=field, progress=False
+    )
+    assert torch.equal(blind, torch.from_numpy(photo).permute(2, 0, 1))
+    assert not torch.equal(known, blind)
