@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from degtrans.config import OptimConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gpu-check"
 # Imported by the code or the tests the steps run; the lent machine's image lacks the first three.
@@ -197,7 +199,7 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
         deform.AUTO_ON_CUDA = deform_backend
         try:
             torch.manual_seed(0)
-            config = TrainConfig(model=model_name, batch_size=batch, learning_rate=1e-3)
+            config = TrainConfig(model=model_name, batch_size=batch, optim=OptimConfig(learning_rate=1e-3))
             model = build_model(config).cuda()
             optimizer = make_optimizer(model, config)
             # Warm-up: cuDNN, Triton autotuning, allocator.

@@ -27,7 +27,7 @@ from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
 from degtrans.calibrate.prepare import PreparedPair, prepare_pair
 from degtrans.calibrate.register import Geometry
 from degtrans.calibrate.targets import make_targets
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, RegisterConfig
 from degtrans.simulate.optics import lens_field
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
@@ -67,7 +67,7 @@ def main() -> None:
     frame = tuple(int(v) for v in args.size.split("x"))
     rows, cols = (int(v) for v in args.grid.split("x"))
     distortion = tuple(float(v) for v in args.distortion.split(","))
-    config = CalibrateConfig(rows=rows, cols=cols, psf_size=args.k, register_sigma=args.sigma)
+    config = CalibrateConfig(rows=rows, cols=cols, psf_size=args.k, register=RegisterConfig(sigma=args.sigma))
     report = []
     for preset in args.presets.split(","):
         # centred=False: the lens's centroid shifts stay in the PSFs (no distortion map), so the truth's

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from degtrans.config import TrainConfig
+from degtrans.config import FOVKPNConfig, TrainConfig
 from degtrans.restore.data import PairReader
 from degtrans.restore.loop import Budget, build_model, fit, make_optimizer
 from degtrans.testing.synthetic import gaussian_field
@@ -83,8 +83,15 @@ def main() -> None:
     field = gaussian_field(grid=(3, 4), psf_size=9, image_size=(192, 256), sigma_centre=0.8, sigma_corner=2.5)
     data = write_toy_dataset(work / "data", field, frames=args.frames, patches_per_frame=args.patches,
                              patch_size=args.patch, shards=4)  # fmt: skip
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch, width=args.width, offset_channels=8,
-                       deform_blocks=1, val_fraction=0.1, amp=False, shuffle_buffer=16)  # fmt: skip
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch,
+        width=args.width,
+        val_fraction=0.1,
+        amp=False,
+        shuffle_buffer=16,
+        fovkpn=FOVKPNConfig(offset_channels=8, deform_blocks=1),
+    )
     results = {"machine": platform.machine(), "cpus": torch.get_num_threads(), "args": vars(args), "runs": {}}
     # One local baseline on one thread: N workers of one CPU each ideally give N times its rate.
     local = local_throughput(data, base, threads=1)

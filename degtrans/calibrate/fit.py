@@ -292,7 +292,7 @@ def solve_fourier(
 
 def stage_device(config: CalibrateConfig) -> torch.device:
     """Where stage II computes: CUDA when ``gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
-    return torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if config.ray.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
 
 
 def fit_tile(
@@ -317,7 +317,7 @@ def fit_tile(
     k = problem.psf_size
     # Observations are gathered on the CPU; an actor given a GPU fraction solves there.
     device = stage_device(config)
-    support = support_mask(k, config.support_radius).to(device)
+    support = support_mask(k, config.solve.support_radius).to(device)
     with torch.no_grad():
         system = build_fourier_system(problem, row, col, field)
         system = dataclasses.replace(
@@ -325,7 +325,7 @@ def fit_tile(
         )
         start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32)).to(device)
         prior = tile_prior(config, problem.channels)
-        solved = solve_fourier(system, prior, start, support, config.cg_iterations)
+        solved = solve_fourier(system, prior, start, support, config.solve.cg_iterations)
         fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,

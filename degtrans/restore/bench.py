@@ -184,9 +184,9 @@ def train_for(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, total[0], total[0])
     )
-    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    ema = WeightEMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     stream = pairs.stream(config.batch_size, config.seed)
-    calibrate_at = sorted({20, max(20, config.warmup_steps)}) if time_budget > 0 else []
+    calibrate_at = sorted({20, max(20, config.optim.warmup_steps)}) if time_budget > 0 else []
     curve: list[dict] = []
     checkpoint = path
 

@@ -49,7 +49,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     """AdamW with the config's learning rate and weight decay (one fused kernel when on CUDA)."""
     params = list(model.parameters())
     fused = bool(params) and all(p.is_cuda for p in params)
-    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        params, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay, fused=fused
+    )
 
 
 def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
@@ -134,15 +136,15 @@ def _train_steps(
         clean = batch["clean"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             restored = forward_batch(model, batch, device)
-            loss = restoration_loss(restored, clean, config.ssim_weight, config.loss)
+            loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -392,7 +394,7 @@ def train_run(
         steps = min(steps, config.max_steps_per_epoch)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps)
-    ema = WeightEMA(net, config.ema_decay) if config.ema_decay > 0 else None
+    ema = WeightEMA(net, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
     if resume_from is not None:
         state = load_checkpoint(resume_from, net, optimizer, scheduler, map_location=device, restore_rng=True)
@@ -423,7 +425,9 @@ def train_run(
         checkpoint = None
         if main:
             val_batches = val_reader.batches("val", config.batch_size, shuffle=False)
-            val = evaluate(ema.module if ema else net, val_batches, config.ssim_weight, config.loss)
+            val = evaluate(
+                ema.module if ema else net, val_batches, config.optim.ssim_weight, config.optim.loss
+            )
             record = {
                 "epoch": epoch, "train_loss": stats["loss"],
                 "patches_per_s": stats["patches_per_s"] * world_size, "seconds": stats["seconds"],
@@ -522,7 +526,7 @@ def train(
     Returns:
         The run's summary (see ``train_local``), after printing its best validation PSNR.
     """
-    on_gpu = torch.cuda.is_available() if distributed is None else config.gpus_per_worker > 0
+    on_gpu = torch.cuda.is_available() if distributed is None else config.ray.gpus_per_worker > 0
     if not on_gpu:
         config, changed = small_on_cpu(config, given)
         if changed:

@@ -128,7 +128,7 @@ def train(
     model = build_model(config).to(torch.device(device))
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, dataclasses.replace(config, epochs=1), schedule.steps)
-    ema = WeightEMA(model, config.ema_decay)
+    ema = WeightEMA(model, config.optim.ema_decay)
     start = Progress()
     last = run / "last.pt"
     if last.exists():

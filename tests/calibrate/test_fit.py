@@ -9,7 +9,7 @@ import torch
 from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.fit import FitProblem, TileFitError, build_fourier_system, fit_tile, tile_weight_map
 from degtrans.calibrate.pipeline import fill_from_neighbours, local_mapper, solve_field
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, SolveConfig
 from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
@@ -50,7 +50,7 @@ def test_tile_weights_partition_unity():
 
 def test_exact_closed_form_recovers_noise_free_psf(truth):
     problem = _problem(truth)
-    config = CalibrateConfig(rows=2, cols=2, psf_size=K, wiener_reg=1e-7, support_radius=K)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K, solve=SolveConfig(wiener_reg=1e-7, support_radius=K))
     fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
     relative = np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0])
     assert relative < 1e-2
@@ -97,7 +97,13 @@ def test_gpu_actor_fit_matches_cpu(truth):
     problem = _problem(truth, noise=0.002)
     config = CalibrateConfig(rows=2, cols=2, psf_size=K)
     cpu = fit_tile(problem, 0, 1, config, field=truth.psfs)
-    gpu = fit_tile(problem, 0, 1, dataclasses.replace(config, gpus_per_actor=0.25), field=truth.psfs)
+    gpu = fit_tile(
+        problem,
+        0,
+        1,
+        dataclasses.replace(config, ray=dataclasses.replace(config.ray, gpus_per_actor=0.25)),
+        field=truth.psfs,
+    )
     # Loosened: float32 reductions run in another order on the GPU, through the CG steps.
     np.testing.assert_allclose(gpu.psf, cpu.psf, atol=2e-3)
 
@@ -124,25 +130,28 @@ def test_fourier_solver_recovers_noise_free_psf_with_diagnostics(truth):
         rows=2,
         cols=2,
         psf_size=K,
-        wiener_reg=1e-7,
-        smooth_reg=0.0,
-        centroid_weight=0.0,
-        support_radius=K,
+        solve=SolveConfig(wiener_reg=1e-7, smooth_reg=0.0, centroid_weight=0.0, support_radius=K),
     )
     fit = fit_tile(problem, 1, 0, config, field=truth.psfs)
     assert np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0]) < 1e-3
     # White-noise targets: the data decide every frequency.
     assert fit.observed_fraction == 1.0 and np.isfinite(fit.condition)
-    smooth = fit_tile(problem, 1, 0, dataclasses.replace(config, smooth_reg=1.0), field=truth.psfs)
+    smooth = fit_tile(
+        problem,
+        1,
+        0,
+        dataclasses.replace(config, solve=dataclasses.replace(config.solve, smooth_reg=1.0)),
+        field=truth.psfs,
+    )
     assert smooth.observed_fraction < fit.observed_fraction and smooth.condition < fit.condition
 
 
 def test_joint_solve_beats_the_tile_init(truth):
     problem = _problem(truth, pairs=2, noise=0.002)
-    base = CalibrateConfig(rows=2, cols=2, psf_size=K, smooth_reg=1e-4)
+    base = CalibrateConfig(rows=2, cols=2, psf_size=K, solve=SolveConfig(smooth_reg=1e-4))
     errors = []
     for joint in (0, 200):
-        config = dataclasses.replace(base, joint_iterations=joint)
+        config = dataclasses.replace(base, solve=dataclasses.replace(base.solve, joint_iterations=joint))
         solution = solve_field(problem, config, local_mapper(problem, config, progress=False))
         errors.append(psf_error(PSFField(solution.psfs, truth.image_size), truth).max())
     assert errors[1] < 0.6 * errors[0] and errors[1] < 0.04, errors

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.config import FOVKPNConfig, RestoreConfig, TrainConfig, WienerConfig
 from degtrans.io import read_image, write_image
 from degtrans.metrics import psnr, ssim
 from degtrans.restore.baselines import deconvolve_field, richardson_lucy, wiener_filter
@@ -118,7 +118,7 @@ def test_restore_image_round_trips_16_bit_png_and_tiff(tmp_path):
 
 @pytest.mark.parametrize("self_ensemble", [False, True])
 def test_restore_image_with_an_untrained_fovkpn_checkpoint_is_the_input(tmp_path, self_ensemble):
-    config = TrainConfig(width=4, offset_channels=4)
+    config = TrainConfig(width=4, fovkpn=FOVKPNConfig(offset_channels=4))
     checkpoint = save_checkpoint(tmp_path / "best.pt", build_model(config), None, None, 0, config)
     photo = write_image(tmp_path / "photo.png", _photo())
     restore = RestoreConfig(tile_size=32, overlap=8, self_ensemble=self_ensemble)
@@ -135,7 +135,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     wrong = gaussian_field(grid=(2, 2), psf_size=5, image_size=(64, 64)).save(tmp_path / "wrong.npz")
     with pytest.raises(ValueError, match="wrong.npz.*64x64"):
         restore_image(photo, tmp_path / "o.png", field=wrong, method="wiener", progress=False)
-    config = TrainConfig(model="wiener", width=4, wiener_features=6)
+    config = TrainConfig(model="wiener", width=4, wiener=WienerConfig(features=6))
     checkpoint = save_checkpoint(tmp_path / "wiener.pt", build_model(config), None, None, 0, config)
     with pytest.raises(ValueError, match="wiener.pt.*field"):
         restore_image(photo, tmp_path / "o.png", checkpoint, progress=False)
