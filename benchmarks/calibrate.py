@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-local", action="store_true", help="only the Ray rows")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--register-rounds", type=int, default=CalibrateConfig.register_rounds)
+    parser.add_argument("--register-rounds", type=int, default=RegisterConfig.rounds)
     parser.add_argument("--profile", action="store_true", help="time each step of the local runs")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="stage II's device (local)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a calibrate. key")

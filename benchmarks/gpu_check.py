@@ -201,7 +201,7 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
             torch.manual_seed(0)
             config = TrainConfig(model=model_name, batch_size=batch, optim=OptimConfig(learning_rate=1e-3))
             model = build_model(config).cuda()
-            optimizer = make_optimizer(model, config)
+            optimizer = make_optimizer(model, config.optim)
             # Warm-up: cuDNN, Triton autotuning, allocator.
             fit(model, lambda epoch: [data] * 3, optimizer, config, Budget(epochs=1))
             torch.cuda.synchronize()

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--distortion", default="0.02,-0.005,0,0", help="k1,k2,p1,p2")
     parser.add_argument("--border", type=int, default=32, help="pixels left out at the frame's edge")
     parser.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument("--sigma", type=float, default=CalibrateConfig.register_sigma, help="register_sigma")
+    parser.add_argument("--sigma", type=float, default=RegisterConfig.sigma, help="calibrate.register.sigma")
     args = parser.parse_args()
     torch.set_num_threads(1)
     frame = tuple(int(v) for v in args.size.split("x"))

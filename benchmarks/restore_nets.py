@@ -114,7 +114,7 @@ def main() -> None:
     model = build_model(config)
     needs_psf = model_spec(config.model).needs_psf
     ema = WeightEMA(model, args.ema) if args.ema else None
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config, args.steps)
     generator = torch.Generator().manual_seed(args.seed)
     identity = float(psnr(data["degraded"][val_idx], data["clean"][val_idx]).mean())

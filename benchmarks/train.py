@@ -15,6 +15,7 @@ Writes ``benchmarks/results/train.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -38,7 +39,7 @@ def local_throughput(data: Path, config: TrainConfig, threads: int) -> dict[str,
     torch.set_num_threads(threads)
     start = time.perf_counter()
     model = build_model(config)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     reader = PairReader(data, val_fraction=config.val_fraction)
     rates = []
 
@@ -97,7 +98,7 @@ def main() -> None:
     local = local_throughput(data, base, threads=1)
     results["local_1_thread"] = local
     for workers in (1, 2):
-        config = TrainConfig(**{**base.__dict__, "workers": workers})
+        config = dataclasses.replace(base, ray=dataclasses.replace(base.ray, workers=workers))
         ray_run = ray_throughput(data, work / f"run{workers}", config)
         overhead = workers * local["patches_per_s"] / ray_run["patches_per_s"]
         results["runs"][f"{workers}_workers"] = {"ray": ray_run, "overhead": overhead}

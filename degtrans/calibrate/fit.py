@@ -291,7 +291,7 @@ def solve_fourier(
 
 
 def stage_device(config: CalibrateConfig) -> torch.device:
-    """Where stage II computes: CUDA when ``gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
+    """Where stage II computes: CUDA when ``ray.gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
     return torch.device("cuda" if config.ray.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
 
 
@@ -306,8 +306,8 @@ def fit_tile(
 
     Args:
         problem: the registered pairs.
-        config: the prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``), ``cg_iterations``,
-            ``support_radius``.
+        config: ``solve``'s prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``),
+            ``cg_iterations`` and ``support_radius``; ``ray.gpus_per_actor`` (the device).
         field: (rows, cols, C, k, k) current field for the exact model; ``None`` = centre-weighted init.
 
     Raises:

@@ -179,7 +179,7 @@ def train_for(
     if len(pairs) < config.batch_size:
         raise ValueError(f"benchmark dataset has {len(pairs)} pairs, fewer than a batch")
     model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     total = [steps]  # the cosine's length; fixed before warmup ends when a time budget sets it
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, total[0], total[0])

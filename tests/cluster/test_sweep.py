@@ -18,11 +18,13 @@ def test_space_parsing_checks_fields_and_types(tmp_path):
     good.write_text('[train]\nepochs = 2\n[train.optim.learning_rate]\nloguniform = [1e-4, 1e-2]\n'
                     '[train.model]\nchoice = ["fovkpn", "wiener"]\n')  # fmt: skip
     space = load_space(good)
-    assert space["epochs"] == 2 and set(space) == {"epochs", "learning_rate", "model"}
+    assert space["epochs"] == 2 and set(space) == {"epochs", "optim.learning_rate", "model"}
     for text, message in [
         ("[train.nope]\nchoice = [1]\n", "train.nope"),
         ("[train.width]\nchoice = ['wide']\n", "train.width"),
         ("[train.optim.learning_rate]\nnormal = [0, 1]\n", "loguniform"),
+        ("[train.learning_rate]\nloguniform = [1e-4, 1e-2]\n", "moved to 'train.optim.learning_rate'"),
+        ("[train.optim.nope]\nchoice = [1]\n", "train.optim.nope"),
         ("[simulate.seed]\nchoice = [1]\n", "[train]"),
     ]:
         bad = tmp_path / "bad.toml"
@@ -36,7 +38,9 @@ def test_trial_config_coerces_tune_values():
 
     from degtrans.cluster.sweep import trial_config
 
-    config = trial_config(tiny_train_config(), {"width": np.int64(16), "learning_rate": np.float64(0.01)})
+    config = trial_config(
+        tiny_train_config(), {"width": np.int64(16), "optim.learning_rate": np.float64(0.01)}
+    )
     assert config.width == 16 and isinstance(config.width, int) and config.optim.learning_rate == 0.01
     assert trial_config(tiny_train_config(), {"epochs": 4.0}).epochs == 4  # Tune's integral floats
 
@@ -44,8 +48,8 @@ def test_trial_config_coerces_tune_values():
 def test_trial_config_rejects_what_does_not_fit_the_field():
     from degtrans.cluster.sweep import trial_config
 
-    with pytest.raises(ConfigError, match="'loss'"):
-        trial_config(tiny_train_config(), {"loss": "l3"})
+    with pytest.raises(ConfigError, match="'optim.loss'"):
+        trial_config(tiny_train_config(), {"optim.loss": "l3"})
     with pytest.raises(ConfigError, match="nope"):
         trial_config(tiny_train_config(), {"nope": 1})
 
@@ -97,4 +101,4 @@ def test_shipped_example_space_parses():
     from degtrans.cluster.sweep import load_space
 
     space = load_space(Path(__file__).resolve().parents[2] / "cluster" / "sweep.toml")
-    assert {"learning_rate", "width", "model", "epochs"} <= set(space)
+    assert {"optim.learning_rate", "optim.ssim_weight", "width", "model", "epochs"} <= set(space)

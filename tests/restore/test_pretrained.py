@@ -127,7 +127,12 @@ def test_a_missing_bundle_is_named_by_the_api_and_the_cli(no_bundle, tmp_path, t
 
 def test_train_init_starts_the_run_from_the_bundle(bundle, tmp_path, toy_data):
     run = tmp_path / "run"
-    tiny = [f"train.{k}={getattr(TINY, k)}" for k in ("width", "wiener_features", "wiener_stages")]
+    wiener = TINY.wiener
+    tiny = [
+        f"train.width={TINY.width}",
+        f"train.wiener.features={wiener.features}",
+        f"train.wiener.stages={wiener.stages}",
+    ]
     # No learning: the run's weights are the ones it started from.
     sets = [*tiny, "train.init=pretrained", "train.optim.learning_rate=0", "train.max_steps_per_epoch=1"]
     args = ["train", "--local", "--data", str(toy_data), "--model", "wiener", "--epochs", "1", "-o", str(run)]
