@@ -1,7 +1,9 @@
 """One config module: frozen dataclasses per stage, loaded from TOML, typed ``--set`` overrides.
 
-A core function receives the small section it needs (``CalibrateConfig``...), never the whole
-``RunConfig``. Unknown keys are errors that name the key; overrides are parsed to the field's type.
+A core function receives the small section it needs (``CalibrateConfig``, ``OptimConfig``...), never
+the whole ``RunConfig``. Sections group their fields in sub-sections (``[train.optim]`` in TOML,
+``--set train.optim.learning_rate=1e-3``). Unknown keys are errors that name the key, and so are the
+flat keys that moved into a sub-section (:data:`MOVED`); overrides are parsed to the field's type.
 """
 
 from __future__ import annotations

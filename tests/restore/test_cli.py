@@ -65,23 +65,15 @@ def test_train_on_a_cpu_builds_the_small_network_unless_asked(tmp_path, toy_data
         "--local",
     ]
     assert main([*args, "-o", str(tmp_path / "small")]) == 0
-    assert (
-        "the small network (width=16, fovkpn.offset_channels=16, fovkpn.decoder_deform=1)"
-        in capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    assert "the small network (width=16, fovkpn.offset_channels=16, fovkpn.decoder_deform=1)" in printed
     small = json.loads((tmp_path / "small" / "config.json").read_text())
-    assert (small["width"], small["fovkpn"]["offset_channels"], small["fovkpn"]["decoder_deform"]) == (
-        16,
-        16,
-        1,
-    )
+    fovkpn = small["fovkpn"]
+    assert (small["width"], fovkpn["offset_channels"], fovkpn["decoder_deform"]) == (16, 16, 1)
     assert main([*args, "-o", str(tmp_path / "asked"), "--set", "train.width=8"]) == 0
     asked = json.loads((tmp_path / "asked" / "config.json").read_text())
-    assert (asked["width"], asked["fovkpn"]["offset_channels"], asked["fovkpn"]["decoder_deform"]) == (
-        8,
-        16,
-        1,
-    )
+    fovkpn = asked["fovkpn"]
+    assert (asked["width"], fovkpn["offset_channels"], fovkpn["decoder_deform"]) == (8, 16, 1)
 
 
 def test_given_keys_count_the_file_the_overrides_and_a_preset(tmp_path):
@@ -89,14 +81,10 @@ def test_given_keys_count_the_file_the_overrides_and_a_preset(tmp_path):
 
     toml = tmp_path / "run.toml"
     toml.write_text('[train]\nwidth = 24\n[train.optim]\nloss = "l2"\n[simulate]\npatch_size = 64\n')
-    assert given_keys(toml, ["train.epochs=3", "restore.overlap=8"], "train") == {
-        "width",
-        "optim.loss",
-        "epochs",
-    }
-    assert {"width", "fovkpn.offset_channels", "fovkpn.decoder_deform"} <= given_keys(
-        None, ["train.preset=paper"], "train"
-    )
+    given = given_keys(toml, ["train.epochs=3", "restore.overlap=8"], "train")
+    assert given == {"width", "optim.loss", "epochs"}
+    paper = given_keys(None, ["train.preset=paper"], "train")
+    assert {"width", "fovkpn.offset_channels", "fovkpn.decoder_deform"} <= paper
     from degtrans.config import TrainConfig
 
     config, changed = small_on_cpu(TrainConfig(), {"width"})
