@@ -576,7 +576,7 @@ def _replace_path(node: Any, names: list[str], value: Any, where: str, path: str
     if name not in hints or (rest and not _is_section(hints[name])):
         shown = ".".join([dotted, *rest[:1]]) if name in hints else dotted
         raise ConfigError(
-            f"{where}: unknown key '{shown}' (known keys in [{path or name}]: {', '.join(sorted(hints))})"
+            f"{where}: unknown key '{shown}' (known keys in [{path}]: {', '.join(sorted(hints))})"
         )
     if rest:
         return dataclasses.replace(
