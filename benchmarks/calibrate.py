@@ -149,7 +149,7 @@ class Profile:
     def __init__(self) -> None:
         import degtrans.calibrate.pipeline as pipeline
         import degtrans.calibrate.prepare as prepare
-        from degtrans.calibrate.blocks import Shard
+        from degtrans.calibrate.shards import Shard
 
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.calls: dict[str, int] = collections.Counter()

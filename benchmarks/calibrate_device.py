@@ -1,5 +1,5 @@
-"""Calibration on a GPU in one call of the device tool (no Ray there: the local runner calls the stage II
-actors' work, ``Shard`` and ``fit_tile``, directly, on CUDA).
+"""Calibration on a GPU in one command (no Ray: the local runner calls the stage II actors' work,
+``Shard`` and ``fit_tile``, directly, on CUDA).
 
 Steps, each its own process with its own time limit, all within ``--budget`` seconds:
 
@@ -11,9 +11,10 @@ Steps, each its own process with its own time limit, all within ``--budget`` sec
    minutes, aligned median at most 0.08). Its targets and photographs are made first, untimed.
 
 Writes each step's JSON (``benchmarks/calibrate.py``'s format) and ``calibrate_device.json`` (the summary)
-into ``--output``. On a machine without CUDA it says so and exits 0.
+into ``--output``. Any CUDA machine with the pinned torch (``pip install torch==2.13.0``) and
+``pip install -e '.[dev]'`` will do; on a machine without CUDA it says so and exits 0.
 
-    PYTHONPATH=. PYTHONUNBUFFERED=1 python3 benchmarks/calibrate_device.py --output $OUT --budget 450
+    python benchmarks/calibrate_device.py --output OUT --budget 450
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Everything that needs a GPU, in one command, within about 8 minutes: runs on the lent machine as it is.
+"""Everything that needs a GPU, in one command, within about 8 minutes (``make gpu-check``).
 
-GPU time is lent rarely and briefly, so one run measures and checks all of it, each figure a ratio
-against a floor measured in the same run (or the issue's absolute target):
+One run measures and checks all of it, each figure a ratio against a floor measured in the same run
+(or the issue's absolute target):
 
 1. ``sv_conv``: ``benchmarks/sv_conv_gpu.py``: ``sv_conv2d`` against the single-kernel FFT floor on
    3000x4000 and 4000x6000 frames (forward, forward+backward), Triton against the batched FFT and the
@@ -10,16 +10,16 @@ against a floor measured in the same run (or the issue's absolute target):
    one-thread CPU path (pairs/s), and the largest difference of their shards in DN;
 3. ``train``: training speed (``--step train-speed``): FOV-KPN (width 32, 128x128, batch 16, bfloat16
    autocast) with each DCNv2 backend, and deep Wiener, in patches/s;
-4. ``pytest``: ``pytest -m "gpu and not ray"`` (Ray cannot travel to the lent machine).
+4. ``pytest``: ``pytest -m "gpu and not ray"`` (no Ray cluster is needed).
 
 Each step runs as its own process with its own time limit (``STEPS``), one after another (a test run
 beside a benchmark spoils both). Its output goes straight to ``OUTPUT/<step>.log`` and, as soon as it
 ends, its figures into ``OUTPUT/gpu_check.json`` (every step's own JSON inside) and
-``OUTPUT/summary.md``, so a run cut short keeps what finished. Six files in all: the lent machine
-returns at most eight. Needs no installed package, only ``PYTHONPATH`` (docs/kernels.md says how to run
-it through the device tool, with the wheels it needs). On a machine without CUDA it says so and exits 0.
+``OUTPUT/summary.md``, so a run cut short keeps what finished (six files in all). Any CUDA machine
+will do, with the pinned torch (``pip install torch==2.13.0``: the CUDA build on Linux) and
+``pip install -e '.[dev]'`` (docs/kernels.md). On a machine without CUDA it says so and exits 0.
 
-    PYTHONPATH=$PWD python3 benchmarks/gpu_check.py [--output benchmarks/results/gpu-check] [--budget 450]
+    python benchmarks/gpu_check.py [--output benchmarks/results/gpu-check] [--budget 450]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from degtrans.config import OptimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gpu-check"
-# Imported by the code or the tests the steps run; the lent machine's image lacks the first three.
+# Imported by the code or the tests the steps run: reported when the install lacks them.
 NEEDED = ("rawpy", "tomli_w", "duckdb", "triton", "pyarrow", "cv2")
 
 Row = tuple[str, str, str]  # figure, value, target
@@ -321,7 +321,7 @@ def machine_info() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=RESULTS, help="report folder (on the lent GPU: $OUT)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="report folder")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for all steps (default 450)")
     parser.add_argument("--step", choices=["train-speed"], help="run one in-process step (used by STEPS)")
     args = parser.parse_args()
@@ -338,9 +338,7 @@ def main() -> int:
     machine = machine_info()
     print(f"gpu_check on {machine['device']}, torch {machine['torch']}", flush=True)
     if machine["missing_modules"]:
-        print(
-            f"missing modules: {machine['missing_modules']} (carry their wheels: docs/kernels.md)", flush=True
-        )
+        print(f"missing modules: {machine['missing_modules']} (pip install -e '.[dev]')", flush=True)
     records = run_steps(out, args.budget, machine)
     print("\n" + summary_table(records, machine["device"]))
     print(f"wrote {out / 'summary.md'} and {out / 'gpu_check.json'}")

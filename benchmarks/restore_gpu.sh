@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The restoration benchmark in one device call (<= 8 min on the lent H200, no Ray): both networks
+# The restoration benchmark in one command (<= 8 min on one GPU, no Ray): both networks
 # trained on the GPU for a time budget each (the "gpu" recipe: the reference's sizes, batch 16 at
 # 128²), the baselines tuned on training photographs, everything scored on the 20 held-out frames.
 #
-# Run from the repository root. It needs the photograph set in PHOTOS (default .photos: copy
-# ~/.cache/degtrans/photos there and carry it, 31 MB; see benchmarks/README.md). Logs and results go
-# to OUT (the device tool's $OUT) as they are written, so a run stopped at its limit still leaves them.
+# Run from the repository root on any CUDA machine with the pinned torch (pip install torch==2.13.0)
+# and pip install -e '.[dev]'. It needs the photograph set (degtrans simulate make-photos) in PHOTOS
+# (default: where make-photos writes it). Logs and results go to OUT as they are written, so a run
+# stopped at its limit still leaves them.
 #
 #   OUT=/tmp/out bash benchmarks/restore_gpu.sh    # BUDGET: s per network, LIMIT: s for the whole
 #   EXTRA="--patches-per-image 1 --scales fit" ...  # more benchmark flags (a quick CPU check)
 set -u
 OUT=${OUT:-benchmarks/results/restore-gpu}
-PHOTOS=${PHOTOS:-.photos}
+PHOTOS=${PHOTOS:-${DEGTRANS_PHOTOS:-$HOME/.cache/degtrans/photos}}
 BUDGET=${BUDGET:-100}
 LIMIT=${LIMIT:-450}
 PYTHON=${PYTHON:-python3}

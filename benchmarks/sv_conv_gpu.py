@@ -33,7 +33,7 @@ from degtrans.atomic import write_atomic
 from degtrans.kernels import sv_conv2d
 from degtrans.kernels.spectral import fast_fft_len
 from degtrans.kernels.sv_conv import choose_backend
-from degtrans.kernels.sv_conv.geometry import make_geometry
+from degtrans.kernels.sv_conv.placement import make_placement
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"frame": 4.0, "patches": 20.0}
@@ -110,7 +110,7 @@ def frame_cases(frames, fields, timer: Timer, device: torch.device) -> dict:
         x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1)).to(device)
         for grid, k in fields:
             psfs = _field(grid, k, device)
-            geometry = make_geometry("bench", tuple(x.shape), (0, 0), None, None, 1)
+            geometry = make_placement("bench", tuple(x.shape), (0, 0), None, None, 1)
             row = {
                 "backend": choose_backend(x, psfs[None], geometry, "reflect"),
                 "forward_s": timer(lambda x=x, psfs=psfs: _ours(x, psfs)),
@@ -134,7 +134,7 @@ def backend_check(frame, sizes, timer: Timer, device: torch.device) -> dict:
     out = {}
     for k in sizes:
         psfs = _field((5, 7), k, device)
-        geometry = make_geometry("bench", tuple(x.shape), (0, 0), None, None, 1)
+        geometry = make_placement("bench", tuple(x.shape), (0, 0), None, None, 1)
         times = {b: timer(lambda b=b, psfs=psfs: sv_conv2d(x, psfs, backend=b)) for b in _backends(device)}
         picked = choose_backend(x, psfs[None], geometry, "reflect")
         out[f"k={k}"] = {

@@ -79,8 +79,8 @@ def test_steps_log_and_report_as_they_end_and_a_failure_hides_no_other(gpu_check
     assert not marker.exists()  # the timed-out step's whole process group was killed
 
 
-def test_the_lent_machine_returns_every_file_of_a_run(gpu_check):
-    # One log per step, the JSON report and the table: at most 8 files come back from the device.
+def test_a_run_fits_its_budget_in_a_few_files(gpu_check):
+    # One log per step, the JSON report and the table: at most 8 files, within 8 minutes.
     assert len(gpu_check.STEPS) + 2 <= 8
     assert (
         all(step.timeout_s for step in gpu_check.STEPS) and sum(s.timeout_s for s in gpu_check.STEPS) <= 480

@@ -5,14 +5,8 @@ with the bilinear tile weights ``w_t``), so one PSF per tile fitted to the tile 
 toward its neighbours (first order at the frame border, where the weights are clamped). A tile's fit
 (:func:`fit_tile`) is a regularised least-squares solve by conjugate gradients whose normal products
 are FFTs over a crop of the tile's region of influence (:class:`FourierSystem`; the kernel's side is
-the PSF model of ``degtrans.kernels.spectral``), so every pixel of the region is used whatever ``k``:
-
-1. **init** (``field=None``): a single PSF over the tile's region, rows weighted by ``w_rc``
-   (centre-weighted);
-2. **exact** (``field`` given): the model of the tile's region is exact — ``h_rc * (w_rc x)`` plus the
-   fixed contribution of the neighbours taken from ``field`` (``sv_conv2d`` on the crop with tile
-   ``(r, c)`` zeroed); the pipeline fits inits only (the joint solve does the rest), the tests check
-   the model with this one.
+the PSF model of ``degtrans.kernels.spectral``), so every pixel of the region is used whatever ``k``.
+The fit is an init: a single PSF over the tile's region, rows weighted by ``w_rc`` (centre-weighted).
 
 The prior (``calibrate.priors``) is the same quadratic one the joint solve of all tiles
 (``calibrate.joint``) uses; the init here is its start. The solve is a masked, non-periodic crop (no
@@ -31,7 +25,6 @@ import torch
 from degtrans.calibrate.priors import Regulariser, normalise, support_mask, tile_prior
 from degtrans.config import CalibrateConfig
 from degtrans.errors import DegtransError, InputError
-from degtrans.kernels import sv_conv2d
 from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 from degtrans.kernels.weights import tile_weights_1d
 
@@ -120,9 +113,8 @@ def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int
 class FourierSystem:
     """Every observation of one tile, as FFTs over a crop of its region of influence.
 
-    The model of a pair's crop is ``photo = W * ((s * h) + fixed)`` with ``s`` the source (``x`` for the
-    single-PSF init, ``w_rc x`` for the exact model), ``W`` the row weights (the init's ``w_rc``, or 1)
-    times the mask. Products with the normal matrix cost a few FFTs, whatever ``k`` and the number of
+    The model of a pair's crop is ``photo = W * (x * h)`` with ``x`` the source and ``W`` the row weights
+    ``w_rc`` times the mask. Products with the normal matrix cost a few FFTs, whatever ``k`` and the number of
     pixels, so all pixels of the region are used and ``k = 41`` costs what ``k = 11`` does.
 
     ``sources``: (P, C, Hf, Wf//2+1) complex; ``weights``: (P, 1, Hf, Wf); ``rhs``: (C, k, k) ``A^T W b``;
@@ -148,16 +140,12 @@ class FourierSystem:
         return otf_to_psf(back.sum(dim=0), self.k, *self.shape)
 
 
-def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndarray | None) -> FourierSystem:
+def build_fourier_system(problem: FitProblem, row: int, col: int) -> FourierSystem:
     """Gather all observations of tile ``(row, col)`` (see ``FourierSystem``)."""
     k = problem.psf_size
     r = k // 2
     weight_map = tile_weight_map(problem.grid, problem.frame_size, row, col)
     region = weight_map > 1e-6
-    field_zeroed = None
-    if field is not None:
-        field_zeroed = torch.from_numpy(np.array(field, dtype=np.float32))
-        field_zeroed[row, col] = 0.0
     crops = []
     for pair in range(problem.targets.shape[0]):
         ys, xs = np.nonzero(region & problem.masks[pair])
@@ -179,18 +167,9 @@ def build_fourier_system(problem: FitProblem, row: int, col: int, field: np.ndar
         w = torch.from_numpy(weight_map[y0:y1, x0:x1])
         observed = torch.from_numpy(problem.photos[pair, :, y0:y1, x0:x1])
         valid = torch.from_numpy(region[y0:y1, x0:x1] & problem.masks[pair, y0:y1, x0:x1]).float()
-        if field_zeroed is None:
-            sources[index, :, : y1 - y0, : x1 - x0] = x
-            weights[index, 0, : y1 - y0, : x1 - x0] = valid * w
-            targets[index, :, : y1 - y0, : x1 - x0] = observed
-        else:
-            sources[index, :, : y1 - y0, : x1 - x0] = x * w
-            weights[index, 0, : y1 - y0, : x1 - x0] = valid
-            with torch.no_grad():
-                rest = sv_conv2d(
-                    x[None], field_zeroed, offset=(y0, x0), frame_size=problem.frame_size, padding="zeros"
-                )[0]
-            targets[index, :, : y1 - y0, : x1 - x0] = observed - rest
+        sources[index, :, : y1 - y0, : x1 - x0] = x
+        weights[index, 0, : y1 - y0, : x1 - x0] = valid * w
+        targets[index, :, : y1 - y0, : x1 - x0] = observed
     spectra = torch.fft.rfft2(sources)
     weighted = torch.fft.rfft2(targets * weights) * spectra.conj()
     rhs = otf_to_psf(weighted.sum(dim=0), k, *shape)
@@ -239,12 +218,11 @@ class Solve:
 def solve_fourier(
     system: FourierSystem,
     prior: Regulariser,
-    start: torch.Tensor | None,
     support: torch.Tensor,
     iterations: int,
     tolerance: float = 1e-5,
 ) -> Solve:
-    """Conjugate gradients on ``(A^T W A + R) h = A^T W b`` per channel (batched), from ``start``.
+    """Conjugate gradients on ``(A^T W A + R) h = A^T W b`` per channel (batched), from zero.
 
     Energy outside the allowed ``support`` (mask 1 = forbidden) is removed by restricting the unknowns.
     The result is clipped at zero and normalised.
@@ -256,7 +234,7 @@ def solve_fourier(
         h = h * allowed
         return (system.normal(h) + prior.apply(h, scale)) * allowed
 
-    x = (start if start is not None else torch.zeros_like(system.rhs)) * allowed
+    x = torch.zeros_like(system.rhs)
     b = system.rhs * allowed
     residual = b - apply(x)
     direction = residual.clone()
@@ -295,20 +273,13 @@ def stage_device(config: CalibrateConfig) -> torch.device:
     return torch.device("cuda" if config.ray.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
 
 
-def fit_tile(
-    problem: FitProblem,
-    row: int,
-    col: int,
-    config: CalibrateConfig,
-    field: np.ndarray | None = None,
-) -> TileFit:
-    """Fit tile ``(row, col)``'s PSF by :func:`solve_fourier`.
+def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -> TileFit:
+    """Fit tile ``(row, col)``'s centre-weighted init PSF by :func:`solve_fourier`.
 
     Args:
         problem: the registered pairs.
         config: ``solve``'s prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``),
             ``cg_iterations`` and ``support_radius``; ``ray.gpus_per_actor`` (the device).
-        field: (rows, cols, C, k, k) current field for the exact model; ``None`` = centre-weighted init.
 
     Raises:
         TileFitError: no pair covers the tile.
@@ -319,13 +290,12 @@ def fit_tile(
     device = stage_device(config)
     support = support_mask(k, config.solve.support_radius).to(device)
     with torch.no_grad():
-        system = build_fourier_system(problem, row, col, field)
+        system = build_fourier_system(problem, row, col)
         system = dataclasses.replace(
             system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
         )
-        start = None if field is None else torch.from_numpy(np.array(field[row, col], np.float32)).to(device)
         prior = tile_prior(config, problem.channels)
-        solved = solve_fourier(system, prior, start, support, config.solve.cg_iterations)
+        solved = solve_fourier(system, prior, support, config.solve.cg_iterations)
         fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,

@@ -9,7 +9,7 @@ one pass (0.089 without it), about the cost of one round (the tile sweeps, ``ref
 removed since). Here the normal equations of the whole field, ``(A^T M A + R) h = A^T M y``, are solved
 together: ``M`` the pair masks, ``R`` the per-tile prior of ``priors.Regulariser``.
 
-The products ``A^T M A h`` are sums over pixels, computed by shards (:mod:`degtrans.calibrate.blocks`:
+The products ``A^T M A h`` are sums over pixels, computed by shards (:mod:`degtrans.calibrate.shards`:
 blocks of the frame with their halo) and added here; only the PSFs go to the shards and come back. A
 runner supplies how the shards are reached (:data:`MapShards`): in this process (:func:`local_shards`),
 on Ray actors (``degtrans.cluster.calibrate``), on a GPU. The preconditioner is each tile's normal
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from degtrans.calibrate.blocks import Shard, ShardStats, plan_blocks, shard_data
 from degtrans.calibrate.fit import FitProblem
 from degtrans.calibrate.priors import Regulariser, normalise
+from degtrans.calibrate.shards import Shard, ShardStats, plan_blocks, shard_data
 from degtrans.kernels.spectral import fast_fft_len, otf_to_psf, psf_to_otf
 
 # (method, args) -> one result per shard, in shard order: how a runner reaches its shards.

@@ -2,7 +2,7 @@
 
 Each ``TileFitter`` actor loads the registered pairs once (the ``FitProblem`` travels through the
 object store), fits tiles on request (the per-tile start), and holds one block of the frame with its
-halo (``degtrans.calibrate.blocks``) whose products the joint solve asks for: the driver runs the
+halo (``degtrans.calibrate.shards``) whose products the joint solve asks for: the driver runs the
 conjugate gradients of ``degtrans.calibrate.joint`` and only tile PSFs cross the wire. Fitting and
 products are idempotent, so an actor that dies is restarted by Ray (``max_restarts``, re-running its
 constructor with the same data) and its queued and running calls re-executed (``max_task_retries``); a
@@ -55,12 +55,12 @@ def _prepare_pair_task(
 @ray.remote(max_restarts=2, max_task_retries=2)
 class TileFitter:
     """Holds the registered pairs and one shard; ``fit`` returns a ``TileFit`` or the reason the tile
-    cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.blocks.Shard``)."""
+    cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.shards.Shard``)."""
 
     def __init__(self, problem: FitProblem, shard=None, device: str = "cpu", threads: int = 1) -> None:
         import torch
 
-        from degtrans.calibrate.blocks import Shard
+        from degtrans.calibrate.shards import Shard
 
         torch.set_num_threads(max(1, threads))
         self.problem = problem

@@ -250,12 +250,10 @@ def frame_restorers(
     fields: dict[str, PSFField],
     config: RestoreConfig = DEFAULT_CONFIG,
     device: torch.device | str | None = None,
-    side_info: bool = True,
 ) -> dict[str, Restorer]:
     """``{label: restore(frame) -> (3, H, W)}`` for ``identity``, ``wiener``, ``rl`` and ``ckpt:PATH``.
 
-    ``side_info``: networks are given each frame's noise level and ISP draw; ``False`` restores the
-    frame as a photograph, which carries neither (the classical baselines always get both).
+    Networks and baselines alike are given each frame's noise level and ISP draw.
     """
     from degtrans.restore.infer import model_tile_fn, restore_tiled
 
@@ -280,8 +278,8 @@ def frame_restorers(
 
         def restore(frame: Frame) -> torch.Tensor:
             size = tuple(frame.degraded.shape[-2:])
-            noise = torch.tensor([frame.noise.shot, frame.noise.read]) if side_info else None
-            isp = frame.isp.vector()[0].float() if side_info else None
+            noise = torch.tensor([frame.noise.shot, frame.noise.read])
+            isp = frame.isp.vector()[0].float()
             fn = model_tile_fn(model, size, field_of(frame), device, noise, isp, config.self_ensemble)
             image = frame.degraded.permute(1, 2, 0).numpy()
             tiles = (config.tile_size, config.overlap, config.max_tiles_in_memory)

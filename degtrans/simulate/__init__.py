@@ -1,7 +1,7 @@
 """Raw-domain imaging simulation: unprocess, optics, CFA, noise, demosaic, process; virtual lenses."""
 
 from degtrans.simulate.camera import CameraProfile, bundled_profiles, load_profile
-from degtrans.simulate.cfa import demosaic, mosaic
+from degtrans.simulate.cfa import demosaic
 from degtrans.simulate.degrade import (
     DegradeParams,
     PairSettings,
@@ -11,7 +11,7 @@ from degtrans.simulate.degrade import (
     simulate_pair,
 )
 from degtrans.simulate.isp import ISPParams, ISPRanges, process, sample_isp_params, unprocess
-from degtrans.simulate.noise import NoiseModel, NoiseParams, add_noise, sample_noise_params
+from degtrans.simulate.noise import NoiseModel, NoiseParams, sample_noise_params
 from degtrans.simulate.optics import PRESETS, LensSpec, lens_field, random_lens
 
 __all__ = [
@@ -24,13 +24,11 @@ __all__ = [
     "NoiseModel",
     "NoiseParams",
     "PairSettings",
-    "add_noise",
     "bundled_profiles",
     "degrade",
     "demosaic",
     "lens_field",
     "load_profile",
-    "mosaic",
     "process",
     "random_lens",
     "sample_generator",

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from degtrans.errors import InputError
 
-Pattern = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
@@ -65,13 +64,9 @@ def cfa_masks_batch(
     return masks[torch.tensor([distinct.index(p) for p in local], device=device)]
 
 
-def mosaic(rgb: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Sample ``rgb (B, 3, H, W)`` through the CFA -> ``(B, 1, H, W)`` Bayer mosaic."""
-    return mosaic_masked(rgb, cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], offset, rgb.device))
-
-
 def mosaic_masked(rgb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """:func:`mosaic` with the CFA given as masks, (3, H, W) or (B, 3, H, W) (:func:`cfa_masks_batch`)."""
+    """Sample ``rgb (B, 3, H, W)`` through the CFA given as masks, (3, H, W) (:func:`cfa_masks`) or
+    (B, 3, H, W) (:func:`cfa_masks_batch`) -> ``(B, 1, H, W)`` Bayer mosaic."""
     return (rgb * masks.to(rgb.dtype)).sum(dim=1, keepdim=True)
 
 

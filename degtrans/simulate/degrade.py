@@ -18,7 +18,7 @@ import torch
 from degtrans.config import SimulateConfig
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
-from degtrans.kernels.sv_conv.geometry import PairArg
+from degtrans.kernels.sv_conv.placement import PairArg
 from degtrans.pairs import PARAM_COLUMNS
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.cfa import cfa_masks, demosaic_masked, mosaic_masked

@@ -77,11 +77,6 @@ def estimate_noise_variance(x: torch.Tensor) -> torch.Tensor:
     return (band.flatten(1).abs().median(dim=1).values / 0.6745) ** 2
 
 
-def add_noise(x: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
-    """``x (B, C, H, W)`` linear raw plus zero-mean Gaussian noise of :func:`noise_variance`."""
-    return add_standard_noise(x, params, standard_noise(x.shape, generator, x.dtype).to(x.device))
-
-
 def standard_noise(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     """Standard normal draws of ``shape`` from ``generator``, on its device (the CPU): the noise is then
     the same wherever the image is processed."""

@@ -302,14 +302,14 @@ def test_shared_geometry_given_per_sample_is_the_shared_call():
 
 def test_batched_plan_uses_two_slots_on_a_frame_and_covers_patches_with_their_own_tiles():
     from degtrans.kernels.sv_conv.batched import make_plan
-    from degtrans.kernels.sv_conv.geometry import make_geometry
+    from degtrans.kernels.sv_conv.placement import make_placement
 
-    frame = make_geometry("t", (1, 3, 300, 400), (0, 0), None, None, 1)
+    frame = make_placement("t", (1, 3, 300, 400), (0, 0), None, None, 1)
     plan = make_plan((1, 3, 300, 400), (5, 7), 31, frame, "reflect")
     # The runs between tile centres: 2 tiles per block along each axis, blocks about one tile long.
     assert (plan.y.slots, plan.x.slots) == (2, 2) and plan.y.blocks == 6 and plan.x.blocks == 8
     offsets = torch.tensor([[0, 0], [140, 300], [250, 10]])
-    patches = make_geometry("t", (3, 3, 40, 40), offsets, (300, 400), torch.tensor([1, 0, 1]), 2)
+    patches = make_placement("t", (3, 3, 40, 40), offsets, (300, 400), torch.tensor([1, 0, 1]), 2)
     plan = make_plan((3, 3, 40, 40), (5, 7), 31, patches, "reflect")
     # Every slot weight of a sample sums (over slots) to 1 inside its blocks, and the tiles are its own.
     assert plan.y.tiles.shape[0] == 3 and int(plan.y.tiles[0].min()) == 0 and int(plan.y.tiles[2].max()) == 4
@@ -319,10 +319,10 @@ def test_batched_plan_uses_two_slots_on_a_frame_and_covers_patches_with_their_ow
 
 def test_batched_plan_cuts_long_runs_into_pieces_and_matches_the_reference(tolerance):
     from degtrans.kernels.sv_conv.batched import make_plan
-    from degtrans.kernels.sv_conv.geometry import make_geometry
+    from degtrans.kernels.sv_conv.placement import make_placement
 
     shape = (1, 2, 90, 120)
-    plan = make_plan(shape, (3, 4), 5, make_geometry("t", shape, (0, 0), None, None, 1), "reflect")
+    plan = make_plan(shape, (3, 4), 5, make_placement("t", shape, (0, 0), None, None, 1), "reflect")
     # Runs of 30 between edge runs of 17 along x: cut into pieces of about 17, still 2 tiles each.
     assert plan.x.slots == 2 and plan.x.blocks == 8 and plan.x.length == 17
     psfs = _field(3, 4, 2, 5)
@@ -349,10 +349,10 @@ def test_batched_backend_under_bf16_autocast(tolerance):
 
 def test_auto_on_cuda_is_chosen_by_the_cost_model():
     from degtrans.kernels.sv_conv.batched import cuda_choice
-    from degtrans.kernels.sv_conv.geometry import make_geometry
+    from degtrans.kernels.sv_conv.placement import make_placement
 
     def choice(h, w, k):
-        return cuda_choice((1, 3, h, w), (5, 7), k, make_geometry("t", (1, 3, h, w), (0, 0), None, None, 1),
+        return cuda_choice((1, 3, h, w), (5, 7), k, make_placement("t", (1, 3, h, w), (0, 0), None, None, 1),
                            "reflect")  # fmt: skip
 
     # The FFT floor does not grow with k, the direct kernel grows with k^2: large k -> fft, small -> triton.

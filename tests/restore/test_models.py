@@ -8,12 +8,7 @@ from degtrans.restore.models.blocks import ConvBlock, FOVBlock
 from degtrans.restore.models.deform import DeformResBlock, ModulatedDeformConv2d, deform_conv2d
 from degtrans.restore.models.fovkpn import FOVKPN
 from degtrans.restore.models.kpn import MultiDilationKPN
-from degtrans.restore.models.wiener import (
-    LEGACY_REFINE_NAMES,
-    DeepWiener,
-    data_consistency,
-    wiener_deconv,
-)
+from degtrans.restore.models.wiener import DeepWiener, data_consistency, wiener_deconv
 
 
 def _grads_finite(module: torch.nn.Module) -> None:
@@ -270,21 +265,6 @@ def test_data_consistency_with_a_delta_psf_is_the_weighted_mean_and_recovers_a_k
     box = torch.zeros(1, 3, 3, 3)
     box[..., 1, 1:] = 0.5
     assert torch.isfinite(data_consistency(sharp.float(), sharp.float(), box, torch.zeros(1, 3))).all()
-
-
-def test_deep_wiener_loads_a_checkpoint_from_before_the_refinement_module():
-    model = DeepWiener(features=6, width=4)
-    new_to_old = {new: old for old, new in LEGACY_REFINE_NAMES.items()}
-    state = {}
-    for key, value in model.state_dict().items():
-        new = next((n for n in new_to_old if key.startswith(n)), None)
-        if new is not None:
-            key = new_to_old[new] + key[len(new) :]
-        state[key] = value
-    assert "enc2.conv1.weight" in state and "dec1.conv2.bias" in state and "out.weight" in state
-    restored = DeepWiener(features=6, width=4)
-    restored.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(restored.parameters(), model.parameters(), strict=True))
 
 
 def test_deep_wiener_for_photographs_ignores_the_isp_and_noise_it_is_given():

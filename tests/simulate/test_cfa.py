@@ -3,9 +3,13 @@
 import pytest
 import torch
 
-from degtrans.simulate.cfa import PATTERNS, cfa_masks, demosaic, mosaic, phase_pattern
+from degtrans.simulate.cfa import PATTERNS, cfa_masks, demosaic, mosaic_masked, phase_pattern
 
 METHODS = ("bilinear", "malvar")
+
+
+def mosaic(rgb: torch.Tensor, pattern: str = "RGGB", offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    return mosaic_masked(rgb, cfa_masks(pattern, rgb.shape[-2], rgb.shape[-1], offset))
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

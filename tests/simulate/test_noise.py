@@ -8,11 +8,16 @@ import torch
 from degtrans.simulate.noise import (
     NoiseModel,
     NoiseParams,
-    add_noise,
+    add_standard_noise,
     estimate_noise_variance,
     noise_variance,
     sample_noise_params,
+    standard_noise,
 )
+
+
+def add_noise(x: torch.Tensor, params: NoiseParams, generator: torch.Generator) -> torch.Tensor:
+    return add_standard_noise(x, params, standard_noise(x.shape, generator, x.dtype))
 
 
 def test_noise_variance_matches_model():

@@ -10,7 +10,7 @@ from torch import nn
 from degtrans.kernels._utils import check_choice
 from degtrans.kernels.sv_conv.batched import cuda_choice, sv_conv2d_batched
 from degtrans.kernels.sv_conv.cpu import sv_conv2d_cpu
-from degtrans.kernels.sv_conv.geometry import Geometry, PairArg, make_geometry
+from degtrans.kernels.sv_conv.placement import PairArg, PatchPlacement, make_placement
 from degtrans.kernels.sv_conv.reference import sv_conv2d_reference
 
 _PADDINGS = ("reflect", "zeros")
@@ -76,7 +76,7 @@ def sv_conv2d(
     """
     _validate("sv_conv2d", x, field_psfs, padding, backend)
     fields = field_psfs if field_psfs.dim() == 6 else field_psfs.unsqueeze(0)
-    geometry = make_geometry("sv_conv2d", tuple(x.shape), offset, frame_size, field_index, fields.shape[0])
+    geometry = make_placement("sv_conv2d", tuple(x.shape), offset, frame_size, field_index, fields.shape[0])
     if backend == "auto":
         backend = choose_backend(x, fields, geometry, padding)
     if backend == "fft":
@@ -135,7 +135,7 @@ def sv_conv2d_adjoint(
     return adjoint
 
 
-def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: Geometry, padding: str) -> str:
+def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: PatchPlacement, padding: str) -> str:
     """The backend ``"auto"`` runs (see :func:`sv_conv2d`)."""
     if geometry.count > 1:
         return "fft"

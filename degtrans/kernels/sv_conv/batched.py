@@ -26,7 +26,7 @@ import torch
 from degtrans.kernels._utils import pad_image
 from degtrans.kernels.spectral import fast_fft_len, kernel_spectrum
 from degtrans.kernels.sv_conv.cpu import merge_short_runs
-from degtrans.kernels.sv_conv.geometry import Geometry
+from degtrans.kernels.sv_conv.placement import PatchPlacement
 from degtrans.kernels.weights import constant_runs, padded_positions_batch, tile_lower_frac
 
 # Cost model units: an element of a real FFT is 0.5 per log2 level (a memory-bound transform passes over
@@ -200,7 +200,7 @@ class Plan:
 
 
 def make_plan(
-    shape: tuple[int, int, int, int], grid: tuple[int, int], k: int, geometry: Geometry, padding: str
+    shape: tuple[int, int, int, int], grid: tuple[int, int], k: int, geometry: PatchPlacement, padding: str
 ) -> Plan:
     """The cheapest pair of axis partitions for images of ``shape`` (B, C, H, W) on fields of ``grid``."""
     if geometry.count == 1:
@@ -213,11 +213,11 @@ def make_plan(
 @functools.lru_cache(maxsize=64)
 def _shared_plan(shape, grid, k, offset, frame, padding) -> Plan:
     """Plans of a batch that shares one geometry are cached: calibration and synthesis repeat them."""
-    geometry = Geometry(torch.tensor([offset]), torch.tensor([frame]), torch.zeros(1, dtype=torch.long))
+    geometry = PatchPlacement(torch.tensor([offset]), torch.tensor([frame]), torch.zeros(1, dtype=torch.long))
     return _make_plan(shape, grid, k, geometry, padding)
 
 
-def _make_plan(shape, grid, k, geometry: Geometry, padding: str) -> Plan:
+def _make_plan(shape, grid, k, geometry: PatchPlacement, padding: str) -> Plan:
     batch, channels, height, width = shape
     halo = k // 2
     shared = geometry.count == 1
@@ -237,7 +237,7 @@ def _make_plan(shape, grid, k, geometry: Geometry, padding: str) -> Plan:
 
 
 def cuda_choice(
-    shape: tuple[int, int, int, int], grid: tuple[int, int], k: int, geometry: Geometry, padding: str
+    shape: tuple[int, int, int, int], grid: tuple[int, int], k: int, geometry: PatchPlacement, padding: str
 ) -> str:
     """``"fft"`` or ``"triton"``, whichever the cost model says is faster for this call on a GPU."""
     batch, channels, height, width = shape
@@ -256,7 +256,7 @@ def _overlap_index(starts: torch.Tensor, full: int, k: int, size: int) -> torch.
 
 
 def sv_conv2d_batched(
-    x: torch.Tensor, field_psfs: torch.Tensor, geometry: Geometry, padding: str = "reflect"
+    x: torch.Tensor, field_psfs: torch.Tensor, geometry: PatchPlacement, padding: str = "reflect"
 ) -> torch.Tensor:
     """Spatially variant scatter convolution of a batch in one transform (the ``"fft"`` backend).
 

@@ -32,7 +32,7 @@ _FFT_COST_PER_LOG_ELEMENT = 24.0
 
 
 @dataclass(frozen=True)
-class Block:
+class TileBlock:
     """A rectangle of the padded input in which only the tiles ``tiles`` have non-zero weight."""
 
     rows: tuple[int, int]
@@ -50,7 +50,7 @@ def axis_runs(
     return [(a, b, (v // n_tiles, v % n_tiles)) for a, b, v in constant_runs(key)]
 
 
-def plan_blocks(
+def plan_tile_blocks(
     height: int,
     width: int,
     grid: tuple[int, int],
@@ -60,7 +60,7 @@ def plan_blocks(
     padding: str,
     wy: torch.Tensor,
     wx: torch.Tensor,
-) -> list[Block]:
+) -> list[TileBlock]:
     """Blocks of the padded input, each with the tiles whose weight is non-zero in it.
 
     Runs shorter than the PSF (tile spacing below k) are merged with their successors: a block then
@@ -76,7 +76,7 @@ def plan_blocks(
             live_x = [t for t in tx if bool(wx[t, x0:x1].any())]
             tiles = tuple((r, c) for r in live_y for c in live_x)
             if tiles:
-                blocks.append(Block((y0, y1), (x0, x1), tiles))
+                blocks.append(TileBlock((y0, y1), (x0, x1), tiles))
     return blocks
 
 
@@ -92,7 +92,7 @@ def merge_short_runs(runs: list, min_len: int) -> list[tuple[int, int, tuple[int
     return merged
 
 
-def _block_costs(blocks: list[Block], k: int) -> tuple[float, float]:
+def _block_costs(blocks: list[TileBlock], k: int) -> tuple[float, float]:
     """Cost-model totals (direct, fft) in multiply-add units, per image channel."""
     direct = fft = 0.0
     for b in blocks:
@@ -106,7 +106,7 @@ def _block_costs(blocks: list[Block], k: int) -> tuple[float, float]:
     return direct, fft
 
 
-def choose_method(blocks: list[Block], k: int) -> Literal["direct", "fft"]:
+def choose_method(blocks: list[TileBlock], k: int) -> Literal["direct", "fft"]:
     """``"direct"`` or ``"fft"``, whichever the cost model says is cheaper for these blocks."""
     direct, fft = _block_costs(blocks, k)
     return "direct" if direct <= fft else "fft"
@@ -144,7 +144,7 @@ def sv_conv2d_cpu(
     xs = padded_positions(width, halo, offset[1], frame[1], padding, x.device)
     wy = tile_weights_1d(ys, rows, frame[0], x.dtype)
     wx = tile_weights_1d(xs, cols, frame[1], x.dtype)
-    blocks = plan_blocks(height, width, (rows, cols), halo, offset, frame, padding, wy, wx)
+    blocks = plan_tile_blocks(height, width, (rows, cols), halo, offset, frame, padding, wy, wx)
     if method == "auto":
         method = choose_method(blocks, k)
     x_pad = pad_image(x, halo, padding)
@@ -177,7 +177,7 @@ def sv_conv2d_cpu(
 
 
 def _split_into_blocks(
-    x_pad: torch.Tensor, blocks: list[Block]
+    x_pad: torch.Tensor, blocks: list[TileBlock]
 ) -> dict[tuple[int, int, int, int], torch.Tensor]:
     """Views ``{(y0, y1, x0, x1): x_pad[..., y0:y1, x0:x1]}`` made by ``torch.split`` (blocks tile a grid)."""
     ys = sorted({0, x_pad.shape[-2], *(v for b in blocks for v in b.rows)})

@@ -239,12 +239,6 @@ class RefineUNet(nn.Module):
         return self.out(f)[..., :height, :width]
 
 
-# State-dict names of the refinement UNet before it was a module (and before ``levels``).
-LEGACY_REFINE_NAMES = {
-    "fov.": "refine.0.fov.", "enc1.": "refine.0.enc1.", "down.": "refine.0.down.0.",
-    "enc2.": "refine.0.enc.0.", "up.": "refine.0.up.0.", "dec1.": "refine.0.dec.0.",
-    "out.": "refine.0.out.",
-}  # fmt: skip
 # Floor of the noise standard deviation the network is told (linear units): below 8-bit quantisation.
 MIN_NOISE_STD = 1e-6
 # Start of the data-consistency weight's prior: the refined estimate's error variance (linear units).
@@ -322,15 +316,6 @@ class DeepWiener(nn.Module):
         self.log_estimate_variance = (
             nn.Parameter(torch.full((stages - 1,), math.log(ESTIMATE_VARIANCE))) if stages > 1 else None
         )
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints from before RefineUNet: its layers sat on the model itself.
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix) :]
-            old = next((name for name in LEGACY_REFINE_NAMES if rest.startswith(name)), None)
-            if old is not None:
-                state_dict[prefix + LEGACY_REFINE_NAMES[old] + rest[len(old) :]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def snr(self, linear: torch.Tensor, variance: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
         """(B, M, bands) 1/SNR: the classical value of each feature's channel times a learned correction."""

@@ -13,8 +13,8 @@ PairArg = Pair | Sequence[Sequence[int]] | torch.Tensor
 
 
 @dataclass(frozen=True)
-class Geometry:
-    """Sensor geometry of P images (P = 1 when the whole batch shares it, else P = B); CPU int64.
+class PatchPlacement:
+    """Sensor placement of P images (P = 1 when the whole batch shares it, else P = B); CPU int64.
 
     Attributes:
         offsets: (P, 2) ``(y0, x0)`` of each image's top-left pixel on the sensor.
@@ -55,14 +55,14 @@ def _pairs(op: str, name: str, value: PairArg, batch: int) -> torch.Tensor:
     )
 
 
-def make_geometry(
+def make_placement(
     op: str,
     shape: tuple[int, int, int, int],
     offset: PairArg,
     frame_size: PairArg | None,
     field_index: torch.Tensor | Sequence[int] | int | None,
     n_fields: int,
-) -> Geometry:
+) -> PatchPlacement:
     """Validate and normalise the geometry arguments of a batch of ``shape`` (B, C, H, W)."""
     batch, _, height, width = shape
     offsets = _pairs(op, "offset", offset, batch)
@@ -96,4 +96,6 @@ def make_geometry(
         and bool((fields == fields[0]).all())
     ):
         count = 1
-    return Geometry(offsets[:count].contiguous(), frames[:count].contiguous(), fields[:count].contiguous())
+    return PatchPlacement(
+        offsets[:count].contiguous(), frames[:count].contiguous(), fields[:count].contiguous()
+    )

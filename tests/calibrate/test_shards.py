@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.calibrate.blocks import Shard, plan_blocks, shard_data
 from degtrans.calibrate.joint import gather_stats, local_shards
+from degtrans.calibrate.shards import Shard, plan_blocks, shard_data
 from degtrans.kernels import sv_conv2d
 from degtrans.testing.synthetic import gaussian_field
 
