@@ -48,7 +48,7 @@ from degtrans.calibrate.accuracy import reblur_psnr, target_band, truth_metrics
 from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local, local_mapper, solve_field
 from degtrans.calibrate.targets import make_targets
-from degtrans.config import CalibrateConfig, replace_checked
+from degtrans.config import ActorsConfig, CalibrateConfig, RegisterConfig, replace_checked
 from degtrans.field import PSFField
 from degtrans.io import read_image
 from degtrans.simulate.optics import lens_field
@@ -102,7 +102,9 @@ def _pairs(truth: PSFField, root: Path, n: int, args: argparse.Namespace) -> Pat
 
 def _solve_registered(pairs_dir: Path, output: Path, config: CalibrateConfig, actors: int | None = None):
     """The whole pipeline (``calibrate_local``, or ``calibrate_camera`` with ``actors`` Ray actors)."""
-    config = dataclasses.replace(config, holdout=1, actors=actors or config.actors)
+    config = dataclasses.replace(
+        config, holdout=1, ray=dataclasses.replace(config.ray, actors=actors or config.ray.actors)
+    )
     start = time.perf_counter()
     if actors is None:
         field = calibrate_local(pairs_dir, output, config, False)
@@ -257,7 +259,7 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-local", action="store_true", help="only the Ray rows")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--register-rounds", type=int, default=CalibrateConfig.register_rounds)
+    parser.add_argument("--register-rounds", type=int, default=RegisterConfig.rounds)
     parser.add_argument("--profile", action="store_true", help="time each step of the local runs")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="stage II's device (local)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a calibrate. key")
@@ -272,9 +274,8 @@ def main() -> None:
         rows=rows,
         cols=cols,
         psf_size=args.k,
-        min_inliers=20,
-        register_rounds=args.register_rounds,
-        gpus_per_actor=1.0 if args.device == "cuda" else 0.0,
+        register=RegisterConfig(min_inliers=20, rounds=args.register_rounds),
+        ray=ActorsConfig(gpus_per_actor=1.0 if args.device == "cuda" else 0.0),
     )
     if bad := [item for item in args.set if "=" not in item]:
         parser.error(f"--set {bad[0]!r}: expected KEY=VALUE (a calibrate. key)")
@@ -330,7 +331,7 @@ def main() -> None:
                     from degtrans.cluster.calibrate import ray_mapper, ray_shards, start_fitters
 
                     fitted, heldout = _oracle(truth, paths, n, args.noise, args.seed, config)
-                    cfg = dataclasses.replace(config, actors=actors)
+                    cfg = dataclasses.replace(config, ray=dataclasses.replace(config.ray, actors=actors))
                     start = time.perf_counter()
                     pool = start_fitters(fitted, cfg)
                     solution = solve_field(

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from degtrans.config import OptimConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gpu-check"
 # Imported by the code or the tests the steps run: reported when the install lacks them.
@@ -197,9 +199,9 @@ def train_speed(out: Path, steps: int = 20, batch: int = 16, patch: int = 128) -
         deform.AUTO_ON_CUDA = deform_backend
         try:
             torch.manual_seed(0)
-            config = TrainConfig(model=model_name, batch_size=batch, learning_rate=1e-3)
+            config = TrainConfig(model=model_name, batch_size=batch, optim=OptimConfig(learning_rate=1e-3))
             model = build_model(config).cuda()
-            optimizer = make_optimizer(model, config)
+            optimizer = make_optimizer(model, config.optim)
             # Warm-up: cuDNN, Triton autotuning, allocator.
             fit(model, lambda epoch: [data] * 3, optimizer, config, Budget(epochs=1))
             torch.cuda.synchronize()

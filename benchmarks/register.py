@@ -27,7 +27,7 @@ from degtrans.calibrate.photos import HiddenCamera, synthesize_pairs
 from degtrans.calibrate.prepare import PreparedPair, prepare_pair
 from degtrans.calibrate.register import Geometry
 from degtrans.calibrate.targets import make_targets
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, RegisterConfig
 from degtrans.simulate.optics import lens_field
 
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
@@ -61,13 +61,13 @@ def main() -> None:
     parser.add_argument("--distortion", default="0.02,-0.005,0,0", help="k1,k2,p1,p2")
     parser.add_argument("--border", type=int, default=32, help="pixels left out at the frame's edge")
     parser.add_argument("--output", type=Path, default=None, help="also write the rows as JSON here")
-    parser.add_argument("--sigma", type=float, default=CalibrateConfig.register_sigma, help="register_sigma")
+    parser.add_argument("--sigma", type=float, default=RegisterConfig.sigma, help="calibrate.register.sigma")
     args = parser.parse_args()
     torch.set_num_threads(1)
     frame = tuple(int(v) for v in args.size.split("x"))
     rows, cols = (int(v) for v in args.grid.split("x"))
     distortion = tuple(float(v) for v in args.distortion.split(","))
-    config = CalibrateConfig(rows=rows, cols=cols, psf_size=args.k, register_sigma=args.sigma)
+    config = CalibrateConfig(rows=rows, cols=cols, psf_size=args.k, register=RegisterConfig(sigma=args.sigma))
     report = []
     for preset in args.presets.split(","):
         # centred=False: the lens's centroid shifts stay in the PSFs (no distortion map), so the truth's

@@ -8,7 +8,7 @@ It trains with ``degtrans.restore.loop.fit`` and a ``TrainConfig`` from ``--set`
 does not know are an error).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/restore_nets.py --data DATA --holdout rocket \\
-        --steps 600 --set train.model=fovkpn --set train.width=16 --set train.learning_rate=1e-3
+        --steps 600 --set train.model=fovkpn --set train.width=16 --set train.optim.learning_rate=1e-3
 """
 
 from __future__ import annotations
@@ -103,14 +103,18 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     config = apply_overrides(RunConfig(), args.overrides).train
-    config = dataclasses.replace(config, warmup_steps=args.warmup, ema_decay=args.ema, epochs=1)
+    config = dataclasses.replace(
+        config,
+        epochs=1,
+        optim=dataclasses.replace(config.optim, warmup_steps=args.warmup, ema_decay=args.ema),
+    )
     data = load(args.data)
     holdout = torch.tensor([s == args.holdout for s in data["source"]])
     train_idx, val_idx = torch.nonzero(~holdout).flatten(), torch.nonzero(holdout).flatten()
     model = build_model(config)
     needs_psf = model_spec(config.model).needs_psf
     ema = WeightEMA(model, args.ema) if args.ema else None
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config, args.steps)
     generator = torch.Generator().manual_seed(args.seed)
     identity = float(psnr(data["degraded"][val_idx], data["clean"][val_idx]).mean())

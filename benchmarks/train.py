@@ -15,6 +15,7 @@ Writes ``benchmarks/results/train.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from degtrans.config import TrainConfig
+from degtrans.config import FOVKPNConfig, TrainConfig
 from degtrans.restore.data import PairReader
 from degtrans.restore.loop import Budget, build_model, fit, make_optimizer
 from degtrans.testing.synthetic import gaussian_field
@@ -38,7 +39,7 @@ def local_throughput(data: Path, config: TrainConfig, threads: int) -> dict[str,
     torch.set_num_threads(threads)
     start = time.perf_counter()
     model = build_model(config)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     reader = PairReader(data, val_fraction=config.val_fraction)
     rates = []
 
@@ -83,14 +84,21 @@ def main() -> None:
     field = gaussian_field(grid=(3, 4), psf_size=9, image_size=(192, 256), sigma_centre=0.8, sigma_corner=2.5)
     data = write_toy_dataset(work / "data", field, frames=args.frames, patches_per_frame=args.patches,
                              patch_size=args.patch, shards=4)  # fmt: skip
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch, width=args.width, offset_channels=8,
-                       deform_blocks=1, val_fraction=0.1, amp=False, shuffle_buffer=16)  # fmt: skip
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch,
+        width=args.width,
+        val_fraction=0.1,
+        amp=False,
+        shuffle_buffer=16,
+        fovkpn=FOVKPNConfig(offset_channels=8, deform_blocks=1),
+    )
     results = {"machine": platform.machine(), "cpus": torch.get_num_threads(), "args": vars(args), "runs": {}}
     # One local baseline on one thread: N workers of one CPU each ideally give N times its rate.
     local = local_throughput(data, base, threads=1)
     results["local_1_thread"] = local
     for workers in (1, 2):
-        config = TrainConfig(**{**base.__dict__, "workers": workers})
+        config = dataclasses.replace(base, ray=dataclasses.replace(base.ray, workers=workers))
         ray_run = ray_throughput(data, work / f"run{workers}", config)
         overhead = workers * local["patches_per_s"] / ray_run["patches_per_s"]
         results["runs"][f"{workers}_workers"] = {"ray": ray_run, "overhead": overhead}

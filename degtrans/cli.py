@@ -48,7 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="typed override of one config field, repeatable (e.g. --set train.learning_rate=1e-3)",
+        help="typed override of one config field, repeatable (e.g. --set train.optim.learning_rate=1e-3)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
@@ -56,12 +56,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> RunConfig:
     """Defaults, then ``--config``, then ``--set`` and ``extra`` overrides, then the flags whose ``dest`` is
-    a config field (``section.key``; ``section.a,b`` takes an ``AxB`` pair, as ``--grid`` does)."""
+    a config field (``section.key`` or ``section.sub.key``; ``section.a,b`` takes an ``AxB`` pair, as
+    ``--grid`` does)."""
     config = load_config(args.config, [*args.overrides, *extra])
     for dest, value in vars(args).items():
         if "." not in dest or value is None:
             continue
-        section, keys = dest.split(".")
+        section, keys = dest.split(".", 1)
         names = keys.split(",")
         for key, part in zip(names, value if len(names) > 1 else (value,), strict=True):
             config = replace_field(config, section, key, part)
@@ -116,8 +117,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         " target's layout NAME.target.json when it was made by 'degtrans calibrate make-targets' (charts"
         " are registered by their markers and give stage I from their patches). Photos that are clipped,"
         " out of focus, of the wrong target, taken at a steep angle or unreadable are left out with the"
-        " reason, and the run goes on (thresholds: calibrate.max_clipped, min_sharpness, focus_ratio,"
-        " min_correlation, max_tilt_deg).",
+        " reason, and the run goes on (thresholds: calibrate.reject.max_clipped, min_sharpness,"
+        " focus_ratio, min_correlation, max_tilt_deg).",
     )
     p.add_argument("pairs", type=Path, metavar="PAIRS_DIR", help="directory of target/photo pairs")
     p.add_argument("-o", "--output", type=Path, required=True, help="PSF field to write (.npz)")
@@ -127,17 +128,17 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--psf-size", dest="calibrate.psf_size", type=int, help="PSF size k (odd)")
     p.add_argument(
         "--distortion",
-        dest="calibrate.distortion",
+        dest="calibrate.register.distortion",
         choices=["auto", "none", "always"],
         help="lens distortion in the registration (auto: when the homography leaves > 0.05 px per tile)",
     )
     p.add_argument(
-        "--register-sigma", dest="calibrate.register_sigma", type=float,
+        "--register-sigma", dest="calibrate.register.sigma", type=float,
         help="low-pass (px) of the fine registration (3)",
     )  # fmt: skip
     p.add_argument("--camera", dest="calibrate.camera", help="camera name stored in the field")
-    p.add_argument("--actors", dest="calibrate.actors", type=int, help="tile-fitting Ray actors")
-    p.add_argument("--gpus-per-actor", dest="calibrate.gpus_per_actor", type=float,
+    p.add_argument("--actors", dest="calibrate.ray.actors", type=int, help="tile-fitting Ray actors")
+    p.add_argument("--gpus-per-actor", dest="calibrate.ray.gpus_per_actor", type=float,
                    help="GPU fraction per actor (e.g. 0.25)")  # fmt: skip
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("--local", action="store_true", help="fit in this process, without Ray")
@@ -411,7 +412,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="patches per batch (train.batch_size)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory (checkpoints, metrics)")
     p.add_argument("--local", action="store_true", help="train in this process instead of with Ray Train")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.workers)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (train.ray.workers)")
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per Ray worker")
     p.add_argument("--address", default=None, help="Ray cluster address (default: an embedded local cluster)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -420,7 +421,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     def handler(args: argparse.Namespace) -> int:
         flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-                 "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}  # fmt: skip
+                 "ray.workers": args.workers, "ray.gpus_per_worker": args.gpus_per_worker}  # fmt: skip
         extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
         import functools
 

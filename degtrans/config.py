@@ -1,7 +1,9 @@
 """One config module: frozen dataclasses per stage, loaded from TOML, typed ``--set`` overrides.
 
-A core function receives the small section it needs (``CalibrateConfig``...), never the whole
-``RunConfig``. Unknown keys are errors that name the key; overrides are parsed to the field's type.
+A core function receives the small section it needs (``CalibrateConfig``, ``OptimConfig``...), never
+the whole ``RunConfig``. Sections group their fields in sub-sections (``[train.optim]`` in TOML,
+``--set train.optim.learning_rate=1e-3``). Unknown keys are errors that name the key, and so are the
+flat keys that moved into a sub-section (:data:`MOVED`); overrides are parsed to the field's type.
 """
 
 from __future__ import annotations
@@ -58,12 +60,9 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True)
-class CalibrateConfig:
-    """Degradation transfer (``degtrans calibrate``)."""
+class SolveConfig:
+    """Calibration's PSF solve (``[calibrate.solve]``): priors and iterations."""
 
-    rows: int = 6
-    cols: int = 8
-    psf_size: int = 31
     support_radius: float = 0.0
     # Ridge weight (relative to each channel's data scale) of the Fourier and joint solves' prior.
     wiener_reg: float = 3e-4
@@ -75,10 +74,24 @@ class CalibrateConfig:
     cg_iterations: int = 400
     # Preconditioned CG steps of the joint solve of all tiles (0: the per-tile inits alone).
     joint_iterations: int = 300
-    # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
-    holdout: int = 0
-    fit_gamma: bool = True
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """Calibration's registration of target to photo (``[calibrate.register]``)."""
+
     min_inliers: int = 30
+    # Fine registration: Gaussian low-pass (px) of both images. Measured on 31-px lens PSFs, noise
+    # 0.003: 0.0005 px RMS geometric error with the true PSFs, whatever sigma in 2-3 (issue 11).
+    sigma: float = 3.0
+    # Lens distortion (k1, k2, p1, p2): "auto" adds it when the homography leaves a per-tile residual
+    # shift above distortion_threshold_px (RMS).
+    distortion: Literal["auto", "none", "always"] = "auto"
+    distortion_threshold_px: float = 0.05
+    # Registration and PSFs in turns: after the first solve, re-register against the target blurred by
+    # the re-centred estimate this many times (the low-pass alone leaves a large asymmetric PSF's bias:
+    # 1.2 px at the corners of the triplet lens). 0: register once on the low-pass.
+    rounds: int = 2
     # How the registered target reaches the sensor in the fit: "area" (a screen or print is piecewise
     # constant and a pixel averages it over its footprint, calibrate.sensor) or "bicubic" (resampled at
     # pixel centres). Measured on the sharp-centre lens, true geometry, photographs integrating over
@@ -87,18 +100,14 @@ class CalibrateConfig:
     # In registration rounds after the first, refit stage I's colour matrix and offset on every pixel
     # through the current PSF estimate (the patches are not left flat by spatially variant PSFs).
     refit_colour: bool = True
-    # Fine registration: Gaussian low-pass (px) of both images. Measured on 31-px lens PSFs, noise
-    # 0.003: 0.0005 px RMS geometric error with the true PSFs, whatever sigma in 2-3 (issue 11).
-    register_sigma: float = 3.0
-    # Lens distortion (k1, k2, p1, p2): "auto" adds it when the homography leaves a per-tile residual
-    # shift above distortion_threshold_px (RMS).
-    distortion: Literal["auto", "none", "always"] = "auto"
-    distortion_threshold_px: float = 0.05
-    # Registration and PSFs in turns: after the first solve, re-register against the target blurred by
-    # the re-centred estimate this many times (the low-pass alone leaves a large asymmetric PSF's bias:
-    # 1.2 px at the corners of the triplet lens). 0: register once on the low-pass.
-    register_rounds: int = 2
-    # Photo rejection. Fraction of saturated pixels allowed (a correct exposure has none).
+    fit_gamma: bool = True
+
+
+@dataclass(frozen=True)
+class RejectConfig:
+    """Calibration's photo rejection thresholds (``[calibrate.reject]``)."""
+
+    # Fraction of saturated pixels allowed (a correct exposure has none).
     max_clipped: float = 0.001
     # Steepest chart tilt (degrees, assuming a 30-degree half-diagonal field); hand-held jitter is < 1.
     max_tilt_deg: float = 20.0
@@ -113,27 +122,57 @@ class CalibrateConfig:
     focus_ratio: float = 0.72
     # Low-passed correlation of photo and registered target below which it is the wrong target.
     min_correlation: float = 0.8
-    camera: str = "camera"
-    actors: int = 2
-    gpus_per_actor: float = 0.0
-    seed: int = 0
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Restoration training (``degtrans train``), local or with Ray Train."""
+class ActorsConfig:
+    """Calibration's Ray resources (``[calibrate.ray]``): tile-fitting actors."""
 
-    model: Literal["fovkpn", "wiener"] = "fovkpn"
-    epochs: int = 10
-    batch_size: int = 16
+    actors: int = 2
+    gpus_per_actor: float = 0.0
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Degradation transfer (``degtrans calibrate``)."""
+
+    rows: int = 6
+    cols: int = 8
+    psf_size: int = 31
+    # Pairs (the last ones) kept out of the fit to measure the re-blur PSNR on unseen photographs.
+    holdout: int = 0
+    camera: str = "camera"
+    seed: int = 0
+    solve: SolveConfig = field(default_factory=SolveConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    reject: RejectConfig = field(default_factory=RejectConfig)
+    ray: ActorsConfig = field(default_factory=ActorsConfig)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Training's optimiser, loss and schedule (``[train.optim]``)."""
+
     learning_rate: float = 2e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     loss: Literal["l1", "l2", "psnr"] = "l1"
     ssim_weight: float = 0.0
-    # Network sizes: the FOV-KPN reference's are width 32, offset channels 32 (``preset = "paper"``);
-    # width 16 is the small variant for CPU runs.
-    width: int = 32
+    # Learning-rate schedule: linear warmup over ``warmup_steps``, then "cosine" decay to 1 % over the
+    # run or "step" (times ``lr_step_gamma`` every ``lr_step_epochs`` epochs, the reference's).
+    warmup_steps: int = 0
+    lr_schedule: Literal["cosine", "step"] = "cosine"
+    lr_step_epochs: int = 5
+    lr_step_gamma: float = 0.5
+    # Exponential moving average of the weights (0: off); validation and inference use the average.
+    ema_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class FOVKPNConfig:
+    """FOV-KPN's sizes (``[train.fovkpn]``); its width is ``train.width``."""
+
+    # The FOV-KPN reference's: offset channels 32 (``preset = "paper"``).
     offset_channels: int = 32
     kpn_kernel: int = 5
     # Dilations of the predicted per-pixel kernels, fused by a 3x3 conv (the reference: 1-4, 17x17 support).
@@ -147,28 +186,47 @@ class TrainConfig:
     # block (3: all, as the reference; the full-resolution one costs most on CPU).
     offset_groups: int = 8
     decoder_deform: int = 3
-    # Deep Wiener feature channels: a multiple of 3 (each colour channel gets its own features).
-    wiener_features: int = 24
-    # Deep Wiener: frequency bands of its learned 1/SNR.
-    wiener_bands: int = 4
-    # Deep Wiener: levels of its refinement UNet (each halves the resolution, doubles the width).
-    wiener_levels: int = 2
-    # Deep Wiener: refinement stages; each after the first makes the estimate consistent with the
-    # observation (a half-quadratic-splitting step with the known PSFs) and refines it again.
-    wiener_stages: int = 1
-    # Deep Wiener: whether it is told each pair's ISP draw and noise level. True suits simulated frames
-    # and RAW photos whose metadata gives them; an sRGB photograph gives neither, so a network meant
-    # for photographs trains without them (sRGB curve undone, noise estimated from the image), as it
-    # will restore.
-    wiener_known_isp: bool = True
-    # Learning-rate schedule: linear warmup over ``warmup_steps``, then "cosine" decay to 1 % over the
-    # run or "step" (times ``lr_step_gamma`` every ``lr_step_epochs`` epochs, the reference's).
-    warmup_steps: int = 0
-    lr_schedule: Literal["cosine", "step"] = "cosine"
-    lr_step_epochs: int = 5
-    lr_step_gamma: float = 0.5
-    # Exponential moving average of the weights (0: off); validation and inference use the average.
-    ema_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class WienerConfig:
+    """Deep Wiener's sizes (``[train.wiener]``); its refinement UNet's width is ``train.width``."""
+
+    # Feature channels: a multiple of 3 (each colour channel gets its own features).
+    features: int = 24
+    # Frequency bands of its learned 1/SNR.
+    bands: int = 4
+    # Levels of its refinement UNet (each halves the resolution, doubles the width).
+    levels: int = 2
+    # Refinement stages; each after the first makes the estimate consistent with the observation (a
+    # half-quadratic-splitting step with the known PSFs) and refines it again.
+    stages: int = 1
+    # Whether it is told each pair's ISP draw and noise level. True suits simulated frames and RAW
+    # photos whose metadata gives them; an sRGB photograph gives neither, so a network meant for
+    # photographs trains without them (sRGB curve undone, noise estimated from the image), as it will
+    # restore.
+    known_isp: bool = True
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """Ray Train's resources (``[train.ray]``)."""
+
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1
+    max_failures: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Restoration training (``degtrans train``), local or with Ray Train."""
+
+    model: Literal["fovkpn", "wiener"] = "fovkpn"
+    epochs: int = 10
+    batch_size: int = 16
+    # Both networks' width: the reference's 32 (``preset = "paper"``); 16 is the small variant for CPU runs.
+    width: int = 32
     # A row of ``PRESETS`` (the FOV-KPN paper's schedule, the benchmarks', the pretraining's), applied
     # where it is set; later keys win.
     preset: Literal[
@@ -183,10 +241,10 @@ class TrainConfig:
     val_fraction: float = 0.1
     shuffle_buffer: int = 64
     seed: int = 0
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: int = 1
-    max_failures: int = 2
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fovkpn: FOVKPNConfig = field(default_factory=FOVKPNConfig)
+    wiener: WienerConfig = field(default_factory=WienerConfig)
+    ray: WorkersConfig = field(default_factory=WorkersConfig)
 
 
 @dataclass(frozen=True)
@@ -233,9 +291,9 @@ class RestoreConfig:
     eval_max_samples: int = 0
 
 
-# Settings a ``train.preset`` stands for, by section: the one table of training recipes. Unless a
-# row says otherwise, the model is left to ``train.model``.
-_BENCH = {"learning_rate": 1e-3, "lr_schedule": "cosine", "wiener_stages": 3}
+# Settings a ``train.preset`` stands for, by section (nested as the sections are): the one table of
+# training recipes. Unless a row says otherwise, the model is left to ``train.model``.
+_BENCH = {"learning_rate": 1e-3, "lr_schedule": "cosine"}
 # fmt: off
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "custom": {},
@@ -245,23 +303,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "train": {
             "width": 32,
-            "offset_channels": 32,
-            "offset_groups": 8,
-            "kpn_kernel": 5,
-            "kpn_dilations": (1, 2, 3, 4),
-            "kpn_kernel_scale": 1.0,
-            "decoder_deform": 3,
             "batch_size": 16,
             "epochs": 50,
-            "learning_rate": 1e-4,
-            "lr_schedule": "step",
-            "lr_step_epochs": 5,
-            "lr_step_gamma": 0.5,
-            "warmup_steps": 0,
-            "ema_decay": 0.0,
-            "weight_decay": 0.0,
-            "loss": "l2",
-            "ssim_weight": 0.0,
+            "fovkpn": {"offset_channels": 32, "offset_groups": 8, "kpn_kernel": 5,
+                       "kpn_dilations": (1, 2, 3, 4), "kpn_kernel_scale": 1.0, "decoder_deform": 3},
+            "optim": {"learning_rate": 1e-4, "lr_schedule": "step", "lr_step_epochs": 5, "lr_step_gamma": 0.5,
+                      "warmup_steps": 0, "ema_decay": 0.0, "weight_decay": 0.0, "loss": "l2",
+                      "ssim_weight": 0.0},
         },
         "simulate": {"patch_size": 128},
     },
@@ -272,37 +320,42 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # held-out dB at 2,000 steps on the sample images: 1 stage 25.72; 2 stages 26.10 / 25.90 (seeds
     # 0 / 1); 3 stages 26.23 / 25.93 (benchmarks/README.md, third round).
     "bench-cpu": {
-        "train": {**_BENCH, "width": 16, "offset_channels": 16, "wiener_features": 12, "batch_size": 8,
-                  "warmup_steps": 100, "ema_decay": 0.995, "decoder_deform": 1},
+        "train": {"width": 16, "batch_size": 8, "optim": {**_BENCH, "warmup_steps": 100, "ema_decay": 0.995},
+                  "fovkpn": {"offset_channels": 16, "decoder_deform": 1},
+                  "wiener": {"features": 12, "stages": 3}},
         "simulate": {"patch_size": 96},
     },
     # One device call (an H200, <= 8 min in all): the reference's sizes, trained for a time budget.
     "bench-gpu": {
-        "train": {**_BENCH, "width": 32, "offset_channels": 32, "wiener_features": 24, "batch_size": 16,
-                  "warmup_steps": 300, "ema_decay": 0.999, "decoder_deform": 3},
+        "train": {"width": 32, "batch_size": 16, "optim": {**_BENCH, "warmup_steps": 300, "ema_decay": 0.999},
+                  "fovkpn": {"offset_channels": 32, "decoder_deform": 3},
+                  "wiener": {"features": 24, "stages": 3}},
         "simulate": {"patch_size": 128},
     },
     # The reference's sizes (width 32, 32 offset channels, patch 128) at its learning rate, on the
     # benchmarks' cosine (not the paper's step schedule, loss or weight decay: see "paper"); deep
     # Wiener with one stage (the reference, Dong et al., has no HQS stages).
     "bench-reference": {
-        "train": {**_BENCH, "width": 32, "offset_channels": 32, "wiener_features": 24, "batch_size": 16,
-                  "learning_rate": 1e-4, "warmup_steps": 0, "ema_decay": 0.0, "decoder_deform": 3,
-                  "wiener_stages": 1},
+        "train": {"width": 32, "batch_size": 16,
+                  "optim": {**_BENCH, "learning_rate": 1e-4, "warmup_steps": 0, "ema_decay": 0.0},
+                  "fovkpn": {"offset_channels": 32, "decoder_deform": 3},
+                  "wiener": {"features": 24, "stages": 1}},
         "simulate": {"patch_size": 128},
     },
     # The bundled deep Wiener (degtrans.restore.pretrain): the CPU benchmark's network (width 16, 12
     # features, 3 stages, 96², batch 8), for more steps, on every pair (no validation split).
     "pretrain-cpu": {
-        "train": {**_BENCH, "model": "wiener", "width": 16, "wiener_features": 12, "batch_size": 8,
-                  "warmup_steps": 100, "ema_decay": 0.995, "val_fraction": 0.0},
+        "train": {"model": "wiener", "width": 16, "batch_size": 8, "val_fraction": 0.0,
+                  "optim": {**_BENCH, "warmup_steps": 100, "ema_decay": 0.995},
+                  "wiener": {"features": 12, "stages": 3}},
         "simulate": {"patch_size": 96, "patches_per_image": 24},
     },
     # One device call (unmeasured: no GPU has run it). The same network with larger batches and
     # patches; its steps assume ~500 patches/s for 3 stages (1,089 were measured for 1 stage at 128²).
     "pretrain-gpu": {
-        "train": {**_BENCH, "model": "wiener", "width": 16, "wiener_features": 12, "batch_size": 16,
-                  "warmup_steps": 200, "ema_decay": 0.998, "val_fraction": 0.0},
+        "train": {"model": "wiener", "width": 16, "batch_size": 16, "val_fraction": 0.0,
+                  "optim": {**_BENCH, "warmup_steps": 200, "ema_decay": 0.998},
+                  "wiener": {"features": 12, "stages": 3}},
         "simulate": {"patch_size": 128, "patches_per_image": 64},
     },
 }
@@ -312,7 +365,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # ``degtrans train`` on a CPU builds these sizes unless the config or ``--set`` gives them: FOV-KPN at
 # the reference's sizes trains at 1-3 patches/s on two cores (800 steps take over an hour); the small
 # variant at 3.6 patches/s on one (benchmarks/README.md, restoration).
-CPU_SIZES: dict[str, Any] = {"width": 16, "offset_channels": 16, "decoder_deform": 1}
+CPU_SIZES: dict[str, Any] = {"width": 16, "fovkpn.offset_channels": 16, "fovkpn.decoder_deform": 1}
 
 
 @dataclass(frozen=True)
@@ -390,22 +443,81 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {annotation!r}")
 
 
+def _is_section(annotation: Any) -> bool:
+    return dataclasses.is_dataclass(annotation)
+
+
+def _section_paths(cls: type = RunConfig, path: str = "") -> dict[type, str]:
+    """``{section class: its dotted place}`` (``OptimConfig: "train.optim"``) below ``cls``."""
+    paths = {}
+    for name, annotation in _section_types(cls).items():
+        if _is_section(annotation):
+            place = f"{path}.{name}" if path else name
+            paths[annotation] = place
+            paths.update(_section_paths(annotation, place))
+    return paths
+
+
+_PATHS = _section_paths()
+# Keys renamed as they moved into a sub-section (the others kept their names).
+_RENAMED = {
+    "calibrate.register.sigma": "register_sigma",
+    "calibrate.register.rounds": "register_rounds",
+    **{
+        f"train.wiener.{name}": f"wiener_{name}"
+        for name in ("features", "bands", "levels", "stages", "known_isp")
+    },
+}
+# The flat keys that moved into the sub-sections (``train.learning_rate``), with their places now
+# (``train.optim.learning_rate``). In a config file or ``--set`` an old key is an error naming its
+# place; a stored config (an older checkpoint's) is read at it.
+MOVED: dict[str, str] = {
+    f"{place.split('.')[0]}.{_RENAMED.get(f'{place}.{name}', name)}": f"{place}.{name}"
+    for cls, place in _PATHS.items()
+    if place.count(".") == 1
+    for name in _section_types(cls)
+}
+
+
+def _moved_error(key: str, where: str) -> ConfigError | None:
+    return ConfigError(f"{where}: '{key}' moved to '{MOVED[key]}'") if key in MOVED else None
+
+
 def _build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
     hints = _section_types(cls)
+    for key in values:
+        if error := _moved_error(f"{section}.{key}", source):
+            raise error
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{section}.{unknown[0]}' "
             f"(known keys in [{section}]: {', '.join(sorted(hints))})"
         )
-    parsed = {
-        name: coerce(value, hints[name], f"{source}: '{section}.{name}'") for name, value in values.items()
-    }
+    parsed = {}
+    for name, value in values.items():
+        where = f"{source}: '{section}.{name}'"
+        if not _is_section(hints[name]):
+            parsed[name] = coerce(value, hints[name], where)
+        elif isinstance(value, dict):
+            parsed[name] = _build_section(hints[name], value, source, f"{section}.{name}")
+        else:
+            raise ConfigError(f"{where} is a table ([{section}.{name}]), got {value!r}")
     return cls(**parsed)
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, tables merged key by key (a preset's values under the user's)."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _deep_merge(merged[key], value) if both else value
+    return merged
+
+
 def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
-    """Build a ``RunConfig`` from nested dicts ``{section: {key: value}}``, rejecting unknown keys."""
+    """Build a ``RunConfig`` from nested dicts ``{section: {key: value or {key: value}}}``, rejecting
+    unknown and moved keys."""
     sections = _section_types(RunConfig)
     unknown = sorted(set(data) - set(sections))
     if unknown:
@@ -418,7 +530,7 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
         values = data.get(name, {})
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: '{name}' must be a table, got {values!r}")
-        built[name] = _build_section(cls, {**preset_values.get(name, {}), **values}, source, name)
+        built[name] = _build_section(cls, _deep_merge(preset_values.get(name, {}), values), source, name)
     return RunConfig(**built)
 
 
@@ -442,7 +554,7 @@ def load_config(
 
 
 def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Apply typed ``--set section.key=value`` overrides."""
+    """Apply typed ``--set section.key=value`` overrides (``section.sub.key=value`` in a sub-section)."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
@@ -452,24 +564,44 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
     return config
 
 
+def _replace_path(node: Any, names: list[str], value: Any, where: str, path: str = "") -> Any:
+    """``node`` with the field at ``names`` (a path into its sub-sections) set to ``value``, type-checked."""
+    hints = _section_types(type(node))
+    name, rest = names[0], names[1:]
+    dotted = f"{path}.{name}" if path else name
+    if error := _moved_error(dotted, where):
+        raise error
+    if name not in hints and not path:
+        raise ConfigError(f"{where}: unknown section '{name}' (known: {', '.join(hints)})")
+    if name not in hints or (rest and not _is_section(hints[name])):
+        shown = ".".join([dotted, *rest[:1]]) if name in hints else dotted
+        raise ConfigError(
+            f"{where}: unknown key '{shown}' (known keys in [{path}]: {', '.join(sorted(hints))})"
+        )
+    if rest:
+        return dataclasses.replace(
+            node, **{name: _replace_path(getattr(node, name), rest, value, where, dotted)}
+        )
+    if _is_section(hints[name]):
+        raise ConfigError(f"{where}: '{dotted}' is a table: set one of its keys ({dotted}.KEY=VALUE)")
+    return dataclasses.replace(node, **{name: coerce(value, hints[name], where)})
+
+
+def _apply_values(node: Any, values: dict[str, Any]) -> Any:
+    """``node`` with nested ``values`` (a preset's row, trusted) replaced into it and its sub-sections."""
+    changes = {k: _apply_values(getattr(node, k), v) if isinstance(v, dict) else v for k, v in values.items()}
+    return dataclasses.replace(node, **changes)
+
+
 def replace_field(
     config: RunConfig, section: str, key: str, value: Any, where: str | None = None
 ) -> RunConfig:
-    """Return ``config`` with ``section.key`` set to ``value`` (type-checked; strings are parsed)."""
+    """Return ``config`` with ``section.key`` set to ``value`` (type-checked; strings are parsed);
+    ``key`` is dotted in a sub-section (``optim.learning_rate``)."""
     where = where or f"{section}.{key}"
-    sections = _section_types(RunConfig)
-    if section not in sections:
-        raise ConfigError(f"{where}: unknown section '{section}' (known: {', '.join(sections)})")
-    hints = _section_types(sections[section])
-    if key not in hints:
-        raise ConfigError(f"{where}: unknown key '{section}.{key}' (known: {', '.join(sorted(hints))})")
-    current = getattr(config, section)
-    value = coerce(value, hints[key], where)
-    config = dataclasses.replace(config, **{section: dataclasses.replace(current, **{key: value})})
+    config = _replace_path(config, [section, *key.split(".")], value, where)
     if section == "train" and key == "preset":
-        for name, values in PRESETS[value].items():
-            updated = dataclasses.replace(getattr(config, name), **values)
-            config = dataclasses.replace(config, **{name: updated})
+        config = _apply_values(config, PRESETS[config.train.preset])
     return config
 
 
@@ -478,16 +610,27 @@ def preset_config(name: str) -> RunConfig:
     return replace_field(RunConfig(), "train", "preset", name, "train.preset")
 
 
+def _dotted_keys(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables flattened to ``{"optim.learning_rate": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(
+            _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+        )
+    return flat
+
+
 def given_keys(
     path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...], section: str
 ) -> set[str]:
-    """The keys of ``section`` that a config file or ``--set`` overrides give (a preset's keys too):
-    the ones a default that depends on the machine must leave alone."""
+    """The keys of ``section`` (dotted in its sub-sections: ``fovkpn.offset_channels``) that a config
+    file or ``--set`` overrides give (a preset's keys too): the ones a default that depends on the
+    machine must leave alone."""
     data: dict[str, Any] = {}
     if path is not None:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
-    keys = set(data.get(section, {}))
+    keys = set(_dotted_keys(data.get(section, {})))
     for item in overrides:
         dotted = item.split("=", 1)[0].strip()
         if dotted.startswith(f"{section}."):
@@ -495,15 +638,16 @@ def given_keys(
     presets = [data.get("train", {}).get("preset", "custom")]
     presets += [i.split("=", 1)[1].strip() for i in overrides if i.split("=", 1)[0].strip() == "train.preset"]
     for preset in presets:
-        keys |= set(PRESETS.get(preset, {}).get(section, {}))
+        keys |= set(_dotted_keys(PRESETS.get(preset, {}).get(section, {})))
     return keys
 
 
 def small_on_cpu(train: TrainConfig, given: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
     """``train`` with the :data:`CPU_SIZES` that ``given`` (:func:`given_keys`) leaves open; returns it
     and the values changed."""
-    changes = {k: v for k, v in CPU_SIZES.items() if k not in given and getattr(train, k) != v}
-    return dataclasses.replace(train, **changes), changes
+    current = _dotted_keys(to_dict(train))
+    changes = {k: v for k, v in CPU_SIZES.items() if k not in given and current[k] != v}
+    return replace_checked(train, changes, "CPU_SIZES"), changes
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -522,15 +666,19 @@ def write_resolved(config: Any, directory_or_file: str | os.PathLike, name: str 
     return write_atomic(path, json.dumps(to_dict(config), indent=2, sort_keys=True))
 
 
-def replace_checked(section: Any, changes: dict[str, Any], where: str) -> Any:
+def replace_checked(section: Any, changes: dict[str, Any], where: str, stored: bool = False) -> Any:
     """``dataclasses.replace`` of a config section with type-checked values (strings are parsed).
 
     For sections that travel whole (Ray pickles them) and get fields merged in: a sweep trial's
-    sampled values, a checkpoint's stored config. Unknown keys are errors naming ``where``.
+    sampled values, a checkpoint's stored config. Keys are dotted in sub-sections
+    (``optim.learning_rate``) or nested tables (:func:`to_dict`'s). Unknown keys are errors naming
+    ``where``; so are keys that moved (:data:`MOVED`), unless ``stored`` (a config degtrans wrote,
+    such as an older checkpoint's flat one): those are read at their new place.
     """
-    hints = _section_types(type(section))
-    unknown = sorted(set(changes) - set(hints))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} (known: {', '.join(sorted(hints))})")
-    checked = {key: coerce(value, hints[key], f"{where}: '{key}'") for key, value in changes.items()}
-    return dataclasses.replace(section, **checked)
+    place = _PATHS[type(section)]
+    for key, value in _dotted_keys(changes).items():
+        old = f"{place}.{key}"
+        if stored and old in MOVED:
+            key = MOVED[old].removeprefix(f"{place}.")
+        section = _replace_path(section, key.split("."), value, f"{where}: '{key}'", place)
+    return section

@@ -51,7 +51,7 @@ DEMO_OVERRIDES = (
     "calibrate.rows=3",
     "calibrate.cols=4",
     "calibrate.psf_size=15",
-    "calibrate.actors=2",
+    "calibrate.ray.actors=2",
     "simulate.patch_size=64",
     "simulate.patches_per_image=48",
     # Brooks et al.'s range reaches noise that buries a phone lens's blur in 64-px patches; the demo
@@ -66,15 +66,15 @@ DEMO_OVERRIDES = (
     # with FOV-KPN, which learns deconvolution from scratch (benchmarks/README.md, "End-to-end demo").
     "train.model=wiener",
     # Trained as it will meet the photograph: without the pairs' ISP draw and noise level.
-    "train.wiener_known_isp=false",
-    "train.wiener_features=12",
+    "train.wiener.known_isp=false",
+    "train.wiener.features=12",
     "train.epochs=8",
     "train.batch_size=8",
     "train.width=16",
-    "train.warmup_steps=10",
-    "train.learning_rate=2e-3",
+    "train.optim.warmup_steps=10",
+    "train.optim.learning_rate=2e-3",
     "train.val_fraction=0.2",
-    "train.workers=2",
+    "train.ray.workers=2",
     "train.amp=false",
     "restore.tile_size=128",
     "restore.overlap=16",
@@ -228,7 +228,7 @@ def stage_train(demo: Demo) -> Section:
     last = summary.get("metrics") or {}
     return Section(
         "Training (Ray Train)",
-        text=f"{demo.config.train.model} on {demo.config.train.workers} workers (DDP, gloo), "
+        text=f"{demo.config.train.model} on {demo.config.train.ray.workers} workers (DDP, gloo), "
         f"{demo.config.train.epochs} epochs, checkpoints reported through Ray Train. Whether a network "
         "trained on the calibrated field restores the lens as well as one trained on its true field is "
         "measured by benchmarks/transfer.py (docs/transfer.md).",

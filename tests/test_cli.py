@@ -77,11 +77,11 @@ def test_size_is_one_axb_parser():
 def test_flags_set_their_config_fields_after_set():
     args = build_parser().parse_args(
         ["calibrate", "P/", "-o", "c.npz", "--grid", "3x4", "--psf-size", "21",
-         "--set", "calibrate.psf_size=11", "--set", "calibrate.cg_iterations=5", "--distortion", "none"]
+         "--set", "calibrate.psf_size=11", "--set", "calibrate.solve.cg_iterations=5", "--distortion", "none"]
     )  # fmt: skip
     config = resolve_config(args).calibrate
-    assert (config.rows, config.cols, config.psf_size, config.cg_iterations) == (3, 4, 21, 5)
-    assert config.distortion == "none" and config.register_sigma == 3.0
+    assert (config.rows, config.cols, config.psf_size, config.solve.cg_iterations) == (3, 4, 21, 5)
+    assert config.register.distortion == "none" and config.register.sigma == 3.0
     store = build_parser().parse_args(["simulate", "--psf", "a.npz", "-o", "o", "--store-raw", "--seed", "4"])
     simulate = resolve_config(store).simulate
     assert simulate.store_raw is True and simulate.fit_field is False and simulate.seed == 4

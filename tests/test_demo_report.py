@@ -116,4 +116,4 @@ def test_demo_config_puts_user_overrides_last():
     from degtrans.demo import demo_config
 
     config = demo_config(None, ["train.epochs=7"])
-    assert config.train.epochs == 7 and config.train.workers == 2 and config.simulate.patch_size == 64
+    assert config.train.epochs == 7 and config.train.ray.workers == 2 and config.simulate.patch_size == 64

@@ -269,8 +269,8 @@ def solve_fourier(
 
 
 def stage_device(config: CalibrateConfig) -> torch.device:
-    """Where stage II computes: CUDA when ``gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
-    return torch.device("cuda" if config.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
+    """Where stage II computes: CUDA when ``ray.gpus_per_actor > 0`` and a GPU is visible, else the CPU."""
+    return torch.device("cuda" if config.ray.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu")
 
 
 def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -> TileFit:
@@ -278,8 +278,8 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
 
     Args:
         problem: the registered pairs.
-        config: the prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``), ``cg_iterations``,
-            ``support_radius``.
+        config: ``solve``'s prior (``wiener_reg``, ``smooth_reg``, ``centroid_weight``),
+            ``cg_iterations`` and ``support_radius``; ``ray.gpus_per_actor`` (the device).
 
     Raises:
         TileFitError: no pair covers the tile.
@@ -288,14 +288,14 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
     k = problem.psf_size
     # Observations are gathered on the CPU; an actor given a GPU fraction solves there.
     device = stage_device(config)
-    support = support_mask(k, config.support_radius).to(device)
+    support = support_mask(k, config.solve.support_radius).to(device)
     with torch.no_grad():
         system = build_fourier_system(problem, row, col)
         system = dataclasses.replace(
             system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
         )
         prior = tile_prior(config, problem.channels)
-        solved = solve_fourier(system, prior, support, config.cg_iterations)
+        solved = solve_fourier(system, prior, support, config.solve.cg_iterations)
         fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,

@@ -26,7 +26,7 @@ from degtrans.calibrate.joint import MapShards, gather_stats, local_shards, solv
 from degtrans.calibrate.photos import find_pairs
 from degtrans.calibrate.prepare import PreparedPair, Rejected, prepare_pair
 from degtrans.calibrate.priors import support_mask, tile_prior
-from degtrans.config import CalibrateConfig, to_dict, write_resolved
+from degtrans.config import CalibrateConfig, RejectConfig, to_dict, write_resolved
 from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 
@@ -122,7 +122,7 @@ def solve_field(
     psfs = np.zeros((rows, cols, channels, k, k), np.float32)
     failed: dict[Tile, str] = {}
     fits: dict[Tile, TileFit] = {}
-    joint = config.joint_iterations > 0
+    joint = config.solve.joint_iterations > 0
     if start is not None and joint:
         psfs[:] = start
     else:
@@ -146,8 +146,8 @@ def solve_field(
             stats,
             fill_from_neighbours(psfs, set(failed)) if failed else psfs,
             tile_prior(config, channels),
-            support_mask(k, config.support_radius),
-            config.joint_iterations,
+            support_mask(k, config.solve.support_radius),
+            config.solve.joint_iterations,
         )
         psfs[:] = result.psfs
         log.info(
@@ -240,7 +240,7 @@ def _finite(value: float) -> float | None:
 
 
 def split_prepared(
-    results: list[PreparedPair | Rejected], focus_ratio: float = CalibrateConfig.focus_ratio
+    results: list[PreparedPair | Rejected], focus_ratio: float = RejectConfig.focus_ratio
 ) -> tuple[list[PreparedPair], list[Rejected]]:
     """Separate registered pairs from rejected ones.
 
@@ -309,7 +309,7 @@ def calibrate_in_rounds(
     Registration and the PSFs are solved in turns: the first round registers on the low-pass alone,
     which a large, asymmetric lens PSF still biases (the triplet lens, 256x384: up to 1.2 px of radial
     error at the corners, taken up by the red and blue PSFs against green's centroid prior); each of
-    ``config.register_rounds`` further rounds re-registers against the target blurred by the previous field,
+    ``config.register.rounds`` further rounds re-registers against the target blurred by the previous field,
     re-centred on green (:func:`centred_field`: the convention), and solves the PSFs again. Rounds before
     the last solve without the centroid prior (:func:`round_config`).
 
@@ -317,14 +317,18 @@ def calibrate_in_rounds(
         The recovered field, also written to ``output`` with ``<output>.report.png``.
     """
     estimate: PSFField | None = None
-    rounds = 1 + max(config.register_rounds, 0)
+    rounds = 1 + max(config.register.rounds, 0)
     first_rejected: list[Rejected] = []
     for round_ in range(rounds):
         # The photo checks (focus, clipping, right target) are decided in the first round; later rounds
         # only re-register the pairs it kept (a lens near the focus threshold must not flip in and out).
-        prepare_config = config if round_ == 0 else dataclasses.replace(config, min_sharpness=0.0)
+        prepare_config = (
+            config
+            if round_ == 0
+            else dataclasses.replace(config, reject=dataclasses.replace(config.reject, min_sharpness=0.0))
+        )
         results = prepare_all(pairs, prepare_config, estimate)
-        prepared, rejected = split_prepared(results, config.focus_ratio if round_ == 0 else 0.0)
+        prepared, rejected = split_prepared(results, config.reject.focus_ratio if round_ == 0 else 0.0)
         if round_ == 0:
             first_rejected = rejected
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
@@ -370,4 +374,8 @@ def round_config(config: CalibrateConfig, last: bool) -> CalibrateConfig:
     """The stage II config of one registration round: before the last round the PSFs are solved
     without the centroid prior, so that they take up the geometry's error as a shift and keep their
     true shape (re-centring then hands registration a faithful PSF); the last round uses ``config``."""
-    return config if last else dataclasses.replace(config, centroid_weight=0.0)
+    return (
+        config
+        if last
+        else dataclasses.replace(config, solve=dataclasses.replace(config.solve, centroid_weight=0.0))
+    )

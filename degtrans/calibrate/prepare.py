@@ -127,13 +127,14 @@ def register_pose(
     Raises:
         RegistrationError, PhotoRejected, ToneFitError: the pose cannot be used (the message says why).
     """
-    geometry, inliers, method = coarse_geometry(target, photo, layout, config.min_inliers)
+    geometry, inliers, method = coarse_geometry(target, photo, layout, config.register.min_inliers)
     tilt = tilt_degrees(geometry.homography, target.shape[:2], photo.shape[:2])
-    if tilt > config.max_tilt_deg:
+    if tilt > config.reject.max_tilt_deg:
         raise PhotoRejected(
-            f"steep angle: the chart is tilted about {tilt:.0f} degrees (at most {config.max_tilt_deg:g})"
+            f"steep angle: the chart is tilted about {tilt:.0f} degrees"
+            f" (at most {config.reject.max_tilt_deg:g})"
         )
-    fit_gamma = config.fit_gamma and not linear
+    fit_gamma = config.register.fit_gamma and not linear
     exclude = (photo >= SATURATED).any(axis=-1)
     if layout is not None and layout.patches:
         # The PSF reaches psf_size/2 photo pixels; the markers' geometry is good to a few. In target pixels:
@@ -145,7 +146,7 @@ def register_pose(
             to_gray(target),
             to_gray(photo),
             geometry,
-            sigma=config.register_sigma,
+            sigma=config.register.sigma,
             distortion="none",
             grid=grid,
         )
@@ -157,10 +158,10 @@ def register_pose(
         to_camera(target, tone)[..., 1],
         linearise(photo, tone)[..., 1],
         geometry,
-        sigma=config.register_sigma,
+        sigma=config.register.sigma,
         render=field_render(field),
-        distortion=config.distortion,
-        threshold_px=config.distortion_threshold_px,
+        distortion=config.register.distortion,
+        threshold_px=config.register.distortion_threshold_px,
         grid=grid,
         exclude=exclude,
     )
@@ -226,7 +227,7 @@ def prepare_pair(
         target = read_image(target_path)
         photo = read_image(photo_path)
         layout = read_layout(target_path)
-        check_clipping(photo, config.max_clipped)
+        check_clipping(photo, config.reject.max_clipped)
         if layout is not None and layout.geometry_from:
             ref_target, ref_photo = _pose_reference(Path(target_path), layout.geometry_from)
             reference = read_image(ref_photo)
@@ -245,21 +246,22 @@ def prepare_pair(
             )
         else:
             pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
-        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.target_model)
+        warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.register.target_model)
         tone = pose.tone
-        if field is not None and config.refit_colour:
+        if field is not None and config.register.refit_colour:
             tone = refit_colour(warped, linearise(photo, tone), mask, field, tone, config.psf_size)
         camera_target, linear_photo = to_camera(warped, tone), linearise(photo, tone)
-        match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register_sigma)
-        if match < config.min_correlation:
+        match = correlation(camera_target[..., 1], linear_photo[..., 1], mask, config.register.sigma)
+        if match < config.reject.min_correlation:
             raise PhotoRejected(
                 f"wrong target: the registered target and photo correlate at {match:.2f}"
-                f" (at least {config.min_correlation:g})"
+                f" (at least {config.reject.min_correlation:g})"
             )
         sharp = sharpness(camera_target[..., 1], linear_photo[..., 1], mask)
-        if sharp < config.min_sharpness:
+        if sharp < config.reject.min_sharpness:
             raise PhotoRejected(
-                f"out of focus: mid-band contrast transfer {sharp:.3f} (at least {config.min_sharpness:g})"
+                f"out of focus: mid-band contrast transfer {sharp:.3f}"
+                f" (at least {config.reject.min_sharpness:g})"
             )
     except (InputError, RegistrationError, PhotoRejected, ToneFitError) as error:
         return Rejected(name, str(error))
@@ -268,7 +270,7 @@ def prepare_pair(
         linear_photo[..., 1],
         pose.geometry,
         grid,
-        sigma=config.register_sigma,
+        sigma=config.register.sigma,
         render=field_render(field),
     )
     return PreparedPair(

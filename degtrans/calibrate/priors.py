@@ -51,9 +51,9 @@ class Regulariser:
 def tile_prior(config: CalibrateConfig, channels: int) -> Regulariser:
     """The prior of ``config``; the centroid term on the middle channel (green of R, G, B)."""
     return Regulariser(
-        ridge=config.wiener_reg,
-        smooth=config.smooth_reg,
-        centroid=config.centroid_weight,
+        ridge=config.solve.wiener_reg,
+        smooth=config.solve.smooth_reg,
+        centroid=config.solve.centroid_weight,
         centroid_channels=(channels // 2,),
     )
 

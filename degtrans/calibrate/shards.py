@@ -59,7 +59,7 @@ def plan_blocks(frame: tuple[int, int], count: int) -> list[Block]:
             best = (aspect, by, bx)
     if best is None:
         raise InputError(
-            f"plan_blocks: a {height}x{width} frame cannot be cut into {count} blocks (calibrate.actors)"
+            f"plan_blocks: a {height}x{width} frame cannot be cut into {count} blocks (calibrate.ray.actors)"
         )
     _, by, bx = best
     ys = [round(i * height / by) for i in range(by + 1)]

@@ -100,15 +100,15 @@ class FitterPool(list):
 
 
 def start_fitters(problem: FitProblem, config: CalibrateConfig) -> FitterPool:
-    """``config.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``
+    """``config.ray.actors`` actors, each with one CPU (or ``gpus_per_actor`` of a GPU), holding ``problem``
     and one block of it (``joint.problem_shards``: the frame cut into ``actors`` blocks)."""
-    if config.actors < 1:
-        raise InputError(f"calibrate.actors (--actors) must be >= 1, got {config.actors}")
+    if config.ray.actors < 1:
+        raise InputError(f"calibrate.ray.actors (--actors) must be >= 1, got {config.ray.actors}")
     pool = FitterPool()
     pool.problem_ref = ray.put(problem)
-    pool.shard_refs = [ray.put(data) for data in problem_shards(problem, config.actors)]
+    pool.shard_refs = [ray.put(data) for data in problem_shards(problem, config.ray.actors)]
     device = str(stage_device(config))
-    options = {"num_cpus": 1, "num_gpus": config.gpus_per_actor}
+    options = {"num_cpus": 1, "num_gpus": config.ray.gpus_per_actor}
     pool.extend(
         TileFitter.options(**options).remote(pool.problem_ref, ref, device) for ref in pool.shard_refs
     )
@@ -183,7 +183,7 @@ def calibrate_camera(
 ) -> PSFField:
     """Calibrate a camera from ``PAIRS_DIR`` (``NAME.target.png`` + ``NAME.photo.*``) on Ray.
 
-    Registration runs as one Ray task per pair and tiles are fitted by ``config.actors`` actors, in the
+    Registration runs as one Ray task per pair and tiles are fitted by ``config.ray.actors`` actors, in the
     rounds of :func:`degtrans.calibrate.pipeline.calibrate_in_rounds` (the local runner's loop).
 
     Args:
@@ -206,7 +206,7 @@ def calibrate_camera(
         with tqdm(total=len(pairs), desc="register", unit="pair", disable=not progress) as bar:
             while queue or pending:
                 # At most ``actors`` registrations at once: the run's parallelism is ``actors``.
-                while queue and len(pending) < max(cfg.actors, 1):
+                while queue and len(pending) < max(cfg.ray.actors, 1):
                     index, (name, target, photo) = queue.pop(0)
                     ref = _prepare_pair_task.remote(name, str(target), str(photo), cfg, grid, estimate_ref)
                     pending[ref] = index

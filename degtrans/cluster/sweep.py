@@ -5,9 +5,9 @@ Tune runs a function that builds a ``TorchTrainer`` with ``TuneReportCallback`` 
 its run name, then ``fit()``s it; rank 0's per-epoch metrics reach Tune, where ASHA stops weak
 trials on validation PSNR.
 
-The search space is a TOML file over ``[train]`` fields::
+The search space is a TOML file over ``[train]`` fields (a sub-section's as ``[train.optim.KEY]``)::
 
-    [train.learning_rate]
+    [train.optim.learning_rate]
     loguniform = [1e-4, 1e-2]
     [train.width]
     choice = [8, 16]
@@ -39,7 +39,16 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from degtrans.atomic import atomic_path, write_atomic
 from degtrans.cluster.session import ensure_ray
 from degtrans.cluster.train import build_trainer
-from degtrans.config import ConfigError, RunConfig, SweepConfig, TrainConfig, coerce, replace_checked, to_dict
+from degtrans.config import (
+    MOVED,
+    ConfigError,
+    RunConfig,
+    SweepConfig,
+    TrainConfig,
+    coerce,
+    replace_checked,
+    to_dict,
+)
 from degtrans.errors import DegtransError
 from degtrans.figures import pyplot, save_figure
 
@@ -54,7 +63,8 @@ DISTRIBUTIONS = {
 
 
 def load_space(path: Path) -> dict[str, Any]:
-    """Read a search space TOML into ``{train_field: tune distribution or value}``.
+    """Read a search space TOML into ``{train_field: tune distribution or value}`` (fields of a
+    sub-section dotted: ``optim.learning_rate``).
 
     Raises:
         ConfigError naming the file and key for unknown sections, fields or distributions, and
@@ -69,14 +79,27 @@ def load_space(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - {"train"})
     if unknown or not data.get("train"):
         raise ConfigError(f"{path}: the search space is a [train] table of fields (found {sorted(data)})")
-    hints = typing.get_type_hints(TrainConfig)
+    return _space(data["train"], TrainConfig, "", path)
+
+
+def _space(table: dict[str, Any], section: type, prefix: str, path: Path) -> dict[str, Any]:
+    """``{dotted field: distribution or value}`` of one (sub-)section's table of the search space."""
+    hints = typing.get_type_hints(section)
     space: dict[str, Any] = {}
-    for key, spec in data["train"].items():
-        where = f"{path}: 'train.{key}'"
+    for key, spec in table.items():
+        dotted = f"{prefix}{key}"
+        where = f"{path}: 'train.{dotted}'"
+        if f"train.{dotted}" in MOVED:
+            raise ConfigError(f"{where}: moved to '{MOVED[f'train.{dotted}']}'")
         if key not in hints:
             raise ConfigError(f"{where}: unknown field (known: {', '.join(sorted(hints))})")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{where}: a sub-section is a table of fields, got {spec!r}")
+            space.update(_space(spec, hints[key], f"{dotted}.", path))
+            continue
         if not isinstance(spec, dict):
-            space[key] = coerce(spec, hints[key], where)
+            space[dotted] = coerce(spec, hints[key], where)
             continue
         if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
             raise ConfigError(f"{where}: expected one of {sorted(DISTRIBUTIONS)} = [...], got {spec!r}")
@@ -87,7 +110,7 @@ def load_space(path: Path) -> dict[str, Any]:
             values = [coerce(v, hints[key], where) for v in values]
         elif len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
             raise ConfigError(f"{where}: {kind} needs [low, high], got {values!r}")
-        space[key] = DISTRIBUTIONS[kind](values)
+        space[dotted] = DISTRIBUTIONS[kind](values)
     return space
 
 

@@ -109,7 +109,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     context = ray.train.get_context()
     main = context.get_world_rank() == 0
     # Ray sets OMP_NUM_THREADS to the worker's CPUs; torch reads it only at start-up, so apply it here.
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", config.cpus_per_worker))))
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", config.ray.cpus_per_worker))))
     with_psf = model_spec(config.model).needs_psf
     collate = PairCollate(load_fields(data_dir, read_manifest(data_dir)) if with_psf else None)
     shard = ray.train.get_dataset_shard("train")  # this worker's part of the Parquet stream
@@ -147,23 +147,23 @@ def build_trainer(
     name: str = "train",
     callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
-    """The ``TorchTrainer`` of one run: ``config.workers`` workers, each with ``cpus_per_worker`` CPUs
+    """The ``TorchTrainer`` of one run: ``config.ray.workers`` workers, each with ``cpus_per_worker`` CPUs
     and ``gpus_per_worker`` GPUs, ``max_failures`` restarts from the last checkpoint.
 
     ``name`` keys Ray's run state in ``run_dir/ray/``: a rerun with the same name resumes from the
     last checkpoint there (as ``train_local`` resumes from ``last.pt``).
     """
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir).resolve()
-    if config.workers < 1:
-        raise InputError(f"train.workers: expected >= 1, got {config.workers}")
+    if config.ray.workers < 1:
+        raise InputError(f"train.ray.workers: expected >= 1, got {config.ray.workers}")
     run_dir.mkdir(parents=True, exist_ok=True)
     reader = PairReader(data_dir, val_fraction=config.val_fraction)
     train_samples = reader.count("train")
     if train_samples == 0:
         raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
-    resources = {"CPU": float(config.cpus_per_worker)}
-    if config.gpus_per_worker > 0:
-        resources["GPU"] = float(config.gpus_per_worker)
+    resources = {"CPU": float(config.ray.cpus_per_worker)}
+    if config.ray.gpus_per_worker > 0:
+        resources["GPU"] = float(config.ray.gpus_per_worker)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -173,12 +173,14 @@ def build_trainer(
             "train_samples": train_samples,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=config.workers, use_gpu=config.gpus_per_worker > 0, resources_per_worker=resources
+            num_workers=config.ray.workers,
+            use_gpu=config.ray.gpus_per_worker > 0,
+            resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=str(run_dir / "ray"),
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=config.ray.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
         ),

@@ -179,14 +179,14 @@ def train_for(
     if len(pairs) < config.batch_size:
         raise ValueError(f"benchmark dataset has {len(pairs)} pairs, fewer than a batch")
     model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     total = [steps]  # the cosine's length; fixed before warmup ends when a time budget sets it
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, total[0], total[0])
     )
-    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    ema = WeightEMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     stream = pairs.stream(config.batch_size, config.seed)
-    calibrate_at = sorted({20, max(20, config.warmup_steps)}) if time_budget > 0 else []
+    calibrate_at = sorted({20, max(20, config.optim.warmup_steps)}) if time_budget > 0 else []
     curve: list[dict] = []
     checkpoint = path
 

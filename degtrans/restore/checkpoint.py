@@ -75,7 +75,9 @@ def load_checkpoint(
         raise InputError(f"{path}: cannot read checkpoint: {error}") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path}: not a degtrans checkpoint")
-    state["train_config"] = replace_checked(TrainConfig(), state["config"], f"{path}: checkpoint train")
+    state["train_config"] = replace_checked(
+        TrainConfig(), state["config"], f"{path}: checkpoint train", stored=True
+    )
     if model is not None:
         expected = model_name(model)
         if expected is not None and expected != state["model_name"]:

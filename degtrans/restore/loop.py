@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from degtrans.atomic import write_atomic
-from degtrans.config import TrainConfig, small_on_cpu, write_resolved
+from degtrans.config import OptimConfig, TrainConfig, small_on_cpu, write_resolved
 from degtrans.errors import InputError
 from degtrans.figures import pyplot, save_figure
 from degtrans.metrics import psnr, ssim
@@ -45,11 +45,11 @@ Batches = Iterable[dict[str, Any]]
 EpochReport = Callable[[dict[str, Any], Path | None], None]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with the config's learning rate and weight decay (one fused kernel when on CUDA)."""
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW with ``optim``'s learning rate and weight decay (one fused kernel when on CUDA)."""
     params = list(model.parameters())
     fused = bool(params) and all(p.is_cuda for p in params)
-    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay, fused=fused)
 
 
 def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
@@ -134,15 +134,15 @@ def _train_steps(
         clean = batch["clean"].to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             restored = forward_batch(model, batch, device)
-            loss = restoration_loss(restored, clean, config.ssim_weight, config.loss)
+            loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if config.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -209,7 +209,7 @@ def fit(
         batches: ``epoch -> batches`` (dicts with ``degraded``, ``clean``, ``coords``, and ``psf`` for
             the non-blind models), at most ``config.max_steps_per_epoch`` of them used per epoch (0: all);
             a stream that never ends is one endless epoch.
-        config: ``grad_clip``, ``loss``, ``ssim_weight``, ``amp`` and ``max_steps_per_epoch``.
+        config: ``optim``'s ``grad_clip``, ``loss`` and ``ssim_weight``; ``amp`` and ``max_steps_per_epoch``.
         start: the run's position when resuming (optimizer, schedule and batches already there).
         every: ``step -> the next step (> step) at which on_chunk is called``, besides every epoch end.
         on_chunk: see ``ChunkEnd``; it may checkpoint, score, log or raise to stop.
@@ -390,9 +390,9 @@ def train_run(
     steps = max(1, math.ceil(train_samples / (config.batch_size * world_size)))
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config, steps)
-    ema = WeightEMA(net, config.ema_decay) if config.ema_decay > 0 else None
+    ema = WeightEMA(net, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     start_epoch, best_psnr, best_epoch = 0, -math.inf, -1
     if resume_from is not None:
         state = load_checkpoint(resume_from, net, optimizer, scheduler, map_location=device, restore_rng=True)
@@ -423,7 +423,9 @@ def train_run(
         checkpoint = None
         if main:
             val_batches = val_reader.batches("val", config.batch_size, shuffle=False)
-            val = evaluate(ema.module if ema else net, val_batches, config.ssim_weight, config.loss)
+            val = evaluate(
+                ema.module if ema else net, val_batches, config.optim.ssim_weight, config.optim.loss
+            )
             record = {
                 "epoch": epoch, "train_loss": stats["loss"],
                 "patches_per_s": stats["patches_per_s"] * world_size, "seconds": stats["seconds"],
@@ -522,7 +524,7 @@ def train(
     Returns:
         The run's summary (see ``train_local``), after printing its best validation PSNR.
     """
-    on_gpu = torch.cuda.is_available() if distributed is None else config.gpus_per_worker > 0
+    on_gpu = torch.cuda.is_available() if distributed is None else config.ray.gpus_per_worker > 0
     if not on_gpu:
         config, changed = small_on_cpu(config, given)
         if changed:

@@ -126,9 +126,9 @@ def train(
     run = work / "run"
     run.mkdir(parents=True, exist_ok=True)
     model = build_model(config).to(torch.device(device))
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, dataclasses.replace(config, epochs=1), schedule.steps)
-    ema = WeightEMA(model, config.ema_decay)
+    ema = WeightEMA(model, config.optim.ema_decay)
     start = Progress()
     last = run / "last.pt"
     if last.exists():

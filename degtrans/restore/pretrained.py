@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from degtrans.config import TrainConfig
+from degtrans.config import TrainConfig, to_dict
 from degtrans.errors import InputError, MissingInput
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.models import build_model
@@ -61,7 +61,7 @@ def init_weights(model: nn.Module, init: str) -> None:
     Raises:
         FileNotFoundError naming ``train.init`` and the file when it is missing.
         ValueError naming the file when its network has other sizes than ``model`` (a run starting
-        from it must use the same ``width``, ``wiener_features``, ``wiener_stages`` ...).
+        from it must use the same ``width``, ``wiener.features``, ``wiener.stages`` ...).
     """
     try:
         path = pretrained_path() if init == BUNDLED else Path(init)
@@ -72,7 +72,8 @@ def init_weights(model: nn.Module, init: str) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        sizes = {k: v for k, v in state["config"].items() if k.startswith("wiener_") or k == "width"}
+        trained = state["train_config"]
+        sizes = {"width": trained.width, "wiener": to_dict(trained.wiener)}
         raise InputError(f"train.init={init!r} ({path}): its network does not fit this run's ({sizes}): "
                          f"{str(error).splitlines()[0]}") from error  # fmt: skip
 

@@ -14,15 +14,15 @@ from degtrans.config import TrainConfig
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of the base learning rate before optimizer step ``step`` (0-based).
 
-    Linear warmup over ``config.warmup_steps``; then ``"cosine"``: half a cosine from 1 to 0.01 over
+    Linear warmup over ``config.optim.warmup_steps``; then ``"cosine"``: half a cosine from 1 to 0.01 over
     the remaining steps, or ``"step"``: ``lr_step_gamma`` per ``lr_step_epochs`` epochs.
     """
-    warmup = config.warmup_steps
+    warmup = config.optim.warmup_steps
     if step < warmup:
         return (step + 1) / warmup
-    if config.lr_schedule == "step":
+    if config.optim.lr_schedule == "step":
         epoch = step // max(1, steps_per_epoch)
-        return config.lr_step_gamma ** (epoch // max(1, config.lr_step_epochs))
+        return config.optim.lr_step_gamma ** (epoch // max(1, config.optim.lr_step_epochs))
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
 

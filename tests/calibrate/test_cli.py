@@ -49,8 +49,7 @@ def test_calibrate_missing_directory_is_a_user_error(tmp_path, capsys):
 
 def test_calibrate_rejects_bad_override(tmp_path, capsys):
     (tmp_path / "pairs").mkdir()
-    code = main(
-        ["calibrate", str(tmp_path / "pairs"), "-o", "x.npz", "--local", "--set", "calibrate.distortion=cnn"]
-    )
+    bad = ["--set", "calibrate.register.distortion=cnn"]
+    code = main(["calibrate", str(tmp_path / "pairs"), "-o", "x.npz", "--local", *bad])
     assert code == 2
     assert "distortion" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.fit import FitProblem, TileFitError, fit_tile, tile_weight_map
 from degtrans.calibrate.pipeline import fill_from_neighbours, local_mapper, solve_field
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, SolveConfig
 from degtrans.errors import DegtransError
 from degtrans.field import PSFField
 from degtrans.kernels import sv_conv2d
@@ -39,8 +39,8 @@ def test_fourier_solve_is_exact_for_a_uniform_field(truth):
     # One PSF in every tile: the centre-weighted single-PSF model is the sv_conv2d photograph itself.
     uniform = PSFField(np.broadcast_to(truth.psfs[1, 0], truth.psfs.shape).copy(), truth.image_size)
     problem = _problem(uniform)
-    config = CalibrateConfig(rows=2, cols=2, psf_size=K, wiener_reg=1e-7, smooth_reg=0.0,
-                             centroid_weight=0.0, support_radius=K)  # fmt: skip
+    solve = SolveConfig(wiener_reg=1e-7, smooth_reg=0.0, centroid_weight=0.0, support_radius=K)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=K, solve=solve)
     fit = fit_tile(problem, 0, 1, config)
     assert np.linalg.norm(fit.psf - truth.psfs[1, 0]) / np.linalg.norm(truth.psfs[1, 0]) < 1e-3
     assert fit.psf.min() >= 0 and np.allclose(fit.psf.sum(axis=(-1, -2)), 1.0, atol=1e-5)
@@ -91,7 +91,9 @@ def test_gpu_actor_fit_matches_cpu(truth):
     problem = _problem(truth, noise=0.002)
     config = CalibrateConfig(rows=2, cols=2, psf_size=K)
     cpu = fit_tile(problem, 0, 1, config)
-    gpu = fit_tile(problem, 0, 1, dataclasses.replace(config, gpus_per_actor=0.25))
+    gpu = fit_tile(
+        problem, 0, 1, dataclasses.replace(config, ray=dataclasses.replace(config.ray, gpus_per_actor=0.25))
+    )
     # Loosened: float32 reductions run in another order on the GPU, through the CG steps.
     np.testing.assert_allclose(gpu.psf, cpu.psf, atol=2e-3)
 
@@ -118,24 +120,23 @@ def test_fourier_solver_diagnostics(truth):
         rows=2,
         cols=2,
         psf_size=K,
-        wiener_reg=1e-7,
-        smooth_reg=0.0,
-        centroid_weight=0.0,
-        support_radius=K,
+        solve=SolveConfig(wiener_reg=1e-7, smooth_reg=0.0, centroid_weight=0.0, support_radius=K),
     )
     fit = fit_tile(problem, 1, 0, config)
     # White-noise targets: the data decide every frequency.
     assert fit.observed_fraction == 1.0 and np.isfinite(fit.condition)
-    smooth = fit_tile(problem, 1, 0, dataclasses.replace(config, smooth_reg=1.0))
+    smooth = fit_tile(
+        problem, 1, 0, dataclasses.replace(config, solve=dataclasses.replace(config.solve, smooth_reg=1.0))
+    )
     assert smooth.observed_fraction < fit.observed_fraction and smooth.condition < fit.condition
 
 
 def test_joint_solve_beats_the_tile_init(truth):
     problem = _problem(truth, pairs=2, noise=0.002)
-    base = CalibrateConfig(rows=2, cols=2, psf_size=K, smooth_reg=1e-4)
+    base = CalibrateConfig(rows=2, cols=2, psf_size=K, solve=SolveConfig(smooth_reg=1e-4))
     errors = []
     for joint in (0, 200):
-        config = dataclasses.replace(base, joint_iterations=joint)
+        config = dataclasses.replace(base, solve=dataclasses.replace(base.solve, joint_iterations=joint))
         solution = solve_field(problem, config, local_mapper(problem, config, progress=False))
         errors.append(psf_error(PSFField(solution.psfs, truth.image_size), truth).max())
     assert errors[1] < 0.6 * errors[0] and errors[1] < 0.04, errors

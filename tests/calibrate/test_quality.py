@@ -11,7 +11,7 @@ from degtrans.calibrate.quality import SHARPNESS_BAND, sharpness
 from degtrans.calibrate.register import Geometry
 from degtrans.calibrate.sensor import area_sample
 from degtrans.calibrate.targets import make_target
-from degtrans.config import CalibrateConfig
+from degtrans.config import RejectConfig
 from degtrans.field import PSFField
 from degtrans.simulate.optics import lens_field
 
@@ -60,7 +60,7 @@ def triplet():
 
 
 def test_default_threshold_passes_a_blurry_lens_and_rejects_defocus(triplet):
-    threshold = CalibrateConfig().min_sharpness
+    threshold = RejectConfig().min_sharpness
     # The triplet lens in focus (second-moment radius 3-7 px): 0.37-0.41.
     in_focus = PSFField(triplet.psfs, FRAME)
     assert _sharpness(in_focus, "noise") > 1.3 * threshold
@@ -74,7 +74,7 @@ def test_default_threshold_passes_a_blurry_lens_and_rejects_defocus(triplet):
 def test_focus_ratio_rejects_a_3px_defocus_and_keeps_2px(lens):
     """Relative to the run's in-focus photos: a 3-px defocus disc falls below ``focus_ratio``, a 2-px one
     stays above it (a blurry lens and a sharp one alike)."""
-    ratio = CalibrateConfig().focus_ratio
+    ratio = RejectConfig().focus_ratio
     psf = lens_field((1, 1), 15, FRAME, lens).psfs[0, 0, 1].astype(np.float64)
 
     def behind(radius: float) -> float:

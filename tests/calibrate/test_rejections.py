@@ -14,12 +14,12 @@ from degtrans.calibrate.photos import HiddenCamera, find_pairs, photograph, synt
 from degtrans.calibrate.pipeline import split_prepared
 from degtrans.calibrate.prepare import PreparedPair, Rejected, prepare_pair
 from degtrans.calibrate.targets import make_target, make_targets
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, RegisterConfig
 from degtrans.io import read_image, write_image
 from degtrans.testing.synthetic import gaussian_field
 
 FRAME, GRID, K = (192, 256), (2, 3), 11
-CONFIG = CalibrateConfig(rows=2, cols=3, psf_size=K, min_inliers=20)
+CONFIG = CalibrateConfig(rows=2, cols=3, psf_size=K, register=RegisterConfig(min_inliers=20))
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local, make_problem
 from degtrans.calibrate.prepare import prepare_pair
 from degtrans.calibrate.targets import make_targets
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, RegisterConfig
 from degtrans.field import PSFField
 from degtrans.io import write_image
 from degtrans.metrics import psnr_array
 from degtrans.testing.synthetic import gaussian_field
 
 SIZE, GRID, K = 256, (3, 3), 11
-CONFIG = CalibrateConfig(rows=3, cols=3, psf_size=K, min_inliers=20)
+CONFIG = CalibrateConfig(rows=3, cols=3, psf_size=K, register=RegisterConfig(min_inliers=20))
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,14 @@ from degtrans.calibrate.accuracy import psf_error
 from degtrans.calibrate.photos import synthesize_pairs
 from degtrans.calibrate.pipeline import calibrate_local
 from degtrans.calibrate.targets import make_targets
-from degtrans.config import CalibrateConfig
+from degtrans.config import CalibrateConfig, RegisterConfig
 from degtrans.simulate.optics import lens_field
 
 FRAME, GRID, K = (256, 384), (3, 4), 31
 # The default focus check (``min_sharpness``) must pass this blurry lens in focus.
-CONFIG = CalibrateConfig(rows=GRID[0], cols=GRID[1], psf_size=K, min_inliers=20, holdout=1)
+CONFIG = CalibrateConfig(
+    rows=GRID[0], cols=GRID[1], psf_size=K, holdout=1, register=RegisterConfig(min_inliers=20)
+)
 
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from degtrans.config import TrainConfig
+from degtrans.config import FOVKPNConfig, OptimConfig, TrainConfig, WorkersConfig
 from degtrans.testing.synthetic import gaussian_field
 from degtrans.testing.toydata import write_toy_dataset
 
@@ -18,8 +18,9 @@ def tiny_dataset(out: Path, *, frames: int = 4, patches_per_frame: int = 8, shar
 
 def tiny_train_config(**changes) -> TrainConfig:
     """A FOV-KPN small enough that an epoch over a tiny dataset takes a second on one core."""
-    values = dict(model="fovkpn", epochs=3, batch_size=4, width=8, offset_channels=8, deform_blocks=1,
-                  learning_rate=1e-3, val_fraction=0.6, shuffle_buffer=8, workers=2, amp=False)  # fmt: skip
+    values = dict(model="fovkpn", epochs=3, batch_size=4, width=8, val_fraction=0.6, shuffle_buffer=8,
+                  amp=False, fovkpn=FOVKPNConfig(offset_channels=8, deform_blocks=1),
+                  optim=OptimConfig(learning_rate=1e-3), ray=WorkersConfig(workers=2))  # fmt: skip
     values.update(changes)
     return TrainConfig(**values)
 

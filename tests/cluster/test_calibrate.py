@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from degtrans.calibrate.fit import FitProblem, fit_tile
-from degtrans.config import CalibrateConfig
+from degtrans.config import ActorsConfig, CalibrateConfig
 from degtrans.kernels import sv_conv2d
 from degtrans.testing.synthetic import gaussian_field
 
 pytestmark = pytest.mark.ray
 
 SIZE, GRID, K = 48, (2, 2), 5
-CONFIG = CalibrateConfig(rows=2, cols=2, psf_size=K, actors=2)
+CONFIG = CalibrateConfig(rows=2, cols=2, psf_size=K, ray=ActorsConfig(actors=2))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_uncoverable_tile_is_reported_not_fatal(ray_session, problem):
     masks = problem.masks.copy()
     masks[:, : 3 * SIZE // 4 + 1, : 3 * SIZE // 4 + 1] = False
     hidden = dataclasses.replace(problem, masks=masks)
-    config = dataclasses.replace(CONFIG, actors=1)
+    config = dataclasses.replace(CONFIG, ray=dataclasses.replace(CONFIG.ray, actors=1))
     actors = start_fitters(hidden, config)
     solution = solve_field(hidden, config, ray_mapper(actors, config, progress=False))
     assert set(solution.failed) == {(0, 0)}

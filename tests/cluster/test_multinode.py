@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.config import CalibrateConfig, SimulateConfig
+from degtrans.config import ActorsConfig, CalibrateConfig, SimulateConfig, WorkersConfig
 from tests.cluster.helpers import dataset_rows, synthesis_inputs, tiny_dataset, tiny_train_config
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_tile_actors_with_half_gpus_land_on_both_gpu_nodes(cluster, tmp_path):
     masks = np.zeros((2, size, size), bool)
     masks[:, k // 2 : -(k // 2), k // 2 : -(k // 2)] = True
     problem = FitProblem(targets, photos, masks, ("a", "b"), grid, k)
-    config = CalibrateConfig(rows=2, cols=2, psf_size=k, actors=3, gpus_per_actor=0.5)
+    config = CalibrateConfig(rows=2, cols=2, psf_size=k, ray=ActorsConfig(actors=3, gpus_per_actor=0.5))
     actors = start_fitters(problem, config)
     try:
         solution = solve_field(
@@ -134,7 +134,7 @@ def test_two_train_workers_spread_over_both_worker_nodes(cluster, tmp_path):
 
     _, _, ids = cluster
     data = tiny_dataset(tmp_path / "data")
-    config = tiny_train_config(epochs=1, workers=2, cpus_per_worker=2, max_failures=0)
+    config = tiny_train_config(epochs=1, ray=WorkersConfig(workers=2, cpus_per_worker=2, max_failures=0))
     summary = train_distributed(data, tmp_path / "run", config)
     workers = list_actors(address=_state_address(), filters=[("class_name", "=", "RayTrainWorker")])
     assert sorted(_node_of(workers)) == sorted([ids["a"], ids["b"]])

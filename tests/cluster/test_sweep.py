@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from degtrans.config import ConfigError, RunConfig, load_config, to_dict
+from degtrans.config import ConfigError, RunConfig, WorkersConfig, load_config, to_dict
 from tests.cluster.helpers import tiny_dataset, tiny_train_config
 
 
@@ -15,14 +15,16 @@ def test_space_parsing_checks_fields_and_types(tmp_path):
     from degtrans.cluster.sweep import load_space
 
     good = tmp_path / "space.toml"
-    good.write_text('[train]\nepochs = 2\n[train.learning_rate]\nloguniform = [1e-4, 1e-2]\n'
+    good.write_text('[train]\nepochs = 2\n[train.optim.learning_rate]\nloguniform = [1e-4, 1e-2]\n'
                     '[train.model]\nchoice = ["fovkpn", "wiener"]\n')  # fmt: skip
     space = load_space(good)
-    assert space["epochs"] == 2 and set(space) == {"epochs", "learning_rate", "model"}
+    assert space["epochs"] == 2 and set(space) == {"epochs", "optim.learning_rate", "model"}
     for text, message in [
         ("[train.nope]\nchoice = [1]\n", "train.nope"),
         ("[train.width]\nchoice = ['wide']\n", "train.width"),
-        ("[train.learning_rate]\nnormal = [0, 1]\n", "loguniform"),
+        ("[train.optim.learning_rate]\nnormal = [0, 1]\n", "loguniform"),
+        ("[train.learning_rate]\nloguniform = [1e-4, 1e-2]\n", "moved to 'train.optim.learning_rate'"),
+        ("[train.optim.nope]\nchoice = [1]\n", "train.optim.nope"),
         ("[simulate.seed]\nchoice = [1]\n", "[train]"),
     ]:
         bad = tmp_path / "bad.toml"
@@ -36,16 +38,18 @@ def test_trial_config_coerces_tune_values():
 
     from degtrans.cluster.sweep import trial_config
 
-    config = trial_config(tiny_train_config(), {"width": np.int64(16), "learning_rate": np.float64(0.01)})
-    assert config.width == 16 and isinstance(config.width, int) and config.learning_rate == 0.01
+    config = trial_config(
+        tiny_train_config(), {"width": np.int64(16), "optim.learning_rate": np.float64(0.01)}
+    )
+    assert config.width == 16 and isinstance(config.width, int) and config.optim.learning_rate == 0.01
     assert trial_config(tiny_train_config(), {"epochs": 4.0}).epochs == 4  # Tune's integral floats
 
 
 def test_trial_config_rejects_what_does_not_fit_the_field():
     from degtrans.cluster.sweep import trial_config
 
-    with pytest.raises(ConfigError, match="'loss'"):
-        trial_config(tiny_train_config(), {"loss": "l3"})
+    with pytest.raises(ConfigError, match="'optim.loss'"):
+        trial_config(tiny_train_config(), {"optim.loss": "l3"})
     with pytest.raises(ConfigError, match="nope"):
         trial_config(tiny_train_config(), {"nope": 1})
 
@@ -59,11 +63,11 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
 
     data = tiny_dataset(tmp_path / "data", frames=3)
     space = tmp_path / "space.toml"
-    space.write_text("[train.learning_rate]\ngrid = [1e-3, 1e-9]\n")
+    space.write_text("[train.optim.learning_rate]\ngrid = [1e-3, 1e-9]\n")
     # One worker per trial: on a machine where several Ray instances run (five engineers on one
     # host), Train V2's placement-group cleaner cannot pick its cluster through the State API and a
     # finished trial's worker group can stay reserved; the second trial must still fit.
-    base = tiny_train_config(epochs=3, max_steps_per_epoch=2, workers=1)
+    base = tiny_train_config(epochs=3, max_steps_per_epoch=2, ray=WorkersConfig(workers=1))
     config = dataclasses.replace(RunConfig(), train=base)
     config = dataclasses.replace(config, sweep=dataclasses.replace(config.sweep, trials=1, max_concurrent=1))
     result = run_sweep(data, space, tmp_path / "sweep", config)
@@ -75,8 +79,8 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
     assert psnrs == sorted(psnrs, reverse=True) and result["best_psnr"] == psnrs[0]
     # Which rate wins six steps of an identity-initialised network is not the sweep's business; that the
     # sweep reports the winner's config is.
-    assert sorted(float(r["train.learning_rate"]) for r in rows) == [1e-9, 1e-3]
-    assert float(rows[0]["train.learning_rate"]) == result["best_config"].learning_rate
+    assert sorted(float(r["train.optim.learning_rate"]) for r in rows) == [1e-9, 1e-3]
+    assert float(rows[0]["train.optim.learning_rate"]) == result["best_config"].optim.learning_rate
     assert all(1 <= int(r["epochs"]) <= 3 for r in rows)
     # The best config is a TOML that `degtrans train --config` reads back to the same [train] section.
     assert load_config(result["best_toml"]).train == result["best_config"]
@@ -87,7 +91,8 @@ def test_two_trial_asha_sweep(ray_session, tmp_path):
         trial = tmp_path / "sweep" / "trials" / row["trial"]
         assert (trial / "metrics.jsonl").exists()
         ran = json.loads((trial / "config.json").read_text())
-        assert ran == {**to_dict(base), "learning_rate": float(row["train.learning_rate"])}
+        rate = float(row["train.optim.learning_rate"])
+        assert ran == {**to_dict(base), "optim": {**to_dict(base)["optim"], "learning_rate": rate}}
 
 
 def test_shipped_example_space_parses():
@@ -96,4 +101,4 @@ def test_shipped_example_space_parses():
     from degtrans.cluster.sweep import load_space
 
     space = load_space(Path(__file__).resolve().parents[2] / "cluster" / "sweep.toml")
-    assert {"learning_rate", "width", "model", "epochs"} <= set(space)
+    assert {"optim.learning_rate", "optim.ssim_weight", "width", "model", "epochs"} <= set(space)

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from degtrans.config import OptimConfig, WorkersConfig
 from degtrans.restore.checkpoint import load_checkpoint
 from degtrans.restore.data import PairReader
 from tests.cluster.helpers import tiny_dataset, tiny_train_config
@@ -28,7 +29,8 @@ def _input_losses(data, val_fraction: float, split: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("path", ["local", pytest.param("ray", marks=RAY)])
 def test_every_train_field_reaches_the_loop(path, tmp_path, request):
-    """``train.loss = l2`` is the loss both paths train and validate with; the loop holds the whole config.
+    """``train.optim.loss = l2`` is the loss both paths train and validate with; the loop holds the whole
+    config.
 
     A zero learning rate keeps the untrained FOV-KPN the identity, so the epoch's losses are those of
     the degraded inputs; one worker sees the whole training split.
@@ -38,7 +40,13 @@ def test_every_train_field_reaches_the_loop(path, tmp_path, request):
 
     data = tiny_dataset(tmp_path / "data", frames=2)
     run_dir = tmp_path / "run"
-    config = tiny_train_config(epochs=1, workers=1, learning_rate=0.0, loss="l2", batch_size=5, seed=3)
+    config = tiny_train_config(
+        epochs=1,
+        batch_size=5,
+        seed=3,
+        ray=WorkersConfig(workers=1),
+        optim=OptimConfig(learning_rate=0.0, loss="l2"),
+    )
     if path == "ray":
         request.getfixturevalue("ray_session")
         train_distributed(data, run_dir, config)
@@ -90,7 +98,7 @@ def test_two_workers_survive_a_killed_worker(ray_session, tmp_path):
 
     data = tiny_dataset(tmp_path / "data", frames=8)  # epochs of a second or two: time to kill one
     run_dir = tmp_path / "run"
-    config = tiny_train_config(epochs=5, max_failures=2)
+    config = tiny_train_config(epochs=5, ray=WorkersConfig(max_failures=2))
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_worker_mid_run, args=(run_dir, killed, stop))

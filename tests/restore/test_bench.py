@@ -5,7 +5,7 @@ the in-memory pairs and the time budget are tested through ``benchmarks/restore.
 import pytest
 import torch
 
-from degtrans.config import PRESETS, ConfigError, TrainConfig
+from degtrans.config import PRESETS, ConfigError, OptimConfig, TrainConfig, WienerConfig
 from degtrans.restore.bench import InMemoryPairs, preset_configs, train_for
 from degtrans.restore.checkpoint import model_from_checkpoint
 from degtrans.restore.data import PairReader
@@ -16,7 +16,7 @@ def test_preset_configs_apply_typed_overrides_to_every_network():
     assert {c.model for c in configs.values()} == {"wiener", "fovkpn"}
     batch = PRESETS["bench-cpu"]["train"]["batch_size"]
     assert all(c.seed == 3 and c.width == 8 and c.batch_size == batch for c in configs.values())
-    assert all(c.preset == "bench-cpu" and c.warmup_steps == 100 for c in configs.values())
+    assert all(c.preset == "bench-cpu" and c.optim.warmup_steps == 100 for c in configs.values())
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         preset_configs("bench-cpu", ["wiener"], amp=False, overrides=["seed"])
     with pytest.raises(ConfigError, match="widht"):
@@ -26,8 +26,8 @@ def test_preset_configs_apply_typed_overrides_to_every_network():
 
 
 def test_train_for_takes_exactly_the_budget_and_scores_along_the_way(toy_data, tmp_path):
-    config = TrainConfig(model="wiener", width=8, wiener_features=6, batch_size=4, learning_rate=1e-3,
-                         warmup_steps=2, ema_decay=0.9, amp=False)  # fmt: skip
+    config = TrainConfig(model="wiener", width=8, batch_size=4, amp=False, wiener=WienerConfig(features=6),
+                         optim=OptimConfig(learning_rate=1e-3, warmup_steps=2, ema_decay=0.9))  # fmt: skip
     pairs = InMemoryPairs(PairReader(toy_data, val_fraction=0.0, with_psf=True))
     scored = []
     result = train_for(config, pairs, 5, tmp_path / "net.pt", "cpu", every=2,

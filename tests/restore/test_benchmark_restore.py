@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import degtrans.restore.bench as shared
-from degtrans.config import TrainConfig
+from degtrans.config import OptimConfig, TrainConfig, WienerConfig
 from degtrans.io import read_image
 from degtrans.restore.data import PairReader
 
@@ -71,17 +71,15 @@ def test_a_time_budget_stops_early_and_still_ends_the_schedule(bench, toy_data, 
     config = TrainConfig(
         model="wiener",
         width=4,
-        wiener_features=6,
         batch_size=4,
-        learning_rate=1e-3,
-        warmup_steps=0,
-        ema_decay=0.9,
+        wiener=WienerConfig(features=6),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=0, ema_decay=0.9),
     )
     pairs = bench.InMemoryPairs(PairReader(toy_data, val_fraction=0.0, with_psf=True))
     result = bench.train_for(config, pairs, 100_000, tmp_path / "w.pt", "cpu", time_budget=0.5)
     assert 20 < result["steps"] < 100_000 and Path(result["checkpoint"]).is_file()
     # The cosine was sized to the budget: the last step's learning rate is its floor (1 %).
-    assert result["lr"] == pytest.approx(0.01 * config.learning_rate, rel=0.05)
+    assert result["lr"] == pytest.approx(0.01 * config.optim.learning_rate, rel=0.05)
 
 
 def test_combine_reports_the_mean_and_spread_of_seeds(bench, tmp_path, capsys):

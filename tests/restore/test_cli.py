@@ -9,7 +9,7 @@ from degtrans.io import read_image, write_image
 def test_train_evaluate_and_restore_from_the_command_line(tmp_path, toy_data, toy_field, capsys):
     run = tmp_path / "run"
     args = ["train", "--data", str(toy_data), "--model", "fovkpn", "--epochs", "1", "--batch-size", "8"]
-    tiny = ["--set", "train.width=4", "--set", "train.offset_channels=4"]
+    tiny = ["--set", "train.width=4", "--set", "train.fovkpn.offset_channels=4"]
     assert main([*args, "-o", str(run), "--local", *tiny]) == 0
     assert (run / "best.pt").is_file() and "best validation PSNR" in capsys.readouterr().out
 
@@ -65,21 +65,26 @@ def test_train_on_a_cpu_builds_the_small_network_unless_asked(tmp_path, toy_data
         "--local",
     ]
     assert main([*args, "-o", str(tmp_path / "small")]) == 0
-    assert "the small network (width=16, offset_channels=16, decoder_deform=1)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the small network (width=16, fovkpn.offset_channels=16, fovkpn.decoder_deform=1)" in printed
     small = json.loads((tmp_path / "small" / "config.json").read_text())
-    assert (small["width"], small["offset_channels"], small["decoder_deform"]) == (16, 16, 1)
+    fovkpn = small["fovkpn"]
+    assert (small["width"], fovkpn["offset_channels"], fovkpn["decoder_deform"]) == (16, 16, 1)
     assert main([*args, "-o", str(tmp_path / "asked"), "--set", "train.width=8"]) == 0
     asked = json.loads((tmp_path / "asked" / "config.json").read_text())
-    assert (asked["width"], asked["offset_channels"], asked["decoder_deform"]) == (8, 16, 1)
+    fovkpn = asked["fovkpn"]
+    assert (asked["width"], fovkpn["offset_channels"], fovkpn["decoder_deform"]) == (8, 16, 1)
 
 
 def test_given_keys_count_the_file_the_overrides_and_a_preset(tmp_path):
     from degtrans.config import CPU_SIZES, given_keys, small_on_cpu
 
     toml = tmp_path / "run.toml"
-    toml.write_text("[train]\nwidth = 24\n[simulate]\npatch_size = 64\n")
-    assert given_keys(toml, ["train.epochs=3", "restore.overlap=8"], "train") == {"width", "epochs"}
-    assert {"width", "offset_channels", "decoder_deform"} <= given_keys(None, ["train.preset=paper"], "train")
+    toml.write_text('[train]\nwidth = 24\n[train.optim]\nloss = "l2"\n[simulate]\npatch_size = 64\n')
+    given = given_keys(toml, ["train.epochs=3", "restore.overlap=8"], "train")
+    assert given == {"width", "optim.loss", "epochs"}
+    paper = given_keys(None, ["train.preset=paper"], "train")
+    assert {"width", "fovkpn.offset_channels", "fovkpn.decoder_deform"} <= paper
     from degtrans.config import TrainConfig
 
     config, changed = small_on_cpu(TrainConfig(), {"width"})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.config import FOVKPNConfig, RestoreConfig, TrainConfig, WienerConfig
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.infer import restore_array
 from degtrans.restore.loop import Budget, build_model, fit, make_optimizer, precision
@@ -20,7 +20,9 @@ def test_mixed_precision_training_steps_on_cuda(name, bf16, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
     dtype, scaler = precision(torch.device("cuda"), amp=True)
     assert dtype == (torch.bfloat16 if bf16 else torch.float16) and (scaler is None) == bf16
-    config = TrainConfig(model=name, width=8, offset_channels=8, wiener_features=6)
+    config = TrainConfig(
+        model=name, width=8, fovkpn=FOVKPNConfig(offset_channels=8), wiener=WienerConfig(features=6)
+    )
     model = build_model(config).cuda()
     optimizer = make_optimizer(model, config)
     psf = torch.zeros(4, 3, 7, 7)
@@ -37,7 +39,7 @@ def test_mixed_precision_training_steps_on_cuda(name, bf16, monkeypatch):
 
 @pytest.mark.gpu
 def test_tiled_inference_on_cuda_matches_cpu():
-    model = build_model(TrainConfig(width=8, offset_channels=8)).eval()
+    model = build_model(TrainConfig(width=8, fovkpn=FOVKPNConfig(offset_channels=8))).eval()
     with torch.no_grad():  # make the network non-trivial so that the comparison means something
         for parameter in model.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))

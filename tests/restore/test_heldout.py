@@ -2,7 +2,7 @@
 
 import pytest
 
-from degtrans.config import TrainConfig
+from degtrans.config import FOVKPNConfig, OptimConfig, TrainConfig, WienerConfig
 from degtrans.restore.checkpoint import save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.evaluate import evaluate_methods
@@ -30,8 +30,15 @@ MIN_GAIN_DB = {"wiener": 0.5, "fovkpn": 0.0}
 @pytest.mark.parametrize("model", ["wiener", "fovkpn"])
 def test_a_short_run_beats_the_identity_on_held_out_images(six_frames, tmp_path, model):
     lr = {"wiener": 3e-3, "fovkpn": 1e-3}[model]  # the undamped kernel head spikes above ~2e-3 without warmup
-    config = TrainConfig(model=model, width=8, offset_channels=8, wiener_features=6, batch_size=8,
-                         learning_rate=lr, amp=False)  # fmt: skip
+    config = TrainConfig(
+        model=model,
+        width=8,
+        batch_size=8,
+        amp=False,
+        fovkpn=FOVKPNConfig(offset_channels=8),
+        wiener=WienerConfig(features=6),
+        optim=OptimConfig(learning_rate=lr),
+    )
     reader = PairReader(six_frames, val_fraction=VAL_FRACTION, with_psf=True)
     train_sources = {s.split("/")[1] for b in reader.batches("train", 64) for s in b["sample_id"]}
     val_sources = {s.split("/")[1] for b in reader.batches("val", 64) for s in b["sample_id"]}

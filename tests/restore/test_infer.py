@@ -2,11 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from degtrans.config import RestoreConfig, TrainConfig
+from degtrans.config import (
+    MOVED,
+    FOVKPNConfig,
+    OptimConfig,
+    RestoreConfig,
+    TrainConfig,
+    WienerConfig,
+    to_dict,
+)
 from degtrans.io import read_image, write_image
 from degtrans.metrics import psnr, ssim
 from degtrans.restore.baselines import deconvolve_field, richardson_lucy, wiener_filter
-from degtrans.restore.checkpoint import save_checkpoint
+from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.infer import (
     flip_ensemble,
@@ -118,11 +126,39 @@ def test_restore_image_round_trips_16_bit_png_and_tiff(tmp_path):
 
 @pytest.mark.parametrize("self_ensemble", [False, True])
 def test_restore_image_with_an_untrained_fovkpn_checkpoint_is_the_input(tmp_path, self_ensemble):
-    config = TrainConfig(width=4, offset_channels=4)
+    config = TrainConfig(width=4, fovkpn=FOVKPNConfig(offset_channels=4))
     checkpoint = save_checkpoint(tmp_path / "best.pt", build_model(config), None, None, 0, config)
     photo = write_image(tmp_path / "photo.png", _photo())
     restore = RestoreConfig(tile_size=32, overlap=8, self_ensemble=self_ensemble)
     out = restore_image(photo, tmp_path / "out.png", checkpoint, config=restore, progress=False)
+    assert np.abs(read_image(out) - read_image(photo)).max() <= 1.0 / 65535
+
+
+def test_a_checkpoint_with_the_older_flat_config_still_restores(tmp_path):
+    """Checkpoints written before the sub-sections store ``learning_rate``, ``offset_channels`` ... flat."""
+    config = TrainConfig(
+        width=4, fovkpn=FOVKPNConfig(offset_channels=4), optim=OptimConfig(learning_rate=1e-3)
+    )
+    path = save_checkpoint(tmp_path / "old.pt", build_model(config), None, None, 0, config)
+    moved_from = {
+        new.split(".", 1)[1]: old.split(".", 1)[1] for old, new in MOVED.items() if old.startswith("train.")
+    }
+    nested = to_dict(config)
+    flat = {k: v for k, v in nested.items() if not isinstance(v, dict)}
+    flat |= {
+        moved_from[f"{k}.{n}"]: v
+        for k, sub in nested.items()
+        if isinstance(sub, dict)
+        for n, v in sub.items()
+    }
+    state = torch.load(path, weights_only=False)
+    torch.save({**state, "config": flat}, path)
+    assert {"offset_channels", "wiener_features"} <= set(flat) and load_checkpoint(path)[
+        "train_config"
+    ] == config
+    photo = write_image(tmp_path / "photo.png", _photo())
+    restore = RestoreConfig(tile_size=32, overlap=8)
+    out = restore_image(photo, tmp_path / "out.png", path, config=restore, progress=False)
     assert np.abs(read_image(out) - read_image(photo)).max() <= 1.0 / 65535
 
 
@@ -135,7 +171,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     wrong = gaussian_field(grid=(2, 2), psf_size=5, image_size=(64, 64)).save(tmp_path / "wrong.npz")
     with pytest.raises(ValueError, match="wrong.npz.*64x64"):
         restore_image(photo, tmp_path / "o.png", field=wrong, method="wiener", progress=False)
-    config = TrainConfig(model="wiener", width=4, wiener_features=6)
+    config = TrainConfig(model="wiener", width=4, wiener=WienerConfig(features=6))
     checkpoint = save_checkpoint(tmp_path / "wiener.pt", build_model(config), None, None, 0, config)
     with pytest.raises(ValueError, match="wiener.pt.*field"):
         restore_image(photo, tmp_path / "o.png", checkpoint, progress=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from degtrans.config import TrainConfig
+from degtrans.config import FOVKPNConfig, OptimConfig, TrainConfig, WienerConfig
 from degtrans.kernels import sv_conv2d
 from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from degtrans.restore.coords import fov_coords
@@ -30,7 +30,12 @@ from degtrans.testing.toydata import toy_frame, write_toy_dataset
 # lr 2e-3: the undamped multi-dilation kernel head (issue 12) spikes at 5e-3 without warmup and
 # reached a tenth of the loss in 400 steps at 2e-3 (8.6x in 500 steps at 5e-3).
 TINY = TrainConfig(
-    model="fovkpn", width=8, offset_channels=8, batch_size=4, learning_rate=2e-3, val_fraction=0.6, loss="l2"
+    model="fovkpn",
+    width=8,
+    batch_size=4,
+    val_fraction=0.6,
+    fovkpn=FOVKPNConfig(offset_channels=8),
+    optim=OptimConfig(learning_rate=2e-3, loss="l2"),
 )
 
 
@@ -72,7 +77,7 @@ def test_tiny_fovkpn_overfits_four_patches():
 
 
 def _step_and_params(model, optimizer, scheduler, batch):
-    config = dataclasses.replace(TINY, loss="l1")
+    config = dataclasses.replace(TINY, optim=dataclasses.replace(TINY.optim, loss="l1"))
     fit(model, lambda epoch: [batch], optimizer, config, Budget(epochs=1), scheduler=scheduler)
     return [p.detach().clone() for p in model.parameters()]
 
@@ -80,7 +85,11 @@ def _step_and_params(model, optimizer, scheduler, batch):
 @pytest.mark.parametrize("name", ["fovkpn", "wiener"])
 def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_data):
     config = TrainConfig(
-        model=name, width=8, offset_channels=8, wiener_features=6, learning_rate=1e-3, warmup_steps=3
+        model=name,
+        width=8,
+        fovkpn=FOVKPNConfig(offset_channels=8),
+        wiener=WienerConfig(features=6),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=3),
     )
     reader = PairReader(toy_data, with_psf=True)
     first, second = list(reader.batches("all", 4, shuffle=False, limit=8))
@@ -103,7 +112,7 @@ def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_
 
 
 def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
-    config = TrainConfig(model="wiener", width=8, wiener_features=6)
+    config = TrainConfig(model="wiener", width=8, wiener=WienerConfig(features=6))
     model = build_model(config)
     path = save_checkpoint(tmp_path / "w.pt", model, None, None, 0, config)
     with pytest.raises(ValueError, match=r"w\.pt.*'wiener'"):
@@ -117,7 +126,9 @@ def test_checkpoint_for_another_model_is_a_clear_error(tmp_path):
 
 
 def test_train_local_writes_the_run_and_resumes(tmp_path, toy_data):
-    config = dataclasses.replace(TINY, epochs=1, batch_size=8, loss="l1")
+    config = dataclasses.replace(
+        TINY, epochs=1, batch_size=8, optim=dataclasses.replace(TINY.optim, loss="l1")
+    )
     run = tmp_path / "run"
     summary = train_local(toy_data, run, config, progress=False)
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json", "curves.png"):
@@ -155,7 +166,7 @@ class Wrapper(nn.Module):
 
 def test_train_run_feeds_the_psf_by_the_registry_through_a_wrapper(tmp_path, toy_data):
     """The wiener network needs the PSF; the registry says so, not an attribute the wrapper hides."""
-    config = TrainConfig(model="wiener", width=8, wiener_features=6, epochs=1, batch_size=8)
+    config = TrainConfig(model="wiener", width=8, epochs=1, batch_size=8, wiener=WienerConfig(features=6))
     reader = PairReader(toy_data, with_psf=MODELS["wiener"].needs_psf)
 
     def train_batches(epoch):

@@ -8,19 +8,26 @@ import time
 import pytest
 import torch
 
-from degtrans.config import TrainConfig, preset_config
+from degtrans.config import OptimConfig, TrainConfig, WienerConfig, preset_config
 from degtrans.errors import InputError
 from degtrans.restore import loop
 from degtrans.restore.pretrain import STEPS, Schedule, pretrain, train
 
-TINY = TrainConfig(model="wiener", width=4, wiener_features=6, batch_size=4, learning_rate=1e-3,
-                   warmup_steps=1, ema_decay=0.9, val_fraction=0.0, amp=False)  # fmt: skip
+TINY = TrainConfig(
+    model="wiener",
+    width=4,
+    batch_size=4,
+    val_fraction=0.0,
+    amp=False,
+    wiener=WienerConfig(features=6),
+    optim=OptimConfig(learning_rate=1e-3, warmup_steps=1, ema_decay=0.9),
+)
 
 
 def test_each_pretrain_preset_has_its_steps_and_trains_deep_wiener_on_every_pair():
     for name in STEPS:
         config = preset_config(name).train
-        assert config.model == "wiener" and config.val_fraction == 0.0 and config.ema_decay > 0
+        assert config.model == "wiener" and config.val_fraction == 0.0 and config.optim.ema_decay > 0
     with pytest.raises(InputError, match="pretrain preset"):
         pretrain(None, "bench-cpu")
 

@@ -13,7 +13,7 @@ import torch
 
 import degtrans.restore.pretrained as pretrained
 from degtrans.cli import EXIT_USAGE, main
-from degtrans.config import TrainConfig
+from degtrans.config import TrainConfig, WienerConfig
 from degtrans.io import read_image, write_image
 from degtrans.restore.checkpoint import load_checkpoint
 from degtrans.restore.models import build_model
@@ -27,7 +27,7 @@ from degtrans.restore.pretrained import (
     pretrained_path,
 )
 
-TINY = TrainConfig(model="wiener", width=4, wiener_features=6, wiener_stages=2)
+TINY = TrainConfig(model="wiener", width=4, wiener=WienerConfig(features=6, stages=2))
 PROVENANCE = {"lenses": 3, "steps": 10, "command": "benchmarks/pretrain.py --recipe tiny"}
 
 
@@ -98,7 +98,9 @@ def test_init_weights_refuses_a_network_of_other_sizes_naming_the_file(bundle):
     with pytest.raises(ValueError, match=r"train.init='pretrained'.*deep-wiener\.pt.*'width': 4"):
         init_weights(wider, "pretrained")
     with pytest.raises(ValueError, match="does not fit"):
-        check_init(dataclasses.replace(TINY, wiener_features=9, init="pretrained"))
+        check_init(
+            dataclasses.replace(TINY, init="pretrained", wiener=dataclasses.replace(TINY.wiener, features=9))
+        )
 
 
 def test_restore_with_only_a_field_uses_the_bundle(bundle, tmp_path, toy_field, capsys):
@@ -125,9 +127,14 @@ def test_a_missing_bundle_is_named_by_the_api_and_the_cli(no_bundle, tmp_path, t
 
 def test_train_init_starts_the_run_from_the_bundle(bundle, tmp_path, toy_data):
     run = tmp_path / "run"
-    tiny = [f"train.{k}={getattr(TINY, k)}" for k in ("width", "wiener_features", "wiener_stages")]
+    wiener = TINY.wiener
+    tiny = [
+        f"train.width={TINY.width}",
+        f"train.wiener.features={wiener.features}",
+        f"train.wiener.stages={wiener.stages}",
+    ]
     # No learning: the run's weights are the ones it started from.
-    sets = [*tiny, "train.init=pretrained", "train.learning_rate=0", "train.max_steps_per_epoch=1"]
+    sets = [*tiny, "train.init=pretrained", "train.optim.learning_rate=0", "train.max_steps_per_epoch=1"]
     args = ["train", "--local", "--data", str(toy_data), "--model", "wiener", "--epochs", "1", "-o", str(run)]
     assert main([*args, *[x for s in sets for x in ("--set", s)]]) == 0
     state = load_checkpoint(run / "last.pt")

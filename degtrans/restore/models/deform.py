@@ -60,7 +60,7 @@ class DeformResBlock(nn.Module):
         super().__init__()
         if channels % offset_groups:
             raise InputError(
-                f"DeformResBlock: offset_groups (train.offset_groups: {offset_groups}) must divide the"
+                f"DeformResBlock: offset_groups (train.fovkpn.offset_groups: {offset_groups}) must divide the"
                 f" channels ({channels})"
             )
         self.dcn = ModulatedDeformConv2d(channels, channels, 3, offset_channels, offset_groups)

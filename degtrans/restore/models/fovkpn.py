@@ -60,7 +60,7 @@ class FOVKPN(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise InputError(f"FOVKPN: kernel_size (train.kpn_kernel) must be odd, got {kernel_size}")
+            raise InputError(f"FOVKPN: kernel_size (train.fovkpn.kpn_kernel) must be odd, got {kernel_size}")
         self.channels = channels
         widths = [width * m for m in WIDTH_MULTIPLIERS]
         self.head = nn.Conv2d(channels + 3, widths[0], 3, padding=1)

@@ -19,7 +19,7 @@ class MultiDilationKPN(nn.Module):
 
     Initialised to the identity: every kernel starts as the delta (the prediction conv is zero) and the
     fusion averages the dilations. ``kernel_scale`` multiplies the predicted correction; 1 (undamped)
-    is the measured choice (``train.kpn_kernel_scale``: 0.01 kept the head from learning under Adam).
+    is the measured choice (``train.fovkpn.kpn_kernel_scale``: 0.01 kept the head from learning under Adam).
 
     Args:
         features: channels of the feature map the kernels are predicted from.
@@ -40,11 +40,11 @@ class MultiDilationKPN(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise InputError(
-                f"MultiDilationKPN: kernel_size (train.kpn_kernel) must be odd, got {kernel_size}"
+                f"MultiDilationKPN: kernel_size (train.fovkpn.kpn_kernel) must be odd, got {kernel_size}"
             )
         if not dilations or min(dilations) < 1:
             raise InputError(
-                f"MultiDilationKPN: dilations (train.kpn_dilations) must be >= 1, got {dilations}"
+                f"MultiDilationKPN: dilations (train.fovkpn.kpn_dilations) must be >= 1, got {dilations}"
             )
         self.channels, self.kernel_size = channels, kernel_size
         self.dilations = tuple(int(d) for d in dilations)

@@ -275,14 +275,14 @@ class DeepWiener(nn.Module):
         super().__init__()
         if features % channels or features < 2 * channels:
             raise InputError(
-                f"DeepWiener: features (train.wiener_features: {features}) must be a multiple of {channels}"
+                f"DeepWiener: features (train.wiener.features: {features}) must be a multiple of {channels}"
                 f" and >= {2 * channels}"
             )
         if bands < 1:
-            raise InputError(f"DeepWiener: bands (train.wiener_bands) must be >= 1, got {bands}")
+            raise InputError(f"DeepWiener: bands (train.wiener.bands) must be >= 1, got {bands}")
         if levels < 1 or stages < 1:
             raise InputError(
-                f"DeepWiener: levels and stages (train.wiener_levels, train.wiener_stages) must be >= 1,"
+                f"DeepWiener: levels and stages (train.wiener.levels, train.wiener.stages) must be >= 1,"
                 f" got {levels} and {stages}"
             )
         self.channels, self.features, self.bands = channels, features, bands
