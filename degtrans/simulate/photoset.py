@@ -100,54 +100,27 @@ def _opencv(file: str, split: Split) -> Photo:
     return Photo(f"opencv-{Path(file).stem.lower().replace('_', '-')}", "opencv-doc", file, split)
 
 
+def _lomiri(file: str, split: Split) -> Photo:
+    return Photo(f"lomiri-{file.split('_')[0].lower()}", "lomiri-wallpapers-20.04", file, split)
+
+
 # Looked at one by one (2026-12): the packages' photographs only. Left out: plasma's drawings and
 # renders (Altai, Autumn, Canopee, Cascade, Cluster, Elarun, Flow, FlyingKonqui, Honeywave, IceCold,
 # Kay, Kokkini, MilkyWay, Opal, PastelHills, Patak, SafeLanding, Shell, Volna), mate's abstract and
 # logo images, lomiri's drawings, ukui-wallpapers and gnome-backgrounds (drawings and renders only),
 # and opencv's renders, drawings, text, chessboards, grey-level, blurred, logo-marked and grainy
 # scanned images (apple, orange). The held-out ones cover each source's kinds of scene.
-PHOTOS: tuple[Photo, ...] = (
-    _plasma("BytheWater", "train"),
-    _plasma("ColdRipple", "train"),
-    _plasma("DarkestHour", "train"),
-    _plasma("FallenLeaf", "train"),
-    _plasma("Kite", "train"),
-    _plasma("OneStandsOut", "train"),
-    _plasma("ColorfulCups", "heldout"),
-    _plasma("EveningGlow", "heldout"),
-    _plasma("Grey", "heldout"),
-    _plasma("Path", "heldout"),
-    _plasma("summer_1am", "heldout"),
-    _mate("Aqua", "train"),
-    _mate("Blinds", "train"),
-    _mate("FreshFlower", "train"),
-    _mate("Garden", "train"),
-    _mate("GreenMeadow", "train"),
-    _mate("TwoWings", "train"),
-    _mate("Wood", "train"),
-    _mate("Dune", "heldout"),
-    _mate("LadyBird", "heldout"),
-    _mate("RainDrops", "heldout"),
-    _mate("Storm", "heldout"),
-    _mate("YellowFlower", "heldout"),
-    Photo("lomiri-kleiber", "lomiri-wallpapers-20.04", "Kleiber_by_Lukas_Baubkus.jpg", "train"),
-    Photo("lomiri-infinite-sea", "lomiri-wallpapers-20.04", "Infinite-Sea_by_Aury88.jpg", "train"),
-    _opencv("aero1.jpg", "train"),
-    _opencv("aloeL.jpg", "train"),
-    _opencv("board.jpg", "train"),
-    _opencv("butterfly.jpg", "train"),
-    _opencv("ela_original.jpg", "train"),
-    _opencv("graf1.png", "train"),
-    _opencv("home.jpg", "train"),
-    _opencv("rubberwhale1.png", "train"),
-    _opencv("stuff.jpg", "train"),
-    _opencv("aero3.jpg", "heldout"),
-    _opencv("baboon.jpg", "heldout"),
-    _opencv("building.jpg", "heldout"),
-    _opencv("fruits.jpg", "heldout"),
-    _opencv("leuvenA.jpg", "heldout"),
-    _opencv("squirrel_cls.jpg", "heldout"),
+_CHOSEN = (  # (maker, split, names), in the set's order
+    (_plasma, "train", "BytheWater ColdRipple DarkestHour FallenLeaf Kite OneStandsOut"),
+    (_plasma, "heldout", "ColorfulCups EveningGlow Grey Path summer_1am"),
+    (_mate, "train", "Aqua Blinds FreshFlower Garden GreenMeadow TwoWings Wood"),
+    (_mate, "heldout", "Dune LadyBird RainDrops Storm YellowFlower"),
+    (_lomiri, "train", "Kleiber_by_Lukas_Baubkus.jpg Infinite-Sea_by_Aury88.jpg"),
+    (_opencv, "train", "aero1.jpg aloeL.jpg board.jpg butterfly.jpg ela_original.jpg graf1.png home.jpg"),
+    (_opencv, "train", "rubberwhale1.png stuff.jpg"),
+    (_opencv, "heldout", "aero3.jpg baboon.jpg building.jpg fruits.jpg leuvenA.jpg squirrel_cls.jpg"),
 )
+PHOTOS: tuple[Photo, ...] = tuple(make(n, split) for make, split, names in _CHOSEN for n in names.split())
 
 
 def default_cache() -> Path:
