@@ -93,7 +93,7 @@ _PRESET_PARAMETERS = {
 _PRESET_FIELDS = ("f_number", "pixel_pitch_um", "defocus", "spherical", "coma", "astigmatism")
 _PRESET_FIELDS += ("field_curvature", "axial_ca", "lateral_ca_px", "distortion_px")
 PRESETS: dict[str, LensSpec] = {
-    name: LensSpec(name, **{k: float(v) for k, v in zip(_PRESET_FIELDS, values)})
+    name: LensSpec(name, **{k: float(v) for k, v in zip(_PRESET_FIELDS, values, strict=True)})
     for name, values in _PRESET_PARAMETERS.items()
 }
 
