@@ -113,24 +113,6 @@ def sample_params(
     return DegradeParams(isp=isp, noise=sample_noise_params(generator, noise or camera.noise, batch))
 
 
-def blur(
-    linear: torch.Tensor,
-    field: PSFField,
-    offset: tuple[int, int] = (0, 0),
-    frame_size: tuple[int, int] | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Apply ``field`` to ``linear (B, 3, h, w)`` cut at ``offset`` from a frame of ``frame_size``.
-
-    The PSFs are those of the crop's true sensor position; borders of the crop are mirrored, which
-    is exact where the crop touches the frame border. Elsewhere give the crop ``k // 2`` pixels of
-    context and discard them afterwards (``degrade`` does).
-    """
-    psfs = torch.as_tensor(field.psfs, dtype=linear.dtype, device=linear.device)
-    frame = tuple(frame_size) if frame_size is not None else field.image_size
-    return sv_conv2d(linear, psfs, offset=tuple(offset), frame_size=frame, padding="reflect", backend=backend)
-
-
 def context_window(
     y0: int, x0: int, patch: tuple[int, int], frame: tuple[int, int], kernel_size: int
 ) -> tuple[int, int, int, int]:
