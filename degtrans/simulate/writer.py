@@ -93,6 +93,14 @@ def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
     return PSFField(base.psfs, (source.height, source.width), base.channels, base.domain, base.meta)
 
 
+def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
+    try:
+        return load_source(source), None
+    except ValueError as error:
+        log.warning("skipping %s", error)
+        return None, {"source": source.where, "reason": str(error)}
+
+
 def _load_images(
     spec: ShardSpec, needed: set[int], decoded: dict[int, np.ndarray | None]
 ) -> tuple[dict[int, np.ndarray | None], list[dict[str, str]]]:
@@ -102,13 +110,9 @@ def _load_images(
         if s in decoded:
             images[s] = decoded[s]
             continue
-        source = spec.sources[s]
-        try:
-            images[s] = load_source(source)
-        except ValueError as error:
-            log.warning("skipping %s", error)
-            skipped.append({"source": source.where, "reason": str(error)})
-            images[s] = None
+        images[s], error = _decode(spec.sources[s])
+        if error is not None:
+            skipped.append(error)
     return images, skipped
 
 
@@ -134,18 +138,6 @@ def _in_planned_order(items: list[tuple[int, BatchItem, str]], rows: list[dict[s
     for (_, _, source), row in zip(items, rows, strict=True):
         row["source"] = source
     return [row for _, row in sorted(zip([i for i, _, _ in items], rows, strict=True), key=lambda p: p[0])]
-
-
-def _one_sample_rows(
-    spec: ShardSpec, group: list[tuple[str, int, int, int]], images: dict, device: torch.device | str
-) -> list[dict[str, Any]]:
-    """The rows of one row group, one sample at a time, in the planned order."""
-    items = _group_items(spec, group, images)
-    rows = [
-        simulate_sample(it.image, it.field, it.camera, it.sample_id, spec.settings, it.camera_name, device)
-        for _, it, _ in items
-    ]
-    return _in_planned_order(items, rows)
 
 
 def write_shard(
@@ -193,21 +185,18 @@ def write_shard(
                     # Decoded frames are kept only while the next group may still need them.
                     images, errors = _load_images(spec, {s for _, s, _, _ in chunk}, images)
                     skipped += errors
-                    write(_one_sample_rows(spec, chunk, images, device))
+                    items = _group_items(spec, chunk, images)
+                    write(_in_planned_order(items, [
+                        simulate_sample(it.image, it.field, it.camera, it.sample_id, spec.settings,
+                                        it.camera_name, device)
+                        for _, it, _ in items
+                    ]))  # fmt: skip
             total = sum(counts.values())
             info = {"rows": total, "skipped": skipped, "cameras": dict(sorted(counts.items()))}
             writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps(info)})
         finally:
             writer.close()
     return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
-
-
-def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
-    try:
-        return load_source(source), None
-    except ValueError as error:
-        log.warning("skipping %s", error)
-        return None, {"source": source.where, "reason": str(error)}
 
 
 def _write_batched(
