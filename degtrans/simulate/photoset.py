@@ -154,12 +154,6 @@ def apt_download(package: str, folder: Path) -> Path:
     return debs[-1]
 
 
-def deb_version(deb: Path) -> str:
-    """The ``Version`` field of a ``.deb``."""
-    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
-
-
 def unpacked(package: str, cache: Path, fetch: Fetch = apt_download) -> tuple[Path, Path]:
     """The unpacked tree of ``package`` and its ``.deb``, fetched and unpacked once into ``cache/debian``."""
     debs = cache / "debian" / "debs"
@@ -219,13 +213,6 @@ def licence_of(stanzas: Sequence[tuple[list[str], Licence]], path: str) -> Licen
         if any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
             found = licence
     return found
-
-
-def _copyright_file(tree: Path, package: str) -> Path:
-    path = tree / "usr" / "share" / "doc" / package / "copyright"
-    if not path.is_file():
-        raise ValueError(f"{package}: the package has no copyright file ({path})")
-    return path
 
 
 def _kde_metadata(image: Path) -> dict[str, str]:
@@ -361,13 +348,13 @@ def make_photo_set(
         package = by_name[photo.package]
         if photo.package not in trees:
             tree, deb = unpacked(photo.package, cache, fetch)
-            stanzas = copyright_stanzas(_copyright_file(tree, photo.package).read_text(errors="replace"))
-            trees[photo.package] = (tree, stanzas)
-            package_info[photo.package] = {
-                "version": deb_version(deb),
-                "deb": deb.name,
-                "sha256": _sha256(deb),
-            }
+            notice = tree / "usr" / "share" / "doc" / photo.package / "copyright"
+            if not notice.is_file():
+                raise ValueError(f"{photo.package}: the package has no copyright file ({notice})")
+            trees[photo.package] = (tree, copyright_stanzas(notice.read_text(errors="replace")))
+            version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                                     check=True).stdout.strip()  # fmt: skip
+            package_info[photo.package] = {"version": version, "deb": deb.name, "sha256": _sha256(deb)}
         tree, stanzas = trees[photo.package]
         source = tree / package.root / photo.file
         if not source.is_file():
