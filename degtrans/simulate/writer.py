@@ -76,23 +76,6 @@ def load_field_cached(path: str, sha256: str) -> PSFField:
     return PSFField.load(path)
 
 
-def _schema(spec: ShardSpec) -> pa.Schema:
-    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": spec.settings.patch_size}
-    return shard_schema(PARAM_COLUMNS, spec.settings.store_raw, header)
-
-
-def _row_group_rows(spec: ShardSpec) -> int:
-    patch, raw = spec.settings.patch_size, spec.settings.store_raw
-    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if raw else 0)
-    return max(1, min(spec.row_group_rows, MAX_ROW_GROUP_BYTES // per_row))
-
-
-def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
-    if not fit or base.image_size == (source.height, source.width):
-        return base
-    return PSFField(base.psfs, (source.height, source.width), base.channels, base.domain, base.meta)
-
-
 def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
     try:
         return load_source(source), None
@@ -128,8 +111,10 @@ def _group_items(
         if images[s] is None:
             continue
         source, camera = spec.sources[s], spec.cameras[c]
-        base = load_field_cached(camera.field_path, camera.field_sha256)
-        psf_field = _shard_field(base, source, spec.fit_field)
+        psf_field = load_field_cached(camera.field_path, camera.field_sha256)
+        frame = (source.height, source.width)
+        if spec.fit_field and psf_field.image_size != frame:
+            psf_field = PSFField(psf_field.psfs, frame, psf_field.channels, psf_field.domain, psf_field.meta)
         items.append((i, BatchItem(images[s], psf_field, profiles[c], sample_id, camera.name), source.name))
     return items
 
@@ -153,8 +138,11 @@ def write_shard(
             but the CPU, whose one-sample path needs no copies. Both write the same rows within 1 DN.
     """
     batched = torch.device(device).type != "cpu" if batched is None else batched
-    schema = _schema(spec)
-    group = _row_group_rows(spec)
+    patch, raw = spec.settings.patch_size, spec.settings.store_raw
+    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": patch}
+    schema = shard_schema(PARAM_COLUMNS, raw, header)
+    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if raw else 0)
+    group = max(1, min(spec.row_group_rows, MAX_ROW_GROUP_BYTES // per_row))
     final = spec.path
     skipped: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
