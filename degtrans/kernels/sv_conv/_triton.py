@@ -27,6 +27,7 @@ from degtrans.kernels._utils import INTERPRET
 
 _CONFIGS = block_configs([(16, 32, 4), (32, 32, 4), (32, 32, 8), (16, 64, 4), (32, 64, 8), (8, 128, 4)])
 GRAD_BLOCK = 32
+_INTERPOLATION = ("ly", "uy", "fy", "lx", "ux", "fx")  # the tables the forward and adjoint kernels read
 _GRAD_CONFIGS = [triton.Config({}, num_warps=w) for w in ((4,) if INTERPRET else (4, 8))]
 
 
@@ -164,10 +165,6 @@ def _sv_psf_grad_kernel(
             tl.atomic_add(gpsf_ptr + ((uy * cols + ux) * C + c) * kk + tap, tl.sum(x11 * gv))
 
 
-def _acc_fp64(dtype: torch.dtype) -> bool:
-    return dtype == torch.float64
-
-
 def forward(x_pad: torch.Tensor, psfs: torch.Tensor, tables: dict, out_hw: tuple[int, int]) -> torch.Tensor:
     """``(B, C, H, W)`` forward from ``x_pad: (B, C, H+2h, W+2h)`` and ``psfs: (rows, cols, C, k, k)``."""
     batch, channels, hp, wp = x_pad.shape
@@ -175,9 +172,8 @@ def forward(x_pad: torch.Tensor, psfs: torch.Tensor, tables: dict, out_hw: tuple
     out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
     launch_2d(
         _sv_forward_kernel, height, width, batch * channels,
-        x_pad, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"], out,
-        channels, height, width, hp, wp, psfs.shape[1],
-        K=psfs.shape[-1], ACC_FP64=_acc_fp64(x_pad.dtype),
+        x_pad, psfs, *(tables[n] for n in _INTERPOLATION), out, channels, height, width, hp, wp,
+        psfs.shape[1], K=psfs.shape[-1], ACC_FP64=x_pad.dtype == torch.float64,
     )  # fmt: skip
     return out
 
@@ -191,10 +187,8 @@ def adjoint(
     grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
     launch_2d(
         _sv_adjoint_kernel, hp, wp, batch * channels,
-        grad_out, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"],
-        grad,
-        channels, height, width, hp, wp, psfs.shape[1],
-        K=psfs.shape[-1], ACC_FP64=_acc_fp64(grad_out.dtype),
+        grad_out, psfs, *(tables[n] for n in _INTERPOLATION), grad, channels, height, width, hp, wp,
+        psfs.shape[1], K=psfs.shape[-1], ACC_FP64=grad_out.dtype == torch.float64,
     )  # fmt: skip
     return grad
 
