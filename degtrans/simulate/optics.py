@@ -127,16 +127,6 @@ def random_lens(seed: int, name: str | None = None) -> LensSpec:
     )
 
 
-def _oversampling(spec: LensSpec) -> int:
-    """Odd samples per pixel so that the PSF intensity is sampled without aliasing at every wavelength.
-
-    The OTF cuts off at ``1 / (lambda N)``: Nyquist needs a sample spacing ``<= lambda N / 2``.
-    """
-    shortest = min(spec.wavelengths_nm) * 1e-3
-    s = max(3, math.ceil(2 * spec.pixel_pitch_um / (shortest * spec.f_number)))
-    return s if s % 2 == 1 else s + 1
-
-
 def wavefront(
     spec: LensSpec, rho: np.ndarray, theta: np.ndarray, height: float, channel: int, centred: bool = False
 ) -> np.ndarray:
@@ -159,13 +149,6 @@ def wavefront(
     return w + tilt * rho * np.cos(theta)
 
 
-def radial_displacement_px(spec: LensSpec, height: float) -> float:
-    """Outward displacement in pixels of the green image point at normalised field height ``height``:
-    coma's centroid shift (``2 N lambda W131 h``) plus the lens's cubic distortion."""
-    coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * height
-    return coma_um / spec.pixel_pitch_um + spec.distortion_px * height**3
-
-
 def distortion_map(
     spec: LensSpec,
     image_size: tuple[int, int],
@@ -185,7 +168,11 @@ def distortion_map(
             dy, dx = y - height_px / 2, x - width_px / 2
             radius = math.hypot(dy, dx)
             if radius > 0:
-                shift = radial_displacement_px(spec, radius / half_diagonal)
+                # The green image point moves outward by coma's centroid shift (2 N lambda W131 h) plus
+                # the lens's cubic distortion.
+                h = radius / half_diagonal
+                coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * h
+                shift = coma_um / spec.pixel_pitch_um + spec.distortion_px * h**3
                 out[i, j] = shift * dy / radius, shift * dx / radius
     if tile_shifts is not None:
         rows, cols = tile_shifts.shape[:2]
@@ -214,7 +201,10 @@ def oversampled_psf(
         centred: green's coma centroid shift taken out (``wavefront``).
         shift_px: an extra shift ``(dy, dx)`` of the PSF in pixels (a wavefront tilt).
     """
-    s = _oversampling(spec)
+    # Odd samples per pixel s, so that the PSF intensity is sampled without aliasing at every wavelength:
+    # the OTF cuts off at 1 / (lambda N), Nyquist needs a sample spacing <= lambda N / 2.
+    s = max(3, math.ceil(2 * spec.pixel_pitch_um / (min(spec.wavelengths_nm) * 1e-3 * spec.f_number)))
+    s = s if s % 2 == 1 else s + 1
     crop = kernel_size * s
     wavelength_um = spec.wavelengths_nm[channel] * 1e-3
     # PSF sample spacing lambda N D / n (pupil diameter D in samples, FFT size n) equals pitch / s.
