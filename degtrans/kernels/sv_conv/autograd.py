@@ -46,7 +46,7 @@ class SVConvFunction(torch.autograd.Function):
         psfs = psfs.contiguous()
         ctx.save_for_backward(x_pad, psfs)
         ctx.tables = tables
-        return _triton.forward(x_pad, psfs, tables, out_hw)
+        return _triton.apply(x_pad, psfs, tables, out_hw)
 
     @staticmethod
     @once_differentiable  # the Triton kernels have no backward: a second derivative fails loudly
@@ -55,7 +55,7 @@ class SVConvFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = grad_psfs = None
         if ctx.needs_input_grad[0]:
-            grad_x = _triton.adjoint(grad_out, psfs, ctx.tables, tuple(x_pad.shape[-2:]))
+            grad_x = _triton.apply(grad_out, psfs, ctx.tables, tuple(x_pad.shape[-2:]), adjoint=True)
         if ctx.needs_input_grad[1]:
             grad_psfs = _triton.psf_grad(x_pad, grad_out, tuple(psfs.shape), ctx.tables).to(psfs.dtype)
         return grad_x, grad_psfs, None, None
