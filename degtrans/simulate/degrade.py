@@ -223,7 +223,8 @@ def develop_pair(
     if settings.clean_cfa:
         both_masks = torch.cat([masks, masks]) if masks.dim() == 4 else masks
         both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, settings.demosaic)
-        both = crop_windows(both, _twice(crop_at), crop_size)
+        twice = torch.cat([crop_at, crop_at]) if torch.is_tensor(crop_at) and crop_at.dim() == 2 else crop_at
+        both = crop_windows(both, twice, crop_size)
         out = process(both, ISPParams.from_vector(params.isp.vector().repeat(2, 1)))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
@@ -233,10 +234,6 @@ def develop_pair(
         )
         clean = process(crop_windows(linear, crop_at, crop_size), params.isp)
     return Pair(degraded=degraded, clean=clean, raw=crop_windows(raw, crop_at, crop_size))
-
-
-def _twice(at: PairArg) -> PairArg:
-    return torch.cat([at, at]) if torch.is_tensor(at) and at.dim() == 2 else at
 
 
 def crop_windows(images: torch.Tensor, at: PairArg, size: tuple[int, int]) -> torch.Tensor:

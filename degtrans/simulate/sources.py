@@ -110,8 +110,7 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
                 continue
             sources.append(Source(name, str(path.resolve()), row, *size))
     names = [s.name for s in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise InputError(
             f"--images: several images share the name {duplicates[0]!r} (sample ids need unique names)"
         )
