@@ -47,10 +47,11 @@ import torch
 from degtrans.atomic import write_atomic
 from degtrans.config import SimulateConfig, to_dict
 from degtrans.field import PSFField
+from degtrans.kernels import sv_conv2d
 from degtrans.simulate import writer
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.catalogue import fields_as_entries
-from degtrans.simulate.degrade import PairSettings, blur, context_window, sample_generator
+from degtrans.simulate.degrade import PairSettings, context_window, sample_generator
 from degtrans.simulate.plan import plan_shards, resolve_cameras
 from degtrans.simulate.sample import simulate_sample
 from degtrans.simulate.sources import bundled_images, list_images, load_source, scan_sources
@@ -88,7 +89,7 @@ def _blur_once(image: np.ndarray, field: PSFField, patch: int, sample_id: str) -
     x0 = int(torch.randint(0, width - patch + 1, (1,), generator=g))
     top, bottom, left, right = context_window(y0, x0, (patch, patch), (height, width), field.kernel_size)
     crop = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right])).permute(2, 0, 1)[None]
-    blur(crop, field, offset=(top, left), frame_size=(height, width))
+    sv_conv2d(crop, torch.from_numpy(field.psfs), offset=(top, left), frame_size=(height, width))
 
 
 def bench_blur_vs_pipeline(image, field, settings, samples: int, patch: int) -> dict[str, dict]:

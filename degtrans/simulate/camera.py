@@ -55,8 +55,7 @@ class CameraProfile:
         object.__setattr__(self, "black_level", tuple(float(v) for v in self.black_level))
         object.__setattr__(self, "as_shot_neutral", tuple(float(v) for v in self.as_shot_neutral))
         object.__setattr__(self, "xyz_to_cam", tuple(tuple(float(v) for v in row) for row in self.xyz_to_cam))
-        problem = self._problem()
-        if problem:
+        if problem := self._problem():
             raise InputError(f"camera profile {self.name!r}: {problem}")
 
     def _problem(self) -> str | None:
@@ -96,8 +95,7 @@ class CameraProfile:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> CameraProfile:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if unknown := sorted(set(data) - known):
             raise InputError(
                 f"{source}: unknown camera profile key {unknown[0]!r} (known: {', '.join(sorted(known))})"
             )

@@ -70,16 +70,14 @@ def load_catalogue(path: str | os.PathLike) -> list[CameraEntry]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a valid TOML catalogue: {error}") from error
-    unknown = sorted(set(data) - {"camera"})
-    if unknown:
+    if unknown := sorted(set(data) - {"camera"}):
         raise InputError(f"{path}: unknown top-level key {unknown[0]!r} (expected [[camera]] tables)")
     tables = data.get("camera")
     if not isinstance(tables, list) or not tables:
         raise InputError(f"{path}: no cameras (expected one [[camera]] table per camera)")
     entries = [_entry(path, i, table) for i, table in enumerate(tables)]
     names = [e.name for e in entries]
-    repeated = next((n for n in names if names.count(n) > 1), None)
-    if repeated is not None:
+    if (repeated := next((n for n in names if names.count(n) > 1), None)) is not None:
         raise InputError(f"{path}: two cameras are named {repeated!r} (names must be unique)")
     return entries
 
@@ -88,8 +86,7 @@ def _entry(path: Path, index: int, table: object) -> CameraEntry:
     where = f"{path}: camera[{index}]"
     if not isinstance(table, dict):
         raise InputError(f"{where}: expected a table with field, name, profile, weight")
-    unknown = sorted(set(table) - set(ENTRY_KEYS))
-    if unknown:
+    if unknown := sorted(set(table) - set(ENTRY_KEYS)):
         raise InputError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(ENTRY_KEYS)})")
     if not isinstance(table.get("field"), str):
         raise InputError(f"{where}: 'field' (the PSF field .npz, relative to the catalogue) is required")

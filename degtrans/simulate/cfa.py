@@ -21,15 +21,10 @@ PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
 
-def check_pattern(pattern: str) -> str:
-    if pattern not in PATTERNS:
-        raise InputError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
-    return pattern
-
-
 def phase_pattern(pattern: str, offset: tuple[int, int]) -> str:
     """The 2x2 pattern seen from a patch whose top-left pixel sits at ``offset`` on the sensor."""
-    check_pattern(pattern)
+    if pattern not in PATTERNS:
+        raise InputError(f"CFA pattern must be one of {list(PATTERNS)}, got {pattern!r}")
     dy, dx = offset[0] % 2, offset[1] % 2
     return "".join(pattern[((i + dy) % 2) * 2 + (j + dx) % 2] for i in range(2) for j in range(2))
 
@@ -81,15 +76,8 @@ def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
 def _bilinear(raw: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Bilinear demosaicking: ``raw (B, 1, H, W)`` -> ``(B, 3, H, W)``."""
     planes = raw * masks.to(raw.dtype)
-    rb = (
-        torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=raw.dtype, device=raw.device)
-        / 4
-    )
-    g = (
-        torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]], dtype=raw.dtype, device=raw.device)
-        / 4
-    )
-    kernels = torch.stack([rb, g, rb])[:, None]
+    rb, g = [[1, 2, 1], [2, 4, 2], [1, 2, 1]], [[0, 1, 0], [1, 4, 1], [0, 1, 0]]
+    kernels = torch.tensor([rb, g, rb], dtype=raw.dtype, device=raw.device)[:, None] / 4
     return F.conv2d(_reflect(planes, 1), kernels, groups=3)
 
 

@@ -113,24 +113,6 @@ def sample_params(
     return DegradeParams(isp=isp, noise=sample_noise_params(generator, noise or camera.noise, batch))
 
 
-def blur(
-    linear: torch.Tensor,
-    field: PSFField,
-    offset: tuple[int, int] = (0, 0),
-    frame_size: tuple[int, int] | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Apply ``field`` to ``linear (B, 3, h, w)`` cut at ``offset`` from a frame of ``frame_size``.
-
-    The PSFs are those of the crop's true sensor position; borders of the crop are mirrored, which
-    is exact where the crop touches the frame border. Elsewhere give the crop ``k // 2`` pixels of
-    context and discard them afterwards (``degrade`` does).
-    """
-    psfs = torch.as_tensor(field.psfs, dtype=linear.dtype, device=linear.device)
-    frame = tuple(frame_size) if frame_size is not None else field.image_size
-    return sv_conv2d(linear, psfs, offset=tuple(offset), frame_size=frame, padding="reflect", backend=backend)
-
-
 def context_window(
     y0: int, x0: int, patch: tuple[int, int], frame: tuple[int, int], kernel_size: int
 ) -> tuple[int, int, int, int]:
@@ -152,7 +134,29 @@ def simulate_pair(
     crop: tuple[int, int, int, int] | None = None,
     backend: str = "auto",
 ) -> Pair:
-    """Like :func:`degrade`, also returning the noisy Bayer mosaic."""
+    """Simulate the camera on a clean image: the aligned pair, and the noisy Bayer mosaic.
+
+    Args:
+        clean_srgb: (B, 3, H, W) processed sRGB-like clean image in [0, 1], a crop of the sensor frame.
+        field: the camera's PSF field (linear camera RGB).
+        camera: profile (CFA, colour matrix, noise calibration).
+        params: sampled with :func:`sample_params`; the same for both images of the pair.
+        generator: the sample's random stream (noise draws).
+        settings: the chain's choices: ``cfa_pattern`` (``"camera"``: the camera's), ``demosaic``
+            (``"malvar"`` or ``"bilinear"``), ``noise`` (False: optics only) and ``clean_cfa`` (the clean
+            image also passes the CFA and demosaicking: the pair then differs only by optics and noise,
+            but the label carries demosaicking artefacts that a network learns to reproduce; False, the
+            default: an artefact-free label).
+        offset: (y0, x0) of ``clean_srgb``'s top-left pixel on the sensor.
+        frame_size: (H, W) of the sensor frame; defaults to the field's ``image_size``.
+        crop: (top, left, h, w) inside ``clean_srgb`` to return; ``clean_srgb`` should extend
+            ``k // 2 + 2`` pixels beyond it where the frame allows (see :func:`context_window`).
+        backend: the ``sv_conv2d`` backend of the blur.
+
+    Returns:
+        The pair: ``degraded`` and ``clean`` (B, 3, h, w) in [0, 1], processed identically, and the noisy
+        Bayer mosaic ``raw`` (B, 1, h, w).
+    """
     if clean_srgb.dim() != 4 or clean_srgb.shape[1] != 3:
         raise ValueError(f"degrade: clean_srgb must be (B, 3, H, W), got {tuple(clean_srgb.shape)}")
     if clean_srgb.shape[0] != params.isp.batch:
@@ -202,7 +206,7 @@ def develop_pair(
         crop_size: (h, w) of the returned window.
         field_index: (B,) field of each crop in a stacked ``field_psfs``.
         settings: its ``demosaic`` and ``clean_cfa`` (the noise is ``noise_z``).
-        backend: see :func:`degrade`.
+        backend: see :func:`simulate_pair`.
 
     Returns:
         The pair, each image (B, 3, h, w) (``raw``: (B, 1, h, w)).
@@ -219,7 +223,8 @@ def develop_pair(
     if settings.clean_cfa:
         both_masks = torch.cat([masks, masks]) if masks.dim() == 4 else masks
         both = demosaic_masked(torch.cat([raw, mosaic_masked(linear, masks)]), both_masks, settings.demosaic)
-        both = crop_windows(both, _twice(crop_at), crop_size)
+        twice = torch.cat([crop_at, crop_at]) if torch.is_tensor(crop_at) and crop_at.dim() == 2 else crop_at
+        both = crop_windows(both, twice, crop_size)
         out = process(both, ISPParams.from_vector(params.isp.vector().repeat(2, 1)))
         batch = clean_srgb.shape[0]
         degraded, clean = out[:batch], out[batch:]
@@ -229,10 +234,6 @@ def develop_pair(
         )
         clean = process(crop_windows(linear, crop_at, crop_size), params.isp)
     return Pair(degraded=degraded, clean=clean, raw=crop_windows(raw, crop_at, crop_size))
-
-
-def _twice(at: PairArg) -> PairArg:
-    return torch.cat([at, at]) if torch.is_tensor(at) and at.dim() == 2 else at
 
 
 def crop_windows(images: torch.Tensor, at: PairArg, size: tuple[int, int]) -> torch.Tensor:
@@ -258,42 +259,7 @@ def stack_params(params: Sequence[DegradeParams]) -> DegradeParams:
     return DegradeParams(isp=cat([p.isp for p in params]), noise=cat([p.noise for p in params]))
 
 
-def degrade(
-    clean_srgb: torch.Tensor,
-    field: PSFField,
-    camera: CameraProfile,
-    params: DegradeParams,
-    generator: torch.Generator,
-    settings: PairSettings = DEFAULT_SETTINGS,
-    *,
-    offset: tuple[int, int] = (0, 0),
-    frame_size: tuple[int, int] | None = None,
-    crop: tuple[int, int, int, int] | None = None,
-    backend: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Simulate the camera on a clean image: returns the aligned ``(degraded, clean)`` pair.
-
-    Args:
-        clean_srgb: (B, 3, H, W) processed sRGB-like clean image in [0, 1], a crop of the sensor frame.
-        field: the camera's PSF field (linear camera RGB).
-        camera: profile (CFA, colour matrix, noise calibration).
-        params: sampled with :func:`sample_params`; the same for both images of the pair.
-        generator: the sample's random stream (noise draws).
-        settings: the chain's choices: ``cfa_pattern`` (``"camera"``: the camera's), ``demosaic``
-            (``"malvar"`` or ``"bilinear"``), ``noise`` (False: optics only) and ``clean_cfa`` (the clean
-            image also passes the CFA and demosaicking: the pair then differs only by optics and noise,
-            but the label carries demosaicking artefacts that a network learns to reproduce; False, the
-            default: an artefact-free label).
-        offset: (y0, x0) of ``clean_srgb``'s top-left pixel on the sensor.
-        frame_size: (H, W) of the sensor frame; defaults to the field's ``image_size``.
-        crop: (top, left, h, w) inside ``clean_srgb`` to return; ``clean_srgb`` should extend
-            ``k // 2 + 2`` pixels beyond it where the frame allows (see :func:`context_window`).
-
-    Returns:
-        ``(degraded, clean)``, each (B, 3, h, w) in [0, 1], processed identically.
-    """
-    pair = simulate_pair(
-        clean_srgb, field, camera, params, generator, settings, offset=offset, frame_size=frame_size,
-        crop=crop, backend=backend,
-    )  # fmt: skip
+def degrade(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The aligned ``(degraded, clean)`` pair of :func:`simulate_pair` (same arguments)."""
+    pair = simulate_pair(*args, **kwargs)
     return pair.degraded, pair.clean

@@ -72,9 +72,6 @@ class ISPParams:
     def batch(self) -> int:
         return int(self.rgb_gain.shape[0])
 
-    def to(self, dtype: torch.dtype) -> ISPParams:
-        return ISPParams(*(t.to(dtype) for t in (self.rgb2cam, self.rgb_gain, self.red_gain, self.blue_gain)))
-
     def vector(self) -> torch.Tensor:
         """(B, 12) the draws packed in ``degtrans.pairs.ISP_COLUMNS`` order: rgb_gain, red_gain, blue_gain,
         rgb2cam row-major (the dataset's columns and the networks' ``isp`` input)."""

@@ -43,10 +43,6 @@ class NoiseParams:
     shot: torch.Tensor
     read: torch.Tensor
 
-    @classmethod
-    def zero(cls, batch: int = 1) -> NoiseParams:
-        return cls(torch.zeros(batch, dtype=torch.float64), torch.zeros(batch, dtype=torch.float64))
-
 
 def sample_noise_params(
     generator: torch.Generator, model: NoiseModel = DEFAULT_NOISE, batch: int = 1

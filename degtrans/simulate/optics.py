@@ -69,90 +69,32 @@ class LensSpec:
             raise ValueError(f"lens {self.name!r}: wavelengths_nm must be 3 positive values")
 
 
-PRESETS: dict[str, LensSpec] = {
-    "ideal": LensSpec("ideal", f_number=2.8, pixel_pitch_um=1.4),
-    "phone-wide": LensSpec(
-        "phone-wide",
-        f_number=1.8,
-        pixel_pitch_um=1.0,
-        defocus=0.1,
-        spherical=0.25,
-        coma=0.9,
-        astigmatism=1.0,
-        field_curvature=-0.6,
-        axial_ca=0.35,
-        lateral_ca_px=0.8,
-    ),
-    "phone-tele": LensSpec(
-        "phone-tele",
-        f_number=2.8,
-        pixel_pitch_um=1.0,
-        spherical=0.15,
-        coma=0.5,
-        astigmatism=0.6,
-        field_curvature=-0.3,
-        axial_ca=0.2,
-        lateral_ca_px=0.4,
-    ),
-    "dslr-kit": LensSpec(
-        "dslr-kit",
-        f_number=4.0,
-        pixel_pitch_um=4.3,
-        spherical=0.5,
-        coma=1.5,
-        astigmatism=1.8,
-        field_curvature=-1.0,
-        axial_ca=0.6,
-        lateral_ca_px=1.2,
-    ),
-    "vintage": LensSpec(
-        "vintage",
-        f_number=2.0,
-        pixel_pitch_um=4.3,
-        defocus=0.3,
-        spherical=1.5,
-        coma=2.0,
-        astigmatism=2.0,
-        field_curvature=-1.5,
-        axial_ca=1.0,
-        lateral_ca_px=1.5,
-    ),
+# name: (f_number, pixel_pitch_um, defocus, spherical, coma, astigmatism, field_curvature, axial_ca,
+#        lateral_ca_px, distortion_px)
+_PRESET_PARAMETERS = {
+    "ideal": (2.8, 1.4, 0, 0, 0, 0, 0, 0, 0, 0),
+    "phone-wide": (1.8, 1.0, 0.1, 0.25, 0.9, 1.0, -0.6, 0.35, 0.8, 0),
+    "phone-tele": (2.8, 1.0, 0, 0.15, 0.5, 0.6, -0.3, 0.2, 0.4, 0),
+    "dslr-kit": (4.0, 4.3, 0, 0.5, 1.5, 1.8, -1.0, 0.6, 1.2, 0),
+    "vintage": (2.0, 4.3, 0.3, 1.5, 2.0, 2.0, -1.5, 1.0, 1.5, 0),
     # The character of a classic three-element (Cooke triplet) design: on axis a defocused, spherically
     # aberrated disc (second-moment radius ~3.5-4.5 px), toward the corners astigmatic, comatic,
     # elongated/cross-shaped PSFs up to ~6 px (k = 31 holds them with their tails), lateral colour,
     # barrel distortion. Pixels of 1 um at f/4 sample it near Nyquist, so targets up to 0.45 cycles/px
     # see all but ~3 % of it (pixel L2 of the out-of-band part).
-    "triplet": LensSpec(
-        "triplet",
-        f_number=4.0,
-        pixel_pitch_um=1.0,
-        defocus=0.2,
-        spherical=0.3,
-        coma=0.7,
-        astigmatism=1.8,
-        field_curvature=-0.9,
-        axial_ca=0.15,
-        lateral_ca_px=1.0,
-        distortion_px=-5.0,
-    ),
+    "triplet": (4.0, 1.0, 0.2, 0.3, 0.7, 1.8, -0.9, 0.15, 1.0, -5.0),
     # A sharp lens whose centre is nearly diffraction-limited with a ring (f/2.8 on 1-um pixels: the
     # optics pass up to 0.67 cycles/px, past the sensor's Nyquist; spherical aberration balanced by
     # defocus leaves a 1-px core with a ring at ~3 px; second-moment radius 3.1 px on axis), and wide
     # comatic, astigmatic corners (6-7 px at the corner tiles of a 5x7 grid). Its sharp tiles are the
     # ones a fit on the wrong model of the target on the sensor gets wrong (docs/calibration.md).
-    "sharp-centre": LensSpec(
-        "sharp-centre",
-        f_number=2.8,
-        pixel_pitch_um=1.0,
-        defocus=-1.0,
-        spherical=1.0,
-        coma=3.5,
-        astigmatism=2.0,
-        field_curvature=-1.0,
-        axial_ca=0.2,
-        lateral_ca_px=0.8,
-        distortion_px=-3.0,
-    ),
+    "sharp-centre": (2.8, 1.0, -1.0, 1.0, 3.5, 2.0, -1.0, 0.2, 0.8, -3.0),
+}
+_PRESET_FIELDS = ("f_number", "pixel_pitch_um", "defocus", "spherical", "coma", "astigmatism")
+_PRESET_FIELDS += ("field_curvature", "axial_ca", "lateral_ca_px", "distortion_px")
+PRESETS: dict[str, LensSpec] = {
+    name: LensSpec(name, **{k: float(v) for k, v in zip(_PRESET_FIELDS, values, strict=True)})
+    for name, values in _PRESET_PARAMETERS.items()
 }
 
 
@@ -185,16 +127,6 @@ def random_lens(seed: int, name: str | None = None) -> LensSpec:
     )
 
 
-def _oversampling(spec: LensSpec) -> int:
-    """Odd samples per pixel so that the PSF intensity is sampled without aliasing at every wavelength.
-
-    The OTF cuts off at ``1 / (lambda N)``: Nyquist needs a sample spacing ``<= lambda N / 2``.
-    """
-    shortest = min(spec.wavelengths_nm) * 1e-3
-    s = max(3, math.ceil(2 * spec.pixel_pitch_um / (shortest * spec.f_number)))
-    return s if s % 2 == 1 else s + 1
-
-
 def wavefront(
     spec: LensSpec, rho: np.ndarray, theta: np.ndarray, height: float, channel: int, centred: bool = False
 ) -> np.ndarray:
@@ -217,13 +149,6 @@ def wavefront(
     return w + tilt * rho * np.cos(theta)
 
 
-def radial_displacement_px(spec: LensSpec, height: float) -> float:
-    """Outward displacement in pixels of the green image point at normalised field height ``height``:
-    coma's centroid shift (``2 N lambda W131 h``) plus the lens's cubic distortion."""
-    coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * height
-    return coma_um / spec.pixel_pitch_um + spec.distortion_px * height**3
-
-
 def distortion_map(
     spec: LensSpec,
     image_size: tuple[int, int],
@@ -243,7 +168,11 @@ def distortion_map(
             dy, dx = y - height_px / 2, x - width_px / 2
             radius = math.hypot(dy, dx)
             if radius > 0:
-                shift = radial_displacement_px(spec, radius / half_diagonal)
+                # The green image point moves outward by coma's centroid shift (2 N lambda W131 h) plus
+                # the lens's cubic distortion.
+                h = radius / half_diagonal
+                coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * h
+                shift = coma_um / spec.pixel_pitch_um + spec.distortion_px * h**3
                 out[i, j] = shift * dy / radius, shift * dx / radius
     if tile_shifts is not None:
         rows, cols = tile_shifts.shape[:2]
@@ -272,7 +201,10 @@ def oversampled_psf(
         centred: green's coma centroid shift taken out (``wavefront``).
         shift_px: an extra shift ``(dy, dx)`` of the PSF in pixels (a wavefront tilt).
     """
-    s = _oversampling(spec)
+    # Odd samples per pixel s, so that the PSF intensity is sampled without aliasing at every wavelength:
+    # the OTF cuts off at 1 / (lambda N), Nyquist needs a sample spacing <= lambda N / 2.
+    s = max(3, math.ceil(2 * spec.pixel_pitch_um / (min(spec.wavelengths_nm) * 1e-3 * spec.f_number)))
+    s = s if s % 2 == 1 else s + 1
     crop = kernel_size * s
     wavelength_um = spec.wavelengths_nm[channel] * 1e-3
     # PSF sample spacing lambda N D / n (pupil diameter D in samples, FFT size n) equals pitch / s.

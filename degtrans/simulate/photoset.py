@@ -100,54 +100,27 @@ def _opencv(file: str, split: Split) -> Photo:
     return Photo(f"opencv-{Path(file).stem.lower().replace('_', '-')}", "opencv-doc", file, split)
 
 
+def _lomiri(file: str, split: Split) -> Photo:
+    return Photo(f"lomiri-{file.split('_')[0].lower()}", "lomiri-wallpapers-20.04", file, split)
+
+
 # Looked at one by one (2026-12): the packages' photographs only. Left out: plasma's drawings and
 # renders (Altai, Autumn, Canopee, Cascade, Cluster, Elarun, Flow, FlyingKonqui, Honeywave, IceCold,
 # Kay, Kokkini, MilkyWay, Opal, PastelHills, Patak, SafeLanding, Shell, Volna), mate's abstract and
 # logo images, lomiri's drawings, ukui-wallpapers and gnome-backgrounds (drawings and renders only),
 # and opencv's renders, drawings, text, chessboards, grey-level, blurred, logo-marked and grainy
 # scanned images (apple, orange). The held-out ones cover each source's kinds of scene.
-PHOTOS: tuple[Photo, ...] = (
-    _plasma("BytheWater", "train"),
-    _plasma("ColdRipple", "train"),
-    _plasma("DarkestHour", "train"),
-    _plasma("FallenLeaf", "train"),
-    _plasma("Kite", "train"),
-    _plasma("OneStandsOut", "train"),
-    _plasma("ColorfulCups", "heldout"),
-    _plasma("EveningGlow", "heldout"),
-    _plasma("Grey", "heldout"),
-    _plasma("Path", "heldout"),
-    _plasma("summer_1am", "heldout"),
-    _mate("Aqua", "train"),
-    _mate("Blinds", "train"),
-    _mate("FreshFlower", "train"),
-    _mate("Garden", "train"),
-    _mate("GreenMeadow", "train"),
-    _mate("TwoWings", "train"),
-    _mate("Wood", "train"),
-    _mate("Dune", "heldout"),
-    _mate("LadyBird", "heldout"),
-    _mate("RainDrops", "heldout"),
-    _mate("Storm", "heldout"),
-    _mate("YellowFlower", "heldout"),
-    Photo("lomiri-kleiber", "lomiri-wallpapers-20.04", "Kleiber_by_Lukas_Baubkus.jpg", "train"),
-    Photo("lomiri-infinite-sea", "lomiri-wallpapers-20.04", "Infinite-Sea_by_Aury88.jpg", "train"),
-    _opencv("aero1.jpg", "train"),
-    _opencv("aloeL.jpg", "train"),
-    _opencv("board.jpg", "train"),
-    _opencv("butterfly.jpg", "train"),
-    _opencv("ela_original.jpg", "train"),
-    _opencv("graf1.png", "train"),
-    _opencv("home.jpg", "train"),
-    _opencv("rubberwhale1.png", "train"),
-    _opencv("stuff.jpg", "train"),
-    _opencv("aero3.jpg", "heldout"),
-    _opencv("baboon.jpg", "heldout"),
-    _opencv("building.jpg", "heldout"),
-    _opencv("fruits.jpg", "heldout"),
-    _opencv("leuvenA.jpg", "heldout"),
-    _opencv("squirrel_cls.jpg", "heldout"),
+_CHOSEN = (  # (maker, split, names), in the set's order
+    (_plasma, "train", "BytheWater ColdRipple DarkestHour FallenLeaf Kite OneStandsOut"),
+    (_plasma, "heldout", "ColorfulCups EveningGlow Grey Path summer_1am"),
+    (_mate, "train", "Aqua Blinds FreshFlower Garden GreenMeadow TwoWings Wood"),
+    (_mate, "heldout", "Dune LadyBird RainDrops Storm YellowFlower"),
+    (_lomiri, "train", "Kleiber_by_Lukas_Baubkus.jpg Infinite-Sea_by_Aury88.jpg"),
+    (_opencv, "train", "aero1.jpg aloeL.jpg board.jpg butterfly.jpg ela_original.jpg graf1.png home.jpg"),
+    (_opencv, "train", "rubberwhale1.png stuff.jpg"),
+    (_opencv, "heldout", "aero3.jpg baboon.jpg building.jpg fruits.jpg leuvenA.jpg squirrel_cls.jpg"),
 )
+PHOTOS: tuple[Photo, ...] = tuple(make(n, split) for make, split, names in _CHOSEN for n in names.split())
 
 
 def default_cache() -> Path:
@@ -179,12 +152,6 @@ def apt_download(package: str, folder: Path) -> Path:
     if run.returncode != 0 or not debs:
         raise FetchError(f"{package}: apt-get download failed: {run.stderr.strip() or run.stdout.strip()}")
     return debs[-1]
-
-
-def deb_version(deb: Path) -> str:
-    """The ``Version`` field of a ``.deb``."""
-    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
 
 
 def unpacked(package: str, cache: Path, fetch: Fetch = apt_download) -> tuple[Path, Path]:
@@ -246,13 +213,6 @@ def licence_of(stanzas: Sequence[tuple[list[str], Licence]], path: str) -> Licen
         if any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns):
             found = licence
     return found
-
-
-def _copyright_file(tree: Path, package: str) -> Path:
-    path = tree / "usr" / "share" / "doc" / package / "copyright"
-    if not path.is_file():
-        raise ValueError(f"{package}: the package has no copyright file ({path})")
-    return path
 
 
 def _kde_metadata(image: Path) -> dict[str, str]:
@@ -388,13 +348,13 @@ def make_photo_set(
         package = by_name[photo.package]
         if photo.package not in trees:
             tree, deb = unpacked(photo.package, cache, fetch)
-            stanzas = copyright_stanzas(_copyright_file(tree, photo.package).read_text(errors="replace"))
-            trees[photo.package] = (tree, stanzas)
-            package_info[photo.package] = {
-                "version": deb_version(deb),
-                "deb": deb.name,
-                "sha256": _sha256(deb),
-            }
+            notice = tree / "usr" / "share" / "doc" / photo.package / "copyright"
+            if not notice.is_file():
+                raise ValueError(f"{photo.package}: the package has no copyright file ({notice})")
+            trees[photo.package] = (tree, copyright_stanzas(notice.read_text(errors="replace")))
+            version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                                     check=True).stdout.strip()  # fmt: skip
+            package_info[photo.package] = {"version": version, "deb": deb.name, "sha256": _sha256(deb)}
         tree, stanzas = trees[photo.package]
         source = tree / package.root / photo.file
         if not source.is_file():

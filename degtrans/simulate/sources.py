@@ -62,18 +62,14 @@ def list_images(images: Sequence[str | os.PathLike] | str | os.PathLike) -> list
     return found
 
 
-def _read_bytes(source: Source) -> bytes:
-    if source.row is None:
-        return Path(source.path).read_bytes()
-    table = pq.read_table(source.path, columns=["image"])
-    return table.column("image")[source.row].as_py()
-
-
 def load_source(source: Source) -> np.ndarray:
     """Decode a planned clean image; raises ``InputError`` naming it if unreadable."""
     where = source.where
     try:
-        data = _read_bytes(source)
+        if source.row is None:
+            data = Path(source.path).read_bytes()
+        else:
+            data = pq.read_table(source.path, columns=["image"]).column("image")[source.row].as_py()
     except OSError as error:
         raise InputError(f"{where}: cannot read: {error}") from error
     image = decode_image(data, where)
@@ -98,27 +94,23 @@ def scan_sources(paths: Sequence[Path]) -> tuple[list[Source], list[dict[str, st
                 blobs = table.column("image").to_pylist()
             except (OSError, pa.ArrowException) as error:
                 raise InputError(f"{path}: cannot read Parquet images: {error}") from error
-            for row, blob in enumerate(blobs):
-                name = str(names[row]) if names else f"{path.stem}-{row:05d}"
-                name = Path(name).stem
-                try:
-                    size = image_size(blob)
-                except Exception as error:  # PIL raises many types for corrupt data
-                    log.warning("skipping %s#%d: %s", path, row, error)
-                    skipped.append({"source": f"{path}#{row}", "reason": f"unreadable image: {error}"})
-                    continue
-                sources.append(Source(name, str(path.resolve()), row, *size))
-            continue
-        try:
-            size = image_size(path)
-        except Exception as error:  # PIL raises many types for corrupt files
-            log.warning("skipping %s: %s", path, error)
-            skipped.append({"source": str(path), "reason": f"unreadable image: {error}"})
-            continue
-        sources.append(Source(path.stem, str(path.resolve()), None, *size))
+            images = [
+                (blob, Path(str(names[row]) if names else f"{path.stem}-{row:05d}").stem, row)
+                for row, blob in enumerate(blobs)
+            ]
+        else:
+            images = [(path, path.stem, None)]
+        for data, name, row in images:
+            where = str(path) if row is None else f"{path}#{row}"
+            try:
+                size = image_size(data)
+            except Exception as error:  # PIL raises many types for corrupt data
+                log.warning("skipping %s: %s", where, error)
+                skipped.append({"source": where, "reason": f"unreadable image: {error}"})
+                continue
+            sources.append(Source(name, str(path.resolve()), row, *size))
     names = [s.name for s in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise InputError(
             f"--images: several images share the name {duplicates[0]!r} (sample ids need unique names)"
         )

@@ -76,21 +76,12 @@ def load_field_cached(path: str, sha256: str) -> PSFField:
     return PSFField.load(path)
 
 
-def _schema(spec: ShardSpec) -> pa.Schema:
-    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": spec.settings.patch_size}
-    return shard_schema(PARAM_COLUMNS, spec.settings.store_raw, header)
-
-
-def _row_group_rows(spec: ShardSpec) -> int:
-    patch, raw = spec.settings.patch_size, spec.settings.store_raw
-    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if raw else 0)
-    return max(1, min(spec.row_group_rows, MAX_ROW_GROUP_BYTES // per_row))
-
-
-def _shard_field(base: PSFField, source: Source, fit: bool) -> PSFField:
-    if not fit or base.image_size == (source.height, source.width):
-        return base
-    return PSFField(base.psfs, (source.height, source.width), base.channels, base.domain, base.meta)
+def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
+    try:
+        return load_source(source), None
+    except ValueError as error:
+        log.warning("skipping %s", error)
+        return None, {"source": source.where, "reason": str(error)}
 
 
 def _load_images(
@@ -102,13 +93,9 @@ def _load_images(
         if s in decoded:
             images[s] = decoded[s]
             continue
-        source = spec.sources[s]
-        try:
-            images[s] = load_source(source)
-        except ValueError as error:
-            log.warning("skipping %s", error)
-            skipped.append({"source": source.where, "reason": str(error)})
-            images[s] = None
+        images[s], error = _decode(spec.sources[s])
+        if error is not None:
+            skipped.append(error)
     return images, skipped
 
 
@@ -124,8 +111,10 @@ def _group_items(
         if images[s] is None:
             continue
         source, camera = spec.sources[s], spec.cameras[c]
-        base = load_field_cached(camera.field_path, camera.field_sha256)
-        psf_field = _shard_field(base, source, spec.fit_field)
+        psf_field = load_field_cached(camera.field_path, camera.field_sha256)
+        frame = (source.height, source.width)
+        if spec.fit_field and psf_field.image_size != frame:
+            psf_field = PSFField(psf_field.psfs, frame, psf_field.channels, psf_field.domain, psf_field.meta)
         items.append((i, BatchItem(images[s], psf_field, profiles[c], sample_id, camera.name), source.name))
     return items
 
@@ -134,18 +123,6 @@ def _in_planned_order(items: list[tuple[int, BatchItem, str]], rows: list[dict[s
     for (_, _, source), row in zip(items, rows, strict=True):
         row["source"] = source
     return [row for _, row in sorted(zip([i for i, _, _ in items], rows, strict=True), key=lambda p: p[0])]
-
-
-def _one_sample_rows(
-    spec: ShardSpec, group: list[tuple[str, int, int, int]], images: dict, device: torch.device | str
-) -> list[dict[str, Any]]:
-    """The rows of one row group, one sample at a time, in the planned order."""
-    items = _group_items(spec, group, images)
-    rows = [
-        simulate_sample(it.image, it.field, it.camera, it.sample_id, spec.settings, it.camera_name, device)
-        for _, it, _ in items
-    ]
-    return _in_planned_order(items, rows)
 
 
 def write_shard(
@@ -161,8 +138,11 @@ def write_shard(
             but the CPU, whose one-sample path needs no copies. Both write the same rows within 1 DN.
     """
     batched = torch.device(device).type != "cpu" if batched is None else batched
-    schema = _schema(spec)
-    group = _row_group_rows(spec)
+    patch, raw = spec.settings.patch_size, spec.settings.store_raw
+    header = {"shard": spec.index, "fingerprint": spec.fingerprint, "patch_size": patch}
+    schema = shard_schema(PARAM_COLUMNS, raw, header)
+    per_row = patch * patch * 3 * 2 * 2 + (patch * patch * 2 if raw else 0)
+    group = max(1, min(spec.row_group_rows, MAX_ROW_GROUP_BYTES // per_row))
     final = spec.path
     skipped: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
@@ -193,21 +173,18 @@ def write_shard(
                     # Decoded frames are kept only while the next group may still need them.
                     images, errors = _load_images(spec, {s for _, s, _, _ in chunk}, images)
                     skipped += errors
-                    write(_one_sample_rows(spec, chunk, images, device))
+                    items = _group_items(spec, chunk, images)
+                    write(_in_planned_order(items, [
+                        simulate_sample(it.image, it.field, it.camera, it.sample_id, spec.settings,
+                                        it.camera_name, device)
+                        for _, it, _ in items
+                    ]))  # fmt: skip
             total = sum(counts.values())
             info = {"rows": total, "skipped": skipped, "cameras": dict(sorted(counts.items()))}
             writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps(info)})
         finally:
             writer.close()
     return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
-
-
-def _decode(source: Source) -> tuple[np.ndarray | None, dict[str, str] | None]:
-    try:
-        return load_source(source), None
-    except ValueError as error:
-        log.warning("skipping %s", error)
-        return None, {"source": source.where, "reason": str(error)}
 
 
 def _write_batched(

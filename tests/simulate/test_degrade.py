@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from degtrans.kernels import sv_conv2d
 from degtrans.pairs import PARAM_COLUMNS
 from degtrans.simulate.camera import CameraProfile
 from degtrans.simulate.degrade import (
     DEFAULT_SETTINGS,
-    blur,
     context_window,
     degrade,
     sample_generator,
@@ -71,10 +71,11 @@ def test_same_seed_and_sample_id_same_pair():
 def test_blurred_patch_equals_crop_of_blurred_frame(y0, x0):
     frame = _image(48, 56, seed=2).double()
     field = gaussian_field((3, 4), 7, (48, 56), sigma_centre=0.7, sigma_corner=2.0)
-    full = blur(frame, field)
+    psfs = torch.from_numpy(field.psfs).double()
+    full = sv_conv2d(frame, psfs)
     patch = (16, 20)
     top, bottom, left, right = context_window(y0, x0, patch, (48, 56), field.kernel_size)
-    local = blur(frame[..., top:bottom, left:right], field, offset=(top, left), frame_size=(48, 56))
+    local = sv_conv2d(frame[..., top:bottom, left:right], psfs, offset=(top, left), frame_size=(48, 56))
     cut = local[..., y0 - top : y0 - top + patch[0], x0 - left : x0 - left + patch[1]]
     assert torch.allclose(cut, full[..., y0 : y0 + patch[0], x0 : x0 + patch[1]], atol=1e-12)
 

@@ -31,7 +31,7 @@ def deform_conv2d(
         x: (B, Cin, H, W) input.
         offset: (B, 2 * G * k * k, H, W) per offset group ``g`` and tap ``t``: channels
             ``2 * (g * k * k + t)`` (dy) and ``+ 1`` (dx), in pixels; taps are row-major.
-        mask: (B, G * k * k, H, W) modulation, or ``None`` for all ones.
+        mask: (B, G * k * k, H, W) modulation (sigmoid output in DCNv2), or ``None`` for all ones.
         weight: (Cout, Cin, k, k), k odd.
         bias: (Cout,) or ``None``.
         dilation: tap spacing in pixels.

@@ -19,20 +19,7 @@ def deform_conv2d_reference(
     bias: torch.Tensor | None = None,
     dilation: int = 1,
 ) -> torch.Tensor:
-    """Stride-1, 'same'-padded modulated deformable convolution.
-
-    Args:
-        x: (B, Cin, H, W) input.
-        offset: (B, 2 * G * k * k, H, W) per offset group ``g`` and tap ``t``: channels
-            ``2 * (g * k * k + t)`` (dy) and ``+ 1`` (dx), in pixels; taps are row-major.
-        mask: (B, G * k * k, H, W) modulation (sigmoid output in DCNv2), or ``None`` for all ones.
-        weight: (Cout, Cin, k, k), k odd.
-        bias: (Cout,) or ``None``.
-        dilation: tap spacing in pixels.
-
-    Returns:
-        (B, Cout, H, W).
-    """
+    """:func:`degtrans.kernels.deform_conv2d` (same arguments but ``backend``), in torch: (B, Cout, H, W)."""
     batch, cin, height, width = x.shape
     cout, _, k, _ = weight.shape
     taps = k * k

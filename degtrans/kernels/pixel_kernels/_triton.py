@@ -107,36 +107,23 @@ def _pk_kernel_grad_kernel(
             tl.store(gk_base + (i * K + j) * H * W, acc.to(gk_ptr.dtype.element_ty), mask=inside)
 
 
-def forward(x_pad: torch.Tensor, kernels: torch.Tensor, dilation: int) -> torch.Tensor:
-    """``(B, C, H, W)`` in ``x_pad``'s dtype from ``x_pad: (B, C, H+2h, W+2h)`` and ``kernels: (B, KC, k*k,
-    H, W)`` (contiguous but for the batch stride)."""
-    batch, channels, hp, wp = x_pad.shape
+def apply(
+    image: torch.Tensor, kernels: torch.Tensor, dilation: int, pad_hw: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The forward ``(B, C, H, W)`` from ``image = x_pad: (B, C, H+2h, W+2h)``, or, given ``pad_hw``, the
+    gradient ``(B, C, H+2h, W+2h)`` of the padded input from ``image = grad_out: (B, C, H, W)``; in
+    ``image``'s dtype. ``kernels: (B, KC, k*k, H, W)``, contiguous but for the batch stride."""
+    batch, channels = image.shape[:2]
     _, kc, taps, height, width = kernels.shape
-    out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
-    k = kernel_size(taps)
+    hp, wp = image.shape[-2:] if pad_hw is None else pad_hw
+    out_hw = (height, width) if pad_hw is None else pad_hw
+    out = torch.empty(batch, channels, *out_hw, dtype=image.dtype, device=image.device)
     launch_2d(
-        _pk_forward_kernel, height, width, batch * channels, x_pad, kernels, out,
-        channels, kc, kernels.stride(0), height, width, hp, wp, dilation,
-        K=k, ACC_FP64=x_pad.dtype == torch.float64,
+        _pk_forward_kernel if pad_hw is None else _pk_adjoint_kernel, *out_hw, batch * channels,
+        image, kernels, out, channels, kc, kernels.stride(0), height, width, hp, wp, dilation,
+        K=kernel_size(taps), ACC_FP64=image.dtype == torch.float64,
     )  # fmt: skip
     return out
-
-
-def adjoint(
-    grad_out: torch.Tensor, kernels: torch.Tensor, pad_hw: tuple[int, int], dilation: int
-) -> torch.Tensor:
-    """``(B, C, H+2h, W+2h)`` gradient of the padded input, in ``grad_out``'s dtype."""
-    batch, channels, height, width = grad_out.shape
-    _, kc, taps, _, _ = kernels.shape
-    hp, wp = pad_hw
-    grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
-    k = kernel_size(taps)
-    launch_2d(
-        _pk_adjoint_kernel, hp, wp, batch * channels, grad_out, kernels, grad,
-        channels, kc, kernels.stride(0), height, width, hp, wp, dilation,
-        K=k, ACC_FP64=grad_out.dtype == torch.float64,
-    )  # fmt: skip
-    return grad
 
 
 def kernel_grad(

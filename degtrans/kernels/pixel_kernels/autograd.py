@@ -20,7 +20,7 @@ class PixelKernelsFunction(torch.autograd.Function):
             kernels = kernels.contiguous()
         ctx.save_for_backward(x_pad, kernels)
         ctx.dilation = dilation
-        return _triton.forward(x_pad, kernels, dilation)
+        return _triton.apply(x_pad, kernels, dilation)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -28,7 +28,7 @@ class PixelKernelsFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = grad_k = None
         if ctx.needs_input_grad[0]:
-            grad_x = _triton.adjoint(grad_out, kernels, tuple(x_pad.shape[-2:]), ctx.dilation)
+            grad_x = _triton.apply(grad_out, kernels, ctx.dilation, tuple(x_pad.shape[-2:]))
         if ctx.needs_input_grad[1]:
             grad_k = _triton.kernel_grad(x_pad, grad_out, kernels, ctx.dilation)
         return grad_x, grad_k, None

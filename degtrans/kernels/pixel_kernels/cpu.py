@@ -14,17 +14,8 @@ from degtrans.kernels._utils import kernel_size, pad_image
 def apply_pixel_kernels_cpu(
     x: torch.Tensor, kernels: torch.Tensor, padding: str = "zeros", dilation: int = 1
 ) -> torch.Tensor:
-    """Same semantics as :func:`degtrans.kernels.pixel_kernels.reference.apply_pixel_kernels_reference`.
-
-    Args:
-        x: (B, C, H, W) image.
-        kernels: (B, k*k, H, W) shared by all channels or (B, C, k*k, H, W); tap ``(i, j)`` is ``i * k + j``.
-        padding: ``"zeros"`` or ``"reflect"``.
-        dilation: tap spacing in pixels.
-
-    Returns:
-        (B, C, H, W).
-    """
+    """Same arguments and semantics as
+    :func:`degtrans.kernels.pixel_kernels.reference.apply_pixel_kernels_reference`."""
     height, width = x.shape[-2:]
     taps = kernels.shape[-3]
     k = kernel_size(taps)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -81,16 +81,17 @@ def sv_conv2d(
         backend = choose_backend(x, fields, geometry, padding)
     if backend == "fft":
         return sv_conv2d_batched(x, fields, geometry, padding)
+    run = _implementation(backend)
     if geometry.count == 1:
-        return _IMPLEMENTATIONS[backend](
-            x, fields[int(geometry.fields[0])], tuple(geometry.offsets[0].tolist()),
-            tuple(geometry.frames[0].tolist()), padding,
+        return run(
+            x, fields[int(geometry.fields[0])], offset=tuple(geometry.offsets[0].tolist()),
+            frame_size=tuple(geometry.frames[0].tolist()), padding=padding,
         )  # fmt: skip
     # One call per distinct geometry, put back in the batch's order.
     order, parts = [], []
     for members, offset_g, frame_g, field_g in geometry.groups():
         part = x.index_select(0, members.to(x.device))
-        parts.append(_IMPLEMENTATIONS[backend](part, fields[field_g], offset_g, frame_g, padding))
+        parts.append(run(part, fields[field_g], offset=offset_g, frame_size=frame_g, padding=padding))
         order.append(members)
     inverse = torch.argsort(torch.cat(order)).to(x.device)
     return torch.cat(parts).index_select(0, inverse)
@@ -144,22 +145,16 @@ def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: PatchPlaceme
     return cuda_choice(tuple(x.shape), tuple(fields.shape[1:3]), fields.shape[-1], geometry, padding)
 
 
-def _reference_backend(x, psfs, offset, frame, padding):
-    return sv_conv2d_reference(x, psfs, offset=offset, frame_size=frame, padding=padding)
-
-
-def _cpu_backend(x, psfs, offset, frame, padding):
-    return sv_conv2d_cpu(x, psfs, offset=offset, frame_size=frame, padding=padding)
-
-
-def _triton_backend(x, psfs, offset, frame, padding):
+def _implementation(backend: str) -> Callable[..., torch.Tensor]:
+    """The single-geometry function of ``backend`` (``"reference"``, ``"cpu"`` or ``"triton"``)."""
+    if backend == "reference":
+        return sv_conv2d_reference
+    if backend == "cpu":
+        return sv_conv2d_cpu
     # Imported here so that importing degtrans.kernels never imports triton.
     from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
 
-    return sv_conv2d_triton(x, psfs, offset=offset, frame_size=frame, padding=padding)
-
-
-_IMPLEMENTATIONS = {"reference": _reference_backend, "cpu": _cpu_backend, "triton": _triton_backend}
+    return sv_conv2d_triton
 
 
 class SVConv2d(nn.Module):
@@ -201,11 +196,6 @@ class SVConv2d(nn.Module):
         """Blur ``x: (B, C, H, W)`` whose top-left pixel sits at ``offset`` on the sensor (or (B, 2) offsets,
         and ``field_index`` when the module holds several fields)."""
         return sv_conv2d(
-            x,
-            self.psfs,
-            offset=offset,
-            frame_size=self.frame_size,
-            field_index=field_index,
-            padding=self.padding,
-            backend=self.backend,
-        )
+            x, self.psfs, offset=offset, frame_size=self.frame_size, field_index=field_index,
+            padding=self.padding, backend=self.backend,
+        )  # fmt: skip

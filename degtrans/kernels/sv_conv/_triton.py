@@ -27,6 +27,7 @@ from degtrans.kernels._utils import INTERPRET
 
 _CONFIGS = block_configs([(16, 32, 4), (32, 32, 4), (32, 32, 8), (16, 64, 4), (32, 64, 8), (8, 128, 4)])
 GRAD_BLOCK = 32
+_INTERPOLATION = ("ly", "uy", "fy", "lx", "ux", "fx")  # the tables the forward and adjoint kernels read
 _GRAD_CONFIGS = [triton.Config({}, num_warps=w) for w in ((4,) if INTERPRET else (4, 8))]
 
 
@@ -164,39 +165,21 @@ def _sv_psf_grad_kernel(
             tl.atomic_add(gpsf_ptr + ((uy * cols + ux) * C + c) * kk + tap, tl.sum(x11 * gv))
 
 
-def _acc_fp64(dtype: torch.dtype) -> bool:
-    return dtype == torch.float64
-
-
-def forward(x_pad: torch.Tensor, psfs: torch.Tensor, tables: dict, out_hw: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, H, W)`` forward from ``x_pad: (B, C, H+2h, W+2h)`` and ``psfs: (rows, cols, C, k, k)``."""
-    batch, channels, hp, wp = x_pad.shape
-    height, width = out_hw
-    out = torch.empty(batch, channels, height, width, dtype=x_pad.dtype, device=x_pad.device)
+def apply(
+    image: torch.Tensor, psfs: torch.Tensor, tables: dict, out_hw: tuple[int, int], adjoint: bool = False
+) -> torch.Tensor:
+    """The forward ``(B, C, H, W)`` from ``image = x_pad: (B, C, H+2h, W+2h)``, or with ``adjoint`` the
+    gradient ``(B, C, H+2h, W+2h)`` of the padded input from ``image = grad_out: (B, C, H, W)``;
+    ``psfs: (rows, cols, C, k, k)``, ``out_hw`` the output's (H, W)."""
+    batch, channels = image.shape[:2]
+    (height, width), (hp, wp) = (image.shape[-2:], out_hw) if adjoint else (out_hw, image.shape[-2:])
+    out = torch.empty(batch, channels, *out_hw, dtype=image.dtype, device=image.device)
     launch_2d(
-        _sv_forward_kernel, height, width, batch * channels,
-        x_pad, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"], out,
-        channels, height, width, hp, wp, psfs.shape[1],
-        K=psfs.shape[-1], ACC_FP64=_acc_fp64(x_pad.dtype),
+        _sv_adjoint_kernel if adjoint else _sv_forward_kernel, *out_hw, batch * channels,
+        image, psfs, *(tables[n] for n in _INTERPOLATION), out, channels, height, width, hp, wp,
+        psfs.shape[1], K=psfs.shape[-1], ACC_FP64=image.dtype == torch.float64,
     )  # fmt: skip
     return out
-
-
-def adjoint(
-    grad_out: torch.Tensor, psfs: torch.Tensor, tables: dict, pad_hw: tuple[int, int]
-) -> torch.Tensor:
-    """``(B, C, H+2h, W+2h)`` gradient of the padded input from ``grad_out: (B, C, H, W)``."""
-    batch, channels, height, width = grad_out.shape
-    hp, wp = pad_hw
-    grad = torch.empty(batch, channels, hp, wp, dtype=grad_out.dtype, device=grad_out.device)
-    launch_2d(
-        _sv_adjoint_kernel, hp, wp, batch * channels,
-        grad_out, psfs, tables["ly"], tables["uy"], tables["fy"], tables["lx"], tables["ux"], tables["fx"],
-        grad,
-        channels, height, width, hp, wp, psfs.shape[1],
-        K=psfs.shape[-1], ACC_FP64=_acc_fp64(grad_out.dtype),
-    )  # fmt: skip
-    return grad
 
 
 def psf_grad(

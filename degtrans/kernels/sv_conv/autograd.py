@@ -11,22 +11,6 @@ from degtrans.kernels.sv_conv.cpu import axis_runs
 from degtrans.kernels.weights import padded_positions, tile_lower_frac
 
 
-def _axis_tables(length, halo, offset, frame_len, n_tiles, padding, frac_dtype, device):
-    positions = padded_positions(length, halo, offset, frame_len, padding)
-    lower, upper, frac = tile_lower_frac(positions, n_tiles, frame_len)
-    blocks = [
-        (start, min(start + _triton.GRAD_BLOCK, b), lo, up)
-        for a, b, (lo, up) in axis_runs(length, halo, offset, frame_len, n_tiles, padding)
-        for start in range(a, b, _triton.GRAD_BLOCK)
-    ]
-    return (
-        lower.to(device=device, dtype=torch.int32),
-        upper.to(device=device, dtype=torch.int32),
-        frac.to(device=device, dtype=frac_dtype),
-        torch.tensor(blocks, dtype=torch.int32, device=device).T.contiguous(),
-    )
-
-
 def interpolation_tables(
     shape: tuple[int, int],
     grid: tuple[int, int],
@@ -37,17 +21,20 @@ def interpolation_tables(
     frac_dtype: torch.dtype,
     device: torch.device,
 ) -> dict:
-    """Per padded row/column: tile ``lower``/``upper``/``frac``, and the PSF-gradient blocks ``(4, n)``."""
-    ly, uy, fy, row_blocks = _axis_tables(
-        shape[0], halo, offset[0], frame_size[0], grid[0], padding, frac_dtype, device
-    )
-    lx, ux, fx, col_blocks = _axis_tables(
-        shape[1], halo, offset[1], frame_size[1], grid[1], padding, frac_dtype, device
-    )
-    return {
-        "ly": ly, "uy": uy, "fy": fy, "lx": lx, "ux": ux, "fx": fx,
-        "row_blocks": row_blocks, "col_blocks": col_blocks,
-    }  # fmt: skip
+    """Per padded row (``y``) and column (``x``): tile ``l``ower/``u``pper/``f``rac, and the PSF-gradient
+    blocks ``(4, n)`` (``row_blocks``, ``col_blocks``)."""
+    tables = {}
+    step = _triton.GRAD_BLOCK
+    for i, (axis, kind) in enumerate((("y", "row"), ("x", "col"))):
+        positions = padded_positions(shape[i], halo, offset[i], frame_size[i], padding)
+        lower, upper, frac = tile_lower_frac(positions, grid[i], frame_size[i])
+        runs = axis_runs(shape[i], halo, offset[i], frame_size[i], grid[i], padding)
+        blocks = [(s, min(s + step, b), lo, up) for a, b, (lo, up) in runs for s in range(a, b, step)]
+        tables[f"l{axis}"] = lower.to(device=device, dtype=torch.int32)
+        tables[f"u{axis}"] = upper.to(device=device, dtype=torch.int32)
+        tables[f"f{axis}"] = frac.to(device=device, dtype=frac_dtype)
+        tables[f"{kind}_blocks"] = torch.tensor(blocks, dtype=torch.int32, device=device).T.contiguous()
+    return tables
 
 
 class SVConvFunction(torch.autograd.Function):
@@ -59,7 +46,7 @@ class SVConvFunction(torch.autograd.Function):
         psfs = psfs.contiguous()
         ctx.save_for_backward(x_pad, psfs)
         ctx.tables = tables
-        return _triton.forward(x_pad, psfs, tables, out_hw)
+        return _triton.apply(x_pad, psfs, tables, out_hw)
 
     @staticmethod
     @once_differentiable  # the Triton kernels have no backward: a second derivative fails loudly
@@ -68,7 +55,7 @@ class SVConvFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = grad_psfs = None
         if ctx.needs_input_grad[0]:
-            grad_x = _triton.adjoint(grad_out, psfs, ctx.tables, tuple(x_pad.shape[-2:]))
+            grad_x = _triton.apply(grad_out, psfs, ctx.tables, tuple(x_pad.shape[-2:]), adjoint=True)
         if ctx.needs_input_grad[1]:
             grad_psfs = _triton.psf_grad(x_pad, grad_out, tuple(psfs.shape), ctx.tables).to(psfs.dtype)
         return grad_x, grad_psfs, None, None

@@ -123,18 +123,8 @@ def sv_conv2d_cpu(
 ) -> torch.Tensor:
     """Spatially variant scatter convolution restricted to each tile's weight support.
 
-    Same semantics as :func:`degtrans.kernels.sv_conv.reference.sv_conv2d_reference`.
-
-    Args:
-        x: (B, C, H, W) image.
-        field_psfs: (rows, cols, C, k, k) PSFs of the tile centres, k odd.
-        offset: (y0, x0) of the patch's top-left pixel on the sensor.
-        frame_size: (H, W) of the sensor frame; defaults to the patch size.
-        padding: ``"reflect"`` or ``"zeros"``.
-        method: ``"direct"``, ``"fft"`` or ``"auto"`` (cost model).
-
-    Returns:
-        (B, C, H, W) blurred image, differentiable in ``x`` and ``field_psfs``.
+    Same arguments and semantics as :func:`degtrans.kernels.sv_conv.reference.sv_conv2d_reference`, and
+    ``method``: ``"direct"``, ``"fft"`` or ``"auto"`` (cost model). Differentiable in ``x`` and the PSFs.
     """
     rows, cols, channels, k, _ = field_psfs.shape
     halo = k // 2
