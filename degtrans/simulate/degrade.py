@@ -259,7 +259,14 @@ def stack_params(params: Sequence[DegradeParams]) -> DegradeParams:
     return DegradeParams(isp=cat([p.isp for p in params]), noise=cat([p.noise for p in params]))
 
 
-def degrade(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The aligned ``(degraded, clean)`` pair of :func:`simulate_pair` (same arguments)."""
-    pair = simulate_pair(*args, **kwargs)
+def degrade(
+    clean_srgb: torch.Tensor,
+    field: PSFField,
+    camera: CameraProfile,
+    params: DegradeParams,
+    generator: torch.Generator,
+    settings: PairSettings = DEFAULT_SETTINGS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The aligned ``(degraded, clean)`` pair of :func:`simulate_pair` for whole frames."""
+    pair = simulate_pair(clean_srgb, field, camera, params, generator, settings)
     return pair.degraded, pair.clean
