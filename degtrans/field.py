@@ -195,22 +195,17 @@ class PSFField:
             return out[0]
         return out.transpose(1, 2, 0) if layout == "hwc" else out
 
-    def meta_json(self) -> str:
-        return json.dumps(
-            {
-                "format_version": FORMAT_VERSION,
-                "image_size": list(self.image_size),
-                "channels": list(self.channels),
-                "domain": self.domain,
-                "meta": self.meta,
-            },
-            sort_keys=True,
-        )
-
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as ``.npz`` with arrays ``psfs`` and ``meta`` (a JSON string)."""
         buffer = io.BytesIO()
-        arrays = {"psfs": self.psfs, "meta": np.array(self.meta_json())}
+        header = {
+            "format_version": FORMAT_VERSION,
+            "image_size": list(self.image_size),
+            "channels": list(self.channels),
+            "domain": self.domain,
+            "meta": self.meta,
+        }
+        arrays = {"psfs": self.psfs, "meta": np.array(json.dumps(header, sort_keys=True))}
         if self.distortion is not None:
             arrays["distortion"] = self.distortion
         np.savez(buffer, **arrays)
@@ -246,12 +241,10 @@ class PSFField:
             raise InputError(f"{path}: PSF field has invalid 'meta' JSON: {error}") from error
         if len(image_size) != 2:
             raise InputError(f"{path}: PSF field 'image_size' must be (H, W), got {image_size}")
-        problem = validation_problem(psfs, image_size, channels) or (
-            distortion_problem(distortion) if distortion is not None else None
-        )
-        if problem:
-            raise InputError(f"{path}: invalid PSF field: {problem}")
-        return cls(psfs, image_size, channels, domain, meta, distortion)
+        try:
+            return cls(psfs, image_size, channels, domain, meta, distortion)
+        except ValueError as error:  # __post_init__'s "invalid PSF field: ..."
+            raise InputError(f"{path}: {error}") from error
 
     def with_meta(self, **updates: Any) -> PSFField:
         return dataclasses.replace(self, meta={**self.meta, **updates})
