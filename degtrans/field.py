@@ -140,13 +140,8 @@ class PSFField:
         # its cubic convolution moves a blurred spot's centroid by up to 0.05 px at quarter shifts.
         source = np.asarray(image, dtype=np.float32)
         planes = source[..., None] if source.ndim == 2 else source
-        out = np.stack(
-            [
-                map_coordinates(planes[..., ch], [uy, ux], order=3, mode="mirror")
-                for ch in range(planes.shape[-1])
-            ],
-            axis=-1,
-        ).astype(np.float32)
+        sampled = [map_coordinates(p, [uy, ux], order=3, mode="mirror") for p in np.moveaxis(planes, -1, 0)]
+        out = np.stack(sampled, axis=-1).astype(np.float32)
         return out[..., 0] if source.ndim == 2 else out
 
     def blur(
