@@ -86,9 +86,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="write a PNG of the PSF grid instead of a table"
     )
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.calibrate.inspect import draw_field, summary
         from degtrans.field import PSFField
 
@@ -98,13 +97,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
             if args.output is not None:
                 raise InputError(f"{args.field}: -o draws a PSF field; a dataset is summarised as text")
             print(describe_dataset(args.field))
-            return 0
+            return
         field = PSFField.load(args.field)
-        if args.output is None:
-            print(summary(field))
-        else:
-            print(f"wrote {draw_field(field, args.output)}")
-        return 0
+        print(summary(field) if args.output is None else f"wrote {draw_field(field, args.output)}")
 
     p.set_defaults(func=handler)
 
@@ -142,9 +137,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="GPU fraction per actor (e.g. 0.25)")  # fmt: skip
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("--local", action="store_true", help="fit in this process, without Ray")
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         config = resolve_config(args).calibrate
         if args.local:
             from degtrans.calibrate.pipeline import calibrate_local as run
@@ -158,7 +152,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         from degtrans.calibrate.accuracy import format_metrics
 
         print(format_metrics(field.meta.get("metrics", {})))
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -189,9 +182,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         " sensor's Nyquist is 0.5 cycles per photo pixel: make targets about 1.5x the photo's size)",
     )
     t.add_argument("--seed", type=int, default=0)
-    _common(t)
 
-    def make_targets_handler(args: argparse.Namespace) -> int:
+    def make_targets_handler(args: argparse.Namespace) -> None:
         from degtrans.calibrate.targets import BAND_LIMIT, make_targets
 
         band_limit = BAND_LIMIT if args.band_limit is None else args.band_limit
@@ -199,7 +191,6 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
             args.output, n=args.count, size=args.size, seed=args.seed, kinds=args.kinds, band_limit=band_limit
         )
         print(f"wrote {len(paths)} targets to {args.output}")
-        return 0
 
     t.set_defaults(func=make_targets_handler)
 
@@ -257,9 +248,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("-o", "--output", type=Path, required=True, help="dataset directory")
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.cluster.synthesize import synthesize_dataset
         from degtrans.config import write_resolved
         from degtrans.simulate.dataset import format_summary
@@ -281,7 +271,6 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             catalogue=args.cameras,
         )
         print(format_summary(summary))
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -309,9 +298,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--profile", default=None, help="camera profile the simulation pairs with this field")
     m.add_argument("--png", type=Path, default=None, help="also draw the field to this PNG")
     m.add_argument("-o", "--output", type=Path, required=True, help="output .npz (a directory with --count)")
-    _common(m)
 
-    def make_field(args: argparse.Namespace) -> int:
+    def make_field(args: argparse.Namespace) -> None:
         from degtrans.calibrate.inspect import draw_field, summary
         from degtrans.simulate.catalogue import write_random_cameras
         from degtrans.simulate.optics import lens_field
@@ -322,13 +310,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             paths = write_random_cameras(args.output, args.count, args.seed, args.grid, args.psf_size,
                                          args.image_size, args.profile)  # fmt: skip
             print(f"wrote {len(paths)} lens fields and {args.output / 'cameras.toml'}")
-            return 0
+            return
         field = lens_field(args.grid, args.psf_size, args.image_size, args.preset, args.camera, args.profile)
         print(summary(field))
         print(f"wrote {field.save(args.output)}")
         if args.png is not None:
             print(f"wrote {draw_field(field, args.png)}")
-        return 0
 
     m.set_defaults(func=make_field)
 
@@ -344,9 +331,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--texture", type=float, default=0.0,
                    help="fraction of textured discs: gratings, shading, 1/f noise (0: flat)")  # fmt: skip
     d.add_argument("-o", "--output", type=Path, required=True, help="folder of PNGs (for simulate --images)")
-    _common(d)
 
-    def make_dead_leaves(args: argparse.Namespace) -> int:
+    def make_dead_leaves(args: argparse.Namespace) -> None:
         from degtrans.simulate.deadleaves import write_dead_leaves
 
         if args.count < 1:
@@ -355,7 +341,6 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             raise InputError(f"--texture must be a fraction in [0, 1], got {args.texture}")
         paths = write_dead_leaves(args.output, args.count, args.size, args.seed, args.texture)
         print(f"wrote {len(paths)} dead-leaves images to {args.output}")
-        return 0
 
     d.set_defaults(func=make_dead_leaves)
 
@@ -385,9 +370,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     ph.add_argument(
         "--min-short", type=int, default=384, help="but never reduce a shorter side below this (px)"
     )
-    _common(ph)
 
-    def make_photos(args: argparse.Namespace) -> int:
+    def make_photos(args: argparse.Namespace) -> None:
         from degtrans.simulate.photoset import FetchError, default_photos, make_photo_set
 
         output = args.output or default_photos()
@@ -399,7 +383,6 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         counts = manifest["counts"]
         print(f"{counts['train']} training and {counts['heldout']} held-out photographs from "
               f"{len(manifest['packages'])} packages in {output}")  # fmt: skip
-        return 0
 
     ph.set_defaults(func=make_photos)
 
@@ -417,9 +400,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: an embedded local cluster)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from RUN/last.pt when it exists (default: yes)")  # fmt: skip
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         flags = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                  "ray.workers": args.workers, "ray.gpus_per_worker": args.gpus_per_worker}  # fmt: skip
         extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
@@ -436,7 +418,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         train(args.data, args.output, resolve_config(args, extra).train,
               given_keys(args.config, [*args.overrides, *extra], "train"), resume=args.resume,
               distributed=distributed)  # fmt: skip
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -455,14 +436,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", dest="sweep.scheduler", choices=["asha", "fifo"], help="early stopping")
     p.add_argument("--max-concurrent", dest="sweep.max_concurrent", type=int, help="trials at once")
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.cluster.sweep import run_sweep, summary_line
 
         config = resolve_config(args)
         print(summary_line(run_sweep(args.data, args.space, args.output, config, args.address)))
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -482,9 +461,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                    help="default: model (--checkpoint, or the bundled deep Wiener with --field)")  # fmt: skip
     p.add_argument("--tile-size", dest="restore.tile_size", type=int, help="tile side in pixels")
     p.add_argument("--overlap", dest="restore.overlap", type=int, help="pixels shared by neighbour tiles")
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.restore.infer import restore_image
 
         if args.method in (None, "model") and args.checkpoint is None and args.field is None:
@@ -493,7 +471,6 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
         config = resolve_config(args).restore
         out = restore_image(args.photo, args.output, args.checkpoint, args.field, args.method, config)
         print(f"wrote {out}")
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -512,9 +489,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="held-out clean images (folder or files): simulate each as a whole frame of every "
                    "camera of --data and restore it whole (images of its training split are left out); "
                    "-o then shows corner and centre crops")  # fmt: skip
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.restore.evaluate import evaluate_methods, format_table
 
         config = resolve_config(args)
@@ -526,15 +502,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                 print(f"left out (in the training split): {', '.join(skipped)}")
             if not frames:
                 raise InputError("--frames: no held-out image left to evaluate")
-            restorers = frame_restorers(args.methods, fields, config.restore)
-            print(format_table(evaluate_frames(frames, restorers, args.output)))
+            rows = evaluate_frames(frames, frame_restorers(args.methods, fields, config.restore), args.output)
         else:
             rows = evaluate_methods(args.data, args.methods, args.split, args.output, config.restore,
                                     val_fraction=config.train.val_fraction)  # fmt: skip
-            print(format_table(rows))
+        print(format_table(rows))
         if args.output is not None:
             print(f"wrote {args.output}")
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -555,7 +529,6 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--submission-id", default=None, help="job id to use (must be new on the cluster)")
     p.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="'-- SUBCOMMAND ARGS...' or 'status|logs|stop ID'")
-    _common(p)
 
     def handler(args: argparse.Namespace) -> int:
         from degtrans.cluster.submit import run_submit
@@ -574,13 +547,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "evaluation -> restored photo -> report.html. Demo sizes apply first; --config/--set override them.",
     )
     p.add_argument("-o", "--output", type=Path, default=Path("demo"), help="demo output directory")
-    _common(p)
 
-    def handler(args: argparse.Namespace) -> int:
+    def handler(args: argparse.Namespace) -> None:
         from degtrans.demo import demo_config, run_demo
 
         print(f"report: {run_demo(args.output, demo_config(args.config, args.overrides))}")
-        return 0
 
     p.set_defaults(func=handler)
 
@@ -608,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, action=_Commands)
     for add in ADDERS:
         add(sub)
+    for command in sub.choices.values():  # the options every subcommand takes, listed last
+        _common(command)
     return parser
 
 
@@ -623,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0)  # a handler returns a status only where it has one (submit)
     except DegtransError as error:
         if args.debug:
             traceback.print_exc()

@@ -8,12 +8,14 @@ flat keys that moved into a sub-section (:data:`MOVED`); overrides are parsed to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tomllib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -379,10 +381,6 @@ class RunConfig:
     restore: RestoreConfig = field(default_factory=RestoreConfig)
 
 
-def _section_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a field's type (parsing strings from ``--set``), or raise ``ConfigError``."""
     origin = typing.get_origin(annotation)
@@ -414,28 +412,14 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return value.lower() in ("true", "1", "yes", "on")
         raise ConfigError(f"{where}: expected a boolean (true/false), got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if annotation in (int, float):
+        # bool is an int to Python, but true is no number here; an int field takes no float (1.0).
+        numbers = (int,) if annotation is int else (int, float)
+        if isinstance(value, (*numbers, str)) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                return annotation(value)
+        kind = "an integer" if annotation is int else "a number"
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -443,15 +427,11 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {annotation!r}")
 
 
-def _is_section(annotation: Any) -> bool:
-    return dataclasses.is_dataclass(annotation)
-
-
 def _section_paths(cls: type = RunConfig, path: str = "") -> dict[type, str]:
     """``{section class: its dotted place}`` (``OptimConfig: "train.optim"``) below ``cls``."""
     paths = {}
-    for name, annotation in _section_types(cls).items():
-        if _is_section(annotation):
+    for name, annotation in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(annotation):
             place = f"{path}.{name}" if path else name
             paths[annotation] = place
             paths.update(_section_paths(annotation, place))
@@ -475,19 +455,19 @@ MOVED: dict[str, str] = {
     f"{place.split('.')[0]}.{_RENAMED.get(f'{place}.{name}', name)}": f"{place}.{name}"
     for cls, place in _PATHS.items()
     if place.count(".") == 1
-    for name in _section_types(cls)
+    for name in typing.get_type_hints(cls)
 }
 
 
-def _moved_error(key: str, where: str) -> ConfigError | None:
-    return ConfigError(f"{where}: '{key}' moved to '{MOVED[key]}'") if key in MOVED else None
+def _check_moved(key: str, where: str) -> None:
+    if key in MOVED:
+        raise ConfigError(f"{where}: '{key}' moved to '{MOVED[key]}'")
 
 
 def _build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
-    hints = _section_types(cls)
+    hints = typing.get_type_hints(cls)
     for key in values:
-        if error := _moved_error(f"{section}.{key}", source):
-            raise error
+        _check_moved(f"{section}.{key}", source)
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(
@@ -497,7 +477,7 @@ def _build_section(cls: type, values: dict[str, Any], source: str, section: str)
     parsed = {}
     for name, value in values.items():
         where = f"{source}: '{section}.{name}'"
-        if not _is_section(hints[name]):
+        if not dataclasses.is_dataclass(hints[name]):
             parsed[name] = coerce(value, hints[name], where)
         elif isinstance(value, dict):
             parsed[name] = _build_section(hints[name], value, source, f"{section}.{name}")
@@ -518,7 +498,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     """Build a ``RunConfig`` from nested dicts ``{section: {key: value or {key: value}}}``, rejecting
     unknown and moved keys."""
-    sections = _section_types(RunConfig)
+    sections = typing.get_type_hints(RunConfig)
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(f"{source}: unknown section '{unknown[0]}' (known: {', '.join(sections)})")
@@ -534,31 +514,35 @@ def from_dict(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     return RunConfig(**built)
 
 
-def load_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> RunConfig:
-    """Read ``path`` (TOML; defaults if ``None``) and apply ``section.key=value`` overrides."""
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as handle:
-                data = tomllib.load(handle)
-        except FileNotFoundError as error:
-            raise ConfigError(f"{path}: config file not found") from error
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: invalid TOML: {error}") from error
-    config = from_dict(data, source)
-    return apply_overrides(config, overrides)
+def _read_toml(path: str | os.PathLike | None) -> dict[str, Any]:
+    """A config file's tables (none without a file)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: config file not found") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from error
 
 
-def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Apply typed ``--set section.key=value`` overrides (``section.sub.key=value`` in a sub-section)."""
+def _split_overrides(overrides: list[str] | tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """``(dotted key, value)`` of each ``section.key=value``, unstripped, checked as it is reached."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         dotted, raw = item.split("=", 1)
+        yield dotted, raw
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Read ``path`` (TOML; defaults if ``None``) and apply typed ``section.key=value`` overrides
+    (``section.sub.key=value`` in a sub-section)."""
+    config = from_dict(_read_toml(path), "<defaults>" if path is None else str(path))
+    for dotted, raw in _split_overrides(overrides):
         section, key = dotted.strip().split(".", 1)
         config = replace_field(config, section, key, raw.strip(), f"--set {dotted}")
     return config
@@ -566,14 +550,13 @@ def apply_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
 
 def _replace_path(node: Any, names: list[str], value: Any, where: str, path: str = "") -> Any:
     """``node`` with the field at ``names`` (a path into its sub-sections) set to ``value``, type-checked."""
-    hints = _section_types(type(node))
+    hints = typing.get_type_hints(type(node))
     name, rest = names[0], names[1:]
     dotted = f"{path}.{name}" if path else name
-    if error := _moved_error(dotted, where):
-        raise error
+    _check_moved(dotted, where)
     if name not in hints and not path:
         raise ConfigError(f"{where}: unknown section '{name}' (known: {', '.join(hints)})")
-    if name not in hints or (rest and not _is_section(hints[name])):
+    if name not in hints or (rest and not dataclasses.is_dataclass(hints[name])):
         shown = ".".join([dotted, *rest[:1]]) if name in hints else dotted
         raise ConfigError(
             f"{where}: unknown key '{shown}' (known keys in [{path}]: {', '.join(sorted(hints))})"
@@ -582,7 +565,7 @@ def _replace_path(node: Any, names: list[str], value: Any, where: str, path: str
         return dataclasses.replace(
             node, **{name: _replace_path(getattr(node, name), rest, value, where, dotted)}
         )
-    if _is_section(hints[name]):
+    if dataclasses.is_dataclass(hints[name]):
         raise ConfigError(f"{where}: '{dotted}' is a table: set one of its keys ({dotted}.KEY=VALUE)")
     return dataclasses.replace(node, **{name: coerce(value, hints[name], where)})
 
@@ -626,17 +609,12 @@ def given_keys(
     """The keys of ``section`` (dotted in its sub-sections: ``fovkpn.offset_channels``) that a config
     file or ``--set`` overrides give (a preset's keys too): the ones a default that depends on the
     machine must leave alone."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+    data = _read_toml(path)
+    pairs = [(dotted.strip(), raw.strip()) for dotted, raw in _split_overrides(overrides)]
     keys = set(_dotted_keys(data.get(section, {})))
-    for item in overrides:
-        dotted = item.split("=", 1)[0].strip()
-        if dotted.startswith(f"{section}."):
-            keys.add(dotted.split(".", 1)[1])
+    keys |= {dotted.split(".", 1)[1] for dotted, _ in pairs if dotted.startswith(f"{section}.")}
     presets = [data.get("train", {}).get("preset", "custom")]
-    presets += [i.split("=", 1)[1].strip() for i in overrides if i.split("=", 1)[0].strip() == "train.preset"]
+    presets += [raw for dotted, raw in pairs if dotted == "train.preset"]
     for preset in presets:
         keys |= set(_dotted_keys(PRESETS.get(preset, {}).get(section, {})))
     return keys

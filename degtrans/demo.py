@@ -343,16 +343,15 @@ def run_demo(output: Path, config: RunConfig) -> Path:
         timings[name] = time.perf_counter() - began
         section.anchor = name
         sections.append(section)
-        write_report(report, "degtrans demo: degradation transfer end to end", [*sections, _timing(timings)],
+        timing = Section(
+            "Timings", tables=[Table(["stage", "seconds"], list(timings.items()))], anchor="timings"
+        )
+        write_report(report, "degtrans demo: degradation transfer end to end", [*sections, timing],
                      {"version": __version__, "total s": time.perf_counter() - start})  # fmt: skip
     print(f"[demo] wrote {report} ({time.perf_counter() - start:.0f} s)")
     if failed:
         raise DemoFailed(f"stage(s) {', '.join(failed)} failed; see {report}")
     return report
-
-
-def _timing(timings: dict[str, float]) -> Section:
-    return Section("Timings", tables=[Table(["stage", "seconds"], list(timings.items()))], anchor="timings")
 
 
 # ---------------------------------------------------------------- pictures and small helpers

@@ -140,13 +140,8 @@ class PSFField:
         # its cubic convolution moves a blurred spot's centroid by up to 0.05 px at quarter shifts.
         source = np.asarray(image, dtype=np.float32)
         planes = source[..., None] if source.ndim == 2 else source
-        out = np.stack(
-            [
-                map_coordinates(planes[..., ch], [uy, ux], order=3, mode="mirror")
-                for ch in range(planes.shape[-1])
-            ],
-            axis=-1,
-        ).astype(np.float32)
+        sampled = [map_coordinates(p, [uy, ux], order=3, mode="mirror") for p in np.moveaxis(planes, -1, 0)]
+        out = np.stack(sampled, axis=-1).astype(np.float32)
         return out[..., 0] if source.ndim == 2 else out
 
     def blur(
@@ -195,22 +190,17 @@ class PSFField:
             return out[0]
         return out.transpose(1, 2, 0) if layout == "hwc" else out
 
-    def meta_json(self) -> str:
-        return json.dumps(
-            {
-                "format_version": FORMAT_VERSION,
-                "image_size": list(self.image_size),
-                "channels": list(self.channels),
-                "domain": self.domain,
-                "meta": self.meta,
-            },
-            sort_keys=True,
-        )
-
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as ``.npz`` with arrays ``psfs`` and ``meta`` (a JSON string)."""
         buffer = io.BytesIO()
-        arrays = {"psfs": self.psfs, "meta": np.array(self.meta_json())}
+        header = {
+            "format_version": FORMAT_VERSION,
+            "image_size": list(self.image_size),
+            "channels": list(self.channels),
+            "domain": self.domain,
+            "meta": self.meta,
+        }
+        arrays = {"psfs": self.psfs, "meta": np.array(json.dumps(header, sort_keys=True))}
         if self.distortion is not None:
             arrays["distortion"] = self.distortion
         np.savez(buffer, **arrays)
@@ -246,12 +236,10 @@ class PSFField:
             raise InputError(f"{path}: PSF field has invalid 'meta' JSON: {error}") from error
         if len(image_size) != 2:
             raise InputError(f"{path}: PSF field 'image_size' must be (H, W), got {image_size}")
-        problem = validation_problem(psfs, image_size, channels) or (
-            distortion_problem(distortion) if distortion is not None else None
-        )
-        if problem:
-            raise InputError(f"{path}: invalid PSF field: {problem}")
-        return cls(psfs, image_size, channels, domain, meta, distortion)
+        try:
+            return cls(psfs, image_size, channels, domain, meta, distortion)
+        except ValueError as error:  # __post_init__'s "invalid PSF field: ..."
+            raise InputError(f"{path}: {error}") from error
 
     def with_meta(self, **updates: Any) -> PSFField:
         return dataclasses.replace(self, meta={**self.meta, **updates})

@@ -47,13 +47,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InputError(f"{where}: cannot decode image")
-    if array.dtype == np.uint8:
-        scale = 255.0
-    elif array.dtype == np.uint16:
-        scale = 65535.0
-    elif array.dtype in (np.float32, np.float64):
-        scale = 1.0
-    else:
+    scale = {np.uint8: 255.0, np.uint16: 65535.0, np.float32: 1.0, np.float64: 1.0}.get(array.dtype.type)
+    if scale is None:
         raise InputError(f"{where}: unsupported image type {array.dtype}")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)

@@ -33,13 +33,6 @@ def psnr_array(
     return float("inf") if mse == 0 else 10.0 * float(np.log10(data_range**2 / mse))
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=dtype) - size // 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
 def ssim(
     pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5
 ) -> torch.Tensor:
@@ -55,7 +48,10 @@ def ssim(
     channels = pred.shape[1]
     size = min(window, pred.shape[-1], pred.shape[-2])
     size -= 1 - size % 2
-    w = _gaussian_window(size, sigma, channels, pred.device, pred.dtype)
+    coords = torch.arange(size, device=pred.device, dtype=pred.dtype) - size // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
     def blur(v: torch.Tensor) -> torch.Tensor:

@@ -103,8 +103,9 @@ def encode_u16(hwc: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(hwc, 0.0, 1.0) * 65535.0).astype(np.uint16).ravel()
 
 
-def pixel_array(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, int, int]) -> np.ndarray:
-    """A pixel column (list<uint16>, little-endian binary, or a sequence of either) -> (n, H, W, C) uint16."""
+def decode_u16(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, int, int]) -> np.ndarray:
+    """A pixel column (list<uint16>, little-endian binary, or a sequence of either) -> (n, H, W, C)
+    float32 in [0, 1] (the inverse of :func:`encode_u16`)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if isinstance(column, pa.Array):
@@ -118,12 +119,7 @@ def pixel_array(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int,
             flat = np.frombuffer(b"".join(values), dtype="<u2")
         else:
             flat = np.concatenate([np.asarray(v).reshape(-1) for v in values]) if values else np.zeros(0)
-    return flat.astype(np.uint16, copy=False).reshape(-1, *shape)
-
-
-def decode_u16(column: pa.Array | pa.ChunkedArray | Sequence, shape: tuple[int, int, int]) -> np.ndarray:
-    """A pixel column -> (n, H, W, C) float32 in [0, 1] (the inverse of :func:`encode_u16`)."""
-    return pixel_array(column, shape).astype(np.float32) / 65535.0
+    return flat.astype(np.uint16, copy=False).reshape(-1, *shape).astype(np.float32) / 65535.0
 
 
 def source_of(sample_id: str) -> str:

@@ -114,8 +114,10 @@ def _section(section: Section, index: int) -> str:
     return "\n".join(parts)
 
 
-def render_report(title: str, sections: Sequence[Section], meta: dict[str, object] | None = None) -> str:
-    """The whole page as one HTML string (no external resources)."""
+def write_report(
+    path: str | os.PathLike, title: str, sections: Sequence[Section], meta: dict[str, object] | None = None
+) -> Path:
+    """Write the whole page atomically to ``path`` as one HTML file (no external resources); returns it."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta_line = " · ".join(f"{k}: {format_cell(v)}" for k, v in (meta or {}).items())
     toc = "".join(
@@ -124,16 +126,10 @@ def render_report(title: str, sections: Sequence[Section], meta: dict[str, objec
         for i, s in enumerate(sections)
     )
     body = "\n".join(_section(s, i) for i, s in enumerate(sections))
-    return (
+    return write_atomic(
+        path,
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f'<p class="meta">{html.escape(stamp)}{" · " + html.escape(meta_line) if meta_line else ""}</p>'
-        f"<ol>{toc}</ol>\n{body}\n</body></html>\n"
+        f"<ol>{toc}</ol>\n{body}\n</body></html>\n",
     )
-
-
-def write_report(
-    path: str | os.PathLike, title: str, sections: Sequence[Section], meta: dict[str, object] | None = None
-) -> Path:
-    """Write the report atomically to ``path``; returns it."""
-    return write_atomic(path, render_report(title, sections, meta))
