@@ -19,6 +19,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -74,6 +75,22 @@ class FitProblem:
     def channels(self) -> int:
         return int(self.targets.shape[1])
 
+    @classmethod
+    def stack(
+        cls, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], names: tuple[str, ...], grid: tuple[int, int], k: int
+    ) -> FitProblem:
+        """``[(target, photo, mask)]``, (H, W, C) / (H, W, C) / (H, W) bool each, as one problem; a pixel
+        observes only if its whole ``k x k`` footprint is valid target (the masks are eroded)."""
+        kernel = np.ones((k, k), np.uint8)
+        return cls(
+            targets=np.stack([t.transpose(2, 0, 1) for t, _, _ in pairs]).astype(np.float32),
+            photos=np.stack([p.transpose(2, 0, 1) for _, p, _ in pairs]).astype(np.float32),
+            masks=np.stack([cv2.erode(m.astype(np.uint8), kernel, borderValue=0) > 0 for _, _, m in pairs]),
+            names=names,
+            grid=grid,
+            psf_size=k,
+        )
+
 
 @dataclass(frozen=True)
 class TileFit:
@@ -81,7 +98,6 @@ class TileFit:
 
     Attributes:
         psf: (C, k, k) float32, non-negative, each channel summing to 1.
-        loss: the fit's objective's data term (equal to ``residual``).
         residual: RMS re-blur error over the tile's observations (linear RGB).
         pairs: number of pairs that cover the tile.
         pixels: observations used.
@@ -93,7 +109,6 @@ class TileFit:
     row: int
     col: int
     psf: np.ndarray
-    loss: float
     residual: float
     pairs: int
     pixels: int
@@ -296,13 +311,11 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
         )
         prior = tile_prior(config, problem.channels)
         solved = solve_fourier(system, prior, support, config.solve.cg_iterations)
-        fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
         row=row,
         col=col,
         psf=solved.psf.cpu().numpy().astype(np.float32),
-        loss=fidelity,
-        residual=fidelity,
+        residual=fourier_fidelity(system, solved.psf),
         pairs=system.pairs,
         pixels=system.pixels,
         seconds=time.perf_counter() - began,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -38,20 +37,11 @@ TileMapper = Callable[[list[Tile]], dict[Tile, TileFit | str]]
 
 
 def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProblem:
-    """Stack prepared pairs; a pixel observes only if its whole ``k x k`` footprint is valid target."""
+    """Stack prepared pairs (``FitProblem.stack``)."""
     if not pairs:
         raise DegtransError("calibrate: no pair could be registered")
-    k = config.psf_size
-    kernel = np.ones((k, k), np.uint8)
-    masks = np.stack([cv2.erode(p.mask.astype(np.uint8), kernel, borderValue=0) > 0 for p in pairs])
-    return FitProblem(
-        targets=np.stack([p.target.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
-        photos=np.stack([p.photo.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
-        masks=masks,
-        names=tuple(p.name for p in pairs),
-        grid=(config.rows, config.cols),
-        psf_size=k,
-    )
+    triples = [(p.target, p.photo, p.mask) for p in pairs]
+    return FitProblem.stack(triples, tuple(p.name for p in pairs), (config.rows, config.cols), config.psf_size)
 
 
 def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
@@ -158,13 +148,11 @@ def solve_field(
         for tile in tiles:
             if tile in failed:
                 continue
-            residual = float(result.residual[tile])
             fits[tile] = TileFit(
                 row=tile[0],
                 col=tile[1],
                 psf=result.psfs[tile],
-                loss=residual,
-                residual=residual,
+                residual=float(result.residual[tile]),
                 pairs=int(pairs[tile]),
                 pixels=int(observations[tile]),
                 seconds=seconds + (fits[tile].seconds if tile in fits else 0.0),
@@ -193,7 +181,7 @@ def build_field(
         return lambda t: float(getattr(solution.fits[t], name)) if t in solution.fits else None
 
     diagnostics = {
-        "final_loss": grid_of(fit_value("loss")),
+        "final_loss": grid_of(fit_value("residual")),  # the fit's data term
         "residual": grid_of(fit_value("residual")),
         "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
         "fit_seconds": grid_of(fit_value("seconds")),
@@ -219,7 +207,7 @@ def build_field(
                     "name": p.name,
                     "inliers": p.inliers,
                     "ecc": p.ecc,
-                    "homography": p.homography.tolist(),
+                    "homography": p.geometry.homography.tolist(),
                     "tone": p.tone.to_dict(),
                 }
                 for p in prepared

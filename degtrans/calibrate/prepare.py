@@ -51,21 +51,19 @@ class PreparedPair:
     ``target``/``photo``: (H, W, 3) float32; ``mask``: (H, W) bool where the target is valid;
     ``tile_error``: (rows, cols) residual misregistration in pixels (NaN: not measurable);
     ``geometry``: the photo → target map (homography and distortion); ``sharpness``: mid-band contrast
-    transfer (``quality.sharpness``); ``residual_px``: RMS tile residual of the geometry.
+    transfer (``quality.sharpness``).
     """
 
     name: str
     target: np.ndarray
     photo: np.ndarray
     mask: np.ndarray
-    homography: np.ndarray
+    geometry: Geometry
     inliers: int
     ecc: float
     tone: ToneColour
     tile_error: np.ndarray
-    geometry: Geometry | None = None
     sharpness: float = float("nan")
-    residual_px: float = float("nan")
     method: str = "features"
 
 
@@ -86,7 +84,6 @@ class PoseFit:
     inliers: int
     method: str
     correlation: float
-    residual_px: float
 
 
 def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
@@ -154,7 +151,7 @@ def register_pose(
         tone = fit_tone_colour(
             warped, photo, mask, sigma=max(6.0, 1.5 * config.psf_size), fit_gamma=fit_gamma
         )
-    geometry, corr, residual = refine(
+    geometry, corr, _ = refine(
         to_camera(target, tone)[..., 1],
         linearise(photo, tone)[..., 1],
         geometry,
@@ -166,7 +163,7 @@ def register_pose(
         exclude=exclude,
     )
     check_homography(geometry.homography, target.shape[:2], photo.shape[:2])
-    return PoseFit(geometry, tone, inliers, method, corr, residual)
+    return PoseFit(geometry, tone, inliers, method, corr)
 
 
 def refit_colour(
@@ -278,13 +275,11 @@ def prepare_pair(
         target=camera_target,
         photo=linear_photo,
         mask=mask,
-        homography=pose.geometry.homography,
+        geometry=pose.geometry,
         inliers=pose.inliers,
         ecc=pose.correlation,
         tone=tone,
         tile_error=np.hypot(shifts[..., 0], shifts[..., 1]),
-        geometry=pose.geometry,
         sharpness=sharp,
-        residual_px=pose.residual_px,
         method=pose.method,
     )
