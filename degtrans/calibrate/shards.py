@@ -155,7 +155,7 @@ class ShardStats:
     ``|d| <= k // 2`` (the tile's normal matrix seen as a convolution, for the preconditioner);
     ``coverage``: (T, P) ``sum M w_t`` (the pairs that observe each tile); ``observations``: (T,) the
     observed pixels in the tiles' regions of influence, over all pairs; ``rhs``: (T, C, k, k)
-    ``A^T M y``; ``data``: () ``sum M y^2``; ``weight2``: (T,) ``sum M w_t^2``.
+    ``A^T M y``.
     """
 
     scale: torch.Tensor
@@ -163,8 +163,6 @@ class ShardStats:
     coverage: torch.Tensor
     observations: torch.Tensor
     rhs: torch.Tensor
-    data: torch.Tensor
-    weight2: torch.Tensor
 
 
 class Shard:
@@ -302,9 +300,7 @@ class Shard:
         inside_y, inside_x = (wy > 1e-6).float(), (wx > 1e-6).float()
         observations = torch.einsum("ry,pyx,cx->rc", inside_y, self.masks, inside_x).reshape(-1)
         rhs = self.adjoint(self.photos * self.masks[:, None])
-        data = (self.masks[:, None] * self.photos**2).sum()
-        weight2 = torch.einsum("ry,pyx,cx->rc", wy**2, self.masks, wx**2).reshape(-1)
-        return ShardStats(scale, autocorrelation, coverage, observations, rhs, data, weight2)
+        return ShardStats(scale, autocorrelation, coverage, observations, rhs)
 
     def residual(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per tile on this block: ``sum w_t M |A h - y|^2`` (channels summed), ``sum w_t M``: (T,) each."""

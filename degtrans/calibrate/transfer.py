@@ -147,13 +147,10 @@ def fit_tone_colour(
 
 @dataclass(frozen=True)
 class PatchSamples:
-    """Flat-patch measurements: ``target`` (N, 3) chart values, ``photo`` (N, 3) median photo values,
-    ``spread`` (N, 3) robust standard deviation inside each patch, ``pixels`` (N,) pixels used."""
+    """Flat-patch measurements: ``target`` (N, 3) chart values, ``photo`` (N, 3) median photo values."""
 
     target: np.ndarray
     photo: np.ndarray
-    spread: np.ndarray
-    pixels: np.ndarray
 
 
 def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin: float) -> PatchSamples:
@@ -176,16 +173,13 @@ def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin:
         values = photo[inside]
         if len(values) < 9:
             continue
-        median = np.median(values, axis=0)
-        spread = 1.4826 * np.median(np.abs(values - median), axis=0)
-        rows.append((patch.rgb, median, spread, len(values)))
+        rows.append((patch.rgb, np.median(values, axis=0)))
     if not rows:
         raise ToneFitError(
             f"patch_samples: no patch has an interior {margin:.1f} px from its edges in the photo"
             " (patches must be wider than the PSF: make the targets larger)"
         )
-    target, median, spread, pixels = (np.asarray(v, np.float64) for v in zip(*rows, strict=True))
-    return PatchSamples(target, median, spread, pixels)
+    return PatchSamples(*(np.asarray(v, np.float64) for v in zip(*rows, strict=True)))
 
 
 def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:
