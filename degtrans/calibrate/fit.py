@@ -77,7 +77,11 @@ class FitProblem:
 
     @classmethod
     def stack(
-        cls, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], names: tuple[str, ...], grid: tuple[int, int], k: int
+        cls,
+        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        names: tuple[str, ...],
+        grid: tuple[int, int],
+        k: int,
     ) -> FitProblem:
         """``[(target, photo, mask)]``, (H, W, C) / (H, W, C) / (H, W) bool each, as one problem; a pixel
         observes only if its whole ``k x k`` footprint is valid target (the masks are eroded)."""
@@ -206,9 +210,6 @@ def build_fourier_system(problem: FitProblem, row: int, col: int) -> FourierSyst
     )
 
 
-FOURIER_TENSORS = ("sources", "weights", "rhs", "scale", "power", "data_norm")
-
-
 def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
     """Root-mean-square weighted residual ``sqrt(|W^(1/2) (A h - b)|^2 / sum W)`` over channels, from the
     normal equations (``h^T A^T W A h - 2 h^T A^T W b + b^T W b``), no extra pass over the pixels."""
@@ -219,15 +220,13 @@ def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Solve:
-    """A Fourier solve: ``psf`` (C, k, k) normalised, CG ``iterations``, ``condition`` (of the regularised
-    normal matrix, from the spectra, worst channel), ``observed_fraction`` (share of frequencies where the
-    data outweigh the prior: 1 = the targets decide every frequency), ``relative_residual``."""
+    """A Fourier solve: ``psf`` (C, k, k) normalised, ``condition`` (of the regularised normal matrix, from
+    the spectra, worst channel), ``observed_fraction`` (share of frequencies where the data outweigh the
+    prior: 1 = the targets decide every frequency)."""
 
     psf: torch.Tensor
-    iterations: int
     condition: float
     observed_fraction: float
-    residual: float
 
 
 def solve_fourier(
@@ -255,9 +254,7 @@ def solve_fourier(
     direction = residual.clone()
     rho = (residual**2).sum(dim=(1, 2))
     b_norm = (b**2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)
-    steps = 0
     for _ in range(iterations):
-        steps += 1
         q = apply(direction)
         alpha = rho / (direction * q).sum(dim=(1, 2)).clamp(min=1e-30)
         x = x + alpha[:, None, None] * direction
@@ -275,11 +272,7 @@ def solve_fourier(
     condition = float((regularised.amax(dim=(1, 2)) / regularised.amin(dim=(1, 2))).max())
     observed = data > prior.power(system.shape)[None]
     return Solve(
-        psf=normalise(x * allowed),
-        iterations=steps,
-        condition=condition,
-        observed_fraction=float(observed.float().mean()),
-        residual=float((rho.sqrt() / b_norm).max()),
+        psf=normalise(x * allowed), condition=condition, observed_fraction=float(observed.float().mean())
     )
 
 
@@ -307,7 +300,11 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
     with torch.no_grad():
         system = build_fourier_system(problem, row, col)
         system = dataclasses.replace(
-            system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
+            system,
+            **{
+                name: getattr(system, name).to(device)
+                for name in ("sources", "weights", "rhs", "scale", "power", "data_norm")
+            },
         )
         prior = tile_prior(config, problem.channels)
         solved = solve_fourier(system, prior, support, config.solve.cg_iterations)

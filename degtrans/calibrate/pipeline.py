@@ -41,7 +41,9 @@ def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProbl
     if not pairs:
         raise DegtransError("calibrate: no pair could be registered")
     triples = [(p.target, p.photo, p.mask) for p in pairs]
-    return FitProblem.stack(triples, tuple(p.name for p in pairs), (config.rows, config.cols), config.psf_size)
+    return FitProblem.stack(
+        triples, tuple(p.name for p in pairs), (config.rows, config.cols), config.psf_size
+    )
 
 
 def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
@@ -299,7 +301,7 @@ def calibrate_in_rounds(
     error at the corners, taken up by the red and blue PSFs against green's centroid prior); each of
     ``config.register.rounds`` further rounds re-registers against the target blurred by the previous field,
     re-centred on green (:func:`centred_field`: the convention), and solves the PSFs again. Rounds before
-    the last solve without the centroid prior (:func:`round_config`).
+    the last solve without the centroid prior.
 
     Returns:
         The recovered field, also written to ``output`` with ``<output>.report.png``.
@@ -324,7 +326,15 @@ def calibrate_in_rounds(
         problem, heldout = make_problems(prepared, config)
         # Later rounds start the joint solve from the previous round's (re-centred) field.
         start = None if estimate is None else estimate.psfs.astype(np.float32)
-        solution = solve(problem, round_config(config, round_ == rounds - 1), start)
+        # Before the last round the PSFs are solved without the centroid prior, so that they take up the
+        # geometry's error as a shift and keep their true shape (re-centring then hands registration a
+        # faithful PSF).
+        solve_config = (
+            config
+            if round_ == rounds - 1
+            else dataclasses.replace(config, solve=dataclasses.replace(config.solve, centroid_weight=0.0))
+        )
+        solution = solve(problem, solve_config, start)
         estimate = centred_field(solution.psfs, prepared[0].photo.shape[:2])
     field = build_field(solution, prepared, rejected, config)
     return write_outputs(field, problem, Path(output), config, heldout)
@@ -356,14 +366,3 @@ def calibrate_local(
         return solve_field(problem, cfg, local_mapper(problem, cfg, progress), start=start)
 
     return calibrate_in_rounds(find_pairs(pairs_dir), output, config, prepare_all, solve)
-
-
-def round_config(config: CalibrateConfig, last: bool) -> CalibrateConfig:
-    """The stage II config of one registration round: before the last round the PSFs are solved
-    without the centroid prior, so that they take up the geometry's error as a shift and keep their
-    true shape (re-centring then hands registration a faithful PSF); the last round uses ``config``."""
-    return (
-        config
-        if last
-        else dataclasses.replace(config, solve=dataclasses.replace(config.solve, centroid_weight=0.0))
-    )

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from degtrans.calibrate.photos import PHOTO_SUFFIXES
+from degtrans.calibrate.photos import photo_files
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
 from degtrans.calibrate.register import (
     Geometry,
@@ -188,9 +188,7 @@ def refit_colour(
 def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
     """The pair ``name`` beside ``target_path`` (the chart that registers this pattern's pose)."""
     target = target_path.parent / f"{name}.target.png"
-    photos = [
-        p for p in sorted(target_path.parent.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES
-    ]
+    photos = photo_files(target_path.parent, name)
     if not target.is_file() or not photos:
         raise PhotoRejected(
             f"the pose's chart {name!r} (geometry_from) has no target/photo pair beside {target_path}"

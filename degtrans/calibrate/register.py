@@ -76,9 +76,6 @@ class Geometry:
         ty = (g[1, 0] * ux + g[1, 1] * uy + g[1, 2]) / w
         return np.stack([tx, ty], axis=-1).astype(np.float32)
 
-    def to_dict(self) -> dict:
-        return {"homography": self.homography.tolist(), "distortion": np.asarray(self.distortion).tolist()}
-
 
 def _centre_radius(frame: tuple[int, int]) -> tuple[float, float, float]:
     height, width = frame

@@ -128,19 +128,17 @@ def fit_tone_colour(
         residual = rhs - design @ coef
         return 1.0 - residual.var() / max(rhs.var(), 1e-12), coef
 
-    for ch in range(3):
-        best = (-np.inf, 1.0, np.zeros(4))
-        coarse = COARSE_GAMMAS if fit_gamma else np.array([1.0])
-        for g in coarse:
+    def search(ch: int, candidates: np.ndarray, best: tuple) -> tuple[float, float, np.ndarray]:
+        for g in candidates:
             r2, coef = score(ch, float(g))
             if r2 > best[0]:
                 best = (r2, float(g), coef)
+        return best
+
+    for ch in range(3):
+        best = search(ch, COARSE_GAMMAS if fit_gamma else np.array([1.0]), (-np.inf, 1.0, np.zeros(4)))
         if fit_gamma:
-            fine = np.arange(max(1.0, best[1] - 0.1), best[1] + 0.1 + 1e-9, FINE_STEP)
-            for g in fine:
-                r2, coef = score(ch, float(g))
-                if r2 > best[0]:
-                    best = (r2, float(g), coef)
+            best = search(ch, np.arange(max(1.0, best[1] - 0.1), best[1] + 0.1 + 1e-9, FINE_STEP), best)
         gammas[ch], rows[ch], offsets[ch] = best[1], best[2][:3], best[2][3]
     return ToneColour(gammas, rows, offsets)
 
