@@ -46,15 +46,6 @@ def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProbl
     )
 
 
-def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
-    """The fitted problem and, with ``config.holdout`` pairs set aside (the last ones; never all but
-    one), the held-out problem that the re-blur check uses."""
-    holdout = min(max(config.holdout, 0), max(len(pairs) - 1, 0))
-    if holdout == 0:
-        return make_problem(pairs, config), None
-    return make_problem(pairs[:-holdout], config), make_problem(pairs[-holdout:], config)
-
-
 def local_mapper(problem: FitProblem, config: CalibrateConfig, progress: bool = True) -> TileMapper:
     """Fit tiles' inits one after the other in this process."""
 
@@ -174,28 +165,24 @@ def build_field(
     """The ``PSFField`` with per-tile diagnostics in its metadata."""
     rows, cols = config.rows, config.cols
     frame = prepared[0].photo.shape[:2]
-    tile_error = np.nanmean(np.stack([p.tile_error for p in prepared]), axis=0) if prepared else None
+    tile_error = np.nanmean(np.stack([p.tile_error for p in prepared]), axis=0)
 
     def grid_of(fn) -> list[list[float | None]]:
         return [[fn((r, c)) for c in range(cols)] for r in range(rows)]
 
-    def fit_value(name: str):
-        return lambda t: float(getattr(solution.fits[t], name)) if t in solution.fits else None
+    def fit_value(name: str, convert=float, missing=None):
+        return lambda t: convert(getattr(solution.fits[t], name)) if t in solution.fits else missing
 
     diagnostics = {
         "final_loss": grid_of(fit_value("residual")),  # the fit's data term
         "residual": grid_of(fit_value("residual")),
-        "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
+        "pairs_used": grid_of(fit_value("pairs", int, 0)),
         "fit_seconds": grid_of(fit_value("seconds")),
         # Conditioning of each tile's closed form: the regularised normal matrix's
         # condition number, and the share of the kernel's frequencies the targets (not the prior) decide.
-        "condition": grid_of(lambda t: _finite(solution.fits[t].condition) if t in solution.fits else None),
-        "observed_fraction": grid_of(
-            lambda t: _finite(solution.fits[t].observed_fraction) if t in solution.fits else None
-        ),
-        "registration_error_px": grid_of(
-            lambda t: None if tile_error is None or np.isnan(tile_error[t]) else float(tile_error[t])
-        ),
+        "condition": grid_of(fit_value("condition", _finite)),
+        "observed_fraction": grid_of(fit_value("observed_fraction", _finite)),
+        "registration_error_px": grid_of(lambda t: _finite(tile_error[t])),
         "filled_from_neighbours": grid_of(lambda t: t in solution.failed),
     }
     return PSFField(
@@ -323,7 +310,10 @@ def calibrate_in_rounds(
             first_rejected = rejected
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
         rejected = first_rejected + [r for r in rejected if r not in first_rejected]
-        problem, heldout = make_problems(prepared, config)
+        # ``config.holdout`` pairs (the last ones; never all but one) are set aside for the re-blur check.
+        holdout = min(max(config.holdout, 0), len(prepared) - 1)
+        problem = make_problem(prepared[: len(prepared) - holdout], config)
+        heldout = make_problem(prepared[-holdout:], config) if holdout else None
         # Later rounds start the joint solve from the previous round's (re-centred) field.
         start = None if estimate is None else estimate.psfs.astype(np.float32)
         # Before the last round the PSFs are solved without the centroid prior, so that they take up the
