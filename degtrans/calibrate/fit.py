@@ -121,11 +121,18 @@ class TileFit:
     observed_fraction: float = float("nan")
 
 
+def tile_axes(grid: tuple[int, int], frame: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Separable bilinear tile weights as ``sv_conv2d`` uses them: ``(rows, H)`` and ``(cols, W)``
+    float64; ``w_(r,c) = wy[r] x wx[c]``."""
+    wy = tile_weights_1d(torch.arange(frame[0]), grid[0], frame[0], torch.float64)
+    wx = tile_weights_1d(torch.arange(frame[1]), grid[1], frame[1], torch.float64)
+    return wy.numpy(), wx.numpy()
+
+
 def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int, col: int) -> np.ndarray:
-    """(H, W) float32 bilinear weight of tile ``(row, col)`` at every pixel, as ``sv_conv2d`` uses it."""
-    wy = tile_weights_1d(torch.arange(frame_size[0]), grid[0], frame_size[0], torch.float64)[row]
-    wx = tile_weights_1d(torch.arange(frame_size[1]), grid[1], frame_size[1], torch.float64)[col]
-    return (wy[:, None] * wx[None, :]).numpy().astype(np.float32)
+    """(H, W) float32 bilinear weight of tile ``(row, col)`` at every pixel."""
+    wy, wx = tile_axes(grid, frame_size)
+    return (wy[row][:, None] * wx[col][None, :]).astype(np.float32)
 
 
 @dataclass(frozen=True)

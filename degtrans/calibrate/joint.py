@@ -53,11 +53,7 @@ class JointResult:
 
 def problem_shards(problem: FitProblem, count: int) -> list:
     """The problem cut into ``count`` blocks with their halos (``blocks.ShardData``, for any runner)."""
-    blocks = plan_blocks(problem.frame_size, count)
-    return [
-        shard_data(problem.targets, problem.photos, problem.masks, block, problem.grid, problem.psf_size)
-        for block in blocks
-    ]
+    return [shard_data(problem, block) for block in plan_blocks(problem.frame_size, count)]
 
 
 def local_shards(problem: FitProblem, count: int = 1, device: str | torch.device = "cpu") -> MapShards:
