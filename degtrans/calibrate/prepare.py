@@ -223,6 +223,7 @@ def prepare_pair(
         photo = read_image(photo_path)
         layout = read_layout(target_path)
         check_clipping(photo, config.reject.max_clipped)
+        pose_of = (target, photo, layout, Path(photo_path))
         if layout is not None and layout.geometry_from:
             ref_target, ref_photo = _pose_reference(Path(target_path), layout.geometry_from)
             reference = read_image(ref_photo)
@@ -230,17 +231,9 @@ def prepare_pair(
                 raise PhotoRejected(
                     f"photo is {photo.shape[:2]}, its pose's chart photo is {reference.shape[:2]}"
                 )
-            pose = register_pose(
-                read_image(ref_target),
-                reference,
-                read_layout(ref_target),
-                config,
-                grid,
-                field,
-                _is_linear(ref_photo),
-            )
-        else:
-            pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
+            pose_of = (read_image(ref_target), reference, read_layout(ref_target), ref_photo)
+        pose_target, pose_photo, pose_layout, pose_path = pose_of
+        pose = register_pose(pose_target, pose_photo, pose_layout, config, grid, field, _is_linear(pose_path))
         warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.register.target_model)
         tone = pose.tone
         if field is not None and config.register.refit_colour:
