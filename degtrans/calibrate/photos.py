@@ -175,8 +175,7 @@ def synthesize_pairs(
     """
     if not targets:
         raise ValueError("synthesize_pairs: no targets given")
-    camera = camera or HiddenCamera()
-    camera = dataclasses.replace(camera, noise=float(noise))
+    camera = dataclasses.replace(camera or HiddenCamera(), noise=float(noise))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = {
