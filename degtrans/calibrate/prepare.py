@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from degtrans.calibrate.photos import photo_files
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
@@ -19,6 +18,7 @@ from degtrans.calibrate.register import (
     Render,
     check_homography,
     coarse_geometry,
+    local_device,
     magnification,
     refine,
     tile_shifts,
@@ -94,16 +94,12 @@ def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
     # see none): a large frame's blur is most of a registration step on the CPU. The FFT product
     # convolution ("cpu" backend, any device): on a GPU, FFTs are expected to beat the direct Triton
     # kernel at calibration's large k (not measured on a GPU yet).
-    device = _blur_device()
+    device = local_device()
 
     def render(image: np.ndarray) -> np.ndarray:
         return field.blur(image, channel=channel, backend="cpu", device=device, frame_size=field.image_size)
 
     return render
-
-
-def _blur_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def register_pose(
@@ -176,7 +172,7 @@ def refit_colour(
 ) -> ToneColour:
     """Stage I again through the current PSF estimate (``transfer.fit_colour_blurred``): each target
     channel blurred by each channel's PSFs, fitted on the pixels whose PSF footprint is valid."""
-    device = _blur_device()
+    device = local_device()
     blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
     for j in range(3):
         planes = np.repeat(warped[..., j : j + 1], 3, axis=-1)

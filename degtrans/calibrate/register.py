@@ -24,6 +24,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
 
 from degtrans.calibrate.sensor import TargetModel, area_sample
 from degtrans.calibrate.targets import MARKERS_PER_CHART, Layout, aruco_dictionary
@@ -75,6 +76,11 @@ class Geometry:
         tx = (g[0, 0] * ux + g[0, 1] * uy + g[0, 2]) / w
         ty = (g[1, 0] * ux + g[1, 1] * uy + g[1, 2]) / w
         return np.stack([tx, ty], axis=-1).astype(np.float32)
+
+
+def local_device() -> str:
+    """Where this process blurs and area-samples for registration: its GPU when it sees one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _centre_radius(frame: tuple[int, int]) -> tuple[float, float, float]:
@@ -323,9 +329,7 @@ def refine_geometry(
     keep_photo = np.zeros(frame, bool)
     keep_photo[margin:-margin, margin:-margin] = True
     if exclude is not None:
-        keep_photo &= ~cv2.dilate(exclude.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).astype(
-            bool
-        )
+        keep_photo &= cv2.dilate(exclude.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)) == 0
     keep_photo = keep_photo[::step, ::step]
     correlation = 0.0
     for _ in range(15):
@@ -422,9 +426,7 @@ def warp_to_photo(
         geometry = Geometry(geometry.homography, tuple(photo_size), geometry.distortion)
     coords = geometry.target_coords()
     if model == "area":
-        import torch
-
-        warped = area_sample(target, coords, "cuda" if torch.cuda.is_available() else "cpu")
+        warped = area_sample(target, coords, local_device())
     else:
         warped = cv2.remap(
             target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
@@ -476,9 +478,8 @@ def refine(
     """
     kwargs = {"render": render, "exclude": exclude}
     geometry, _ = refine_geometry(target, photo, geometry, sigma=2 * sigma, distortion=False, **kwargs)
-    fit_distortion = distortion == "always"
     geometry, correlation = refine_geometry(
-        target, photo, geometry, sigma=sigma, distortion=fit_distortion, **kwargs
+        target, photo, geometry, sigma=sigma, distortion=distortion == "always", **kwargs
     )
 
     def rms(g: Geometry) -> float:
