@@ -110,8 +110,6 @@ class TileFit:
         observed_fraction: share of the kernel's frequencies where the targets, not the prior, decide.
     """
 
-    row: int
-    col: int
     psf: np.ndarray
     residual: float
     pairs: int
@@ -316,8 +314,6 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
         prior = tile_prior(config, problem.channels)
         solved = solve_fourier(system, prior, support, config.solve.cg_iterations)
     return TileFit(
-        row=row,
-        col=col,
         psf=solved.psf.cpu().numpy().astype(np.float32),
         residual=fourier_fidelity(system, solved.psf),
         pairs=system.pairs,

@@ -142,8 +142,6 @@ def solve_field(
             if tile in failed:
                 continue
             fits[tile] = TileFit(
-                row=tile[0],
-                col=tile[1],
                 psf=result.psfs[tile],
                 residual=float(result.residual[tile]),
                 pairs=int(pairs[tile]),
