@@ -155,20 +155,12 @@ def format_metrics(metrics: dict, truth: dict | None = None) -> str:
             f" {metrics['out_of_band_share_max']:.3f}) of their pixel L2 outside it: the prior's, not the"
             " photographs' (an estimate of the floor)"
         )
-    held = metrics.get("reblur_psnr_heldout_db")
-    if held:
-        lines.append(
-            f"re-blur PSNR on held-out pair(s) {metrics['heldout_pairs']}: "
-            + ", ".join(f"{v:.2f}" for v in held)
-            + " dB"
-        )
-    fitted = metrics.get("reblur_psnr_fitted_db")
-    if fitted:
-        lines.append(
-            "re-blur PSNR on the fitted pairs (not held out): "
-            + ", ".join(f"{v:.2f}" for v in fitted)
-            + " dB"
-        )
+    for key, pairs in (
+        ("reblur_psnr_heldout_db", f"held-out pair(s) {metrics.get('heldout_pairs')}"),
+        ("reblur_psnr_fitted_db", "the fitted pairs (not held out)"),
+    ):
+        if metrics.get(key):
+            lines.append(f"re-blur PSNR on {pairs}: " + ", ".join(f"{v:.2f}" for v in metrics[key]) + " dB")
     if truth:
         lines.append(
             "pixel error vs truth (median / max): raw {raw_median:.3f} / {raw_max:.3f}, centroid-aligned"

@@ -13,27 +13,18 @@ from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
 
 
-def _tiles_to_show(rows: int, cols: int) -> list[tuple[str, tuple[int, int]]]:
-    return [("centre", (rows // 2, cols // 2)), ("edge", (rows // 2, 0)), ("corner", (0, 0))]
-
-
 def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: int = 0) -> Path:
     """Write the report PNG for ``field`` fitted on ``problem`` (crops from pair ``pair``)."""
     plt = pyplot()
     rows, cols = field.grid
     height, width = field.image_size
-    residual = (
-        np.array(
-            [
-                [np.nan if v is None else v for v in row]
-                for row in field.meta.get("tiles", {}).get("residual", [])
-            ],
-            dtype=np.float64,
-        ).reshape(rows, cols)
-        if field.meta.get("tiles")
-        else np.full((rows, cols), np.nan)
-    )
-    filled = np.array(field.meta.get("tiles", {}).get("filled_from_neighbours", np.zeros((rows, cols), bool)))
+    tiles = field.meta.get("tiles", {})
+    residual = np.full((rows, cols), np.nan)
+    if tiles:
+        residual = np.array(
+            [[np.nan if v is None else v for v in row] for row in tiles["residual"]], np.float64
+        )
+    filled = np.array(tiles.get("filled_from_neighbours", np.zeros((rows, cols), bool)))
     target = problem.targets[pair]
     blurred = field.blur(target, layout="chw")
     photo = problem.photos[pair]
@@ -57,7 +48,8 @@ def draw_report(field: PSFField, problem: FitProblem, path: str | Path, pair: in
     fig.colorbar(heat, ax=ax, shrink=0.7)
 
     sub = grid[1, :].subgridspec(1, 3)
-    for index, (label, (r, c)) in enumerate(_tiles_to_show(rows, cols)):
+    shown = [("centre", (rows // 2, cols // 2)), ("edge", (rows // 2, 0)), ("corner", (0, 0))]
+    for index, (label, (r, c)) in enumerate(shown):
         cy, cx = field.tile_centre(r, c)
         half = max(8, min(height // rows, width // cols) // 2)
         y0 = int(np.clip(cy - half, 0, height - 2 * half))

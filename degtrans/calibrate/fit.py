@@ -19,6 +19,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -74,6 +75,26 @@ class FitProblem:
     def channels(self) -> int:
         return int(self.targets.shape[1])
 
+    @classmethod
+    def stack(
+        cls,
+        pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        names: tuple[str, ...],
+        grid: tuple[int, int],
+        k: int,
+    ) -> FitProblem:
+        """``[(target, photo, mask)]``, (H, W, C) / (H, W, C) / (H, W) bool each, as one problem; a pixel
+        observes only if its whole ``k x k`` footprint is valid target (the masks are eroded)."""
+        kernel = np.ones((k, k), np.uint8)
+        return cls(
+            targets=np.stack([t.transpose(2, 0, 1) for t, _, _ in pairs]).astype(np.float32),
+            photos=np.stack([p.transpose(2, 0, 1) for _, p, _ in pairs]).astype(np.float32),
+            masks=np.stack([cv2.erode(m.astype(np.uint8), kernel, borderValue=0) > 0 for _, _, m in pairs]),
+            names=names,
+            grid=grid,
+            psf_size=k,
+        )
+
 
 @dataclass(frozen=True)
 class TileFit:
@@ -81,7 +102,6 @@ class TileFit:
 
     Attributes:
         psf: (C, k, k) float32, non-negative, each channel summing to 1.
-        loss: the fit's objective's data term (equal to ``residual``).
         residual: RMS re-blur error over the tile's observations (linear RGB).
         pairs: number of pairs that cover the tile.
         pixels: observations used.
@@ -90,10 +110,7 @@ class TileFit:
         observed_fraction: share of the kernel's frequencies where the targets, not the prior, decide.
     """
 
-    row: int
-    col: int
     psf: np.ndarray
-    loss: float
     residual: float
     pairs: int
     pixels: int
@@ -102,11 +119,18 @@ class TileFit:
     observed_fraction: float = float("nan")
 
 
+def tile_axes(grid: tuple[int, int], frame: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Separable bilinear tile weights as ``sv_conv2d`` uses them: ``(rows, H)`` and ``(cols, W)``
+    float64; ``w_(r,c) = wy[r] x wx[c]``."""
+    wy = tile_weights_1d(torch.arange(frame[0]), grid[0], frame[0], torch.float64)
+    wx = tile_weights_1d(torch.arange(frame[1]), grid[1], frame[1], torch.float64)
+    return wy.numpy(), wx.numpy()
+
+
 def tile_weight_map(grid: tuple[int, int], frame_size: tuple[int, int], row: int, col: int) -> np.ndarray:
-    """(H, W) float32 bilinear weight of tile ``(row, col)`` at every pixel, as ``sv_conv2d`` uses it."""
-    wy = tile_weights_1d(torch.arange(frame_size[0]), grid[0], frame_size[0], torch.float64)[row]
-    wx = tile_weights_1d(torch.arange(frame_size[1]), grid[1], frame_size[1], torch.float64)[col]
-    return (wy[:, None] * wx[None, :]).numpy().astype(np.float32)
+    """(H, W) float32 bilinear weight of tile ``(row, col)`` at every pixel."""
+    wy, wx = tile_axes(grid, frame_size)
+    return (wy[row][:, None] * wx[col][None, :]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -191,9 +215,6 @@ def build_fourier_system(problem: FitProblem, row: int, col: int) -> FourierSyst
     )
 
 
-FOURIER_TENSORS = ("sources", "weights", "rhs", "scale", "power", "data_norm")
-
-
 def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
     """Root-mean-square weighted residual ``sqrt(|W^(1/2) (A h - b)|^2 / sum W)`` over channels, from the
     normal equations (``h^T A^T W A h - 2 h^T A^T W b + b^T W b``), no extra pass over the pixels."""
@@ -204,15 +225,13 @@ def fourier_fidelity(system: FourierSystem, h: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Solve:
-    """A Fourier solve: ``psf`` (C, k, k) normalised, CG ``iterations``, ``condition`` (of the regularised
-    normal matrix, from the spectra, worst channel), ``observed_fraction`` (share of frequencies where the
-    data outweigh the prior: 1 = the targets decide every frequency), ``relative_residual``."""
+    """A Fourier solve: ``psf`` (C, k, k) normalised, ``condition`` (of the regularised normal matrix, from
+    the spectra, worst channel), ``observed_fraction`` (share of frequencies where the data outweigh the
+    prior: 1 = the targets decide every frequency)."""
 
     psf: torch.Tensor
-    iterations: int
     condition: float
     observed_fraction: float
-    residual: float
 
 
 def solve_fourier(
@@ -240,9 +259,7 @@ def solve_fourier(
     direction = residual.clone()
     rho = (residual**2).sum(dim=(1, 2))
     b_norm = (b**2).sum(dim=(1, 2)).sqrt().clamp(min=1e-30)
-    steps = 0
     for _ in range(iterations):
-        steps += 1
         q = apply(direction)
         alpha = rho / (direction * q).sum(dim=(1, 2)).clamp(min=1e-30)
         x = x + alpha[:, None, None] * direction
@@ -260,11 +277,7 @@ def solve_fourier(
     condition = float((regularised.amax(dim=(1, 2)) / regularised.amin(dim=(1, 2))).max())
     observed = data > prior.power(system.shape)[None]
     return Solve(
-        psf=normalise(x * allowed),
-        iterations=steps,
-        condition=condition,
-        observed_fraction=float(observed.float().mean()),
-        residual=float((rho.sqrt() / b_norm).max()),
+        psf=normalise(x * allowed), condition=condition, observed_fraction=float(observed.float().mean())
     )
 
 
@@ -292,17 +305,17 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
     with torch.no_grad():
         system = build_fourier_system(problem, row, col)
         system = dataclasses.replace(
-            system, **{name: getattr(system, name).to(device) for name in FOURIER_TENSORS}
+            system,
+            **{
+                name: getattr(system, name).to(device)
+                for name in ("sources", "weights", "rhs", "scale", "power", "data_norm")
+            },
         )
         prior = tile_prior(config, problem.channels)
         solved = solve_fourier(system, prior, support, config.solve.cg_iterations)
-        fidelity = fourier_fidelity(system, solved.psf)
     return TileFit(
-        row=row,
-        col=col,
         psf=solved.psf.cpu().numpy().astype(np.float32),
-        loss=fidelity,
-        residual=fidelity,
+        residual=fourier_fidelity(system, solved.psf),
         pairs=system.pairs,
         pixels=system.pixels,
         seconds=time.perf_counter() - began,

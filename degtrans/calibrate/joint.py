@@ -53,11 +53,7 @@ class JointResult:
 
 def problem_shards(problem: FitProblem, count: int) -> list:
     """The problem cut into ``count`` blocks with their halos (``blocks.ShardData``, for any runner)."""
-    blocks = plan_blocks(problem.frame_size, count)
-    return [
-        shard_data(problem.targets, problem.photos, problem.masks, block, problem.grid, problem.psf_size)
-        for block in blocks
-    ]
+    return [shard_data(problem, block) for block in plan_blocks(problem.frame_size, count)]
 
 
 def local_shards(problem: FitProblem, count: int = 1, device: str | torch.device = "cpu") -> MapShards:
@@ -72,11 +68,9 @@ def local_shards(problem: FitProblem, count: int = 1, device: str | torch.device
 
 def gather_stats(results: list[ShardStats]) -> ShardStats:
     """The sum of the shards' partial statistics, on the CPU."""
-
-    def total(name: str) -> torch.Tensor:
-        return sum(getattr(r, name).cpu() for r in results)
-
-    return ShardStats(*(total(name) for name in ShardStats.__dataclass_fields__))
+    return ShardStats(
+        *(_add([getattr(r, name) for r in results]) for name in ShardStats.__dataclass_fields__)
+    )
 
 
 def _add(results: list) -> torch.Tensor:

@@ -27,6 +27,11 @@ from degtrans.io import RAW_SUFFIXES, read_image, write_image
 PHOTO_SUFFIXES = (".png", ".tif", ".tiff", *RAW_SUFFIXES)
 
 
+def photo_files(directory: Path, name: str) -> list[Path]:
+    """The photographs ``NAME.photo.*`` of a known format in ``directory``, sorted."""
+    return [p for p in sorted(directory.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+
+
 def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """``(name, target, photo)`` for every ``NAME.target.png`` with a ``NAME.photo.*`` beside it, sorted.
 
@@ -41,7 +46,7 @@ def find_pairs(pairs_dir: str | Path) -> list[tuple[str, Path, Path]]:
     orphans = []
     for target in sorted(pairs_dir.glob("*.target.png")):
         name = target.name[: -len(".target.png")]
-        photos = [p for p in sorted(pairs_dir.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+        photos = photo_files(pairs_dir, name)
         if photos:
             pairs.append((name, target, photos[0]))
         else:
@@ -170,8 +175,7 @@ def synthesize_pairs(
     """
     if not targets:
         raise ValueError("synthesize_pairs: no targets given")
-    camera = camera or HiddenCamera()
-    camera = dataclasses.replace(camera, noise=float(noise))
+    camera = dataclasses.replace(camera or HiddenCamera(), noise=float(noise))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = {

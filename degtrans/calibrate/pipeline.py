@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -38,29 +37,13 @@ TileMapper = Callable[[list[Tile]], dict[Tile, TileFit | str]]
 
 
 def make_problem(pairs: list[PreparedPair], config: CalibrateConfig) -> FitProblem:
-    """Stack prepared pairs; a pixel observes only if its whole ``k x k`` footprint is valid target."""
+    """Stack prepared pairs (``FitProblem.stack``)."""
     if not pairs:
         raise DegtransError("calibrate: no pair could be registered")
-    k = config.psf_size
-    kernel = np.ones((k, k), np.uint8)
-    masks = np.stack([cv2.erode(p.mask.astype(np.uint8), kernel, borderValue=0) > 0 for p in pairs])
-    return FitProblem(
-        targets=np.stack([p.target.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
-        photos=np.stack([p.photo.transpose(2, 0, 1) for p in pairs]).astype(np.float32),
-        masks=masks,
-        names=tuple(p.name for p in pairs),
-        grid=(config.rows, config.cols),
-        psf_size=k,
+    triples = [(p.target, p.photo, p.mask) for p in pairs]
+    return FitProblem.stack(
+        triples, tuple(p.name for p in pairs), (config.rows, config.cols), config.psf_size
     )
-
-
-def make_problems(pairs: list[PreparedPair], config: CalibrateConfig) -> tuple[FitProblem, FitProblem | None]:
-    """The fitted problem and, with ``config.holdout`` pairs set aside (the last ones; never all but
-    one), the held-out problem that the re-blur check uses."""
-    holdout = min(max(config.holdout, 0), max(len(pairs) - 1, 0))
-    if holdout == 0:
-        return make_problem(pairs, config), None
-    return make_problem(pairs[:-holdout], config), make_problem(pairs[-holdout:], config)
 
 
 def local_mapper(problem: FitProblem, config: CalibrateConfig, progress: bool = True) -> TileMapper:
@@ -158,13 +141,9 @@ def solve_field(
         for tile in tiles:
             if tile in failed:
                 continue
-            residual = float(result.residual[tile])
             fits[tile] = TileFit(
-                row=tile[0],
-                col=tile[1],
                 psf=result.psfs[tile],
-                loss=residual,
-                residual=residual,
+                residual=float(result.residual[tile]),
                 pairs=int(pairs[tile]),
                 pixels=int(observations[tile]),
                 seconds=seconds + (fits[tile].seconds if tile in fits else 0.0),
@@ -184,28 +163,24 @@ def build_field(
     """The ``PSFField`` with per-tile diagnostics in its metadata."""
     rows, cols = config.rows, config.cols
     frame = prepared[0].photo.shape[:2]
-    tile_error = np.nanmean(np.stack([p.tile_error for p in prepared]), axis=0) if prepared else None
+    tile_error = np.nanmean(np.stack([p.tile_error for p in prepared]), axis=0)
 
     def grid_of(fn) -> list[list[float | None]]:
         return [[fn((r, c)) for c in range(cols)] for r in range(rows)]
 
-    def fit_value(name: str):
-        return lambda t: float(getattr(solution.fits[t], name)) if t in solution.fits else None
+    def fit_value(name: str, convert=float, missing=None):
+        return lambda t: convert(getattr(solution.fits[t], name)) if t in solution.fits else missing
 
     diagnostics = {
-        "final_loss": grid_of(fit_value("loss")),
+        "final_loss": grid_of(fit_value("residual")),  # the fit's data term
         "residual": grid_of(fit_value("residual")),
-        "pairs_used": grid_of(lambda t: solution.fits[t].pairs if t in solution.fits else 0),
+        "pairs_used": grid_of(fit_value("pairs", int, 0)),
         "fit_seconds": grid_of(fit_value("seconds")),
         # Conditioning of each tile's closed form: the regularised normal matrix's
         # condition number, and the share of the kernel's frequencies the targets (not the prior) decide.
-        "condition": grid_of(lambda t: _finite(solution.fits[t].condition) if t in solution.fits else None),
-        "observed_fraction": grid_of(
-            lambda t: _finite(solution.fits[t].observed_fraction) if t in solution.fits else None
-        ),
-        "registration_error_px": grid_of(
-            lambda t: None if tile_error is None or np.isnan(tile_error[t]) else float(tile_error[t])
-        ),
+        "condition": grid_of(fit_value("condition", _finite)),
+        "observed_fraction": grid_of(fit_value("observed_fraction", _finite)),
+        "registration_error_px": grid_of(lambda t: _finite(tile_error[t])),
         "filled_from_neighbours": grid_of(lambda t: t in solution.failed),
     }
     return PSFField(
@@ -219,7 +194,7 @@ def build_field(
                     "name": p.name,
                     "inliers": p.inliers,
                     "ecc": p.ecc,
-                    "homography": p.homography.tolist(),
+                    "homography": p.geometry.homography.tolist(),
                     "tone": p.tone.to_dict(),
                 }
                 for p in prepared
@@ -311,7 +286,7 @@ def calibrate_in_rounds(
     error at the corners, taken up by the red and blue PSFs against green's centroid prior); each of
     ``config.register.rounds`` further rounds re-registers against the target blurred by the previous field,
     re-centred on green (:func:`centred_field`: the convention), and solves the PSFs again. Rounds before
-    the last solve without the centroid prior (:func:`round_config`).
+    the last solve without the centroid prior.
 
     Returns:
         The recovered field, also written to ``output`` with ``<output>.report.png``.
@@ -333,10 +308,21 @@ def calibrate_in_rounds(
             first_rejected = rejected
             pairs = [pair for pair in pairs if pair[0] in {p.name for p in prepared}]
         rejected = first_rejected + [r for r in rejected if r not in first_rejected]
-        problem, heldout = make_problems(prepared, config)
+        # ``config.holdout`` pairs (the last ones; never all but one) are set aside for the re-blur check.
+        holdout = min(max(config.holdout, 0), len(prepared) - 1)
+        problem = make_problem(prepared[: len(prepared) - holdout], config)
+        heldout = make_problem(prepared[-holdout:], config) if holdout else None
         # Later rounds start the joint solve from the previous round's (re-centred) field.
         start = None if estimate is None else estimate.psfs.astype(np.float32)
-        solution = solve(problem, round_config(config, round_ == rounds - 1), start)
+        # Before the last round the PSFs are solved without the centroid prior, so that they take up the
+        # geometry's error as a shift and keep their true shape (re-centring then hands registration a
+        # faithful PSF).
+        solve_config = (
+            config
+            if round_ == rounds - 1
+            else dataclasses.replace(config, solve=dataclasses.replace(config.solve, centroid_weight=0.0))
+        )
+        solution = solve(problem, solve_config, start)
         estimate = centred_field(solution.psfs, prepared[0].photo.shape[:2])
     field = build_field(solution, prepared, rejected, config)
     return write_outputs(field, problem, Path(output), config, heldout)
@@ -368,14 +354,3 @@ def calibrate_local(
         return solve_field(problem, cfg, local_mapper(problem, cfg, progress), start=start)
 
     return calibrate_in_rounds(find_pairs(pairs_dir), output, config, prepare_all, solve)
-
-
-def round_config(config: CalibrateConfig, last: bool) -> CalibrateConfig:
-    """The stage II config of one registration round: before the last round the PSFs are solved
-    without the centroid prior, so that they take up the geometry's error as a shift and keep their
-    true shape (re-centring then hands registration a faithful PSF); the last round uses ``config``."""
-    return (
-        config
-        if last
-        else dataclasses.replace(config, solve=dataclasses.replace(config.solve, centroid_weight=0.0))
-    )

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from degtrans.calibrate.photos import PHOTO_SUFFIXES
+from degtrans.calibrate.photos import photo_files
 from degtrans.calibrate.quality import PhotoRejected, check_clipping, correlation, sharpness
 from degtrans.calibrate.register import (
     Geometry,
@@ -19,6 +18,7 @@ from degtrans.calibrate.register import (
     Render,
     check_homography,
     coarse_geometry,
+    local_device,
     magnification,
     refine,
     tile_shifts,
@@ -51,21 +51,19 @@ class PreparedPair:
     ``target``/``photo``: (H, W, 3) float32; ``mask``: (H, W) bool where the target is valid;
     ``tile_error``: (rows, cols) residual misregistration in pixels (NaN: not measurable);
     ``geometry``: the photo → target map (homography and distortion); ``sharpness``: mid-band contrast
-    transfer (``quality.sharpness``); ``residual_px``: RMS tile residual of the geometry.
+    transfer (``quality.sharpness``).
     """
 
     name: str
     target: np.ndarray
     photo: np.ndarray
     mask: np.ndarray
-    homography: np.ndarray
+    geometry: Geometry
     inliers: int
     ecc: float
     tone: ToneColour
     tile_error: np.ndarray
-    geometry: Geometry | None = None
     sharpness: float = float("nan")
-    residual_px: float = float("nan")
     method: str = "features"
 
 
@@ -86,7 +84,6 @@ class PoseFit:
     inliers: int
     method: str
     correlation: float
-    residual_px: float
 
 
 def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
@@ -97,16 +94,12 @@ def field_render(field: PSFField | None, channel: int = 1) -> Render | None:
     # see none): a large frame's blur is most of a registration step on the CPU. The FFT product
     # convolution ("cpu" backend, any device): on a GPU, FFTs are expected to beat the direct Triton
     # kernel at calibration's large k (not measured on a GPU yet).
-    device = _blur_device()
+    device = local_device()
 
     def render(image: np.ndarray) -> np.ndarray:
         return field.blur(image, channel=channel, backend="cpu", device=device, frame_size=field.image_size)
 
     return render
-
-
-def _blur_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def register_pose(
@@ -154,7 +147,7 @@ def register_pose(
         tone = fit_tone_colour(
             warped, photo, mask, sigma=max(6.0, 1.5 * config.psf_size), fit_gamma=fit_gamma
         )
-    geometry, corr, residual = refine(
+    geometry, corr, _ = refine(
         to_camera(target, tone)[..., 1],
         linearise(photo, tone)[..., 1],
         geometry,
@@ -166,7 +159,7 @@ def register_pose(
         exclude=exclude,
     )
     check_homography(geometry.homography, target.shape[:2], photo.shape[:2])
-    return PoseFit(geometry, tone, inliers, method, corr, residual)
+    return PoseFit(geometry, tone, inliers, method, corr)
 
 
 def refit_colour(
@@ -179,7 +172,7 @@ def refit_colour(
 ) -> ToneColour:
     """Stage I again through the current PSF estimate (``transfer.fit_colour_blurred``): each target
     channel blurred by each channel's PSFs, fitted on the pixels whose PSF footprint is valid."""
-    device = _blur_device()
+    device = local_device()
     blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
     for j in range(3):
         planes = np.repeat(warped[..., j : j + 1], 3, axis=-1)
@@ -191,9 +184,7 @@ def refit_colour(
 def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
     """The pair ``name`` beside ``target_path`` (the chart that registers this pattern's pose)."""
     target = target_path.parent / f"{name}.target.png"
-    photos = [
-        p for p in sorted(target_path.parent.glob(f"{name}.photo.*")) if p.suffix.lower() in PHOTO_SUFFIXES
-    ]
+    photos = photo_files(target_path.parent, name)
     if not target.is_file() or not photos:
         raise PhotoRejected(
             f"the pose's chart {name!r} (geometry_from) has no target/photo pair beside {target_path}"
@@ -228,6 +219,7 @@ def prepare_pair(
         photo = read_image(photo_path)
         layout = read_layout(target_path)
         check_clipping(photo, config.reject.max_clipped)
+        pose_of = (target, photo, layout, Path(photo_path))
         if layout is not None and layout.geometry_from:
             ref_target, ref_photo = _pose_reference(Path(target_path), layout.geometry_from)
             reference = read_image(ref_photo)
@@ -235,17 +227,9 @@ def prepare_pair(
                 raise PhotoRejected(
                     f"photo is {photo.shape[:2]}, its pose's chart photo is {reference.shape[:2]}"
                 )
-            pose = register_pose(
-                read_image(ref_target),
-                reference,
-                read_layout(ref_target),
-                config,
-                grid,
-                field,
-                _is_linear(ref_photo),
-            )
-        else:
-            pose = register_pose(target, photo, layout, config, grid, field, _is_linear(photo_path))
+            pose_of = (read_image(ref_target), reference, read_layout(ref_target), ref_photo)
+        pose_target, pose_photo, pose_layout, pose_path = pose_of
+        pose = register_pose(pose_target, pose_photo, pose_layout, config, grid, field, _is_linear(pose_path))
         warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.register.target_model)
         tone = pose.tone
         if field is not None and config.register.refit_colour:
@@ -278,13 +262,11 @@ def prepare_pair(
         target=camera_target,
         photo=linear_photo,
         mask=mask,
-        homography=pose.geometry.homography,
+        geometry=pose.geometry,
         inliers=pose.inliers,
         ecc=pose.correlation,
         tone=tone,
         tile_error=np.hypot(shifts[..., 0], shifts[..., 1]),
-        geometry=pose.geometry,
         sharpness=sharp,
-        residual_px=pose.residual_px,
         method=pose.method,
     )

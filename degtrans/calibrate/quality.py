@@ -19,13 +19,9 @@ class PhotoRejected(DegtransError):
     """A photograph that must be left out of the calibration; the message is the reason."""
 
 
-def clipped_fraction(photo: np.ndarray) -> float:
-    """Fraction of pixels with a saturated channel (>= ``transfer.SATURATED``) in (H, W, 3) [0, 1]."""
-    return float((photo >= SATURATED).any(axis=-1).mean())
-
-
 def check_clipping(photo: np.ndarray, max_fraction: float) -> None:
-    fraction = clipped_fraction(photo)
+    """Reject (H, W, 3) ``photo`` when more than ``max_fraction`` of its pixels have a saturated channel."""
+    fraction = float((photo >= SATURATED).any(axis=-1).mean())
     if fraction > max_fraction:
         raise PhotoRejected(
             f"clipped: {100 * fraction:.2f}% of pixels saturated (at most {100 * max_fraction:.2f}% allowed);"

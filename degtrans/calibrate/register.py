@@ -24,6 +24,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
 
 from degtrans.calibrate.sensor import TargetModel, area_sample
 from degtrans.calibrate.targets import MARKERS_PER_CHART, Layout, aruco_dictionary
@@ -76,8 +77,10 @@ class Geometry:
         ty = (g[1, 0] * ux + g[1, 1] * uy + g[1, 2]) / w
         return np.stack([tx, ty], axis=-1).astype(np.float32)
 
-    def to_dict(self) -> dict:
-        return {"homography": self.homography.tolist(), "distortion": np.asarray(self.distortion).tolist()}
+
+def local_device() -> str:
+    """Where this process blurs and area-samples for registration: its GPU when it sees one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _centre_radius(frame: tuple[int, int]) -> tuple[float, float, float]:
@@ -176,7 +179,6 @@ def match_homography(target: np.ndarray, photo: np.ndarray, min_inliers: int = 3
     inliers = int(inlier_mask.sum()) if inlier_mask is not None else 0
     if homography is None or inliers < min_inliers:
         raise RegistrationError(f"too few RANSAC inliers ({inliers} < {min_inliers})")
-    check_homography(homography, target.shape[:2], photo.shape[:2])
     return homography, inliers
 
 
@@ -227,10 +229,6 @@ def tilt_degrees(
     focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(half_field_deg))
     sin_tilt = focal * float(np.hypot(*h[2, :2])) / largest
     return float(np.degrees(np.arcsin(min(1.0, sin_tilt))))
-
-
-def homography_geometry(homography: np.ndarray, frame: tuple[int, int]) -> Geometry:
-    return Geometry(homography / homography[2, 2], frame)
 
 
 # Fine registration ----------------------------------------------------------------------------------
@@ -287,6 +285,14 @@ def _gradient_at(image: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
     return gy, gx
 
 
+def _seen(target: np.ndarray, coords: np.ndarray, render: Render | None, sigma: float) -> np.ndarray:
+    """(H, W) float32: the target sampled at ``coords``, rendered and low-passed as the photo is compared."""
+    model = remap(target.astype(np.float32), coords)
+    if render is not None:
+        model = render(model)
+    return cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma)
+
+
 def refine_geometry(
     target: np.ndarray,
     photo: np.ndarray,
@@ -295,9 +301,7 @@ def refine_geometry(
     sigma: float = 3.0,
     render: Render | None = None,
     distortion: bool = False,
-    iterations: int = 15,
     exclude: np.ndarray | None = None,
-    step: int | None = None,
 ) -> tuple[Geometry, float]:
     """Gauss-Newton on the geometry: ``lowpass(photo) ≈ a · lowpass(render(warp(target))) + b``.
 
@@ -310,15 +314,14 @@ def refine_geometry(
         render: applied to the warped target before the low-pass (the current PSF estimate).
         distortion: also fit ``k1, k2, p1, p2``.
         exclude: (H, W) bool photo pixels to leave out (e.g. clipped).
-        step: subsampling of the normal equations (the low-passed images are smooth); ``None``: 2, or
-            coarser on large frames so that about 250,000 pixels enter them (12 parameters).
 
     Returns:
         The refined geometry and the correlation of the compared images.
     """
     frame = photo.shape[:2]
-    if step is None:
-        step = max(2, round(float(np.sqrt(frame[0] * frame[1] / 250_000))))
+    # The normal equations are subsampled (the low-passed images are smooth): every 2nd pixel, or coarser
+    # on large frames so that about 250,000 pixels enter them (12 parameters).
+    step = max(2, round(float(np.sqrt(frame[0] * frame[1] / 250_000))))
     params = _to_params(geometry)
     n_params = 12 if distortion else 8
     margin = int(np.ceil(3 * sigma)) + 2
@@ -326,18 +329,12 @@ def refine_geometry(
     keep_photo = np.zeros(frame, bool)
     keep_photo[margin:-margin, margin:-margin] = True
     if exclude is not None:
-        keep_photo &= ~cv2.dilate(exclude.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).astype(
-            bool
-        )
+        keep_photo &= cv2.dilate(exclude.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)) == 0
     keep_photo = keep_photo[::step, ::step]
     correlation = 0.0
-    for _ in range(iterations):
-        current = _from_params(params, frame)
-        coords = current.target_coords()
-        model = remap(target.astype(np.float32), coords)
-        if render is not None:
-            model = render(model)
-        lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma)
+    for _ in range(15):
+        coords = _from_params(params, frame).target_coords()
+        lp_model = _seen(target, coords, render, sigma)
         gy, gx = _gradient_at(lp_model, step)
         lp_model = lp_model[::step, ::step].astype(np.float64)
         sub = coords[::step, ::step].astype(np.float64)
@@ -387,10 +384,7 @@ def tile_shifts(
     rows, cols = grid
     height, width = photo.shape[:2]
     coords = geometry.target_coords()
-    model = remap(target.astype(np.float32), coords)
-    if render is not None:
-        model = render(model)
-    lp_model = cv2.GaussianBlur(model.astype(np.float32), (0, 0), sigma).astype(np.float64)
+    lp_model = _seen(target, coords, render, sigma).astype(np.float64)
     lp_photo = cv2.GaussianBlur(photo.astype(np.float32), (0, 0), sigma).astype(np.float64)
     gy, gx = np.gradient(lp_model)
     margin = int(np.ceil(3 * sigma)) + 2
@@ -432,9 +426,7 @@ def warp_to_photo(
         geometry = Geometry(geometry.homography, tuple(photo_size), geometry.distortion)
     coords = geometry.target_coords()
     if model == "area":
-        import torch
-
-        warped = area_sample(target, coords, "cuda" if torch.cuda.is_available() else "cpu")
+        warped = area_sample(target, coords, local_device())
     else:
         warped = cv2.remap(
             target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
@@ -460,10 +452,7 @@ def coarse_geometry(
         homography, inliers = match_homography(target, photo, min_inliers)
         method = "features"
     check_homography(homography, target.shape[:2], photo.shape[:2])
-    return homography_geometry(homography, photo.shape[:2]), inliers, method
-
-
-DistortionMode = Literal["auto", "none", "always"]
+    return Geometry(homography / homography[2, 2], photo.shape[:2]), inliers, method
 
 
 def refine(
@@ -473,7 +462,7 @@ def refine(
     *,
     sigma: float = 3.0,
     render: Render | None = None,
-    distortion: DistortionMode = "auto",
+    distortion: Literal["auto", "none", "always"] = "auto",
     threshold_px: float = 0.05,
     grid: tuple[int, int] = (4, 6),
     exclude: np.ndarray | None = None,
@@ -487,13 +476,10 @@ def refine(
     Returns:
         Geometry, correlation of the low-passed comparison, RMS tile residual (pixels).
     """
-    if distortion not in ("auto", "none", "always"):
-        raise ValueError(f"refine: distortion must be auto, none or always, got {distortion!r}")
     kwargs = {"render": render, "exclude": exclude}
     geometry, _ = refine_geometry(target, photo, geometry, sigma=2 * sigma, distortion=False, **kwargs)
-    fit_distortion = distortion == "always"
     geometry, correlation = refine_geometry(
-        target, photo, geometry, sigma=sigma, distortion=fit_distortion, **kwargs
+        target, photo, geometry, sigma=sigma, distortion=distortion == "always", **kwargs
     )
 
     def rms(g: Geometry) -> float:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from degtrans.calibrate.fit import FitProblem, tile_axes
 from degtrans.errors import InputError
 from degtrans.kernels.spectral import correlate, fast_fft_len, psf_to_otf
-from degtrans.kernels.weights import tile_weights_1d
 
 Tile = tuple[int, int]
 Span = tuple[int, int]
@@ -67,13 +67,6 @@ def plan_blocks(frame: tuple[int, int], count: int) -> list[Block]:
     return [Block((ys[i], ys[i + 1]), (xs[j], xs[j + 1])) for i in range(by) for j in range(bx)]
 
 
-def tile_axes(grid: tuple[int, int], frame: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Separable tile weights: ``(rows, H)`` and ``(cols, W)`` float32; ``w_(r,c) = wy[r] x wx[c]``."""
-    wy = tile_weights_1d(torch.arange(frame[0]), grid[0], frame[0], torch.float64)
-    wx = tile_weights_1d(torch.arange(frame[1]), grid[1], frame[1], torch.float64)
-    return wy.numpy().astype(np.float32), wx.numpy().astype(np.float32)
-
-
 def _support(weights: np.ndarray) -> Span:
     index = np.nonzero(weights > 1e-6)[0]
     return int(index[0]), int(index[-1]) + 1
@@ -106,17 +99,9 @@ class ShardData:
     psf_size: int
 
 
-def shard_data(
-    targets: np.ndarray,
-    photos: np.ndarray,
-    masks: np.ndarray,
-    block: Block,
-    grid: tuple[int, int],
-    psf_size: int,
-) -> ShardData:
-    """Cut a block and its halo out of the stacked pairs: ``targets``/``photos`` (P, C, H, W), ``masks``
-    (P, H, W)."""
-    frame = (int(targets.shape[2]), int(targets.shape[3]))
+def shard_data(problem: FitProblem, block: Block) -> ShardData:
+    """Cut a block and its halo out of the problem's stacked pairs."""
+    frame, psf_size = problem.frame_size, problem.psf_size
     reach = 2 * (psf_size // 2)
     y0, y1 = max(block.rows[0] - reach, 0), min(block.rows[1] + reach, frame[0])
     x0, x1 = max(block.cols[0] - reach, 0), min(block.cols[1] + reach, frame[1])
@@ -124,10 +109,10 @@ def shard_data(
     return ShardData(
         block=block,
         origin=(y0, x0),
-        targets=np.ascontiguousarray(targets[:, :, y0:y1, x0:x1]),
-        photos=np.ascontiguousarray(photos[:, :, by0:by1, bx0:bx1]),
-        masks=np.ascontiguousarray(masks[:, by0:by1, bx0:bx1]),
-        grid=grid,
+        targets=np.ascontiguousarray(problem.targets[:, :, y0:y1, x0:x1]),
+        photos=np.ascontiguousarray(problem.photos[:, :, by0:by1, bx0:bx1]),
+        masks=np.ascontiguousarray(problem.masks[:, by0:by1, bx0:bx1]),
+        grid=problem.grid,
         frame=frame,
         psf_size=psf_size,
     )
@@ -155,7 +140,7 @@ class ShardStats:
     ``|d| <= k // 2`` (the tile's normal matrix seen as a convolution, for the preconditioner);
     ``coverage``: (T, P) ``sum M w_t`` (the pairs that observe each tile); ``observations``: (T,) the
     observed pixels in the tiles' regions of influence, over all pairs; ``rhs``: (T, C, k, k)
-    ``A^T M y``; ``data``: () ``sum M y^2``; ``weight2``: (T,) ``sum M w_t^2``.
+    ``A^T M y``.
     """
 
     scale: torch.Tensor
@@ -163,8 +148,6 @@ class ShardStats:
     coverage: torch.Tensor
     observations: torch.Tensor
     rhs: torch.Tensor
-    data: torch.Tensor
-    weight2: torch.Tensor
 
 
 class Shard:
@@ -184,7 +167,7 @@ class Shard:
         pairs, channels = data.photos.shape[:2]
         self.pairs, self.channels = pairs, channels
         (by0, by1), (bx0, bx1) = data.block.rows, data.block.cols
-        wy, wx = tile_axes(data.grid, data.frame)
+        wy, wx = (w.astype(np.float32) for w in tile_axes(data.grid, data.frame))
         self.photos = torch.from_numpy(data.photos.astype(np.float32)).to(self.device)
         self.masks = torch.from_numpy(data.masks.astype(np.float32)).to(self.device)
         oy, ox = data.origin
@@ -302,9 +285,7 @@ class Shard:
         inside_y, inside_x = (wy > 1e-6).float(), (wx > 1e-6).float()
         observations = torch.einsum("ry,pyx,cx->rc", inside_y, self.masks, inside_x).reshape(-1)
         rhs = self.adjoint(self.photos * self.masks[:, None])
-        data = (self.masks[:, None] * self.photos**2).sum()
-        weight2 = torch.einsum("ry,pyx,cx->rc", wy**2, self.masks, wx**2).reshape(-1)
-        return ShardStats(scale, autocorrelation, coverage, observations, rhs, data, weight2)
+        return ShardStats(scale, autocorrelation, coverage, observations, rhs)
 
     def residual(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per tile on this block: ``sum w_t M |A h - y|^2`` (channels summed), ``sum w_t M``: (T,) each."""

@@ -95,9 +95,6 @@ class Layout:
     band_limit: float = BAND_LIMIT
     version: int = 1
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
     @classmethod
     def from_dict(cls, data: dict) -> Layout:
         return cls(
@@ -133,10 +130,6 @@ def read_layout(image_path: str | Path) -> Layout | None:
         return Layout.from_dict(json.loads(path.read_text()))
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path}: not a target layout: {error}") from error
-
-
-def write_layout(image_path: str | Path, layout: Layout) -> Path:
-    return write_atomic(sidecar_path(image_path), layout.to_json())
 
 
 def random_phase_noise(
@@ -363,6 +356,6 @@ def make_targets(
         if kind != "calib" and chart is not None:
             layout = Layout(layout.kind, layout.size, pose=pose, geometry_from=chart, band_limit=band_limit)
         path = write_image(out_dir / f"{name}.png", image)
-        write_layout(path, layout)
+        write_atomic(sidecar_path(path), json.dumps(asdict(layout), indent=1))
         paths.append(path)
     return paths

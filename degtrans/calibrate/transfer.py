@@ -128,32 +128,27 @@ def fit_tone_colour(
         residual = rhs - design @ coef
         return 1.0 - residual.var() / max(rhs.var(), 1e-12), coef
 
-    for ch in range(3):
-        best = (-np.inf, 1.0, np.zeros(4))
-        coarse = COARSE_GAMMAS if fit_gamma else np.array([1.0])
-        for g in coarse:
+    def search(ch: int, candidates: np.ndarray, best: tuple) -> tuple[float, float, np.ndarray]:
+        for g in candidates:
             r2, coef = score(ch, float(g))
             if r2 > best[0]:
                 best = (r2, float(g), coef)
+        return best
+
+    for ch in range(3):
+        best = search(ch, COARSE_GAMMAS if fit_gamma else np.array([1.0]), (-np.inf, 1.0, np.zeros(4)))
         if fit_gamma:
-            fine = np.arange(max(1.0, best[1] - 0.1), best[1] + 0.1 + 1e-9, FINE_STEP)
-            for g in fine:
-                r2, coef = score(ch, float(g))
-                if r2 > best[0]:
-                    best = (r2, float(g), coef)
+            best = search(ch, np.arange(max(1.0, best[1] - 0.1), best[1] + 0.1 + 1e-9, FINE_STEP), best)
         gammas[ch], rows[ch], offsets[ch] = best[1], best[2][:3], best[2][3]
     return ToneColour(gammas, rows, offsets)
 
 
 @dataclass(frozen=True)
 class PatchSamples:
-    """Flat-patch measurements: ``target`` (N, 3) chart values, ``photo`` (N, 3) median photo values,
-    ``spread`` (N, 3) robust standard deviation inside each patch, ``pixels`` (N,) pixels used."""
+    """Flat-patch measurements: ``target`` (N, 3) chart values, ``photo`` (N, 3) median photo values."""
 
     target: np.ndarray
     photo: np.ndarray
-    spread: np.ndarray
-    pixels: np.ndarray
 
 
 def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin: float) -> PatchSamples:
@@ -176,16 +171,13 @@ def patch_samples(photo: np.ndarray, geometry: Geometry, layout: Layout, margin:
         values = photo[inside]
         if len(values) < 9:
             continue
-        median = np.median(values, axis=0)
-        spread = 1.4826 * np.median(np.abs(values - median), axis=0)
-        rows.append((patch.rgb, median, spread, len(values)))
+        rows.append((patch.rgb, np.median(values, axis=0)))
     if not rows:
         raise ToneFitError(
             f"patch_samples: no patch has an interior {margin:.1f} px from its edges in the photo"
             " (patches must be wider than the PSF: make the targets larger)"
         )
-    target, median, spread, pixels = (np.asarray(v, np.float64) for v in zip(*rows, strict=True))
-    return PatchSamples(target, median, spread, pixels)
+    return PatchSamples(*(np.asarray(v, np.float64) for v in zip(*rows, strict=True)))
 
 
 def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:

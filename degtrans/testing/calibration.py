@@ -48,13 +48,4 @@ def oracle_problem(
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], grid: tuple[int, int], psf_size: int
 ) -> FitProblem:
     """The stage II problem of ``oracle_pairs`` (masks eroded so a pixel's whole footprint is valid)."""
-    kernel = np.ones((psf_size, psf_size), np.uint8)
-    masks = np.stack([cv2.erode(m.astype(np.uint8), kernel, borderValue=0) > 0 for _, _, m in pairs])
-    return FitProblem(
-        targets=np.stack([t.transpose(2, 0, 1) for t, _, _ in pairs]).astype(np.float32),
-        photos=np.stack([p.transpose(2, 0, 1) for _, p, _ in pairs]).astype(np.float32),
-        masks=masks,
-        names=tuple(f"pair{i}" for i in range(len(pairs))),
-        grid=grid,
-        psf_size=psf_size,
-    )
+    return FitProblem.stack(pairs, tuple(f"pair{i}" for i in range(len(pairs))), grid, psf_size)

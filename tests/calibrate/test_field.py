@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from degtrans.calibrate import PSFField
 from degtrans.calibrate.inspect import second_moment_radius, summary
+from degtrans.field import PSFField
 from degtrans.testing.synthetic import gaussian_field, gaussian_psf
 
 

@@ -52,7 +52,7 @@ def test_good_photos_are_registered_and_patterns_share_their_pose(good):
     assert all(isinstance(r, PreparedPair) for r in results), results
     chart, noise = results[0], results[1]
     assert chart.method == "markers" and noise.method == "markers"
-    np.testing.assert_array_equal(chart.homography, noise.homography)
+    np.testing.assert_array_equal(chart.geometry.homography, noise.geometry.homography)
     assert chart.sharpness > 0.5 and noise.sharpness > 0.5
 
 

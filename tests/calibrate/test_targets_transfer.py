@@ -247,7 +247,7 @@ def test_stage_one_recovers_a_gamma_encoded_photo(chart, gamma):
 def test_stage_one_refuses_too_few_patches(chart):
     from degtrans.calibrate.transfer import PatchSamples, fit_patches
 
-    samples = PatchSamples(np.full((4, 3), 0.5), np.full((4, 3), 0.5), np.zeros((4, 3)), np.full(4, 100.0))
+    samples = PatchSamples(np.full((4, 3), 0.5), np.full((4, 3), 0.5))
     with pytest.raises(ToneFitError, match="unsaturated patches"):
         fit_patches(samples)
 
