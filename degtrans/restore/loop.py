@@ -2,8 +2,8 @@
 
 ``fit`` steps an optimizer over batches (one mixed-precision policy, ``precision``) until its budget
 of epochs, steps or seconds is spent, calling back at the end of each epoch and wherever the caller
-asks. Its callers: ``train_run`` (per epoch: ``evaluate`` and ``record_epoch`` into a run directory)
-for ``degtrans train`` locally (``train_local``) and in every Ray Train worker
+asks. Its callers: ``train_run`` (per epoch: ``evaluate``, checkpoints and ``metrics.jsonl`` in a run
+directory) for ``degtrans train`` locally (``train_local``) and in every Ray Train worker
 (``degtrans.cluster.train`` gives it its Ray Data shard, the DDP wrapper, the checkpoint to resume
 from and a ``report`` callback, and nothing else); the benchmarks' fixed-step runs
 (``restore.bench.train_for``) and the pretraining of the bundled weights (``restore.pretrain``).
@@ -124,6 +124,7 @@ def _train_steps(
     model.train()
     device = _device_of(model)
     amp_dtype, scaler = amp
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
     patches, steps, timed_out = 0, 0, False
     total = torch.zeros((), dtype=torch.float64, device=device)
     # Reading the loss waits for the device: only when a bar or a report shows it each step.
@@ -136,18 +137,12 @@ def _train_steps(
             restored = forward_batch(model, batch, device)
             loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         if config.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
@@ -269,7 +264,8 @@ def evaluate(
     return {**{k: v / count for k, v in sums.items()}, "count": count}
 
 
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line appended to ``path``, on disk before returning (a killed run keeps it)."""
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
@@ -293,34 +289,6 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     ax_psnr.legend()
     fig.tight_layout()
     return save_figure(fig, png, dpi=100)
-
-
-def record_epoch(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    config: TrainConfig,
-    record: dict[str, Any],
-    best_psnr: float,
-    best_epoch: int,
-    ema: WeightEMA | None = None,
-) -> tuple[float, int]:
-    """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves (or, without a
-    validation split, ``record["val_count"] == 0``, every epoch: the last), ``last.pt``, a
-    ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
-    With ``ema`` the checkpoints also hold the averaged weights (``extra["ema"]``)."""
-    epoch = record["epoch"]
-    averaged = {"ema": ema.state_dict()} if ema is not None else {}
-    if record["val_psnr"] > best_psnr or best_epoch < 0 or record.get("val_count") == 0:
-        best_psnr, best_epoch = record["val_psnr"], epoch
-        best_extra = {"best_psnr": best_psnr, **averaged}
-        save_checkpoint(run_dir / "best.pt", model, optimizer, scheduler, epoch, config, best_extra)
-    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch, **averaged}
-    save_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, epoch, config, extra)
-    _append_jsonl(run_dir / "metrics.jsonl", record)
-    draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    return best_psnr, best_epoch
 
 
 def _identity_psnr(batches: Batches) -> float:
@@ -433,10 +401,18 @@ def train_run(
                 "val_ssim": val["ssim"], "val_count": val["count"], "identity_psnr": baseline,
                 "workers": world_size,
             }  # fmt: skip
-            best_psnr, best_epoch = record_epoch(
-                run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch, ema
-            )
-            checkpoint = run_dir / "last.pt"
+            # best.pt when val_psnr improves; without a validation split every epoch's (the last).
+            averaged = {"ema": ema.state_dict()} if ema is not None else {}
+
+            def save(name: str, extra: dict[str, Any]) -> Path:
+                return save_checkpoint(run_dir / name, net, optimizer, scheduler, epoch, config, extra | averaged)
+
+            if val["psnr"] > best_psnr or best_epoch < 0 or val["count"] == 0:
+                best_psnr, best_epoch = val["psnr"], epoch
+                save("best.pt", {"best_psnr": best_psnr})
+            checkpoint = save("last.pt", {"best_psnr": best_psnr, "best_epoch": best_epoch})
+            append_jsonl(run_dir / "metrics.jsonl", record)
+            draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         if report is not None:
             report({**record, "best_psnr": best_psnr} if main else record, checkpoint)
 
@@ -446,22 +422,6 @@ def train_run(
         "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch, "start_epoch": start_epoch,
         "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"), "metrics": record,
     }  # fmt: skip
-
-
-def _print_epoch(epochs: int) -> EpochReport:
-    def report(record: dict[str, Any], _checkpoint: Path | None) -> None:
-        val = (
-            f"val PSNR {record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  SSIM "
-            f"{record['val_ssim']:.4f}"
-            if record.get("val_count", 1) > 0
-            else "no validation split"
-        )
-        print(
-            f"epoch {record['epoch'] + 1}/{epochs}: loss {record['train_loss']:.4f}  {val}  "
-            f"{record['patches_per_s']:.1f} patches/s"
-        )
-
-    return report
 
 
 def train_local(
@@ -495,17 +455,23 @@ def train_local(
             "train", config.batch_size, seed=config.seed, epoch=epoch, shuffle_buffer=config.shuffle_buffer
         )
 
+    def print_epoch(record: dict[str, Any], _checkpoint: Path | None) -> None:
+        val = (
+            f"val PSNR {record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  SSIM "
+            f"{record['val_ssim']:.4f}"
+            if record.get("val_count", 1) > 0
+            else "no validation split"
+        )
+        print(
+            f"epoch {record['epoch'] + 1}/{config.epochs}: loss {record['train_loss']:.4f}  {val}  "
+            f"{record['patches_per_s']:.1f} patches/s"
+        )
+
     return train_run(
-        config,
-        run_dir,
-        train_batches,
-        n_train,
-        reader,
-        wrap=lambda net: net.to(device),
-        resume_from=last if resume and last.exists() else None,
-        report=_print_epoch(config.epochs) if progress else None,
+        config, run_dir, train_batches, n_train, reader, wrap=lambda net: net.to(device),
+        resume_from=last if resume and last.exists() else None, report=print_epoch if progress else None,
         progress=progress,
-    )
+    )  # fmt: skip
 
 
 def train(

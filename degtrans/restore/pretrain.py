@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import platform
 import time
@@ -40,7 +39,7 @@ from degtrans.errors import InputError
 from degtrans.restore.bench import FRAME, pool_map, training_frames
 from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import Budget, Progress, fit, make_optimizer
+from degtrans.restore.loop import Budget, Progress, append_jsonl, fit, make_optimizer
 from degtrans.restore.models import build_model
 from degtrans.restore.pretrained import export_pretrained
 from degtrans.restore.recipe import WeightEMA, make_scheduler
@@ -162,8 +161,7 @@ def train(
             save_checkpoint(run / f"step-{done.step:06d}.pt", ema.module, None, None, 0, config)
         record = {"step": done.step, "loss": stats["loss"], "patches_per_s": stats["patches_per_s"],
                   "lr": optimizer.param_groups[0]["lr"], "seconds": done.seconds}  # fmt: skip
-        with open(run / "log.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
+        append_jsonl(run / "log.jsonl", record)
         print(f"step {done.step}/{schedule.steps}: loss {stats['loss']:.4f}, {stats['patches_per_s']:.1f} "
               f"patches/s, {done.seconds:.0f} s", flush=True)  # fmt: skip
 
