@@ -69,51 +69,38 @@ def find_token() -> tuple[str | None, str]:
     return None, f"no RAY_AUTH_TOKEN and no token file at {path}"
 
 
-def _client(address: str | None):
-    """A connected ``JobSubmissionClient``, or a ``SubmitError`` that says what is wrong."""
+def _call(address: str | None, action):
+    """Run ``action(client)`` on a ``JobSubmissionClient`` of the head, turning an unreachable head, a
+    missing or wrong token and an unknown job id into a ``SubmitError`` that says what is wrong."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
     token, source = find_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = None
     try:
-        return JobSubmissionClient(url, headers=headers)
+        client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        return action(client)
     except AuthenticationError as error:
-        raise _auth_error(url, token, source, str(error)) from None
+        detail = str(error)
+        if token is None or "401" in detail or "Missing" in detail:
+            raise SubmitError(
+                f"the Ray head at {url} requires an authentication token and none was sent ({source}). "
+                "Export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`) or point "
+                "RAY_AUTH_TOKEN_PATH at the token file."
+            ) from None
+        raise SubmitError(
+            f"the Ray head at {url} rejected the token from {source} (403): it is not this cluster's token."
+        ) from None
     except ConnectionError as error:
+        if client is not None:
+            raise SubmitError(f"lost the connection to the Ray head at {url}: {error}") from None
         raise SubmitError(
             f"cannot reach the Ray head at {url}: {error}. Is the head running "
             "(`ray start --head --dashboard-host 0.0.0.0`) and is the dashboard port reachable from here?"
         ) from None
-
-
-def _auth_error(url: str, token: str | None, source: str, detail: str) -> SubmitError:
-    if token is None or "401" in detail or "Missing" in detail:
-        return SubmitError(
-            f"the Ray head at {url} requires an authentication token and none was sent ({source}). "
-            "Export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`) or point "
-            "RAY_AUTH_TOKEN_PATH at the token file."
-        )
-    return SubmitError(
-        f"the Ray head at {url} rejected the token from {source} (403): it is not this cluster's token."
-    )
-
-
-def _call(url: str | None, action):
-    """Run ``action(client)``, turning auth and connection failures into ``SubmitError``."""
-    from ray.exceptions import AuthenticationError
-
-    client = _client(url)
-    try:
-        return action(client)
-    except AuthenticationError as error:
-        token, source = find_token()
-        raise _auth_error(resolve_address(url), token, source, str(error)) from None
-    except ConnectionError as error:
-        raise SubmitError(f"lost the connection to the Ray head at {resolve_address(url)}: {error}") from None
     except RuntimeError as error:
-        if "404" in str(error) or "does not exist" in str(error):
+        if client is not None and ("404" in str(error) or "does not exist" in str(error)):
             raise SubmitError(f"{error}") from None
         raise
 
@@ -154,7 +141,6 @@ def submit_job(
     wait: bool = True,
     working_dir: Path | None = None,
     submission_id: str | None = None,
-    log_stream=None,
     timeout_s: float | None = None,
 ) -> JobOutcome:
     """Submit ``degtrans COMMAND...`` as a Ray job; with ``wait`` tail its logs until it ends.
@@ -165,7 +151,6 @@ def submit_job(
         wait: tail the logs and wait for the end; otherwise return right after submission.
         working_dir: a local directory to upload as the job's working directory (relative paths).
         submission_id: a job id (unique on the cluster); default ``degtrans-<command>-<time>-<hex>``.
-        log_stream: where logs go (default ``sys.stdout``).
         timeout_s: stop the job and raise after this many seconds of waiting.
 
     Returns:
@@ -180,19 +165,16 @@ def submit_job(
     )
     if not wait:
         return JobOutcome(submitted, "PENDING", 0)
-    return wait_job(submitted, address, log_stream=log_stream, timeout_s=timeout_s)
+    return wait_job(submitted, address, timeout_s=timeout_s)
 
 
-def wait_job(
-    job_id: str, address: str | None = None, *, log_stream=None, timeout_s: float | None = None
-) -> JobOutcome:
-    """Tail a job's logs until it reaches a terminal state; returns its outcome."""
-    stream = log_stream or sys.stdout
+def wait_job(job_id: str, address: str | None = None, *, timeout_s: float | None = None) -> JobOutcome:
+    """Tail a job's logs to stdout until it reaches a terminal state; returns its outcome."""
 
     async def tail(client) -> None:
         async for lines in client.tail_job_logs(job_id):
-            stream.write(lines)
-            stream.flush()
+            sys.stdout.write(lines)
+            sys.stdout.flush()
 
     def follow(client) -> None:
         try:
