@@ -104,73 +104,8 @@ class Progress:
 
 
 # Called by ``fit`` at the end of every epoch and at every stop ``every`` asks for: where the run
-# stands and the chunk's statistics (see ``_train_steps``). A ``Budget`` returned replaces the run's.
+# stands and the chunk's statistics (see ``fit``'s ``train_steps``). A ``Budget`` returned replaces the run's.
 ChunkEnd = Callable[[Progress, dict[str, float]], Budget | None]
-
-
-def _train_steps(
-    model: nn.Module,
-    batches: Iterable[dict[str, Any]],
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    amp: tuple[torch.dtype | None, torch.amp.GradScaler | None],
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    ema: WeightEMA | None,
-    seconds: float,
-    report: Callable[[dict[str, float]], None] | None,
-    progress: str | None,
-) -> dict[str, float]:
-    """One optimizer step per batch of ``batches`` until they end or ``seconds`` have passed."""
-    model.train()
-    device = _device_of(model)
-    amp_dtype, scaler = amp
-    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
-    patches, steps, timed_out = 0, 0, False
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    # Reading the loss waits for the device: only when a bar or a report shows it each step.
-    per_step = progress is not None or report is not None
-    start = time.perf_counter()
-    bar = tqdm(desc=progress, unit="batch", disable=progress is None)
-    for batch in batches:
-        clean = batch["clean"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            restored = forward_batch(model, batch, device)
-            loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        if config.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        if scheduler is not None:
-            scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        total += loss.detach().double() * clean.shape[0]
-        patches += clean.shape[0]
-        steps += 1
-        if per_step:
-            value = float(loss.detach())
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", patches_s=f"{patches / max(elapsed, 1e-9):.1f}")
-            if report is not None:
-                report({"step": steps, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
-        if time.perf_counter() - start >= seconds:
-            timed_out = True
-            break
-    bar.close()
-    mean_loss = float(total) / max(patches, 1)  # waits for the last step
-    elapsed = time.perf_counter() - start
-    return {
-        "loss": mean_loss,
-        "patches": patches,
-        "steps": steps,
-        "seconds": elapsed,
-        "patches_per_s": patches / max(elapsed, 1e-9),
-        "timed_out": timed_out,
-    }
 
 
 def _spent(budget: Budget, done: Progress, elapsed: float) -> bool:
@@ -214,8 +149,62 @@ def fit(
     Returns:
         The run's ``Progress`` when the budget is spent.
     """
+    device = _device_of(model)
+    amp_dtype, scaler = precision(device, config.amp)  # one scaler for the run: its scale carries over
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
+
+    def train_steps(chunk: Batches, seconds: float, title: str | None) -> dict[str, float]:
+        """One optimizer step per batch of ``chunk`` until it ends or ``seconds`` have passed (a bar
+        titled ``title`` unless ``None``)."""
+        model.train()
+        patches, steps, timed_out = 0, 0, False
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        # Reading the loss waits for the device: only when a bar or a report shows it each step.
+        per_step = title is not None or report is not None
+        chunk_start = time.perf_counter()
+        bar = tqdm(desc=title, unit="batch", disable=title is None)
+        for batch in chunk:
+            clean = batch["clean"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                restored = forward_batch(model, batch, device)
+                loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if config.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            total += loss.detach().double() * clean.shape[0]
+            patches += clean.shape[0]
+            steps += 1
+            if per_step:
+                value = float(loss.detach())
+                elapsed = time.perf_counter() - chunk_start
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", patches_s=f"{patches / max(elapsed, 1e-9):.1f}")
+                if report is not None:
+                    report({"step": steps, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
+            if time.perf_counter() - chunk_start >= seconds:
+                timed_out = True
+                break
+        bar.close()
+        mean_loss = float(total) / max(patches, 1)  # waits for the last step
+        elapsed = time.perf_counter() - chunk_start
+        return {
+            "loss": mean_loss,
+            "patches": patches,
+            "steps": steps,
+            "seconds": elapsed,
+            "patches_per_s": patches / max(elapsed, 1e-9),
+            "timed_out": timed_out,
+        }
+
     began = time.perf_counter()
-    amp = precision(_device_of(model), config.amp)  # one scaler for the run: its scale carries over
     done = start
     while not _spent(budget, done, time.perf_counter() - began):
         epoch_batches = iter(batches(done.epoch))
@@ -227,10 +216,7 @@ def fit(
             chunk = min(limits) if limits else None
             seconds = budget.seconds - (time.perf_counter() - began) if budget.seconds else math.inf
             title = f"epoch {done.epoch + 1}" + (f"/{budget.epochs}" if budget.epochs else "")
-            stats = _train_steps(
-                model, itertools.islice(epoch_batches, chunk), optimizer, config, amp, scheduler, ema,
-                seconds, report, title if progress else None,
-            )  # fmt: skip
+            stats = train_steps(itertools.islice(epoch_batches, chunk), seconds, title if progress else None)
             if left is not None:
                 left -= stats["steps"]
             ended = left == 0 or (not stats["timed_out"] and (chunk is None or stats["steps"] < chunk))
