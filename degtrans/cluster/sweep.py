@@ -225,9 +225,8 @@ def run_sweep(
     best = rows[0]
     best_config = trial_config(config.train, best["_params"])
     results = _write_csv(out / "results.csv", rows)
-    # The full resolved config as TOML (``degtrans train --config`` reads it).
-    best_toml = write_atomic(out / "best.toml", "# best trial of a degtrans sweep\n"
-                             + tomli_w.dumps(to_dict(dataclasses.replace(config, train=best_config))))  # fmt: skip
+    resolved = tomli_w.dumps(to_dict(dataclasses.replace(config, train=best_config)))  # for train --config
+    best_toml = write_atomic(out / "best.toml", "# best trial of a degtrans sweep\n" + resolved)
     plot = draw_sweep(rows, out / "psnr.png")
     return {
         "best_config": best_config,

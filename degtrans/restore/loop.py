@@ -35,6 +35,7 @@ from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.losses import restoration_loss
 from degtrans.restore.models import build_model, model_spec
+from degtrans.restore.pretrained import init_weights
 from degtrans.restore.recipe import WeightEMA, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -336,8 +337,6 @@ def train_run(
     main = val_reader is not None
     net = build_model(config)
     if config.init and resume_from is None:
-        from degtrans.restore.pretrained import init_weights
-
         init_weights(net, config.init)
     model = wrap(net)
     device = _device_of(model)
@@ -391,7 +390,8 @@ def train_run(
             averaged = {"ema": ema.state_dict()} if ema is not None else {}
 
             def save(name: str, extra: dict[str, Any]) -> Path:
-                return save_checkpoint(run_dir / name, net, optimizer, scheduler, epoch, config, extra | averaged)
+                path = run_dir / name
+                return save_checkpoint(path, net, optimizer, scheduler, epoch, config, extra | averaged)
 
             if val["psnr"] > best_psnr or best_epoch < 0 or val["count"] == 0:
                 best_psnr, best_epoch = val["psnr"], epoch
@@ -408,6 +408,16 @@ def train_run(
         "epochs": config.epochs, "best_psnr": best_psnr, "best_epoch": best_epoch, "start_epoch": start_epoch,
         "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"), "metrics": record,
     }  # fmt: skip
+
+
+def train_reader(data_dir: str | Path, config: TrainConfig) -> PairReader:
+    """``data_dir``'s reader for ``config`` (patch PSFs when its model needs them); an ``InputError``
+    when ``config.val_fraction`` leaves it no training samples."""
+    with_psf = model_spec(config.model).needs_psf
+    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
+    if reader.count("train") == 0:
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+    return reader
 
 
 def train_local(
@@ -430,11 +440,7 @@ def train_local(
     """
     last = Path(run_dir) / "last.pt"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with_psf = model_spec(config.model).needs_psf
-    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
-    n_train = reader.count("train")
-    if n_train == 0:
-        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+    reader = train_reader(data_dir, config)
 
     def train_batches(epoch: int) -> Batches:
         return reader.batches(
@@ -454,7 +460,7 @@ def train_local(
         )
 
     return train_run(
-        config, run_dir, train_batches, n_train, reader, wrap=lambda net: net.to(device),
+        config, run_dir, train_batches, reader.count("train"), reader, wrap=lambda net: net.to(device),
         resume_from=last if resume and last.exists() else None, report=print_epoch if progress else None,
         progress=progress,
     )  # fmt: skip
