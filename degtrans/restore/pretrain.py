@@ -110,13 +110,6 @@ def prepare(work: Path, catalogue: Catalogue, preset: str, workers: int = 1) -> 
     return work / "data", counts
 
 
-def drop_side_info(batch: dict, probability: float, generator: torch.Generator) -> dict:
-    """The batch without its ISP draw and noise level with ``probability`` (as an sRGB photograph)."""
-    if probability > 0 and float(torch.rand((), generator=generator)) < probability:
-        return {k: v for k, v in batch.items() if k not in ("isp", "noise")}
-    return batch
-
-
 def train(
     work: Path, data: Path, config: TrainConfig, schedule: Schedule, device: str
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -147,8 +140,12 @@ def train(
             skip = start.step % per_epoch if epoch == start.step // per_epoch else 0
             first = epoch * per_epoch + skip
             for step, batch in enumerate(itertools.islice(batches, skip, None), start=first):
+                # Without its ISP draw and noise level with probability side_info_dropout: as a photograph.
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-                yield drop_side_info(batch, schedule.side_info_dropout, generator)
+                dropout = schedule.side_info_dropout
+                if dropout > 0 and float(torch.rand((), generator=generator)) < dropout:
+                    batch = {k: v for k, v in batch.items() if k not in ("isp", "noise")}
+                yield batch
 
     def end_chunk(done: Progress, stats: dict[str, float]) -> None:
         began = done.step - stats["steps"]
