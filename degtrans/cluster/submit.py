@@ -32,7 +32,7 @@ class SubmitError(InputError):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What a finished (or detached) submission reports."""
+    """A job's id, status and exit code (``job_status``)."""
 
     submission_id: str
     status: str
@@ -134,40 +134,6 @@ def entrypoint(command: Sequence[str]) -> str:
     return "python -m degtrans " + " ".join(shlex.quote(part) for part in command)
 
 
-def submit_job(
-    command: Sequence[str],
-    address: str | None = None,
-    *,
-    wait: bool = True,
-    working_dir: Path | None = None,
-    submission_id: str | None = None,
-    timeout_s: float | None = None,
-) -> JobOutcome:
-    """Submit ``degtrans COMMAND...`` as a Ray job; with ``wait`` tail its logs until it ends.
-
-    Args:
-        command: a degtrans subcommand and its arguments, e.g. ``["simulate", "--images", ...]``.
-        address: the head's dashboard URL (``http://HEAD:8265``); default ``RAY_ADDRESS`` or local.
-        wait: tail the logs and wait for the end; otherwise return right after submission.
-        working_dir: a local directory to upload as the job's working directory (relative paths).
-        submission_id: a job id (unique on the cluster); default ``degtrans-<command>-<time>-<hex>``.
-        timeout_s: stop the job and raise after this many seconds of waiting.
-
-    Returns:
-        The id, final status (``PENDING``/``RUNNING`` when not waiting) and the driver's exit code
-        (0 on success; 1 when the job failed without one; 130 when stopped).
-    """
-    entry = entrypoint(command)
-    job_id = submission_id or f"degtrans-{command[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    env = runtime_env(working_dir)
-    submitted = _call(
-        address, lambda c: c.submit_job(entrypoint=entry, runtime_env=env, submission_id=job_id)
-    )
-    if not wait:
-        return JobOutcome(submitted, "PENDING", 0)
-    return wait_job(submitted, address, timeout_s=timeout_s)
-
-
 def wait_job(job_id: str, address: str | None = None, *, timeout_s: float | None = None) -> JobOutcome:
     """Tail a job's logs to stdout until it reaches a terminal state; returns its outcome."""
 
@@ -202,16 +168,6 @@ def job_status(job_id: str, address: str | None = None, *, settle_s: float = 0.0
     return JobOutcome(job_id, status, int(code))
 
 
-def job_logs(job_id: str, address: str | None = None) -> str:
-    """The job's logs so far."""
-    return _call(address, lambda c: c.get_job_logs(job_id))
-
-
-def stop_job(job_id: str, address: str | None = None) -> bool:
-    """Ask the cluster to stop a job; ``True`` if it was running."""
-    return bool(_call(address, lambda c: c.stop_job(job_id)))
-
-
 def run_submit(
     words: Sequence[str],
     address: str | None = None,
@@ -221,9 +177,19 @@ def run_submit(
     submission_id: str | None = None,
     timeout_s: float | None = None,
 ) -> int:
-    """``degtrans submit WORDS``: ``status|logs|stop ID`` manage a job, ``[--] COMMAND...`` submits one.
+    """``degtrans submit WORDS``: ``status|logs|stop ID`` manage a job, ``[--] COMMAND...`` submits
+    ``degtrans COMMAND...`` (e.g. ``simulate --images ...``) as a Ray job.
 
-    Prints what the command line shows; returns its exit status (the job's, when waiting for it).
+    Args:
+        address: the head's dashboard URL (``http://HEAD:8265``); default ``RAY_ADDRESS`` or local.
+        wait: tail the job's logs until it ends; otherwise print its id right after submission.
+        working_dir: a local directory to upload as the job's working directory (relative paths).
+        submission_id: a job id (unique on the cluster); default ``degtrans-<command>-<time>-<hex>``.
+        timeout_s: stop the job and raise after this many seconds of waiting.
+
+    Returns:
+        The exit status of the command line: the job's driver's when waiting for it (0 on success; 1
+        when the job failed without one; 130 when stopped), else 0.
     """
     words = list(words)
     if words[:1] in (["status"], ["logs"], ["stop"]):
@@ -234,16 +200,21 @@ def run_submit(
             outcome = job_status(job_id, address)
             print(f"{outcome.submission_id}: {outcome.status} (exit code {outcome.exit_code})")
         elif action == "logs":
-            print(job_logs(job_id, address), end="")
+            print(_call(address, lambda c: c.get_job_logs(job_id)), end="")
         else:
-            print(f"{job_id}: {'stop requested' if stop_job(job_id, address) else 'not running'}")
+            stopped = bool(_call(address, lambda c: c.stop_job(job_id)))  # True if it was running
+            print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
         return 0
     command = words[1:] if words[:1] == ["--"] else words
-    outcome = submit_job(
-        command, address, wait=wait, working_dir=working_dir, submission_id=submission_id, timeout_s=timeout_s
+    entry = entrypoint(command)
+    job_id = submission_id or f"degtrans-{command[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    env = runtime_env(working_dir)
+    submitted = _call(
+        address, lambda c: c.submit_job(entrypoint=entry, runtime_env=env, submission_id=job_id)
     )
     if not wait:
-        print(outcome.submission_id)
+        print(submitted)
         return 0
+    outcome = wait_job(submitted, address, timeout_s=timeout_s)
     print(f"job {outcome.submission_id}: {outcome.status} (exit {outcome.exit_code})", file=sys.stderr)
     return outcome.exit_code

@@ -105,7 +105,7 @@ class Progress:
 
 
 # Called by ``fit`` at the end of every epoch and at every stop ``every`` asks for: where the run
-# stands and the chunk's statistics (see ``fit``'s ``train_steps``). A ``Budget`` returned replaces the run's.
+# stands and the chunk's statistics (``fit``'s ``train_steps``). A ``Budget`` returned replaces the run's.
 ChunkEnd = Callable[[Progress, dict[str, float]], Budget | None]
 
 
@@ -425,7 +425,6 @@ def train_local(
     run_dir: str | Path,
     config: TrainConfig,
     resume: bool = True,
-    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``config.model`` on ``data_dir`` in this process (``train_run`` over a ``PairReader``).
@@ -439,7 +438,7 @@ def train_local(
         epoch's record).
     """
     last = Path(run_dir) / "last.pt"
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     reader = train_reader(data_dir, config)
 
     def train_batches(epoch: int) -> Batches:

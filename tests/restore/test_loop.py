@@ -101,7 +101,7 @@ def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_
     expected = _step_and_params(model, optimizer, scheduler, second)
 
     fresh = build_model(dataclasses.replace(config, seed=123))
-    fresh_optimizer = make_optimizer(fresh, config)
+    fresh_optimizer = make_optimizer(fresh, config.optim)
     fresh_scheduler = make_scheduler(fresh_optimizer, config, steps_per_epoch=10)
     state = load_checkpoint(path, fresh, fresh_optimizer, fresh_scheduler)
     assert state["epoch"] == 0 and state["train_config"] == config
