@@ -199,8 +199,8 @@ def train_distributed(
         address: ``None`` for an embedded local Ray, else a cluster address (``auto``, ``ray://...``).
 
     Returns:
-        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` as from
-        ``train_local`` (``start_epoch``: where the final worker group started, > 0 after a restart).
+        Rank 0's ``train_run`` summary (``start_epoch``: where the final worker group started, > 0
+        after a restart) and the ``checkpoint`` Ray kept last.
     """
     check_init(config)  # here, not in each worker after Ray started (and once per restart)
     ensure_ray(address)

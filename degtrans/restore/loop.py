@@ -431,11 +431,8 @@ def train_local(
 
     ``run_dir`` gets ``last.pt`` (every epoch), ``best.pt`` (best validation PSNR), ``metrics.jsonl``
     (one line per epoch), ``config.json`` and ``curves.png``. With ``resume`` and an existing
-    ``last.pt``, training continues from it exactly (model, optimizer, schedule, epoch, RNG).
-
-    Returns:
-        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` (the last
-        epoch's record).
+    ``last.pt``, training continues from it exactly (model, optimizer, schedule, epoch, RNG). Returns
+    ``train_run``'s summary.
     """
     last = Path(run_dir) / "last.pt"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
