@@ -45,11 +45,7 @@ log = logging.getLogger(__name__)
 MAX_TILE_ATTEMPTS = 2
 
 
-@ray.remote(num_cpus=1)
-def _prepare_pair_task(
-    name: str, target: str, photo: str, config: CalibrateConfig, grid: tuple[int, int], estimate=None
-):
-    return prepare_pair(name, Path(target), Path(photo), config, grid, estimate)
+_prepare_pair_task = ray.remote(num_cpus=1)(prepare_pair)
 
 
 @ray.remote(max_restarts=2, max_task_retries=2)
@@ -208,7 +204,7 @@ def calibrate_camera(
                 # At most ``actors`` registrations at once: the run's parallelism is ``actors``.
                 while queue and len(pending) < max(cfg.ray.actors, 1):
                     index, (name, target, photo) = queue.pop(0)
-                    ref = _prepare_pair_task.remote(name, str(target), str(photo), cfg, grid, estimate_ref)
+                    ref = _prepare_pair_task.remote(name, target, photo, cfg, grid, estimate_ref)
                     pending[ref] = index
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 results[pending.pop(ref)] = ray.get(ref)

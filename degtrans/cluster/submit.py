@@ -32,7 +32,7 @@ class SubmitError(InputError):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What a finished (or detached) submission reports."""
+    """A job's id, status and exit code (``job_status``)."""
 
     submission_id: str
     status: str
@@ -69,51 +69,38 @@ def find_token() -> tuple[str | None, str]:
     return None, f"no RAY_AUTH_TOKEN and no token file at {path}"
 
 
-def _client(address: str | None):
-    """A connected ``JobSubmissionClient``, or a ``SubmitError`` that says what is wrong."""
+def _call(address: str | None, action):
+    """Run ``action(client)`` on a ``JobSubmissionClient`` of the head, turning an unreachable head, a
+    missing or wrong token and an unknown job id into a ``SubmitError`` that says what is wrong."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
     token, source = find_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = None
     try:
-        return JobSubmissionClient(url, headers=headers)
+        client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        return action(client)
     except AuthenticationError as error:
-        raise _auth_error(url, token, source, str(error)) from None
+        detail = str(error)
+        if token is None or "401" in detail or "Missing" in detail:
+            raise SubmitError(
+                f"the Ray head at {url} requires an authentication token and none was sent ({source}). "
+                "Export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`) or point "
+                "RAY_AUTH_TOKEN_PATH at the token file."
+            ) from None
+        raise SubmitError(
+            f"the Ray head at {url} rejected the token from {source} (403): it is not this cluster's token."
+        ) from None
     except ConnectionError as error:
+        if client is not None:
+            raise SubmitError(f"lost the connection to the Ray head at {url}: {error}") from None
         raise SubmitError(
             f"cannot reach the Ray head at {url}: {error}. Is the head running "
             "(`ray start --head --dashboard-host 0.0.0.0`) and is the dashboard port reachable from here?"
         ) from None
-
-
-def _auth_error(url: str, token: str | None, source: str, detail: str) -> SubmitError:
-    if token is None or "401" in detail or "Missing" in detail:
-        return SubmitError(
-            f"the Ray head at {url} requires an authentication token and none was sent ({source}). "
-            "Export RAY_AUTH_TOKEN=<token> (on the head: `ray get-auth-token`) or point "
-            "RAY_AUTH_TOKEN_PATH at the token file."
-        )
-    return SubmitError(
-        f"the Ray head at {url} rejected the token from {source} (403): it is not this cluster's token."
-    )
-
-
-def _call(url: str | None, action):
-    """Run ``action(client)``, turning auth and connection failures into ``SubmitError``."""
-    from ray.exceptions import AuthenticationError
-
-    client = _client(url)
-    try:
-        return action(client)
-    except AuthenticationError as error:
-        token, source = find_token()
-        raise _auth_error(resolve_address(url), token, source, str(error)) from None
-    except ConnectionError as error:
-        raise SubmitError(f"lost the connection to the Ray head at {resolve_address(url)}: {error}") from None
     except RuntimeError as error:
-        if "404" in str(error) or "does not exist" in str(error):
+        if client is not None and ("404" in str(error) or "does not exist" in str(error)):
             raise SubmitError(f"{error}") from None
         raise
 
@@ -147,52 +134,13 @@ def entrypoint(command: Sequence[str]) -> str:
     return "python -m degtrans " + " ".join(shlex.quote(part) for part in command)
 
 
-def submit_job(
-    command: Sequence[str],
-    address: str | None = None,
-    *,
-    wait: bool = True,
-    working_dir: Path | None = None,
-    submission_id: str | None = None,
-    log_stream=None,
-    timeout_s: float | None = None,
-) -> JobOutcome:
-    """Submit ``degtrans COMMAND...`` as a Ray job; with ``wait`` tail its logs until it ends.
-
-    Args:
-        command: a degtrans subcommand and its arguments, e.g. ``["simulate", "--images", ...]``.
-        address: the head's dashboard URL (``http://HEAD:8265``); default ``RAY_ADDRESS`` or local.
-        wait: tail the logs and wait for the end; otherwise return right after submission.
-        working_dir: a local directory to upload as the job's working directory (relative paths).
-        submission_id: a job id (unique on the cluster); default ``degtrans-<command>-<time>-<hex>``.
-        log_stream: where logs go (default ``sys.stdout``).
-        timeout_s: stop the job and raise after this many seconds of waiting.
-
-    Returns:
-        The id, final status (``PENDING``/``RUNNING`` when not waiting) and the driver's exit code
-        (0 on success; 1 when the job failed without one; 130 when stopped).
-    """
-    entry = entrypoint(command)
-    job_id = submission_id or f"degtrans-{command[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    env = runtime_env(working_dir)
-    submitted = _call(
-        address, lambda c: c.submit_job(entrypoint=entry, runtime_env=env, submission_id=job_id)
-    )
-    if not wait:
-        return JobOutcome(submitted, "PENDING", 0)
-    return wait_job(submitted, address, log_stream=log_stream, timeout_s=timeout_s)
-
-
-def wait_job(
-    job_id: str, address: str | None = None, *, log_stream=None, timeout_s: float | None = None
-) -> JobOutcome:
-    """Tail a job's logs until it reaches a terminal state; returns its outcome."""
-    stream = log_stream or sys.stdout
+def wait_job(job_id: str, address: str | None = None, *, timeout_s: float | None = None) -> JobOutcome:
+    """Tail a job's logs to stdout until it reaches a terminal state; returns its outcome."""
 
     async def tail(client) -> None:
         async for lines in client.tail_job_logs(job_id):
-            stream.write(lines)
-            stream.flush()
+            sys.stdout.write(lines)
+            sys.stdout.flush()
 
     def follow(client) -> None:
         try:
@@ -220,16 +168,6 @@ def job_status(job_id: str, address: str | None = None, *, settle_s: float = 0.0
     return JobOutcome(job_id, status, int(code))
 
 
-def job_logs(job_id: str, address: str | None = None) -> str:
-    """The job's logs so far."""
-    return _call(address, lambda c: c.get_job_logs(job_id))
-
-
-def stop_job(job_id: str, address: str | None = None) -> bool:
-    """Ask the cluster to stop a job; ``True`` if it was running."""
-    return bool(_call(address, lambda c: c.stop_job(job_id)))
-
-
 def run_submit(
     words: Sequence[str],
     address: str | None = None,
@@ -239,9 +177,19 @@ def run_submit(
     submission_id: str | None = None,
     timeout_s: float | None = None,
 ) -> int:
-    """``degtrans submit WORDS``: ``status|logs|stop ID`` manage a job, ``[--] COMMAND...`` submits one.
+    """``degtrans submit WORDS``: ``status|logs|stop ID`` manage a job, ``[--] COMMAND...`` submits
+    ``degtrans COMMAND...`` (e.g. ``simulate --images ...``) as a Ray job.
 
-    Prints what the command line shows; returns its exit status (the job's, when waiting for it).
+    Args:
+        address: the head's dashboard URL (``http://HEAD:8265``); default ``RAY_ADDRESS`` or local.
+        wait: tail the job's logs until it ends; otherwise print its id right after submission.
+        working_dir: a local directory to upload as the job's working directory (relative paths).
+        submission_id: a job id (unique on the cluster); default ``degtrans-<command>-<time>-<hex>``.
+        timeout_s: stop the job and raise after this many seconds of waiting.
+
+    Returns:
+        The exit status of the command line: the job's driver's when waiting for it (0 on success; 1
+        when the job failed without one; 130 when stopped), else 0.
     """
     words = list(words)
     if words[:1] in (["status"], ["logs"], ["stop"]):
@@ -252,16 +200,21 @@ def run_submit(
             outcome = job_status(job_id, address)
             print(f"{outcome.submission_id}: {outcome.status} (exit code {outcome.exit_code})")
         elif action == "logs":
-            print(job_logs(job_id, address), end="")
+            print(_call(address, lambda c: c.get_job_logs(job_id)), end="")
         else:
-            print(f"{job_id}: {'stop requested' if stop_job(job_id, address) else 'not running'}")
+            stopped = bool(_call(address, lambda c: c.stop_job(job_id)))  # True if it was running
+            print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
         return 0
     command = words[1:] if words[:1] == ["--"] else words
-    outcome = submit_job(
-        command, address, wait=wait, working_dir=working_dir, submission_id=submission_id, timeout_s=timeout_s
+    entry = entrypoint(command)
+    job_id = submission_id or f"degtrans-{command[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    env = runtime_env(working_dir)
+    submitted = _call(
+        address, lambda c: c.submit_job(entrypoint=entry, runtime_env=env, submission_id=job_id)
     )
     if not wait:
-        print(outcome.submission_id)
+        print(submitted)
         return 0
+    outcome = wait_job(submitted, address, timeout_s=timeout_s)
     print(f"job {outcome.submission_id}: {outcome.status} (exit {outcome.exit_code})", file=sys.stderr)
     return outcome.exit_code

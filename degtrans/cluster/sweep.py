@@ -225,7 +225,8 @@ def run_sweep(
     best = rows[0]
     best_config = trial_config(config.train, best["_params"])
     results = _write_csv(out / "results.csv", rows)
-    best_toml = _write_toml(out / "best.toml", dataclasses.replace(config, train=best_config))
+    resolved = tomli_w.dumps(to_dict(dataclasses.replace(config, train=best_config)))  # for train --config
+    best_toml = write_atomic(out / "best.toml", "# best trial of a degtrans sweep\n" + resolved)
     plot = draw_sweep(rows, out / "psnr.png")
     return {
         "best_config": best_config,
@@ -259,11 +260,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _write_toml(path: Path, config: RunConfig) -> Path:
-    """The full resolved config as TOML (``degtrans train --config`` reads it)."""
-    return write_atomic(path, "# best trial of a degtrans sweep\n" + tomli_w.dumps(to_dict(config)))
-
-
 def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
     """Validation PSNR per epoch of every trial (ASHA-stopped trials end early), as a PNG."""
     plt = pyplot()
@@ -274,7 +270,8 @@ def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
         history = row["_history"]
         if not history:
             continue
-        label = ", ".join(f"{k}={_short(v)}" for k, v in row["_params"].items()) or row["trial"]
+        short = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in row["_params"].items()}
+        label = ", ".join(f"{k}={v}" for k, v in short.items()) or row["trial"]
         style = "--" if row["stopped_early"] else "-"
         ax.plot(range(1, len(history) + 1), history, style, marker="o", label=label)
     ax.set(
@@ -286,10 +283,6 @@ def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, png, dpi=100)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def summary_line(result: dict[str, Any]) -> str:

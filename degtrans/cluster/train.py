@@ -38,7 +38,7 @@ from degtrans.restore.data import (
     rows_to_batch,
     split_of,
 )
-from degtrans.restore.loop import train_run
+from degtrans.restore.loop import train_reader, train_run
 from degtrans.restore.models import model_spec
 from degtrans.restore.pretrained import check_init
 
@@ -129,7 +129,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             loop_config["run_dir"],
             train_batches,
             loop_config["train_samples"],
-            PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf) if main else None,
+            train_reader(data_dir, config) if main else None,
             wrap=prepare_model,  # DDP, and the device Ray gave this worker
             world_size=context.get_world_size(),
             resume_from=Path(resumed) / "last.pt" if resumed is not None else None,
@@ -157,10 +157,7 @@ def build_trainer(
     if config.ray.workers < 1:
         raise InputError(f"train.ray.workers: expected >= 1, got {config.ray.workers}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    reader = PairReader(data_dir, val_fraction=config.val_fraction)
-    train_samples = reader.count("train")
-    if train_samples == 0:
-        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+    train_samples = train_reader(data_dir, config).count("train")
     resources = {"CPU": float(config.ray.cpus_per_worker)}
     if config.ray.gpus_per_worker > 0:
         resources["GPU"] = float(config.ray.gpus_per_worker)
@@ -202,8 +199,8 @@ def train_distributed(
         address: ``None`` for an embedded local Ray, else a cluster address (``auto``, ``ray://...``).
 
     Returns:
-        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` as from
-        ``train_local`` (``start_epoch``: where the final worker group started, > 0 after a restart).
+        Rank 0's ``train_run`` summary (``start_epoch``: where the final worker group started, > 0
+        after a restart) and the ``checkpoint`` Ray kept last.
     """
     check_init(config)  # here, not in each worker after Ray started (and once per restart)
     ensure_ray(address)

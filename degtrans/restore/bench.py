@@ -188,7 +188,6 @@ def train_for(
     stream = pairs.stream(config.batch_size, config.seed)
     calibrate_at = sorted({20, max(20, config.optim.warmup_steps)}) if time_budget > 0 else []
     curve: list[dict] = []
-    checkpoint = path
 
     def next_stop(done: int) -> int:
         stop = min([total[0], *(c for c in calibrate_at if c > done)])
@@ -200,7 +199,6 @@ def train_for(
         return stop
 
     def end_chunk(progress: Progress, stats: dict[str, float]) -> Budget | None:
-        nonlocal checkpoint
         done, seconds = progress.step, progress.seconds
         if time_budget > 0:
             print(f"  {config.model} step {done}/{total[0]}: loss {stats['loss']:.4f}, {seconds:.0f} s",
@@ -214,16 +212,16 @@ def train_for(
             )
         if (every > 0 and done % every == 0) or done >= total[0]:
             kept = ema.module if ema is not None else model
-            checkpoint = save_checkpoint(path, kept, optimizer, None, 0, config)
+            save_checkpoint(path, kept, optimizer, None, 0, config)
             if score is not None and every > 0:
-                curve.append({"step": done, **score(checkpoint)})
+                curve.append({"step": done, **score(path)})
                 print(f"  {config.model} step {done}: {curve[-1]['psnr']:.2f} dB", flush=True)
         return Budget(steps=total[0])
 
     done = fit(model, lambda epoch: stream, optimizer, config, Budget(steps=steps), scheduler=scheduler,
                ema=ema, every=next_stop, on_chunk=end_chunk)  # fmt: skip
     return {
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(path),
         "seconds": done.seconds,
         "curve": curve,
         "steps": done.step,

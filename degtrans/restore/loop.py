@@ -2,8 +2,8 @@
 
 ``fit`` steps an optimizer over batches (one mixed-precision policy, ``precision``) until its budget
 of epochs, steps or seconds is spent, calling back at the end of each epoch and wherever the caller
-asks. Its callers: ``train_run`` (per epoch: ``evaluate`` and ``record_epoch`` into a run directory)
-for ``degtrans train`` locally (``train_local``) and in every Ray Train worker
+asks. Its callers: ``train_run`` (per epoch: ``evaluate``, checkpoints and ``metrics.jsonl`` in a run
+directory) for ``degtrans train`` locally (``train_local``) and in every Ray Train worker
 (``degtrans.cluster.train`` gives it its Ray Data shard, the DDP wrapper, the checkpoint to resume
 from and a ``report`` callback, and nothing else); the benchmarks' fixed-step runs
 (``restore.bench.train_for``) and the pretraining of the bundled weights (``restore.pretrain``).
@@ -35,6 +35,7 @@ from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
 from degtrans.restore.losses import restoration_loss
 from degtrans.restore.models import build_model, model_spec
+from degtrans.restore.pretrained import init_weights
 from degtrans.restore.recipe import WeightEMA, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -104,78 +105,8 @@ class Progress:
 
 
 # Called by ``fit`` at the end of every epoch and at every stop ``every`` asks for: where the run
-# stands and the chunk's statistics (see ``_train_steps``). A ``Budget`` returned replaces the run's.
+# stands and the chunk's statistics (``fit``'s ``train_steps``). A ``Budget`` returned replaces the run's.
 ChunkEnd = Callable[[Progress, dict[str, float]], Budget | None]
-
-
-def _train_steps(
-    model: nn.Module,
-    batches: Iterable[dict[str, Any]],
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    amp: tuple[torch.dtype | None, torch.amp.GradScaler | None],
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    ema: WeightEMA | None,
-    seconds: float,
-    report: Callable[[dict[str, float]], None] | None,
-    progress: str | None,
-) -> dict[str, float]:
-    """One optimizer step per batch of ``batches`` until they end or ``seconds`` have passed."""
-    model.train()
-    device = _device_of(model)
-    amp_dtype, scaler = amp
-    patches, steps, timed_out = 0, 0, False
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    # Reading the loss waits for the device: only when a bar or a report shows it each step.
-    per_step = progress is not None or report is not None
-    start = time.perf_counter()
-    bar = tqdm(desc=progress, unit="batch", disable=progress is None)
-    for batch in batches:
-        clean = batch["clean"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            restored = forward_batch(model, batch, device)
-            loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if config.optim.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        total += loss.detach().double() * clean.shape[0]
-        patches += clean.shape[0]
-        steps += 1
-        if per_step:
-            value = float(loss.detach())
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", patches_s=f"{patches / max(elapsed, 1e-9):.1f}")
-            if report is not None:
-                report({"step": steps, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
-        if time.perf_counter() - start >= seconds:
-            timed_out = True
-            break
-    bar.close()
-    mean_loss = float(total) / max(patches, 1)  # waits for the last step
-    elapsed = time.perf_counter() - start
-    return {
-        "loss": mean_loss,
-        "patches": patches,
-        "steps": steps,
-        "seconds": elapsed,
-        "patches_per_s": patches / max(elapsed, 1e-9),
-        "timed_out": timed_out,
-    }
 
 
 def _spent(budget: Budget, done: Progress, elapsed: float) -> bool:
@@ -219,8 +150,62 @@ def fit(
     Returns:
         The run's ``Progress`` when the budget is spent.
     """
+    device = _device_of(model)
+    amp_dtype, scaler = precision(device, config.amp)  # one scaler for the run: its scale carries over
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
+
+    def train_steps(chunk: Batches, seconds: float, title: str | None) -> dict[str, float]:
+        """One optimizer step per batch of ``chunk`` until it ends or ``seconds`` have passed (a bar
+        titled ``title`` unless ``None``)."""
+        model.train()
+        patches, steps, timed_out = 0, 0, False
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        # Reading the loss waits for the device: only when a bar or a report shows it each step.
+        per_step = title is not None or report is not None
+        chunk_start = time.perf_counter()
+        bar = tqdm(desc=title, unit="batch", disable=title is None)
+        for batch in chunk:
+            clean = batch["clean"].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                restored = forward_batch(model, batch, device)
+                loss = restoration_loss(restored, clean, config.optim.ssim_weight, config.optim.loss)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if config.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            total += loss.detach().double() * clean.shape[0]
+            patches += clean.shape[0]
+            steps += 1
+            if per_step:
+                value = float(loss.detach())
+                elapsed = time.perf_counter() - chunk_start
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", patches_s=f"{patches / max(elapsed, 1e-9):.1f}")
+                if report is not None:
+                    report({"step": steps, "loss": value, "lr": optimizer.param_groups[0]["lr"]})
+            if time.perf_counter() - chunk_start >= seconds:
+                timed_out = True
+                break
+        bar.close()
+        mean_loss = float(total) / max(patches, 1)  # waits for the last step
+        elapsed = time.perf_counter() - chunk_start
+        return {
+            "loss": mean_loss,
+            "patches": patches,
+            "steps": steps,
+            "seconds": elapsed,
+            "patches_per_s": patches / max(elapsed, 1e-9),
+            "timed_out": timed_out,
+        }
+
     began = time.perf_counter()
-    amp = precision(_device_of(model), config.amp)  # one scaler for the run: its scale carries over
     done = start
     while not _spent(budget, done, time.perf_counter() - began):
         epoch_batches = iter(batches(done.epoch))
@@ -232,10 +217,7 @@ def fit(
             chunk = min(limits) if limits else None
             seconds = budget.seconds - (time.perf_counter() - began) if budget.seconds else math.inf
             title = f"epoch {done.epoch + 1}" + (f"/{budget.epochs}" if budget.epochs else "")
-            stats = _train_steps(
-                model, itertools.islice(epoch_batches, chunk), optimizer, config, amp, scheduler, ema,
-                seconds, report, title if progress else None,
-            )  # fmt: skip
+            stats = train_steps(itertools.islice(epoch_batches, chunk), seconds, title if progress else None)
             if left is not None:
                 left -= stats["steps"]
             ended = left == 0 or (not stats["timed_out"] and (chunk is None or stats["steps"] < chunk))
@@ -269,7 +251,8 @@ def evaluate(
     return {**{k: v / count for k, v in sums.items()}, "count": count}
 
 
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line appended to ``path``, on disk before returning (a killed run keeps it)."""
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
@@ -293,34 +276,6 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     ax_psnr.legend()
     fig.tight_layout()
     return save_figure(fig, png, dpi=100)
-
-
-def record_epoch(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    config: TrainConfig,
-    record: dict[str, Any],
-    best_psnr: float,
-    best_epoch: int,
-    ema: WeightEMA | None = None,
-) -> tuple[float, int]:
-    """End of an epoch in ``run_dir``: ``best.pt`` when ``record["val_psnr"]`` improves (or, without a
-    validation split, ``record["val_count"] == 0``, every epoch: the last), ``last.pt``, a
-    ``metrics.jsonl`` line and ``curves.png``. Returns the updated ``(best_psnr, best_epoch)``.
-    With ``ema`` the checkpoints also hold the averaged weights (``extra["ema"]``)."""
-    epoch = record["epoch"]
-    averaged = {"ema": ema.state_dict()} if ema is not None else {}
-    if record["val_psnr"] > best_psnr or best_epoch < 0 or record.get("val_count") == 0:
-        best_psnr, best_epoch = record["val_psnr"], epoch
-        best_extra = {"best_psnr": best_psnr, **averaged}
-        save_checkpoint(run_dir / "best.pt", model, optimizer, scheduler, epoch, config, best_extra)
-    extra = {"best_psnr": best_psnr, "best_epoch": best_epoch, **averaged}
-    save_checkpoint(run_dir / "last.pt", model, optimizer, scheduler, epoch, config, extra)
-    _append_jsonl(run_dir / "metrics.jsonl", record)
-    draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    return best_psnr, best_epoch
 
 
 def _identity_psnr(batches: Batches) -> float:
@@ -382,8 +337,6 @@ def train_run(
     main = val_reader is not None
     net = build_model(config)
     if config.init and resume_from is None:
-        from degtrans.restore.pretrained import init_weights
-
         init_weights(net, config.init)
     model = wrap(net)
     device = _device_of(model)
@@ -433,10 +386,19 @@ def train_run(
                 "val_ssim": val["ssim"], "val_count": val["count"], "identity_psnr": baseline,
                 "workers": world_size,
             }  # fmt: skip
-            best_psnr, best_epoch = record_epoch(
-                run_dir, net, optimizer, scheduler, config, record, best_psnr, best_epoch, ema
-            )
-            checkpoint = run_dir / "last.pt"
+            # best.pt when val_psnr improves; without a validation split every epoch's (the last).
+            averaged = {"ema": ema.state_dict()} if ema is not None else {}
+
+            def save(name: str, extra: dict[str, Any]) -> Path:
+                path = run_dir / name
+                return save_checkpoint(path, net, optimizer, scheduler, epoch, config, extra | averaged)
+
+            if val["psnr"] > best_psnr or best_epoch < 0 or val["count"] == 0:
+                best_psnr, best_epoch = val["psnr"], epoch
+                save("best.pt", {"best_psnr": best_psnr})
+            checkpoint = save("last.pt", {"best_psnr": best_psnr, "best_epoch": best_epoch})
+            append_jsonl(run_dir / "metrics.jsonl", record)
+            draw_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         if report is not None:
             report({**record, "best_psnr": best_psnr} if main else record, checkpoint)
 
@@ -448,20 +410,14 @@ def train_run(
     }  # fmt: skip
 
 
-def _print_epoch(epochs: int) -> EpochReport:
-    def report(record: dict[str, Any], _checkpoint: Path | None) -> None:
-        val = (
-            f"val PSNR {record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  SSIM "
-            f"{record['val_ssim']:.4f}"
-            if record.get("val_count", 1) > 0
-            else "no validation split"
-        )
-        print(
-            f"epoch {record['epoch'] + 1}/{epochs}: loss {record['train_loss']:.4f}  {val}  "
-            f"{record['patches_per_s']:.1f} patches/s"
-        )
-
-    return report
+def train_reader(data_dir: str | Path, config: TrainConfig) -> PairReader:
+    """``data_dir``'s reader for ``config`` (patch PSFs when its model needs them); an ``InputError``
+    when ``config.val_fraction`` leaves it no training samples."""
+    with_psf = model_spec(config.model).needs_psf
+    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
+    if reader.count("train") == 0:
+        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+    return reader
 
 
 def train_local(
@@ -469,43 +425,41 @@ def train_local(
     run_dir: str | Path,
     config: TrainConfig,
     resume: bool = True,
-    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``config.model`` on ``data_dir`` in this process (``train_run`` over a ``PairReader``).
 
     ``run_dir`` gets ``last.pt`` (every epoch), ``best.pt`` (best validation PSNR), ``metrics.jsonl``
     (one line per epoch), ``config.json`` and ``curves.png``. With ``resume`` and an existing
-    ``last.pt``, training continues from it exactly (model, optimizer, schedule, epoch, RNG).
-
-    Returns:
-        ``{"epochs", "best_psnr", "best_epoch", "start_epoch", "last", "best", "metrics"}`` (the last
-        epoch's record).
+    ``last.pt``, training continues from it exactly (model, optimizer, schedule, epoch, RNG). Returns
+    ``train_run``'s summary.
     """
     last = Path(run_dir) / "last.pt"
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with_psf = model_spec(config.model).needs_psf
-    reader = PairReader(data_dir, val_fraction=config.val_fraction, with_psf=with_psf)
-    n_train = reader.count("train")
-    if n_train == 0:
-        raise InputError(f"{data_dir}: no training samples (val_fraction={config.val_fraction})")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reader = train_reader(data_dir, config)
 
     def train_batches(epoch: int) -> Batches:
         return reader.batches(
             "train", config.batch_size, seed=config.seed, epoch=epoch, shuffle_buffer=config.shuffle_buffer
         )
 
+    def print_epoch(record: dict[str, Any], _checkpoint: Path | None) -> None:
+        val = (
+            f"val PSNR {record['val_psnr']:.2f} dB (input {record['identity_psnr']:.2f})  SSIM "
+            f"{record['val_ssim']:.4f}"
+            if record.get("val_count", 1) > 0
+            else "no validation split"
+        )
+        print(
+            f"epoch {record['epoch'] + 1}/{config.epochs}: loss {record['train_loss']:.4f}  {val}  "
+            f"{record['patches_per_s']:.1f} patches/s"
+        )
+
     return train_run(
-        config,
-        run_dir,
-        train_batches,
-        n_train,
-        reader,
-        wrap=lambda net: net.to(device),
-        resume_from=last if resume and last.exists() else None,
-        report=_print_epoch(config.epochs) if progress else None,
+        config, run_dir, train_batches, reader.count("train"), reader, wrap=lambda net: net.to(device),
+        resume_from=last if resume and last.exists() else None, report=print_epoch if progress else None,
         progress=progress,
-    )
+    )  # fmt: skip
 
 
 def train(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import platform
 import time
@@ -40,7 +39,7 @@ from degtrans.errors import InputError
 from degtrans.restore.bench import FRAME, pool_map, training_frames
 from degtrans.restore.checkpoint import load_checkpoint, save_checkpoint
 from degtrans.restore.data import PairReader
-from degtrans.restore.loop import Budget, Progress, fit, make_optimizer
+from degtrans.restore.loop import Budget, Progress, append_jsonl, fit, make_optimizer
 from degtrans.restore.models import build_model
 from degtrans.restore.pretrained import export_pretrained
 from degtrans.restore.recipe import WeightEMA, make_scheduler
@@ -111,13 +110,6 @@ def prepare(work: Path, catalogue: Catalogue, preset: str, workers: int = 1) -> 
     return work / "data", counts
 
 
-def drop_side_info(batch: dict, probability: float, generator: torch.Generator) -> dict:
-    """The batch without its ISP draw and noise level with ``probability`` (as an sRGB photograph)."""
-    if probability > 0 and float(torch.rand((), generator=generator)) < probability:
-        return {k: v for k, v in batch.items() if k not in ("isp", "noise")}
-    return batch
-
-
 def train(
     work: Path, data: Path, config: TrainConfig, schedule: Schedule, device: str
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -148,8 +140,12 @@ def train(
             skip = start.step % per_epoch if epoch == start.step // per_epoch else 0
             first = epoch * per_epoch + skip
             for step, batch in enumerate(itertools.islice(batches, skip, None), start=first):
+                # Without its ISP draw and noise level with probability side_info_dropout: as a photograph.
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-                yield drop_side_info(batch, schedule.side_info_dropout, generator)
+                dropout = schedule.side_info_dropout
+                if dropout > 0 and float(torch.rand((), generator=generator)) < dropout:
+                    batch = {k: v for k, v in batch.items() if k not in ("isp", "noise")}
+                yield batch
 
     def end_chunk(done: Progress, stats: dict[str, float]) -> None:
         began = done.step - stats["steps"]
@@ -162,8 +158,7 @@ def train(
             save_checkpoint(run / f"step-{done.step:06d}.pt", ema.module, None, None, 0, config)
         record = {"step": done.step, "loss": stats["loss"], "patches_per_s": stats["patches_per_s"],
                   "lr": optimizer.param_groups[0]["lr"], "seconds": done.seconds}  # fmt: skip
-        with open(run / "log.jsonl", "a") as log:
-            log.write(json.dumps(record) + "\n")
+        append_jsonl(run / "log.jsonl", record)
         print(f"step {done.step}/{schedule.steps}: loss {stats['loss']:.4f}, {stats['patches_per_s']:.1f} "
               f"patches/s, {done.seconds:.0f} s", flush=True)  # fmt: skip
 

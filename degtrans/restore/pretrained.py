@@ -42,11 +42,6 @@ def load_pretrained(device: str | torch.device = "cpu") -> tuple[nn.Module, Trai
     return model_from_checkpoint(pretrained_path(), expect="wiener", device=device)
 
 
-def pretrained_info() -> dict[str, Any]:
-    """What the bundled model was trained on, how long, with which command (``extra["pretrained"]``)."""
-    return load_checkpoint(pretrained_path())["extra"].get("pretrained", {})
-
-
 def export_pretrained(
     model: nn.Module, config: TrainConfig, path: str | Path, provenance: dict[str, Any]
 ) -> Path:

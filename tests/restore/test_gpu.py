@@ -24,7 +24,7 @@ def test_mixed_precision_training_steps_on_cuda(name, bf16, monkeypatch):
         model=name, width=8, fovkpn=FOVKPNConfig(offset_channels=8), wiener=WienerConfig(features=6)
     )
     model = build_model(config).cuda()
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     psf = torch.zeros(4, 3, 7, 7)
     psf[..., 3, 3] = 1.0
     batch = {

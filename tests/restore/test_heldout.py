@@ -44,7 +44,7 @@ def test_a_short_run_beats_the_identity_on_held_out_images(six_frames, tmp_path,
     val_sources = {s.split("/")[1] for b in reader.batches("val", 64) for s in b["sample_id"]}
     assert val_sources and train_sources.isdisjoint(val_sources)
     net = build_model(config)
-    optimizer = make_optimizer(net, config)
+    optimizer = make_optimizer(net, config.optim)
     fit(net, lambda epoch: reader.batches("train", 8, seed=0, epoch=epoch), optimizer, config,
         Budget(epochs=20))  # fmt: skip
     checkpoint = save_checkpoint(tmp_path / "net.pt", net, optimizer, None, 20, config)

@@ -62,7 +62,7 @@ def four_patches(size: int = 16) -> dict:
 def test_tiny_fovkpn_overfits_four_patches():
     batch = four_patches()
     model = build_model(TINY)
-    optimizer = make_optimizer(model, TINY)
+    optimizer = make_optimizer(model, TINY.optim)
     losses = []
     chunks = []
 
@@ -94,14 +94,14 @@ def test_checkpoint_resume_reproduces_the_next_step_exactly(tmp_path, name, toy_
     reader = PairReader(toy_data, with_psf=True)
     first, second = list(reader.batches("all", 4, shuffle=False, limit=8))
     model = build_model(config)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optim)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
     _step_and_params(model, optimizer, scheduler, first)
     path = save_checkpoint(tmp_path / "last.pt", model, optimizer, scheduler, 0, config)
     expected = _step_and_params(model, optimizer, scheduler, second)
 
     fresh = build_model(dataclasses.replace(config, seed=123))
-    fresh_optimizer = make_optimizer(fresh, config)
+    fresh_optimizer = make_optimizer(fresh, config.optim)
     fresh_scheduler = make_scheduler(fresh_optimizer, config, steps_per_epoch=10)
     state = load_checkpoint(path, fresh, fresh_optimizer, fresh_scheduler)
     assert state["epoch"] == 0 and state["train_config"] == config

@@ -23,7 +23,6 @@ from degtrans.restore.pretrained import (
     export_pretrained,
     init_weights,
     load_pretrained,
-    pretrained_info,
     pretrained_path,
 )
 
@@ -71,7 +70,7 @@ def test_export_is_half_precision_without_optimizer_and_keeps_its_provenance(bun
     assert weights and all(v.dtype == torch.float16 for v in weights)
     assert state["optimizer"] is None and state["scheduler"] is None
     assert state["train_config"] == TINY
-    assert pretrained_info() == PROVENANCE
+    assert state["extra"]["pretrained"] == PROVENANCE
     assert all(p.dtype == torch.float32 for p in bundle.parameters())  # the caller's model is left alone
 
 

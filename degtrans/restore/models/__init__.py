@@ -6,6 +6,7 @@ makes its batches: the local reader and the Ray collate attach the patch PSF onl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,14 +48,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "wiener": ModelSpec(
         DeepWiener,
-        lambda c: DeepWiener(
-            features=c.wiener.features,
-            width=c.width,
-            bands=c.wiener.bands,
-            known_isp=c.wiener.known_isp,
-            levels=c.wiener.levels,
-            stages=c.wiener.stages,
-        ),
+        lambda c: DeepWiener(width=c.width, **dataclasses.asdict(c.wiener)),  # [train.wiener] is its sizes
     ),
 }
 
