@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from degtrans.kernels._utils import pad_image
 from degtrans.kernels.spectral import fast_fft_len, kernel_spectrum
-from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac, tile_weights_1d
+from degtrans.kernels.sv_conv.reference import padded_tile_weights
+from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac
 
 Method = Literal["auto", "direct", "fft"]
 
@@ -124,10 +125,7 @@ def sv_conv2d_cpu(
     halo = k // 2
     batch, _, height, width = x.shape
     frame = tuple(frame_size) if frame_size is not None else (height, width)
-    ys = padded_positions(height, halo, offset[0], frame[0], padding, x.device)
-    xs = padded_positions(width, halo, offset[1], frame[1], padding, x.device)
-    wy = tile_weights_1d(ys, rows, frame[0], x.dtype)
-    wx = tile_weights_1d(xs, cols, frame[1], x.dtype)
+    wy, wx = padded_tile_weights(x, (rows, cols), halo, offset, frame, padding)
     blocks = plan_tile_blocks(height, width, (rows, cols), halo, offset, frame, padding, wy, wx)
     if method == "auto":
         method = choose_method(blocks, k)
