@@ -210,8 +210,6 @@ def deconvolve_field(
     Returns:
         (C, H, W) in [0, 1].
     """
-    if method not in ("wiener", "rl"):
-        raise ValueError(f"deconvolve_field: method must be 'wiener' or 'rl', got {method!r}")
     channels, height, width = image.shape
     if channels != field.psfs.shape[2]:
         raise InputError(f"deconvolve_field: image has {channels} channels, the field {field.psfs.shape[2]}")

@@ -45,14 +45,9 @@ def read_photo(path: str | Path) -> np.ndarray:
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Starts of ``tile``-pixel tiles covering ``[0, length)``, neighbours sharing >= ``overlap`` pixels."""
-    if tile >= length:
-        return [0]
-    step = tile - overlap
-    if step < 1:
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile})")
-    starts = list(range(0, length - tile, step))
-    return [*starts, length - tile]
+    """Starts of ``tile``-pixel tiles covering ``[0, length)``, neighbours sharing >= ``overlap < tile``
+    pixels."""
+    return [0] if tile >= length else [*range(0, length - tile, tile - overlap), length - tile]
 
 
 def ramp_window(length: int, overlap: int) -> np.ndarray:

@@ -143,9 +143,9 @@ def _develop(
         # place inside the window (the rest of the window never reaches the patch).
         noise = torch.zeros(len(items), 1, height, width, dtype=clean.dtype)
         for b, (d, (top, left, _, _)) in enumerate(zip(draws, windows, strict=True)):
-            h, w = d.window_shape
-            y, x = d.window[0] - top, d.window[2] - left
-            noise[b, :, y : y + h, x : x + w] = standard_noise((1, 1, h, w), d.generator, clean.dtype)[0]
+            y0, y1, x0, x1 = d.window
+            draw = standard_noise((1, 1, y1 - y0, x1 - x0), d.generator, clean.dtype)[0]
+            noise[b, :, y0 - top : y1 - top, x0 - left : x1 - left] = draw
     pinned = device.type == "cuda"
     clean = clean.pin_memory() if pinned else clean
     used = list(dict.fromkeys(id(item.field.psfs) for item in items))

@@ -229,11 +229,11 @@ def load_profile(name_or_path: str | os.PathLike) -> CameraProfile:
     )
 
 
-def develop_raw(path: str | os.PathLike, profile: CameraProfile | None = None) -> np.ndarray:
+def develop_raw(path: str | os.PathLike) -> np.ndarray:
     """Develop a Bayer RAW file with the simulation's own ISP (what the networks were trained on).
 
     Black/white levels, Malvar demosaicking, the as-shot white balance and the camera's colour matrix
-    from ``profile`` (read from the file itself when ``None``), then gamma and tone curve (``process``).
+    the file itself (:meth:`CameraProfile.from_raw`), then gamma and tone curve (``process``).
 
     Returns:
         (H, W, 3) float32 processed RGB in [0, 1].
@@ -242,7 +242,7 @@ def develop_raw(path: str | os.PathLike, profile: CameraProfile | None = None) -
     import torch
 
     path = Path(path)
-    profile = profile or CameraProfile.from_raw(path)
+    profile = CameraProfile.from_raw(path)
     try:
         with rawpy.imread(str(path)) as raw:
             mosaic = raw.raw_image_visible.astype(np.float32)

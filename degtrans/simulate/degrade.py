@@ -132,7 +132,6 @@ def simulate_pair(
     offset: tuple[int, int] = (0, 0),
     frame_size: tuple[int, int] | None = None,
     crop: tuple[int, int, int, int] | None = None,
-    backend: str = "auto",
 ) -> Pair:
     """Simulate the camera on a clean image: the aligned pair, and the noisy Bayer mosaic.
 
@@ -151,7 +150,6 @@ def simulate_pair(
         frame_size: (H, W) of the sensor frame; defaults to the field's ``image_size``.
         crop: (top, left, h, w) inside ``clean_srgb`` to return; ``clean_srgb`` should extend
             ``k // 2 + 2`` pixels beyond it where the frame allows (see :func:`context_window`).
-        backend: the ``sv_conv2d`` backend of the blur.
 
     Returns:
         The pair: ``degraded`` and ``clean`` (B, 3, h, w) in [0, 1], processed identically, and the noisy
@@ -170,7 +168,7 @@ def simulate_pair(
     psfs = torch.as_tensor(field.psfs, dtype=clean_srgb.dtype, device=clean_srgb.device)
     return develop_pair(
         clean_srgb, psfs, masks, params, z, offset=offset, frame_size=frame, crop_at=(top, left),
-        crop_size=(height, width), settings=settings, backend=backend,
+        crop_size=(height, width), settings=settings,
     )  # fmt: skip
 
 
@@ -187,7 +185,6 @@ def develop_pair(
     crop_size: tuple[int, int],
     field_index: torch.Tensor | None = None,
     settings: PairSettings = DEFAULT_SETTINGS,
-    backend: str = "auto",
 ) -> Pair:
     """The camera chain on a batch whose draws are made: unprocess, blur, CFA, noise, demosaic, process.
 
@@ -206,16 +203,12 @@ def develop_pair(
         crop_size: (h, w) of the returned window.
         field_index: (B,) field of each crop in a stacked ``field_psfs``.
         settings: its ``demosaic`` and ``clean_cfa`` (the noise is ``noise_z``).
-        backend: see :func:`simulate_pair`.
 
     Returns:
         The pair, each image (B, 3, h, w) (``raw``: (B, 1, h, w)).
     """
     linear = unprocess(clean_srgb, params.isp)
-    blurred = sv_conv2d(
-        linear, field_psfs, offset=offset, frame_size=frame_size, field_index=field_index, padding="reflect",
-        backend=backend,
-    )  # fmt: skip
+    blurred = sv_conv2d(linear, field_psfs, offset=offset, frame_size=frame_size, field_index=field_index)
     raw = mosaic_masked(blurred, masks)
     if noise_z is not None:
         raw = add_standard_noise(raw, params.noise, noise_z)

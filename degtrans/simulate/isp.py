@@ -180,7 +180,7 @@ def apply_ccm(x: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", ccm.to(device=x.device, dtype=x.dtype), x)
 
 
-def _gains(params: ISPParams, like: torch.Tensor) -> torch.Tensor:
+def total_gains(params: ISPParams, like: torch.Tensor) -> torch.Tensor:
     """(B, 3, 1, 1) total gains of ``process`` (white balance times brightness)."""
     ones = torch.ones_like(params.red_gain)
     gains = torch.stack([params.red_gain, ones, params.blue_gain], dim=1) * params.rgb_gain[:, None]
@@ -189,12 +189,12 @@ def _gains(params: ISPParams, like: torch.Tensor) -> torch.Tensor:
 
 def apply_gains(x: torch.Tensor, params: ISPParams) -> torch.Tensor:
     """White balance and brightness: camera RGB -> balanced camera RGB."""
-    return x * _gains(params, x)
+    return x * total_gains(params, x)
 
 
 def safe_invert_gains(x: torch.Tensor, params: ISPParams) -> torch.Tensor:
     """Invert :func:`apply_gains`, blending toward gain 1 for bright pixels so highlights stay unclipped."""
-    inverse = 1.0 / _gains(params, x)
+    inverse = 1.0 / total_gains(params, x)
     grey = x.mean(dim=1, keepdim=True)
     mask = ((grey - HIGHLIGHT_INFLECTION).clamp(min=0.0) / (1.0 - HIGHLIGHT_INFLECTION)) ** 2
     return x * torch.maximum(mask + (1.0 - mask) * inverse, inverse)

@@ -152,8 +152,8 @@ def wavefront(
 def distortion_map(
     spec: LensSpec,
     image_size: tuple[int, int],
+    tile_shifts: np.ndarray,
     nodes: tuple[int, int] = (17, 25),
-    tile_shifts: np.ndarray | None = None,
 ) -> np.ndarray:
     """(ny, nx, 2) displacement (dy, dx) in pixels on the nodes of ``PSFField.distortion``
     (node ``(i, j)`` at sensor point ``(i H / (ny - 1), j W / (nx - 1))``): the analytic radial
@@ -174,13 +174,12 @@ def distortion_map(
                 coma_um = 2 * spec.f_number * spec.wavelengths_nm[1] * 1e-3 * spec.coma * h
                 shift = coma_um / spec.pixel_pitch_um + spec.distortion_px * h**3
                 out[i, j] = shift * dy / radius, shift * dx / radius
-    if tile_shifts is not None:
-        rows, cols = tile_shifts.shape[:2]
-        ty = np.clip(ys * rows / height_px - 0.5, 0, rows - 1)
-        tx = np.clip(xs * cols / width_px - 0.5, 0, cols - 1)
-        for axis in range(2):
-            along_x = np.stack([np.interp(tx, np.arange(cols), row) for row in tile_shifts[..., axis]])
-            out[..., axis] += np.stack([np.interp(ty, np.arange(rows), col) for col in along_x.T], axis=1)
+    rows, cols = tile_shifts.shape[:2]
+    ty = np.clip(ys * rows / height_px - 0.5, 0, rows - 1)
+    tx = np.clip(xs * cols / width_px - 0.5, 0, cols - 1)
+    for axis in range(2):
+        along_x = np.stack([np.interp(tx, np.arange(cols), row) for row in tile_shifts[..., axis]])
+        out[..., axis] += np.stack([np.interp(ty, np.arange(rows), col) for col in along_x.T], axis=1)
     return out.astype(np.float32)
 
 
@@ -303,7 +302,7 @@ def lens_field(
     profile = profile or PRESET_PROFILES.get(spec.name)
     if profile:
         meta["profile"] = profile
-    distortion = distortion_map(spec, image_size, tile_shifts=extra) if centred else None
+    distortion = distortion_map(spec, image_size, extra) if centred else None
     if distortion is not None and not np.any(distortion):
         distortion = None
     return PSFField(

@@ -73,11 +73,6 @@ class SampleDraws:
     params: DegradeParams
     window: tuple[int, int, int, int]
 
-    @property
-    def window_shape(self) -> tuple[int, int]:
-        top, bottom, left, right = self.window
-        return bottom - top, right - left
-
 
 def draw_sample(
     frame: tuple[int, int], kernel_size: int, camera: CameraProfile, sample_id: str, settings: PairSettings

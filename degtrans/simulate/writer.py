@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -59,15 +59,14 @@ FIELD_CACHE_SIZE = 256
 
 @dataclass(frozen=True)
 class ShardResult:
-    """A written (or already complete) shard: its rows, checksum, rows per camera and skipped images."""
+    """A written (or already complete) shard: its rows, checksum, skipped images and rows per camera."""
 
     index: int
     path: str
     rows: int
     sha256: str
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    written: bool = True
-    cameras: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]]
+    cameras: dict[str, int]
 
 
 @lru_cache(maxsize=FIELD_CACHE_SIZE)
@@ -184,7 +183,7 @@ def write_shard(
             writer.add_key_value_metadata({SHARD_INFO_KEY: json.dumps(info)})
         finally:
             writer.close()
-    return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, cameras=dict(counts))
+    return ShardResult(spec.index, str(final), total, file_sha256(final), skipped, dict(counts))
 
 
 def _write_batched(
@@ -255,7 +254,5 @@ def existing_shard(spec: ShardSpec) -> ShardResult | None:
         log.warning("rewriting incomplete shard %s", path)
         path.unlink()
         return None
-    return ShardResult(
-        spec.index, str(path), int(info["rows"]), file_sha256(path), list(info["skipped"]), written=False,
-        cameras=dict(info["cameras"]),
-    )  # fmt: skip
+    rows, skipped, cameras = int(info["rows"]), list(info["skipped"]), dict(info["cameras"])
+    return ShardResult(spec.index, str(path), rows, file_sha256(path), skipped, cameras)

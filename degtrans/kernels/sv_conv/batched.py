@@ -103,16 +103,11 @@ class AxisTiles:
         return int(self.lower.shape[1])
 
 
-def _block_of(starts: list[int], padded: int) -> torch.Tensor:
-    """(Lp,) index of the block each padded sample belongs to."""
-    marks = torch.zeros(padded, dtype=torch.long)
-    marks[torch.tensor(starts[1:], dtype=torch.long)] = 1
-    return marks.cumsum(0)
-
-
 def _slot_count(axis: AxisTiles, starts: list[int]) -> int:
     """S: the most tiles with non-zero weight in one block, over blocks and images."""
-    block = _block_of(starts, axis.padded).expand_as(axis.first)
+    marks = torch.zeros(axis.padded, dtype=torch.long)
+    marks[torch.tensor(starts[1:], dtype=torch.long)] = 1
+    block = marks.cumsum(0).expand_as(axis.first)  # the block each padded sample belongs to
     shape = (axis.first.shape[0], len(starts))
     low = axis.first.new_full(shape, 2**62).scatter_reduce(1, block, axis.first, "amin")
     high = axis.last.new_full(shape, -1).scatter_reduce(1, block, axis.last, "amax")

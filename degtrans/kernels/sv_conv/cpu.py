@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from degtrans.kernels._utils import pad_image
 from degtrans.kernels.spectral import fast_fft_len, kernel_spectrum
-from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac, tile_weights_1d
+from degtrans.kernels.sv_conv.reference import padded_tile_weights
+from degtrans.kernels.weights import constant_runs, padded_positions, tile_lower_frac
 
 Method = Literal["auto", "direct", "fft"]
 
@@ -92,23 +93,17 @@ def merge_short_runs(runs: list, min_len: int) -> list[tuple[int, int, tuple[int
     return merged
 
 
-def _block_costs(blocks: list[TileBlock], k: int) -> tuple[float, float]:
-    """Cost-model totals (direct, fft) in multiply-add units, per image channel."""
+def choose_method(blocks: list[TileBlock], k: int) -> Literal["direct", "fft"]:
+    """``"direct"`` or ``"fft"``, whichever the cost model (multiply-add units) says is cheaper for these
+    blocks."""
     direct = fft = 0.0
     for b in blocks:
         ly, lx = b.rows[1] - b.rows[0], b.cols[1] - b.cols[0]
         n_tiles = len(b.tiles)
         direct += n_tiles * (ly + k - 1) * (lx + k - 1) * k * k
-        ny, nx = fast_fft_len(ly + k - 1), fast_fft_len(lx + k - 1)
-        area = ny * nx
+        area = fast_fft_len(ly + k - 1) * fast_fft_len(lx + k - 1)
         # n_tiles forward transforms and one inverse (real FFTs: half the complex work), then the products.
         fft += (n_tiles + 1) * 0.5 * area * math.log2(area) * _FFT_COST_PER_LOG_ELEMENT + n_tiles * area * 2
-    return direct, fft
-
-
-def choose_method(blocks: list[TileBlock], k: int) -> Literal["direct", "fft"]:
-    """``"direct"`` or ``"fft"``, whichever the cost model says is cheaper for these blocks."""
-    direct, fft = _block_costs(blocks, k)
     return "direct" if direct <= fft else "fft"
 
 
@@ -130,10 +125,7 @@ def sv_conv2d_cpu(
     halo = k // 2
     batch, _, height, width = x.shape
     frame = tuple(frame_size) if frame_size is not None else (height, width)
-    ys = padded_positions(height, halo, offset[0], frame[0], padding, x.device)
-    xs = padded_positions(width, halo, offset[1], frame[1], padding, x.device)
-    wy = tile_weights_1d(ys, rows, frame[0], x.dtype)
-    wx = tile_weights_1d(xs, cols, frame[1], x.dtype)
+    wy, wx = padded_tile_weights(x, (rows, cols), halo, offset, frame, padding)
     blocks = plan_tile_blocks(height, width, (rows, cols), halo, offset, frame, padding, wy, wx)
     if method == "auto":
         method = choose_method(blocks, k)
@@ -149,9 +141,7 @@ def sv_conv2d_cpu(
         (y0, y1), (x0, x1) = block.rows, block.cols
         # Output rows reached by padded rows [y0, y1): [y0 - k + 1, y1 - 1], clipped to the image.
         oy0, oy1 = max(0, y0 - k + 1), min(height, y1)
-        ox0, ox1 = max(0, x0 - k + 1), min(width, x1)
-        if oy0 >= oy1 or ox0 >= ox1:
-            continue
+        ox0, ox1 = max(0, x0 - k + 1), min(width, x1)  # never empty: y0 < height + k - 1, y1 > 0
         rw = torch.stack([wy[r, y0:y1] for r, _ in block.tiles])
         cw = torch.stack([wx[c, x0:x1] for _, c in block.tiles])
         weighted = pieces[block.rows + block.cols].unsqueeze(2) * rw[:, :, None] * cw[:, None, :]
@@ -161,8 +151,6 @@ def sv_conv2d_cpu(
         sy, sx = oy0 - (y0 - k + 1), ox0 - (x0 - k + 1)
         corners.append((oy0, ox0))
         parts.append(full[..., sy : sy + oy1 - oy0, sx : sx + ox1 - ox0])
-    if not parts:
-        return x.new_zeros(batch, channels, height, width)
     return _OverlapAdd.apply((batch, channels, height, width), corners, *parts)
 
 

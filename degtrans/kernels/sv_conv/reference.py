@@ -15,24 +15,17 @@ from degtrans.kernels.weights import padded_positions, tile_weights_1d
 
 
 def padded_tile_weights(
-    height: int,
-    width: int,
-    rows: int,
-    cols: int,
-    halo: int,
-    offset: tuple[int, int],
-    frame_size: tuple[int, int],
+    x: torch.Tensor, grid: tuple[int, int], halo: int, offset: tuple[int, int], frame: tuple[int, int],
     padding: str,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Separable tile weights over the padded patch: ``(rows, H + 2*halo)`` and ``(cols, W + 2*halo)``."""
-    ys = padded_positions(height, halo, offset[0], frame_size[0], padding, device)
-    xs = padded_positions(width, halo, offset[1], frame_size[1], padding, device)
-    return (
-        tile_weights_1d(ys, rows, frame_size[0], dtype),
-        tile_weights_1d(xs, cols, frame_size[1], dtype),
-    )
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Separable tile weights over the padded patch ``x (B, C, H, W)``: ``(rows, H + 2*halo)`` and
+    ``(cols, W + 2*halo)`` in ``x``'s dtype and device."""
+    wy, wx = (
+        tile_weights_1d(padded_positions(x.shape[2 + i], halo, offset[i], frame[i], padding, x.device),
+                        grid[i], frame[i], x.dtype)
+        for i in range(2)
+    )  # fmt: skip
+    return wy, wx
 
 
 def sv_conv2d_reference(
@@ -59,7 +52,7 @@ def sv_conv2d_reference(
     halo = k // 2
     height, width = x.shape[-2:]
     frame = frame_size if frame_size is not None else (height, width)
-    wy, wx = padded_tile_weights(height, width, rows, cols, halo, offset, frame, padding, x.dtype, x.device)
+    wy, wx = padded_tile_weights(x, (rows, cols), halo, offset, frame, padding)
     x_pad = pad_image(x, halo, padding)
     out = torch.zeros_like(x)
     for r in range(rows):

@@ -19,6 +19,7 @@ from degtrans.simulate.isp import (
     linear_to_srgb,
     process,
     srgb_to_linear,
+    total_gains,
 )
 
 
@@ -32,9 +33,7 @@ def to_linear(image: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Ten
         return srgb_to_linear(image)
     params = ISPParams.from_vector(isp.to(image.dtype))
     x = apply_ccm(gamma_expansion(inverse_smoothstep(image)), params.rgb2cam)
-    ones = torch.ones_like(params.red_gain)
-    gains = torch.stack([params.red_gain, ones, params.blue_gain], dim=1) * params.rgb_gain[:, None]
-    return x / gains[:, :, None, None]
+    return x / total_gains(params, x)
 
 
 def to_display(linear: torch.Tensor, isp: torch.Tensor | None = None) -> torch.Tensor:

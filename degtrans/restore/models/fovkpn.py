@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from degtrans.errors import InputError
 from degtrans.restore.models.blocks import ConvBlock, FOVBlock, pad_to_multiple
 from degtrans.restore.models.deform import DeformResBlock
 from degtrans.restore.models.kpn import MultiDilationKPN
@@ -59,8 +58,6 @@ class FOVKPN(nn.Module):
         decoder_deform: int = SCALES - 1,
     ) -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise InputError(f"FOVKPN: kernel_size (train.fovkpn.kpn_kernel) must be odd, got {kernel_size}")
         self.channels = channels
         widths = [width * m for m in WIDTH_MULTIPLIERS]
         self.head = nn.Conv2d(channels + 3, widths[0], 3, padding=1)
