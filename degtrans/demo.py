@@ -118,10 +118,10 @@ def stage_targets(demo: Demo) -> Section:
     """Calibration targets, photographed by a hidden camera whose PSF field the demo keeps secret."""
     cal = demo.config.calibrate
     truth = lens_field((cal.rows, cal.cols), cal.psf_size, CAL_FRAME, "phone-wide", camera="hidden")
-    truth_path = truth.save(demo.output / "hidden_camera_truth.npz")
+    truth.save(demo.output / "hidden_camera_truth.npz")
     targets = make_targets(demo.output / "targets", n=4, size=CAL_TARGET, seed=cal.seed)
     pairs = synthesize_pairs(targets, truth, demo.output / "pairs", seed=cal.seed)
-    demo.products.update(truth=truth, truth_path=truth_path, pairs=pairs)
+    demo.products.update(truth=truth, pairs=pairs)
     photo = next(iter(sorted(Path(pairs).glob("*.photo.png"))), None)
     figures = [Figure(draw_field(truth, demo.output / "hidden_camera_truth.png", "hidden camera (truth)"),
                       "The hidden camera's PSF field (kept from the calibration).")]  # fmt: skip
@@ -155,7 +155,7 @@ def stage_calibrate(demo: Demo) -> Section:
     recovered = calibrate_camera(pairs, output, demo.config.calibrate)
     errors = psf_error(recovered, truth)
     aligned = psf_error(recovered, truth, align=True)
-    demo.products.update(calibrated=recovered, calibrated_path=output)
+    demo.products["calibrated_path"] = output
     png = draw_psf_comparison(truth, recovered, errors, demo.output / "psf_true_vs_recovered.png")
     figures = [Figure(png, "True (left) and recovered (right) PSF grids; relative L2 error per tile.")]
     report_png = output.with_suffix(".report.png")  # as calibrate writes it
@@ -201,10 +201,9 @@ def stage_dataset(demo: Demo) -> Section:
     leaves = write_dead_leaves(
         demo.output / "dead_leaves", len(photos), FRAME, seed=demo.config.simulate.seed
     )
-    images = photos + leaves
     out = demo.output / "dataset"
-    summary = synthesize_dataset(images, [Path(calibrated), dslr], out, demo.config.simulate)
-    demo.products.update(dataset=out, images=images)
+    summary = synthesize_dataset(photos + leaves, [Path(calibrated), dslr], out, demo.config.simulate)
+    demo.products["dataset"] = out
     preview = draw_pairs(out, demo.output / "dataset_samples.png")
     numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return Section(
@@ -224,7 +223,7 @@ def stage_train(demo: Demo) -> Section:
     data = demo.need("dataset", "dataset")
     run = demo.output / "run"
     summary = train_distributed(data, run, demo.config.train)
-    demo.products.update(run=run, checkpoint=Path(summary["best"]))
+    demo.products["checkpoint"] = Path(summary["best"])
     last = summary.get("metrics") or {}
     return Section(
         "Training (Ray Train)",
@@ -260,7 +259,6 @@ def stage_evaluate(demo: Demo) -> Section:
         ],
         caption="Validation split, by field-of-view zone (PSNR in dB).",
     )
-    demo.products["evaluation"] = rows
     return Section(
         "Evaluation against baselines",
         tables=[table],
@@ -280,13 +278,12 @@ def stage_restore(demo: Demo) -> Section:
                              config=demo.config.restore)  # fmt: skip
 
     before, after, reference = read_image(photo), read_image(restored), clean
-    psnr_before, psnr_after = _psnr(before, reference), _psnr(after, reference)
     png = _crops(before, after, reference, demo.output / "before_after.png")
     return Section(
         "Restoring a photograph",
         text=f"The held-out image '{HELD_OUT}', photographed by the hidden camera (its true PSF field, "
         "an ISP draw and noise), restored tile by tile with the trained network.",
-        numbers={"PSNR before (dB)": psnr_before, "PSNR after (dB)": psnr_after},
+        numbers={"PSNR before (dB)": _psnr(before, reference), "PSNR after (dB)": _psnr(after, reference)},
         figures=[Figure(png, "Before / after / reference: full frame and a corner crop.")],
     )
 
