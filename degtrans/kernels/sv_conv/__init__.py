@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -81,7 +81,11 @@ def sv_conv2d(
         backend = choose_backend(x, fields, geometry, padding)
     if backend == "fft":
         return sv_conv2d_batched(x, fields, geometry, padding)
-    run = _implementation(backend)
+    if backend == "triton":
+        # Imported here so that importing degtrans.kernels never imports triton.
+        from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton as run
+    else:
+        run = sv_conv2d_reference if backend == "reference" else sv_conv2d_cpu
     if geometry.count == 1:
         return run(
             x, fields[int(geometry.fields[0])], offset=tuple(geometry.offsets[0].tolist()),
@@ -143,18 +147,6 @@ def choose_backend(x: torch.Tensor, fields: torch.Tensor, geometry: PatchPlaceme
     if not x.is_cuda:
         return "cpu"
     return cuda_choice(tuple(x.shape), tuple(fields.shape[1:3]), fields.shape[-1], geometry, padding)
-
-
-def _implementation(backend: str) -> Callable[..., torch.Tensor]:
-    """The single-geometry function of ``backend`` (``"reference"``, ``"cpu"`` or ``"triton"``)."""
-    if backend == "reference":
-        return sv_conv2d_reference
-    if backend == "cpu":
-        return sv_conv2d_cpu
-    # Imported here so that importing degtrans.kernels never imports triton.
-    from degtrans.kernels.sv_conv.autograd import sv_conv2d_triton
-
-    return sv_conv2d_triton
 
 
 class SVConv2d(nn.Module):
