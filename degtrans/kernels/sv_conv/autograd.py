@@ -11,32 +11,6 @@ from degtrans.kernels.sv_conv.cpu import axis_runs
 from degtrans.kernels.weights import padded_positions, tile_lower_frac
 
 
-def interpolation_tables(
-    shape: tuple[int, int],
-    grid: tuple[int, int],
-    halo: int,
-    offset: tuple[int, int],
-    frame_size: tuple[int, int],
-    padding: str,
-    frac_dtype: torch.dtype,
-    device: torch.device,
-) -> dict:
-    """Per padded row (``y``) and column (``x``): tile ``l``ower/``u``pper/``f``rac, and the PSF-gradient
-    blocks ``(4, n)`` (``row_blocks``, ``col_blocks``)."""
-    tables = {}
-    step = _triton.GRAD_BLOCK
-    for i, (axis, kind) in enumerate((("y", "row"), ("x", "col"))):
-        positions = padded_positions(shape[i], halo, offset[i], frame_size[i], padding)
-        lower, upper, frac = tile_lower_frac(positions, grid[i], frame_size[i])
-        runs = axis_runs(shape[i], halo, offset[i], frame_size[i], grid[i], padding)
-        blocks = [(s, min(s + step, b), lo, up) for a, b, (lo, up) in runs for s in range(a, b, step)]
-        tables[f"l{axis}"] = lower.to(device=device, dtype=torch.int32)
-        tables[f"u{axis}"] = upper.to(device=device, dtype=torch.int32)
-        tables[f"f{axis}"] = frac.to(device=device, dtype=frac_dtype)
-        tables[f"{kind}_blocks"] = torch.tensor(blocks, dtype=torch.int32, device=device).T.contiguous()
-    return tables
-
-
 class SVConvFunction(torch.autograd.Function):
     """``y = A(psfs) x_pad`` with Triton forward, adjoint (grad of ``x_pad``) and PSF-gradient kernels."""
 
@@ -76,9 +50,18 @@ def sv_conv2d_triton(
     frame = tuple(frame_size) if frame_size is not None else (height, width)
     work = triton_dtype(x.dtype)
     frac_dtype = torch.float64 if work == torch.float64 else torch.float32
-    tables = interpolation_tables(
-        (height, width), (rows, cols), halo, offset, frame, padding, frac_dtype, x.device
-    )
+    # Per padded row (y) and column (x): tile lower/upper/frac, and the PSF-gradient blocks (4, n).
+    tables = {}
+    for i, (axis, kind, n_tiles) in enumerate((("y", "row", rows), ("x", "col", cols))):
+        positions = padded_positions(x.shape[2 + i], halo, offset[i], frame[i], padding)
+        lower, upper, frac = tile_lower_frac(positions, n_tiles, frame[i])
+        runs = axis_runs(x.shape[2 + i], halo, offset[i], frame[i], n_tiles, padding)
+        step = _triton.GRAD_BLOCK
+        blocks = [(s, min(s + step, b), lo, up) for a, b, (lo, up) in runs for s in range(a, b, step)]
+        tables[f"l{axis}"] = lower.to(device=x.device, dtype=torch.int32)
+        tables[f"u{axis}"] = upper.to(device=x.device, dtype=torch.int32)
+        tables[f"f{axis}"] = frac.to(device=x.device, dtype=frac_dtype)
+        tables[f"{kind}_blocks"] = torch.tensor(blocks, dtype=torch.int32, device=x.device).T.contiguous()
     x_pad = pad_image(x.to(work), halo, padding)
     out = SVConvFunction.apply(x_pad, field_psfs.to(work), tables, (height, width))
     return out.to(x.dtype)

@@ -20,12 +20,11 @@ def padded_tile_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Separable tile weights over the padded patch ``x (B, C, H, W)``: ``(rows, H + 2*halo)`` and
     ``(cols, W + 2*halo)`` in ``x``'s dtype and device."""
-    wy, wx = (
+    return tuple(
         tile_weights_1d(padded_positions(x.shape[2 + i], halo, offset[i], frame[i], padding, x.device),
                         grid[i], frame[i], x.dtype)
         for i in range(2)
     )  # fmt: skip
-    return wy, wx
 
 
 def sv_conv2d_reference(
