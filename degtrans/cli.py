@@ -23,8 +23,6 @@ from degtrans import __version__
 from degtrans.config import ConfigError, RunConfig, load_config, replace_field
 from degtrans.errors import DegtransError, InputError
 
-log = logging.getLogger("degtrans")
-
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
