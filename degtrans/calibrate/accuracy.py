@@ -32,17 +32,15 @@ def target_band(problem: FitProblem, threshold: float = 0.01, quantile: float = 
     over the square 0.05-0.2 cycles/px, so a radially band-limited target (empty corners) gets the
     square inscribed in its disc: the floor it implies errs on the high side, never the low one.
     """
-    targets = problem.targets
-    masks = problem.masks
     height, width = problem.frame_size
     window = np.outer(np.hanning(height), np.hanning(width))
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
     ring = np.maximum(np.abs(fy), fx)
     power = np.zeros_like(ring)
-    for pair in range(targets.shape[0]):
-        valid = masks[pair]
-        for channel in targets[pair]:
+    for pair in range(problem.targets.shape[0]):
+        valid = problem.masks[pair]
+        for channel in problem.targets[pair]:
             mean = channel[valid].mean() if valid.any() else channel.mean()
             image = np.where(valid, channel - mean, 0.0) * window
             power += np.abs(np.fft.rfft2(image)) ** 2

@@ -247,11 +247,10 @@ def solve_fourier(
     The result is clipped at zero and normalised.
     """
     allowed = (1.0 - support)[None]
-    scale = system.scale
 
     def apply(h: torch.Tensor) -> torch.Tensor:
         h = h * allowed
-        return (system.normal(h) + prior.apply(h, scale)) * allowed
+        return (system.normal(h) + prior.apply(h, system.scale)) * allowed
 
     x = torch.zeros_like(system.rhs)
     b = system.rhs * allowed
@@ -298,10 +297,9 @@ def fit_tile(problem: FitProblem, row: int, col: int, config: CalibrateConfig) -
         TileFitError: no pair covers the tile.
     """
     began = time.perf_counter()
-    k = problem.psf_size
     # Observations are gathered on the CPU; an actor given a GPU fraction solves there.
     device = stage_device(config)
-    support = support_mask(k, config.solve.support_radius).to(device)
+    support = support_mask(problem.psf_size, config.solve.support_radius).to(device)
     with torch.no_grad():
         system = build_fourier_system(problem, row, col)
         system = dataclasses.replace(

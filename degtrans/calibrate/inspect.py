@@ -75,12 +75,11 @@ def draw_field(field: PSFField, path: str | Path, title: str | None = None) -> P
     """Write a PNG: the PSF grid as on the sensor, and the per-tile width as a heat map beside it."""
     plt = pyplot()
     widths = second_moment_radius(field.psfs).mean(axis=-1)
-    mosaic = psf_mosaic(field.psfs)
     rows, cols = field.grid
     fig, (ax_grid, ax_heat) = plt.subplots(
         1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]}, constrained_layout=True
     )
-    ax_grid.imshow(mosaic, interpolation="nearest")
+    ax_grid.imshow(psf_mosaic(field.psfs), interpolation="nearest")
     ax_grid.set_title(
         f"PSFs ({rows}x{cols} tiles, k={field.kernel_size}, per-PSF peak-normalised, gamma 0.5)"
     )

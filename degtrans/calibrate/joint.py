@@ -52,7 +52,7 @@ class JointResult:
 
 
 def problem_shards(problem: FitProblem, count: int) -> list:
-    """The problem cut into ``count`` blocks with their halos (``blocks.ShardData``, for any runner)."""
+    """The problem cut into ``count`` blocks with their halos (``shards.ShardData``, for any runner)."""
     return [shard_data(problem, block) for block in plan_blocks(problem.frame_size, count)]
 
 
@@ -132,13 +132,11 @@ def solve_joint(
     tiles = rows * cols
     observed = (stats.coverage.sum(dim=1) > 0).float()[:, None, None, None]
     allowed = (1.0 - support)[None, None] * observed
-    scale = stats.scale
-    b = stats.rhs
     symbol = preconditioner_symbol(stats, prior)
     n = symbol.shape[-2]
 
     def apply(h: torch.Tensor) -> torch.Tensor:
-        return _add(run("normal", (h,))) + prior.apply(h, scale)
+        return _add(run("normal", (h,))) + prior.apply(h, stats.scale)
 
     def precondition(residual: torch.Tensor) -> torch.Tensor:
         return otf_to_psf(psf_to_otf(residual, n, n) * (1.0 / symbol), k, n, n)
@@ -151,7 +149,7 @@ def solve_joint(
     # dropped pixel again where the gradient asks for it (the primal-dual rule) changed nothing measured
     # (noise-free sharp-centre lens, 2x3 tiles: 0.063 vs 0.064 median pixel error).
     for _ in range(max(1, active_set_rounds)):
-        x, taken, relative = _pcg(apply, precondition, b, x, allowed, iterations, tolerance)
+        x, taken, relative = _pcg(apply, precondition, stats.rhs, x, allowed, iterations, tolerance)
         steps += taken
         allowed = allowed * (x > 0)
         x = x.clamp(min=0.0)

@@ -99,9 +99,7 @@ def jitter_homography(
     corners = np.array([[0, 0], [tw, 0], [tw, th], [0, th]], dtype=np.float64)
     mapped = (corners - [tw / 2, th / 2]) * scale + [fw / 2, fh / 2]
     mapped += rng.normal(0.0, jitter, size=mapped.shape)
-    return cv2.getPerspectiveTransform(corners.astype(np.float32), mapped.astype(np.float32)).astype(
-        np.float64
-    )
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), mapped.astype(np.float32))  # float64
 
 
 def photograph(

@@ -234,12 +234,10 @@ def split_prepared(
     if len(measured) >= 3:
         median = float(np.median(measured))
         blurred = [p for p in prepared if p.sharpness < focus_ratio * median]
-        for p in blurred:
-            rejected.append(
-                Rejected(
-                    p.name, f"out of focus: sharpness {p.sharpness:.3f}, the run's median is {median:.3f}"
-                )
-            )
+        rejected += [
+            Rejected(p.name, f"out of focus: sharpness {p.sharpness:.3f}, the run's median is {median:.3f}")
+            for p in blurred
+        ]
         prepared = [p for p in prepared if p not in blurred]
     for item in rejected:
         log.warning("pair %s rejected: %s", item.name, item.reason)

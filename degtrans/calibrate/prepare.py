@@ -172,11 +172,10 @@ def refit_colour(
 ) -> ToneColour:
     """Stage I again through the current PSF estimate (``transfer.fit_colour_blurred``): each target
     channel blurred by each channel's PSFs, fitted on the pixels whose PSF footprint is valid."""
-    device = local_device()
     blurred = np.empty((*warped.shape[:2], 3, 3), np.float32)
     for j in range(3):
         planes = np.repeat(warped[..., j : j + 1], 3, axis=-1)
-        blurred[..., j] = field.blur(planes, backend="cpu", device=device)
+        blurred[..., j] = field.blur(planes, backend="cpu", device=local_device())
     inside = cv2.erode(mask.astype(np.uint8), np.ones((psf_size, psf_size), np.uint8), borderValue=0) > 0
     return fit_colour_blurred(blurred, linear_photo, inside, tone)
 
@@ -190,10 +189,6 @@ def _pose_reference(target_path: Path, name: str) -> tuple[Path, Path]:
             f"the pose's chart {name!r} (geometry_from) has no target/photo pair beside {target_path}"
         )
     return target, photos[0]
-
-
-def _is_linear(photo_path: Path) -> bool:
-    return photo_path.suffix.lower() not in (".png", ".tif", ".tiff")
 
 
 def prepare_pair(
@@ -219,17 +214,17 @@ def prepare_pair(
         photo = read_image(photo_path)
         layout = read_layout(target_path)
         check_clipping(photo, config.reject.max_clipped)
-        pose_of = (target, photo, layout, Path(photo_path))
+        pose_target, pose_photo, pose_layout, pose_path = target, photo, layout, Path(photo_path)
         if layout is not None and layout.geometry_from:
-            ref_target, ref_photo = _pose_reference(Path(target_path), layout.geometry_from)
-            reference = read_image(ref_photo)
-            if reference.shape != photo.shape:
+            ref_target, pose_path = _pose_reference(Path(target_path), layout.geometry_from)
+            pose_photo = read_image(pose_path)
+            if pose_photo.shape != photo.shape:
                 raise PhotoRejected(
-                    f"photo is {photo.shape[:2]}, its pose's chart photo is {reference.shape[:2]}"
+                    f"photo is {photo.shape[:2]}, its pose's chart photo is {pose_photo.shape[:2]}"
                 )
-            pose_of = (read_image(ref_target), reference, read_layout(ref_target), ref_photo)
-        pose_target, pose_photo, pose_layout, pose_path = pose_of
-        pose = register_pose(pose_target, pose_photo, pose_layout, config, grid, field, _is_linear(pose_path))
+            pose_target, pose_layout = read_image(ref_target), read_layout(ref_target)
+        linear = pose_path.suffix.lower() not in (".png", ".tif", ".tiff")  # RAW: read in linear light
+        pose = register_pose(pose_target, pose_photo, pose_layout, config, grid, field, linear)
         warped, mask = warp_to_photo(target, pose.geometry, photo.shape[:2], config.register.target_model)
         tone = pose.tone
         if field is not None and config.register.refit_colour:

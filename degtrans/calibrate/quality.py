@@ -33,10 +33,8 @@ def check_clipping(photo: np.ndarray, max_fraction: float) -> None:
 SHARPNESS_BAND = (0.08, 0.12)
 
 
-def sharpness(
-    model: np.ndarray, photo: np.ndarray, mask: np.ndarray, band: tuple[float, float] = SHARPNESS_BAND
-) -> float:
-    """How much of the target's contrast at ``band`` (~0.1 cycles/px) reaches the photo: an MTF estimate.
+def sharpness(model: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
+    """How much of the target's contrast at ``SHARPNESS_BAND`` (~0.1 cycles/px) reaches the photo (MTF).
 
     The least-squares transfer ``Re Σ P·conj(T) / Σ |T|²`` over the frequency ring, from the spectra of
     the windowed registered target ``T`` and photo ``P`` (noise in the photo does not bias it). A thin
@@ -57,7 +55,7 @@ def sharpness(
         mean = image[keep].mean() if keep.any() else image.mean()
         spectra.append(np.fft.rfft2((image - mean) * weight))
     radius = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
-    ring = (radius >= band[0]) & (radius <= band[1])
+    ring = (radius >= SHARPNESS_BAND[0]) & (radius <= SHARPNESS_BAND[1])
     target, observed = spectra[0][ring], spectra[1][ring]
     return float((observed * target.conj()).real.sum() / max((np.abs(target) ** 2).sum(), 1e-12))
 

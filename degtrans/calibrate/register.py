@@ -210,28 +210,20 @@ def magnification(homography: np.ndarray, target_size: tuple[int, int]) -> float
     return float(np.sqrt(abs(np.linalg.det(jac))))
 
 
-def tilt_degrees(
-    homography: np.ndarray,
-    target_size: tuple[int, int],
-    photo_size: tuple[int, int],
-    half_field_deg: float = 30.0,
-) -> float:
+def tilt_degrees(homography: np.ndarray, target_size: tuple[int, int], photo_size: tuple[int, int]) -> float:
     """How far the chart's plane is turned from facing the camera, in degrees.
 
     For a plane tilted by ``a`` seen by a pinhole camera of focal length ``f`` (pixels), the homography's
     perspective term ``w = h31 u + h32 v + 1`` (normalised to 1 at the chart's centre) changes by
     ``sin a / f`` per pixel of magnification along the untilted direction: ``sin a = f |grad w| / m``.
-    The focal length is not known; ``half_field_deg`` (the half-diagonal field of view, 30 degrees for a
-    typical lens) gives it.
+    The focal length is not known; a typical lens's half-diagonal field of view, 30 degrees, gives it.
     """
     h, jac = _centre_jacobian(homography, target_size)
     largest = float(np.linalg.svd(jac, compute_uv=False)[0])
-    focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(half_field_deg))
+    focal = float(np.hypot(*photo_size)) / 2 / np.tan(np.radians(30.0))
     sin_tilt = focal * float(np.hypot(*h[2, :2])) / largest
     return float(np.degrees(np.arcsin(min(1.0, sin_tilt))))
 
-
-# Fine registration ----------------------------------------------------------------------------------
 
 # Render the warped target as the camera would see it: (H, W) warped target → (H, W) (e.g. the PSF blur).
 Render = Callable[[np.ndarray], np.ndarray]
@@ -245,8 +237,7 @@ def _frame_corners(frame: tuple[int, int]) -> np.ndarray:
 def _to_params(geometry: Geometry) -> np.ndarray:
     """Parameters in pixel units: the target (x, y) of the 4 frame corners, then ``radius * distortion``."""
     corners = _frame_corners(geometry.frame)
-    ux, uy = corners[:, 0], corners[:, 1]
-    mapped = Geometry(geometry.homography, geometry.frame).map_points(ux, uy).astype(np.float64)
+    mapped = Geometry(geometry.homography, geometry.frame).map_points(*corners.T).astype(np.float64)
     _, _, radius = _centre_radius(geometry.frame)
     return np.concatenate([mapped.ravel(), radius * np.asarray(geometry.distortion, np.float64)])
 
@@ -425,16 +416,11 @@ def warp_to_photo(
     if tuple(geometry.frame) != tuple(photo_size):
         geometry = Geometry(geometry.homography, tuple(photo_size), geometry.distortion)
     coords = geometry.target_coords()
-    if model == "area":
-        warped = area_sample(target, coords, local_device())
-    else:
-        warped = cv2.remap(
-            target, coords[..., 0], coords[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
-        )
+    warped = area_sample(target, coords, local_device()) if model == "area" else remap(target, coords)
     # Bicubic taps (and a footprint) reach 2 pixels: only pixels whose whole footprint is inside the
     # target are valid.
     mask = _valid(coords, target.shape[:2], 2.0)
-    return warped.reshape(*photo_size, *target.shape[2:]).astype(np.float32), mask
+    return warped.astype(np.float32), mask
 
 
 def coarse_geometry(

@@ -159,7 +159,7 @@ class Shard:
 
     def __init__(self, data: ShardData, device: str | torch.device = "cpu", chunk: int = 64) -> None:
         self.device = torch.device(device)
-        self.grid, self.frame, self.block = data.grid, data.frame, data.block
+        self.grid = data.grid
         k = data.psf_size
         self.k, self.r = k, k // 2
         rows, cols = data.grid
@@ -227,8 +227,6 @@ class Shard:
             torch.from_numpy(wx[:, bx0:bx1]).to(self.device),
         )
 
-    # -- the operator ------------------------------------------------------------------------------
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(T, C, k, k) PSFs → (P, C, bh, bw) the predicted photographs on the block."""
         h = h.to(self.device, torch.float32)
@@ -254,8 +252,6 @@ class Shard:
     def normal(self, h: torch.Tensor) -> torch.Tensor:
         """(T, C, k, k) → this block's part of ``A^T M A h``."""
         return self.adjoint(self.forward(h) * self.masks[:, None])
-
-    # -- what the driver needs once ----------------------------------------------------------------
 
     def stats(self) -> ShardStats:
         """This block's partial sums (:class:`ShardStats`)."""

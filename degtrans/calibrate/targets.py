@@ -237,16 +237,9 @@ def chart_layout(size: tuple[int, int], pose: int = 0, band_limit: float = BAND_
     xs = (inset + quiet, (width - side) // 2, width - inset - quiet - side)
     ys = (inset + quiet, (height - side) // 2, height - inset - quiet - side)
     positions = [(x, y) for y in ys for x in xs if (x, y) != (xs[1], ys[1])]
+    corners = ((0, 0), (side, 0), (side, side), (0, side))  # TL, TR, BR, BL
     markers = tuple(
-        Marker(
-            pose * MARKERS_PER_CHART + j,
-            (
-                (x - 0.5, y - 0.5),
-                (x + side - 0.5, y - 0.5),
-                (x + side - 0.5, y + side - 0.5),
-                (x - 0.5, y + side - 0.5),
-            ),
-        )
+        Marker(pose * MARKERS_PER_CHART + j, tuple((x + dx - 0.5, y + dy - 0.5) for dx, dy in corners))
         for j, (x, y) in enumerate(positions)
     )
     # The patch block fills the box inside the marker ring.
@@ -263,15 +256,12 @@ def chart_layout(size: tuple[int, int], pose: int = 0, band_limit: float = BAND_
     if p < 4:
         raise InputError(f"chart_layout: size {size} leaves no room for patches; use at least --size 128x128")
     by, bx = y0 + ((y1 - y0) - rows * p) // 2, x0 + ((x1 - x0) - cols * p) // 2
-    patches = tuple(
-        Patch(
-            (bx + (i % cols) * p, by + (i // cols) * p, bx + (i % cols + 1) * p, by + (i // cols + 1) * p),
-            rgb,
-        )
-        for i, rgb in enumerate(values)
-    )
+    patches = []
+    for i, rgb in enumerate(values):
+        x, y = bx + (i % cols) * p, by + (i // cols) * p
+        patches.append(Patch((x, y, x + p, y + p), rgb))
     return Layout(
-        "calib", (height, width), pose=pose, markers=markers, patches=patches, band_limit=band_limit
+        "calib", (height, width), pose=pose, markers=markers, patches=tuple(patches), band_limit=band_limit
     )
 
 

@@ -79,7 +79,6 @@ def fit_tone_colour(
     mask: np.ndarray,
     sigma: float = 6.0,
     fit_gamma: bool = True,
-    max_samples: int = 50_000,
 ) -> ToneColour:
     """Fit per-channel gamma + 3x3 colour matrix + offset from a registered pair.
 
@@ -114,11 +113,9 @@ def fit_tone_colour(
     index = np.flatnonzero(keep)
     if index.size < 100:
         raise ToneFitError(f"fit_tone_colour: only {index.size} usable pixels (need 100)")
-    step = max(1, index.size // max_samples)
+    step = max(1, index.size // 50_000)
     index = index[::step]
-    design = np.concatenate([lt.reshape(-1, 3)[index], np.ones((index.size, 1), np.float32)], axis=1).astype(
-        np.float64
-    )
+    design = np.concatenate([lt.reshape(-1, 3)[index], np.ones((index.size, 1))], axis=1)  # float64
     gammas, rows, offsets = np.ones(3), np.eye(3), np.zeros(3)
 
     def score(ch: int, g: float) -> tuple[float, np.ndarray]:
@@ -208,10 +205,9 @@ def fit_patches(samples: PatchSamples, fit_gamma: bool = True) -> ToneColour:
             grid = np.exp(np.linspace(np.log(GAMMA_RANGE[0]), np.log(GAMMA_RANGE[1]), 60))
             errors = [solve(g)[0] for g in grid]
             best = int(np.argmin(errors))
-            lo, hi = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
             # Golden-section search between the coarse neighbours of the best.
+            a, b = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
             ratio = (np.sqrt(5) - 1) / 2
-            a, b = lo, hi
             for _ in range(40):
                 c, d = b - ratio * (b - a), a + ratio * (b - a)
                 if solve(c)[0] < solve(d)[0]:
