@@ -53,12 +53,12 @@ class TileFitter:
     """Holds the registered pairs and one shard; ``fit`` returns a ``TileFit`` or the reason the tile
     cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.shards.Shard``)."""
 
-    def __init__(self, problem: FitProblem, shard=None, device: str = "cpu", threads: int = 1) -> None:
+    def __init__(self, problem: FitProblem, shard=None, device: str = "cpu") -> None:
         import torch
 
         from degtrans.calibrate.shards import Shard
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(1)
         self.problem = problem
         self.device = device if device == "cpu" or torch.cuda.is_available() else "cpu"
         self._shard = None if shard is None else Shard(shard, self.device)

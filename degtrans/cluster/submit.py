@@ -105,11 +105,11 @@ def _call(address: str | None, action):
         raise
 
 
-def runtime_env(working_dir: Path | None = None, env_vars: dict[str, str] | None = None) -> dict:
+def runtime_env(working_dir: Path | None = None) -> dict:
     """The job's runtime environment: ships the ``degtrans`` package (and ``working_dir`` if given)."""
     env: dict = {
         "py_modules": [str(Path(degtrans.__file__).parent)],
-        "env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", **(env_vars or {})},
+        "env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"},
     }
     if working_dir is not None:
         if not working_dir.is_dir():

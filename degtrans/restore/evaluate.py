@@ -193,9 +193,6 @@ def draw_comparison(crops: list[dict[str, Any]], methods: list[str], png: str | 
     return save_figure(fig, png, dpi=90)
 
 
-# ---------------------------------------------------------------- whole frames
-
-
 @dataclass(frozen=True)
 class Frame:
     """A held-out frame through a camera: ``degraded``/``clean`` (3, H, W) in [0, 1] and its ISP draw."""
