@@ -84,8 +84,7 @@ def _label(method: str) -> str:
 def _rows(
     labels: list[tuple[str, str]], scores: dict[tuple[str, str], list[tuple[float, float]]]
 ) -> list[dict[str, Any]]:
-    """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: the mean of ``scores[(method, zone)]``
-    for each ``(method, label)`` and zone (NaN for none)."""
+    """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: means of ``scores`` (NaN for none)."""
     rows = []
     for method, label in labels:
         for zone in ZONES:

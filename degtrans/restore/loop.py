@@ -278,15 +278,6 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     return save_figure(fig, png, dpi=100)
 
 
-def _identity_psnr(batches: Batches) -> float:
-    """Mean PSNR (dB) of the degraded inputs of ``batches``: the 'do nothing' baseline."""
-    total, count = 0.0, 0
-    for batch in batches:
-        total += float(psnr(batch["degraded"], batch["clean"]).sum())
-        count += batch["clean"].shape[0]
-    return total / max(count, 1)
-
-
 def _keep_records_before(path: Path, epoch: int) -> None:
     """Keep the ``metrics.jsonl`` records of epochs ``< epoch``: a resumed run re-runs the later ones."""
     if not path.exists():
@@ -360,7 +351,11 @@ def train_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_resolved(config, run_dir)
         _keep_records_before(run_dir / "metrics.jsonl", start_epoch)
-        baseline = _identity_psnr(val_reader.batches("val", config.batch_size, shuffle=False))
+        total, count = 0.0, 0  # the degraded inputs' mean PSNR: the 'do nothing' baseline
+        for batch in val_reader.batches("val", config.batch_size, shuffle=False):
+            total += float(psnr(batch["degraded"], batch["clean"]).sum())
+            count += batch["clean"].shape[0]
+        baseline = total / max(count, 1)
         if val_reader.count("val") == 0:
             log.warning(
                 "%s: no validation split (val_fraction=%s, %s): best.pt will be the last epoch's weights",
