@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -123,8 +124,6 @@ def entrypoint(command: Sequence[str]) -> str:
     """The shell command the job runs: ``python -m degtrans COMMAND...`` (the package travels with the job,
     so the script need not be installed on the cluster; inside the job ``ensure_ray`` joins the cluster
     through ``RAY_ADDRESS``)."""
-    import shlex
-
     if not command:
         raise SubmitError(
             "nothing to submit: give a subcommand after '--', e.g. degtrans submit -- simulate ..."

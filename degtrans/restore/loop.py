@@ -65,10 +65,6 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device)
     return model(get("degraded"), get("coords"), psf, get("noise"), get("isp"))
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     """The one mixed-precision policy: ``(autocast dtype, scaler)``.
 
@@ -150,7 +146,7 @@ def fit(
     Returns:
         The run's ``Progress`` when the budget is spent.
     """
-    device = _device_of(model)
+    device = next(model.parameters()).device
     amp_dtype, scaler = precision(device, config.amp)  # one scaler for the run: its scale carries over
     scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
 
@@ -235,7 +231,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean ``psnr`` (dB), ``ssim`` and ``loss`` of ``model`` over ``batches`` (outputs clipped to [0, 1])."""
     model.eval()
-    device = _device_of(model)
+    device = next(model.parameters()).device
     sums = {"psnr": 0.0, "ssim": 0.0, "loss": 0.0}
     count = 0
     for batch in batches:
@@ -330,7 +326,7 @@ def train_run(
     if config.init and resume_from is None:
         init_weights(net, config.init)
     model = wrap(net)
-    device = _device_of(model)
+    device = next(model.parameters()).device
     steps = max(1, math.ceil(train_samples / (config.batch_size * world_size)))
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
