@@ -15,11 +15,13 @@ every node (a shared file system on a cluster; locally they are).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
@@ -35,6 +37,7 @@ from degtrans.calibrate.pipeline import (
     solve_field,
 )
 from degtrans.calibrate.prepare import prepare_pair
+from degtrans.calibrate.shards import Shard
 from degtrans.cluster.session import ensure_ray
 from degtrans.config import CalibrateConfig
 from degtrans.errors import InputError
@@ -53,19 +56,13 @@ class TileFitter:
     """Holds the registered pairs and one shard; ``fit`` returns a ``TileFit`` or the reason the tile
     cannot be fitted, ``shard`` calls a method of the shard (``degtrans.calibrate.shards.Shard``)."""
 
-    def __init__(self, problem: FitProblem, shard=None, device: str = "cpu", threads: int = 1) -> None:
-        import torch
-
-        from degtrans.calibrate.shards import Shard
-
-        torch.set_num_threads(max(1, threads))
+    def __init__(self, problem: FitProblem, shard=None, device: str = "cpu") -> None:
+        torch.set_num_threads(1)
         self.problem = problem
         self.device = device if device == "cpu" or torch.cuda.is_available() else "cpu"
         self._shard = None if shard is None else Shard(shard, self.device)
 
     def shard(self, method: str, *args):
-        import torch
-
         result = getattr(self._shard, method)(*args)
         # Back on the CPU: the driver adds the parts.
         if isinstance(result, torch.Tensor):
@@ -81,8 +78,6 @@ class TileFitter:
             return str(error)
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -105,11 +106,11 @@ def _call(address: str | None, action):
         raise
 
 
-def runtime_env(working_dir: Path | None = None, env_vars: dict[str, str] | None = None) -> dict:
+def runtime_env(working_dir: Path | None = None) -> dict:
     """The job's runtime environment: ships the ``degtrans`` package (and ``working_dir`` if given)."""
     env: dict = {
         "py_modules": [str(Path(degtrans.__file__).parent)],
-        "env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", **(env_vars or {})},
+        "env_vars": {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"},
     }
     if working_dir is not None:
         if not working_dir.is_dir():
@@ -123,8 +124,6 @@ def entrypoint(command: Sequence[str]) -> str:
     """The shell command the job runs: ``python -m degtrans COMMAND...`` (the package travels with the job,
     so the script need not be installed on the cluster; inside the job ``ensure_ray`` joins the cluster
     through ``RAY_ADDRESS``)."""
-    import shlex
-
     if not command:
         raise SubmitError(
             "nothing to submit: give a subcommand after '--', e.g. degtrans submit -- simulate ..."

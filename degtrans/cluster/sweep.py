@@ -43,7 +43,6 @@ from degtrans.config import (
     MOVED,
     ConfigError,
     RunConfig,
-    SweepConfig,
     TrainConfig,
     coerce,
     replace_checked,
@@ -165,7 +164,7 @@ def run_sweep(
         ``{"best_config": TrainConfig, "best_psnr": float, "results": Path, "best_toml": Path,
         "plot": Path, "trials": int}``.
     """
-    sweep: SweepConfig = config.sweep
+    sweep = config.sweep
     data_dir, out = Path(data_dir).resolve(), Path(out).resolve()
     space = load_space(space_path)
     if sweep.trials < 1 or sweep.max_concurrent < 1:
@@ -199,14 +198,12 @@ def run_sweep(
     grid = tuner.fit()
     rows = []
     for result in grid:
-        trial_id = Path(result.path).name if result.path else "?"
         frame = result.metrics_dataframe
         history = frame[METRIC].tolist() if frame is not None and METRIC in frame else []
         params = dict(result.config or {})
-        run_dir = _trial_run_dir(out, result)
         rows.append(
             {
-                "trial": run_dir.name if run_dir else trial_id,
+                "trial": _trial_name(out, result),
                 **{f"train.{k}": v for k, v in params.items()},
                 "epochs": len(history),
                 "best_val_psnr": max(history) if history else math.nan,
@@ -224,7 +221,12 @@ def run_sweep(
     rows.sort(key=lambda r: -r["best_val_psnr"] if not math.isnan(r["best_val_psnr"]) else math.inf)
     best = rows[0]
     best_config = trial_config(config.train, best["_params"])
-    results = _write_csv(out / "results.csv", rows)
+    results = out / "results.csv"
+    columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
+    with atomic_path(results) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     resolved = tomli_w.dumps(to_dict(dataclasses.replace(config, train=best_config)))  # for train --config
     best_toml = write_atomic(out / "best.toml", "# best trial of a degtrans sweep\n" + resolved)
     plot = draw_sweep(rows, out / "psnr.png")
@@ -239,25 +241,14 @@ def run_sweep(
     }
 
 
-def _trial_run_dir(out: Path, result: Any) -> Path | None:
-    """The trial's ``trials/<trial_id>`` directory (Tune names its own dirs ``_run_trial_<id>_...``)."""
+def _trial_name(out: Path, result: Any) -> str:
+    """The name of the trial's ``trials/<trial_id>`` directory (Tune names its own dirs
+    ``_run_trial_<id>_...``), else of Tune's (``?`` without one)."""
+    name = Path(result.path).name if result.path else "?"
     trials = out / "trials"
     if not trials.is_dir() or not result.path:
-        return None
-    name = Path(result.path).name
-    for candidate in trials.iterdir():
-        if candidate.name in name:
-            return candidate
-    return None
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    columns = list(dict.fromkeys(k for row in rows for k in row if not k.startswith("_")))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+        return name
+    return next((candidate.name for candidate in trials.iterdir() if candidate.name in name), name)
 
 
 def draw_sweep(rows: list[dict[str, Any]], png: Path) -> Path:

@@ -49,9 +49,6 @@ def preset_configs(
     return configs
 
 
-# ---------------------------------------------------------------- frames
-
-
 def cut_frames(image: np.ndarray, overlap: float = 0.0) -> Iterator[tuple[str, np.ndarray]]:
     """FRAME-sized frames of ``image (H, W, 3)``, overlapping by ``overlap`` (a fraction of FRAME);
     a portrait image is turned to landscape first. Yields ``(row_col, frame)``."""
@@ -106,9 +103,6 @@ def held_out_images(photos: Path | None) -> list[tuple[str, np.ndarray]]:
     return images
 
 
-# ---------------------------------------------------------------- training
-
-
 class InMemoryPairs:
     """Every pair of a dataset in memory, each epoch in a seeded permutation (uniform mixing: the
     shards hold consecutive patches of one photograph, which a reader's shuffle buffer mixes poorly).
@@ -118,10 +112,9 @@ class InMemoryPairs:
     batch is an index into them (for a GPU that would wait on the decoding)."""
 
     def __init__(self, reader: PairReader, device: torch.device | str = "cpu", decoded: bool = False) -> None:
-        tables = []
-        for shard in reader.shards:
-            names = pq.read_schema(shard).names
-            tables.append(pq.read_table(shard, columns=batch_columns(names)))
+        tables = [
+            pq.read_table(path, columns=batch_columns(pq.read_schema(path).names)) for path in reader.shards
+        ]
         self.table = pa.concat_tables(tables).combine_chunks()
         self.fields = reader.fields
         self.device = torch.device(device)

@@ -92,14 +92,11 @@ def rows_to_batch(
         value = columns[name]
         return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value).astype(dtype)
 
-    def ints(name: str) -> np.ndarray:
-        return array(name, np.int64)
-
     def strings(name: str) -> list[str]:
         value = columns[name]
         return [str(v) for v in (value.to_pylist() if hasattr(value, "to_pylist") else value)]
 
-    height, width, channels = (ints(n) for n in ("height", "width", "channels"))
+    height, width, channels = (array(n, np.int64) for n in ("height", "width", "channels"))
     if len(set(height.tolist())) > 1 or len(set(width.tolist())) > 1 or len(set(channels.tolist())) > 1:
         raise ValueError("rows_to_batch: rows of one batch must share height, width and channels")
     shape = (int(height[0]), int(width[0]), int(channels[0]))
@@ -108,7 +105,7 @@ def rows_to_batch(
         pixels = torch.from_numpy(decode_u16(columns[name], shape))
         batch[name] = pixels.permute(0, 3, 1, 2).contiguous().to(device)
     for name in ("y0", "x0", "frame_h", "frame_w"):
-        batch[name] = torch.from_numpy(ints(name))
+        batch[name] = torch.from_numpy(array(name, np.int64))
     batch["sample_id"], batch["camera"] = strings("sample_id"), strings("camera")
     batch["coords"] = fov_coords(
         batch["y0"], batch["x0"], batch["frame_h"], batch["frame_w"], shape[0], shape[1], device=device

@@ -25,16 +25,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from degtrans.config import RestoreConfig, SimulateConfig
+from degtrans.config import RestoreConfig, SimulateConfig, from_dict
 from degtrans.errors import InputError
 from degtrans.field import PSFField
 from degtrans.figures import pyplot, save_figure
+from degtrans.io import read_image
 from degtrans.metrics import psnr, ssim
+from degtrans.pairs import source_of, split_of
 from degtrans.restore.baselines import SensorNoise, baseline_settings, deconvolve_field
+from degtrans.restore.checkpoint import model_from_checkpoint
 from degtrans.restore.coords import fov_coords, patch_radius, zone_of
 from degtrans.restore.data import PairReader
+from degtrans.restore.infer import restore_array
+from degtrans.restore.loop import forward_batch
 from degtrans.simulate.camera import CameraProfile
-from degtrans.simulate.isp import ISPParams
+from degtrans.simulate.degrade import PairSettings, sample_generator, sample_params, simulate_pair
+from degtrans.simulate.isp import ISPParams, ISPRanges
+from degtrans.simulate.sources import list_images
 
 ZONES = ("all", "centre", "mid", "corner")
 DEFAULT_CONFIG = RestoreConfig()
@@ -62,9 +69,6 @@ def _method_fn(method: str, reader: PairReader, config: RestoreConfig, device: t
 
         return baseline
     if method.startswith("ckpt:"):
-        from degtrans.restore.checkpoint import model_from_checkpoint
-        from degtrans.restore.loop import forward_batch
-
         model = model_from_checkpoint(method[len("ckpt:") :], device=device)[0].eval()
         return torch.no_grad()(
             lambda batch: forward_batch(model, batch, device).float().clamp(0.0, 1.0).cpu()
@@ -80,8 +84,7 @@ def _label(method: str) -> str:
 def _rows(
     labels: list[tuple[str, str]], scores: dict[tuple[str, str], list[tuple[float, float]]]
 ) -> list[dict[str, Any]]:
-    """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: the mean of ``scores[(method, zone)]``
-    for each ``(method, label)`` and zone (NaN for none)."""
+    """Rows ``{"method": label, "zone", "count", "psnr", "ssim"}``: means of ``scores`` (NaN for none)."""
     rows = []
     for method, label in labels:
         for zone in ZONES:
@@ -193,9 +196,6 @@ def draw_comparison(crops: list[dict[str, Any]], methods: list[str], png: str | 
     return save_figure(fig, png, dpi=90)
 
 
-# ---------------------------------------------------------------- whole frames
-
-
 @dataclass(frozen=True)
 class Frame:
     """A held-out frame through a camera: ``degraded``/``clean`` (3, H, W) in [0, 1] and its ISP draw."""
@@ -219,9 +219,6 @@ def simulate_frame(
     The field is stretched over the frame when the sizes differ. Randomness depends only on
     ``(config.seed, camera, name)``.
     """
-    from degtrans.simulate.degrade import PairSettings, sample_generator, sample_params, simulate_pair
-    from degtrans.simulate.isp import ISPRanges
-
     height, width = image.shape[:2]
     if field.image_size != (height, width):
         field = PSFField(field.psfs, (height, width), field.channels, field.domain, field.meta)
@@ -247,9 +244,6 @@ def frame_restorers(
     ``side_info``: networks are given each frame's noise level and ISP draw; ``False`` restores the
     frame as a photograph, which carries neither (the classical baselines always get both).
     """
-    from degtrans.restore.checkpoint import model_from_checkpoint
-    from degtrans.restore.infer import restore_array
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def restorer(method: str, model: torch.nn.Module | None = None) -> Restorer:
@@ -436,11 +430,6 @@ def held_out_frames(
     Returns:
         The frames, the cameras' fields, and the names left out.
     """
-    from degtrans.config import from_dict
-    from degtrans.io import read_image
-    from degtrans.pairs import source_of, split_of
-    from degtrans.simulate.sources import list_images
-
     reader = PairReader(data_dir, val_fraction=val_fraction, with_psf=True)
     manifest, fields = reader.manifest, reader.fields
     settings = {k: v for k, v in manifest.get("config", {}).items() if k != "workers"}

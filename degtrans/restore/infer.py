@@ -22,8 +22,11 @@ from degtrans.errors import InputError, MissingInput
 from degtrans.field import PSFField
 from degtrans.io import read_image, write_image
 from degtrans.restore.baselines import SensorNoise, baseline_settings, deconvolve_field
+from degtrans.restore.checkpoint import model_from_checkpoint
 from degtrans.restore.coords import fov_coords
 from degtrans.restore.data import patch_corner_psfs
+from degtrans.restore.pretrained import load_pretrained
+from degtrans.simulate.camera import develop_raw
 from degtrans.simulate.isp import ISPParams
 
 # Where the corners (top-left, top-right, bottom-left, bottom-right) of patch_corner_psfs go when the
@@ -39,8 +42,6 @@ def read_photo(path: str | Path) -> np.ndarray:
     """A photograph to restore as (H, W, 3) float32 RGB in [0, 1]: encoded images with the project's
     decoder; camera RAW developed by the simulation's ISP (``develop_raw``), the processing the networks
     were trained on (calibration, by contrast, reads RAW in linear light)."""
-    from degtrans.simulate.camera import develop_raw
-
     return read_image(path, raw_reader=develop_raw)
 
 
@@ -234,8 +235,6 @@ def restore_image(
         InputError naming the file for an unreadable photo, checkpoint or field, a field for another
         frame size, or a non-blind checkpoint without a field.
     """
-    from degtrans.restore.checkpoint import model_from_checkpoint
-
     image = read_photo(photo)
     loaded = field if field is None or isinstance(field, PSFField) else PSFField.load(field)
     if loaded is not None and tuple(loaded.image_size) != image.shape[:2]:
@@ -250,8 +249,6 @@ def restore_image(
         if checkpoint is None:
             if loaded is None:
                 raise InputError("method 'model' needs --checkpoint, or --field for the bundled deep Wiener")
-            from degtrans.restore.pretrained import load_pretrained
-
             try:
                 model, train_config = load_pretrained()
             except FileNotFoundError as error:

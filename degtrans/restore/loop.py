@@ -65,10 +65,6 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device)
     return model(get("degraded"), get("coords"), psf, get("noise"), get("isp"))
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     """The one mixed-precision policy: ``(autocast dtype, scaler)``.
 
@@ -150,7 +146,7 @@ def fit(
     Returns:
         The run's ``Progress`` when the budget is spent.
     """
-    device = _device_of(model)
+    device = next(model.parameters()).device
     amp_dtype, scaler = precision(device, config.amp)  # one scaler for the run: its scale carries over
     scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)  # disabled: the plain float32 steps
 
@@ -235,7 +231,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean ``psnr`` (dB), ``ssim`` and ``loss`` of ``model`` over ``batches`` (outputs clipped to [0, 1])."""
     model.eval()
-    device = _device_of(model)
+    device = next(model.parameters()).device
     sums = {"psnr": 0.0, "ssim": 0.0, "loss": 0.0}
     count = 0
     for batch in batches:
@@ -276,15 +272,6 @@ def draw_curves(metrics_path: str | Path, png: str | Path) -> Path:
     ax_psnr.legend()
     fig.tight_layout()
     return save_figure(fig, png, dpi=100)
-
-
-def _identity_psnr(batches: Batches) -> float:
-    """Mean PSNR (dB) of the degraded inputs of ``batches``: the 'do nothing' baseline."""
-    total, count = 0.0, 0
-    for batch in batches:
-        total += float(psnr(batch["degraded"], batch["clean"]).sum())
-        count += batch["clean"].shape[0]
-    return total / max(count, 1)
 
 
 def _keep_records_before(path: Path, epoch: int) -> None:
@@ -339,7 +326,7 @@ def train_run(
     if config.init and resume_from is None:
         init_weights(net, config.init)
     model = wrap(net)
-    device = _device_of(model)
+    device = next(model.parameters()).device
     steps = max(1, math.ceil(train_samples / (config.batch_size * world_size)))
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
@@ -360,7 +347,11 @@ def train_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_resolved(config, run_dir)
         _keep_records_before(run_dir / "metrics.jsonl", start_epoch)
-        baseline = _identity_psnr(val_reader.batches("val", config.batch_size, shuffle=False))
+        total, count = 0.0, 0  # the degraded inputs' mean PSNR: the 'do nothing' baseline
+        for batch in val_reader.batches("val", config.batch_size, shuffle=False):
+            total += float(psnr(batch["degraded"], batch["clean"]).sum())
+            count += batch["clean"].shape[0]
+        baseline = total / max(count, 1)
         if val_reader.count("val") == 0:
             log.warning(
                 "%s: no validation split (val_fraction=%s, %s): best.pt will be the last epoch's weights",

@@ -23,8 +23,6 @@ from degtrans.restore.checkpoint import load_checkpoint, model_from_checkpoint, 
 from degtrans.restore.models import build_model
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "models" / "deep-wiener.pt"
-# ``train.init`` value naming the bundled weights.
-BUNDLED = "pretrained"
 
 
 def pretrained_path() -> Path:
@@ -59,7 +57,7 @@ def init_weights(model: nn.Module, init: str) -> None:
         from it must use the same ``width``, ``wiener.features``, ``wiener.stages`` ...).
     """
     try:
-        path = pretrained_path() if init == BUNDLED else Path(init)
+        path = pretrained_path() if init == "pretrained" else Path(init)
         state = load_checkpoint(path)
     except FileNotFoundError as error:
         raise MissingInput(f"train.init={init!r}: {error}") from error

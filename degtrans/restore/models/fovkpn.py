@@ -58,7 +58,6 @@ class FOVKPN(nn.Module):
         decoder_deform: int = SCALES - 1,
     ) -> None:
         super().__init__()
-        self.channels = channels
         widths = [width * m for m in WIDTH_MULTIPLIERS]
         self.head = nn.Conv2d(channels + 3, widths[0], 3, padding=1)
         self.encoders = nn.ModuleList(

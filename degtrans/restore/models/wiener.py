@@ -285,7 +285,7 @@ class DeepWiener(nn.Module):
                 f"DeepWiener: levels and stages (train.wiener.levels, train.wiener.stages) must be >= 1,"
                 f" got {levels} and {stages}"
             )
-        self.channels, self.features, self.bands = channels, features, bands
+        self.channels, self.features = channels, features
         self.known_isp = known_isp
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, features - channels, 3, padding=1, groups=channels),
